@@ -1,0 +1,77 @@
+# chatbus — `make help` lists the targets. Everything runs from a venv in .venv; services keep
+# their state under .chatbus/ and large downloads under ~/.cache/chatbus.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install model up down status topics run pipeline-up pipeline-down test test-unit \
+        lint schemas check-schemas chat clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	@echo "==> installing chatbus and its dependencies into $(VENV) (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@$(BIN)/pip check
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install chatbus with its dependencies
+
+model: install ## Build the tiny offline demo model into ~/.cache/chatbus (idempotent)
+	@$(BIN)/chatbus model build
+
+up: install ## Install what is missing and start Kafka, Redis, FerretDB and S3 (idempotent)
+	@$(BIN)/chatbus infra up
+
+down: ## Stop everything this checkout started (pipeline and services), by PID
+	@if [ -x $(BIN)/chatbus ]; then $(BIN)/chatbus infra down; else echo "nothing installed"; fi
+
+status: install ## Show the local services and whether they are healthy
+	@$(BIN)/chatbus infra status
+
+pipeline-up: install ## Start the inference worker in the background
+	@$(BIN)/chatbus pipeline up
+
+pipeline-down: install ## Stop the inference worker (it drains first)
+	@$(BIN)/chatbus pipeline down
+
+run: model up pipeline-up ## Install, start services and pipeline, stream a demo answer
+	@echo "==> streaming a demo answer (the demo model's text is random, not meaningful)"
+	@$(BIN)/chatbus chat "Hello! What is chatbus?" --max-tokens 48 --timeout 180
+	@echo
+	@echo "chatbus is running in the background."
+	@echo "  chat:    $(BIN)/chatbus chat \"your question\"   (or: source $(BIN)/activate)"
+	@echo "  status:  make status"
+	@echo "  logs:    .chatbus/logs/"
+	@echo "  stop:    make down"
+
+chat: install ## Ask something: make chat PROMPT="..."
+	@$(BIN)/chatbus chat "$${PROMPT:-Hello}"
+
+test: model ## Run the whole suite (starts the services it needs, stops what it started)
+	@$(BIN)/python -m pytest
+
+test-unit: install ## Run the unit tests only (no services)
+	@$(BIN)/python -m pytest tests/unit
+
+lint: install ## ruff and mypy
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
+
+schemas: install ## Export the events' JSON Schema to schemas/json
+	@$(BIN)/chatbus schemas
+
+check-schemas: install ## Fail when schemas/json is stale
+	@$(BIN)/chatbus schemas --check
+
+clean: down ## Stop everything and remove .chatbus state (keeps the download cache)
+	@rm -rf .chatbus

@@ -1,0 +1,233 @@
+"""The ``chatbus`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from chatbus.errors import ChatbusError
+from chatbus.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _fail(exc: BaseException) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """chatbus: a chat service on Kafka. Settings come from CHATBUS_* environment variables."""
+
+
+# --- chat -----------------------------------------------------------------------------------
+@main.command()
+@click.argument("prompt")
+@click.option("--model", default=None, help="Model name (default: CHATBUS_MODEL_NAME).")
+@click.option("--system", default=None, help="A system message before the prompt.")
+@click.option("--max-tokens", type=int, default=None)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--stop", "stop_sequences", multiple=True, help="A stop sequence (repeatable).")
+@click.option("--conversation", default=None, help="Continue this conversation id.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for each chunk.")
+def chat(prompt: str, model: str | None, system: str | None, max_tokens: int | None,
+         temperature: float, top_p: float, seed: int | None, stop_sequences: tuple[str, ...],
+         conversation: str | None, timeout: float | None) -> None:
+    """Send PROMPT over the bus and print the answer as it streams."""
+    from pydantic import ValidationError
+
+    from producers.sdk import ChatClient
+    from schemas.events import SamplingParams
+
+    settings = _settings()
+    try:
+        sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                  seed=seed, stop=list(stop_sequences))
+    except ValidationError as exc:
+        _fail(exc)
+        return
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+
+    async def _run() -> str | None:
+        async with ChatClient(settings) as client:
+            request = await client.send(messages, model=model or settings.model_name,
+                                        sampling=sampling, conversation_id=conversation)
+            finish = None
+            async for chunk in client.chunks(request.request_id, timeout_s=timeout):
+                click.echo(chunk.text, nl=False)
+                sys.stdout.flush()
+                finish = chunk.finish_reason
+            click.echo()
+            click.secho(f"[{finish}; conversation {request.conversation_id}]", dim=True,
+                        err=True)
+            return finish
+
+    try:
+        asyncio.run(_run())
+    except ChatbusError as exc:
+        _fail(exc)
+
+
+# --- worker ---------------------------------------------------------------------------------
+@main.command()
+def worker() -> None:
+    """Run an inference worker (one consumer-group member) until SIGTERM."""
+    from chatbus.logging import configure_logging
+    from inference_consumers.serve import run_worker
+
+    settings = _settings()
+    configure_logging(settings, component="inference")
+    try:
+        asyncio.run(run_worker(settings))
+    except ChatbusError as exc:
+        _fail(exc)
+
+
+# --- topics ---------------------------------------------------------------------------------
+@main.group()
+def topics() -> None:
+    """The bus's topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic of the registry (idempotent) and list them."""
+    from chatbus.kafka.topic_setup import ensure_topics
+
+    try:
+        created = asyncio.run(ensure_topics(_settings()))
+    except ChatbusError as exc:
+        _fail(exc)
+        return
+    for name, partitions in sorted(created.items()):
+        click.echo(f"{name:32} {partitions} partition(s)")
+
+
+# --- model ----------------------------------------------------------------------------------
+@main.group()
+def model() -> None:
+    """The model the workers serve."""
+
+
+@model.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even when present.")
+def model_build(force: bool) -> None:
+    """Build the tiny offline demo model into the cache (its text is not meaningful)."""
+    from inference_consumers.demo_model import build_demo_model
+
+    settings = _settings()
+    path = build_demo_model(settings.resolved_model_path, force=force)
+    click.echo(str(path))
+
+
+# --- local services -------------------------------------------------------------------------
+@main.group()
+def infra() -> None:
+    """The local Kafka, Redis, FerretDB and S3 services."""
+
+
+def _print_status(settings: Settings) -> bool:
+    from infra.local import manager
+
+    healthy = True
+    for st in manager.status(settings):
+        mark = "up  " if st.healthy else ("sick" if st.running else "down")
+        healthy &= bool(st.healthy)
+        pid = st.pid if st.pid else "-"
+        click.echo(f"{mark}  {st.name:10} pid {pid!s:8} {st.address}  {st.detail or ''}")
+    return healthy
+
+
+@infra.command("up")
+@click.option("--service", "services", multiple=True, help="Only this service (repeatable).")
+def infra_up(services: tuple[str, ...]) -> None:
+    """Install what is missing and start the services (idempotent), then create the topics."""
+    from chatbus.kafka.topic_setup import ensure_topics
+    from infra.local import manager
+
+    settings = _settings()
+    try:
+        manager.up(settings, list(services) or None)
+        if not services or "kafka" in services:
+            asyncio.run(ensure_topics(settings))
+    except ChatbusError as exc:
+        _fail(exc)
+
+
+@infra.command("down")
+def infra_down() -> None:
+    """Stop every local service and pipeline process this checkout started (by PID)."""
+    from infra.local import manager
+
+    settings = _settings()
+    stop_pipeline(settings)
+    manager.down(settings)
+
+
+@infra.command("status")
+def infra_status() -> None:
+    """Show which services run and are healthy."""
+    if not _print_status(_settings()):
+        sys.exit(3)
+
+
+# --- pipeline -------------------------------------------------------------------------------
+PIPELINE = ("worker",)
+
+
+def stop_pipeline(settings: Settings) -> None:
+    from infra.local import process
+
+    for name in PIPELINE:
+        process.stop(settings, name)
+
+
+@main.group()
+def pipeline() -> None:
+    """The chatbus components (inference worker) running in the background."""
+
+
+@pipeline.command("up")
+def pipeline_up() -> None:
+    """Start the pipeline's processes in the background (idempotent)."""
+    from infra.local import process
+
+    settings = _settings()
+    argv: dict[str, list[str]] = {"worker": [sys.executable, "-m", "chatbus.cli", "worker"]}
+    for name in PIPELINE:
+        pid = process.running_pid(settings, name)
+        if pid:
+            click.echo(f"{name} already running (pid {pid})")
+            continue
+        pid = process.spawn(settings, name, argv[name])
+        click.echo(f"{name} started (pid {pid}); log: {settings.log_dir / (name + '.log')}")
+
+
+@pipeline.command("down")
+def pipeline_down() -> None:
+    """Stop the pipeline's processes (SIGTERM: they drain first)."""
+    stop_pipeline(_settings())
+
+
+# --- schemas --------------------------------------------------------------------------------
+@main.command("schemas")
+@click.option("--check", is_flag=True, help="Fail when schemas/json is stale.")
+def schemas_cmd(check: bool) -> None:
+    """Export the events' JSON Schema to schemas/json."""
+    from schemas.export import main as export_main
+
+    args: list[Any] = ["--check"] if check else []
+    sys.exit(export_main(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The one settings object of every chatbus process.
+
+Every value comes from an environment variable with the ``CHATBUS_`` prefix (or a ``.env`` file);
+nothing else in the project reads the environment. Production points the same fields at real clusters.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "chatbus"
+
+
+class Settings(BaseSettings):
+    """Configuration for every chatbus component (env prefix ``CHATBUS_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATBUS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- where things live -------------------------------------------------------------
+    state_dir: Path = Field(
+        default=Path(".chatbus"),
+        description="Data, logs, PID files and benchmark results of the local services.",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Large downloads and builds kept outside the checkout (jars, binaries, model).",
+    )
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:39092"
+    kafka_port: int = Field(39092, description="Port of the local Kafka broker's client listener.")
+    kafka_controller_port: int = Field(39093, description="Port of the local KRaft controller.")
+    kafka_version: str = "4.1.1"
+    kafka_client_id: str = "chatbus"
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the request/token topics.")
+    topic_replication: int = Field(1, ge=1)
+    topic_prefix: str = Field(
+        "", description="Prefix of every topic name (isolates tenants, environments and tests)."
+    )
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="How long a client waits for the next chunk of an answer."
+    )
+
+    # --- Redis / MongoDB / S3 ------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:36379/0"
+    redis_port: int = 36379
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:37017/")
+    mongo_port: int = 37017
+    mongo_db: str = "chatbus"
+    ferretdb_version: str = "v1.24.2"
+    s3_endpoint: str = "http://127.0.0.1:39000"
+    s3_port: int = 39000
+    s3_bucket: str = "chatbus-archive"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr = SecretStr("chatbus")
+    aws_secret_access_key: SecretStr = SecretStr("chatbus-local-secret")
+
+    # --- model and inference -------------------------------------------------------------
+    model_path: Path | None = Field(
+        default=None,
+        description="A Hugging Face causal LM folder; defaults to the demo model in the cache.",
+    )
+    model_name: str = Field("chatbus-tiny", description="The name requests use for this model.")
+    device: str = Field("auto", description="'auto' (CUDA with bf16 when present, else CPU), 'cpu' or 'cuda'.")
+    max_inflight: int = Field(8, ge=1, description="Requests one worker holds at once (batch slots).")
+    default_max_tokens: int = Field(64, ge=1)
+    chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
+    chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk may wait for more tokens.")
+    worker_id: str | None = None
+
+    # --- observability -------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_port: int = Field(0, ge=0, description="Prometheus port of this process; 0 = off.")
+
+    def topic(self, name: str) -> str:
+        """The full name of a registry topic (``chat.tokens`` → ``<prefix>chat.tokens``)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path or (self.cache_dir / "models" / self.model_name)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Inference workers: model engines, admission, token publishing."""

@@ -1,0 +1,181 @@
+"""Serve one request: engine tokens → text → coalesced chunks on the reply partition → completion."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiokafka.structs import RecordMetadata
+
+from chatbus.kafka import EventPublisher
+from chatbus.settings import Settings
+from inference_consumers import metrics
+from inference_consumers.chunker import Chunker, PendingChunk
+from inference_consumers.engine import GenerationRequest, InferenceEngine
+from inference_consumers.text_stream import TextStream
+from schemas.events import (
+    ChatRequest,
+    Completion,
+    ErrorInfo,
+    FinishReason,
+    Timings,
+    TokenChunk,
+    Usage,
+)
+from schemas.topics import TopicName
+
+
+class RequestRejected(Exception):
+    """The request cannot be served as asked; ``info`` tells the client why."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+@dataclass
+class StreamState:
+    """What one in-flight request has done so far."""
+
+    request: ChatRequest
+    picked_at: float = field(default_factory=time.monotonic)
+    queue_wait_ms: float = 0.0
+    next_seq: int = 0
+    first_token_at: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    cancel_requested: bool = False
+    last_send: asyncio.Future[RecordMetadata] | None = None
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class RequestStreamer:
+    """Runs requests on an engine and publishes what they produce."""
+
+    def __init__(self, settings: Settings, engine: InferenceEngine, publisher: EventPublisher,
+                 worker_id: str) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._publisher = publisher
+        self._worker_id = worker_id
+
+    def prepare(self, request: ChatRequest) -> GenerationRequest:
+        """Validate ``request`` against this model; raises :class:`RequestRejected`."""
+        engine = self._engine
+        if request.model != engine.model_name:
+            raise RequestRejected(ErrorInfo(
+                code="model_not_found", param="model",
+                message=f"model {request.model!r} is not served by this worker group; "
+                        f"available: {engine.model_name!r}"))
+        sampling = request.sampling
+        prompt_ids = engine.encode_chat([m.model_dump() for m in request.messages])
+        max_new = sampling.max_tokens or self._settings.default_max_tokens
+        if len(prompt_ids) + max_new > engine.max_context:
+            raise RequestRejected(ErrorInfo(
+                code="context_length_exceeded", param="messages",
+                message=f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_new}; "
+                        f"together they exceed the model's context of {engine.max_context} "
+                        "tokens: shorten the conversation or lower max_tokens"))
+        return GenerationRequest(
+            request_id=request.request_id, prompt_ids=prompt_ids, max_new_tokens=max_new,
+            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+
+    async def run(self, state: StreamState) -> Completion:
+        """Generate, stream chunks, then publish the completion; returns it."""
+        request = state.request
+        model = self._engine.model_name
+        try:
+            generation = self.prepare(request)
+        except RequestRejected as rejected:
+            return await self.fail(state, rejected.info)
+        if state.cancel_requested:
+            return await self._finish(state, "", "cancelled", generation, [], None)
+
+        text_stream = TextStream(self._engine.decode, request.sampling.stop)
+        chunker = Chunker(self._settings.chunk_max_tokens, self._settings.chunk_max_ms)
+        finish_reason: FinishReason = "error"
+        error: ErrorInfo | None = None
+        stopping = False
+        async for event in self._engine.generate(generation):
+            if event.token_ids and not stopping:
+                now = time.monotonic()
+                if state.first_token_at is None:
+                    state.first_token_at = now
+                state.token_times.extend([now] * len(event.token_ids))
+                released = text_stream.push(event.token_ids)
+                chunk = chunker.add(released, list(event.token_ids))
+                if chunk is not None:
+                    await self._send_chunk(state, chunk)
+                if text_stream.stopped:  # a stop sequence: no more tokens are wanted
+                    stopping = True
+                    finish_reason = "stop"
+                    await self._engine.cancel(request.request_id)
+            if event.finished:
+                if not stopping:
+                    finish_reason = event.finish_reason or "error"
+                    if state.cancel_requested and finish_reason == "cancelled":
+                        metrics.CANCELLATIONS.labels(model).inc()
+                if event.error:
+                    error = ErrorInfo(code="engine_error", message=event.error)
+                break
+        last = chunker.take()
+        last.text += text_stream.finish()
+        return await self._finish(state, text_stream.text, finish_reason, generation,
+                                  text_stream.token_ids, error, last)
+
+    async def fail(self, state: StreamState, info: ErrorInfo) -> Completion:
+        """End the request's stream with an error the client can act on."""
+        return await self._finish(state, "", "error", None, [], info)
+
+    async def _send_chunk(self, state: StreamState, chunk: PendingChunk, *,
+                          finish_reason: FinishReason | None = None,
+                          error: ErrorInfo | None = None) -> None:
+        request = state.request
+        event = TokenChunk(
+            request_id=request.request_id, conversation_id=request.conversation_id,
+            seq=state.next_seq, text=chunk.text, token_ids=chunk.token_ids,
+            finish_reason=finish_reason, error=error, worker_id=self._worker_id)
+        state.next_seq += 1
+        state.last_send = await self._publisher.send(
+            TopicName.TOKENS, event, partition=request.reply_to.partition)
+        metrics.CHUNKS.labels(self._engine.model_name).inc()
+
+    async def _finish(self, state: StreamState, text: str, finish_reason: FinishReason,
+                      generation: GenerationRequest | None, token_ids: list[int],
+                      error: ErrorInfo | None, last: PendingChunk | None = None) -> Completion:
+        request = state.request
+        model = self._engine.model_name
+        await self._send_chunk(state, last or PendingChunk(), finish_reason=finish_reason,
+                               error=error)
+        assert state.last_send is not None
+        await state.last_send  # every chunk is on the broker before the completion
+        done = time.monotonic()
+        gaps = [b - a for a, b in zip(state.token_times, state.token_times[1:], strict=False)]
+        timings = Timings(
+            queue_wait_ms=state.queue_wait_ms,
+            time_to_first_token_ms=(None if state.first_token_at is None
+                                    else (state.first_token_at - state.picked_at) * 1000),
+            inter_token_mean_ms=(sum(gaps) / len(gaps) * 1000) if gaps else None,
+            inter_token_p99_ms=_percentile(gaps, 0.99) * 1000 if gaps else None,
+            total_ms=(done - state.picked_at) * 1000,
+        )
+        prompt_tokens = len(generation.prompt_ids) if generation else 0
+        completion = Completion(
+            request_id=request.request_id, conversation_id=request.conversation_id,
+            user_id=request.user_id, model=request.model, text=text,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(token_ids),
+                        total_tokens=prompt_tokens + len(token_ids)),
+            timings=timings, worker_id=self._worker_id, error=error)
+        await self._publisher.publish(TopicName.COMPLETIONS, completion)
+        metrics.REQUESTS.labels(model, finish_reason).inc()
+        metrics.TOKENS.labels(model).inc(len(token_ids))
+        if state.first_token_at is not None:
+            metrics.TTFT.labels(model).observe(state.first_token_at - state.picked_at)
+        for gap in gaps:
+            metrics.ITL.labels(model).observe(gap)
+        return completion

@@ -1,0 +1,3 @@
+module chatbus.local/ferretdb-tool
+
+go 1.24

@@ -1,0 +1,193 @@
+"""``ChatClient``: chat over Kafka from any Python service.
+
+The client owns one partition of ``chat.tokens`` (its reply partition), publishes requests that
+name it, and yields each answer's chunks in ``seq`` order, exactly once, even when the bus
+redelivers. ``chatbus chat`` is built on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import TopicPartition
+
+from chatbus.errors import ChatbusError, InvalidEvent, ServiceUnavailable
+from chatbus.kafka import EventPublisher, decode_event, kafka_unavailable, make_consumer
+from chatbus.logging import get_logger
+from chatbus.settings import Settings
+from schemas.events import (
+    CancelRequest,
+    ChatMessage,
+    ChatRequest,
+    ErrorInfo,
+    ReplyTo,
+    SamplingParams,
+    TokenChunk,
+)
+from schemas.topics import TopicName
+
+log = get_logger(__name__)
+
+
+class ChatError(ChatbusError):
+    """The service ended a request with an error; ``info`` says which and why."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        where = f" (parameter {info.param!r})" if info.param else ""
+        super().__init__(f"{info.code}{where}: {info.message}")
+        self.info = info
+
+
+class ChatTimeout(ChatbusError):
+    """No chunk arrived in time."""
+
+    retriable = True
+
+
+@dataclass
+class _Stream:
+    queue: asyncio.Queue[TokenChunk] = field(default_factory=asyncio.Queue)
+    next_seq: int = 0
+    early: dict[int, TokenChunk] = field(default_factory=dict)
+
+
+class ChatClient:
+    """Publishes chat requests and streams their answers back from a reply partition."""
+
+    def __init__(self, settings: Settings, *, reply_partition: int | None = None,
+                 client_id: str = "chatbus-client") -> None:
+        self._settings = settings
+        self._reply_partition = reply_partition
+        self._client_id = client_id
+        self._publisher = EventPublisher(settings, client_id=client_id)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def reply_to(self) -> ReplyTo:
+        assert self._reply_partition is not None, "start() the client first"
+        return ReplyTo(topic=TopicName.TOKENS.value, partition=self._reply_partition)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._publisher.start()
+        topic = self._settings.topic(TopicName.TOKENS)
+        consumer = make_consumer(self._settings, group_id=None,
+                                 client_id=f"{self._client_id}-replies",
+                                 auto_offset_reset="latest")
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            await self._publisher.stop()
+            raise kafka_unavailable(self._settings, exc) from exc
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer.stop()
+            await self._publisher.stop()
+            raise ServiceUnavailable(f"topic {topic!r} does not exist; run `chatbus topics "
+                                     "create` (make up does it)")
+        if self._reply_partition is None:
+            self._reply_partition = random.choice(sorted(partitions))  # noqa: S311
+        tp = TopicPartition(topic, self._reply_partition)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)  # resolve now: nothing published after start() is missed
+        self._consumer = consumer
+        self._reader = asyncio.create_task(self._read_replies(), name="chat-replies")
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._publisher.stop()
+
+    async def __aenter__(self) -> ChatClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def send(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
+                   sampling: SamplingParams | None = None, conversation_id: str | None = None,
+                   user_id: str = "anonymous") -> ChatRequest:
+        """Publish a request (registering its stream first, so no chunk can be missed)."""
+        fields: dict[str, object] = {}
+        if conversation_id:
+            fields["conversation_id"] = conversation_id
+        request = ChatRequest(
+            model=model, user_id=user_id, reply_to=self.reply_to,
+            messages=[m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
+                      for m in messages],
+            sampling=sampling or SamplingParams(), **fields)  # type: ignore[arg-type]
+        self._streams[request.request_id] = _Stream()
+        await self._publisher.publish(TopicName.REQUESTS, request)
+        return request
+
+    async def chunks(self, request_id: str, *,
+                     timeout_s: float | None = None) -> AsyncIterator[TokenChunk]:
+        """The chunks of ``request_id`` in order, each once; raises :class:`ChatError` on error."""
+        stream = self._streams[request_id]
+        wait = timeout_s or self._settings.request_timeout_s
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(stream.queue.get(), wait)
+                except TimeoutError:
+                    raise ChatTimeout(
+                        f"no answer to {request_id} for {wait:.0f} s; is an inference worker "
+                        "running for this model (`make run` starts one)?") from None
+                if chunk.error is not None:
+                    raise ChatError(chunk.error)
+                yield chunk
+                if chunk.is_last:
+                    return
+        finally:
+            self._streams.pop(request_id, None)
+
+    async def stream(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
+                     sampling: SamplingParams | None = None,
+                     conversation_id: str | None = None) -> AsyncIterator[TokenChunk]:
+        """Send a request and yield its chunks."""
+        request = await self.send(messages, model=model, sampling=sampling,
+                                  conversation_id=conversation_id)
+        async for chunk in self.chunks(request.request_id):
+            yield chunk
+
+    async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
+        """Ask whichever worker holds ``request_id`` to stop it."""
+        await self._publisher.publish(TopicName.CONTROL,
+                                      CancelRequest(request_id=request_id, reason=reason))
+
+    async def _read_replies(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        async for record in consumer:
+            try:
+                event = decode_event(record.topic, record.value, ("chat.token",))
+            except InvalidEvent as exc:
+                log.warning("invalid_reply", error=str(exc), offset=record.offset)
+                continue
+            assert isinstance(event, TokenChunk)
+            stream = self._streams.get(event.request_id)
+            if stream is None or event.seq < stream.next_seq or event.seq in stream.early:
+                continue  # not ours, or a duplicate
+            stream.early[event.seq] = event
+            while stream.next_seq in stream.early:
+                stream.queue.put_nowait(stream.early.pop(stream.next_seq))
+                stream.next_seq += 1
