@@ -2,7 +2,7 @@
 
 ChatbusError
  ├── ConfigurationError     a setting is wrong or a port is taken: fix the setting and retry
- ├── ServiceUnavailable      a dependency (Kafka, Redis, MongoDB, S3) cannot be reached   [retriable]
+ ├── ServiceUnavailable     a dependency (Kafka, Redis, MongoDB, S3) is unreachable [retriable]
  ├── InvalidEvent            bytes on a topic are not a valid event: they go to the DLQ
  └── EngineError             (inference_consumers.engine) the model could not run a request
 

@@ -10,14 +10,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30.0,
                      interval: float = 0.05, what: str = "condition") -> T:
-    """Await ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Await ``probe`` until it returns something truthy; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
     while True:
         result = await probe()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         await asyncio.sleep(interval)

@@ -1,7 +1,8 @@
 """The one settings object of every chatbus process.
 
-Every value comes from an environment variable with the ``CHATBUS_`` prefix (or a ``.env`` file);
-nothing else in the project reads the environment. Production points the same fields at real clusters.
+Every value comes from an environment variable with the ``CHATBUS_`` prefix (or a ``.env``
+file); nothing else in the project reads the environment. Production points the same fields
+at real clusters.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class Settings(BaseSettings):
         description="A Hugging Face causal LM folder; defaults to the demo model in the cache.",
     )
     model_name: str = Field("chatbus-tiny", description="The name requests use for this model.")
-    device: str = Field("auto", description="'auto' (CUDA with bf16 when present, else CPU), 'cpu' or 'cuda'.")
-    max_inflight: int = Field(8, ge=1, description="Requests one worker holds at once (batch slots).")
+    device: str = Field(
+        "auto", description="'auto' (CUDA with bf16 when present, else CPU), 'cpu' or 'cuda'."
+    )
+    max_inflight: int = Field(8, ge=1, description="Requests one worker holds (batch slots).")
     default_max_tokens: int = Field(64, ge=1)
     chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
-    chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk may wait for more tokens.")
+    chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk waits for more tokens.")
     worker_id: str | None = None
 
     # --- observability -------------------------------------------------------------------

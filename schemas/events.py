@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 FinishReason = Literal["stop", "length", "cancelled", "content_filter", "error"]
 Role = Literal["system", "user", "assistant"]

@@ -1,0 +1,1 @@
+"""How chatbus's real services are installed, started and deployed (local services, topics, k8s)."""

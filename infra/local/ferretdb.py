@@ -1,0 +1,124 @@
+"""FerretDB v1.x (MongoDB wire protocol on SQLite), built from its Go module at an exact version."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import structlog
+
+from chatbus.errors import ServiceUnavailable
+from chatbus.settings import Settings
+from infra.local import ports, tools
+from infra.local.console import say
+from infra.local.service import Command, Service
+
+log = structlog.get_logger(__name__)
+
+MODULE = "github.com/FerretDB/FerretDB"
+PACKAGE = f"{MODULE}/cmd/ferretdb"
+GO_MOD = Path(__file__).parent / "ferretdb" / "go.mod"
+GO_HINT = "install Go 1.24 or newer (https://go.dev/dl/, or Debian's golang-go if recent enough)"
+
+
+def binary(settings: Settings) -> Path:
+    return settings.cache_dir.expanduser().resolve() / "bin" / "ferretdb"
+
+
+def module_dir(settings: Settings) -> Path:
+    """The Go module (a copy of infra/local/ferretdb/go.mod) that pins FerretDB as a tool."""
+    return settings.cache_dir.expanduser().resolve() / "go"
+
+
+class FerretDB(Service):
+    name = "ferretdb"
+    title = "FerretDB"
+    start_timeout = 30.0
+    stop_timeout = 10.0
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return [(settings.mongo_port, "CHATBUS_MONGO_PORT")]
+
+    def address(self, settings: Settings) -> str:
+        return f"{ports.HOST}:{settings.mongo_port}"
+
+    def install(self, settings: Settings) -> None:
+        version = settings.ferretdb_version
+        target = binary(settings)
+        marker = target.with_name("ferretdb.version")
+        if target.exists() and tools.marker_ok(marker, version):
+            return
+        go = tools.require("go", GO_HINT)
+        say(f"building FerretDB {version} from its Go module (a minute or two)…")
+        mod = module_dir(settings)
+        mod.mkdir(parents=True, exist_ok=True)
+        if not (mod / "go.mod").exists():
+            shutil.copyfile(GO_MOD, mod / "go.mod")
+        env = {"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+        tools.run(
+            [go, "get", "-tool", f"{PACKAGE}@{version}"],
+            f"go get {PACKAGE}@{version}", cwd=mod, env=env,
+        )
+        src_in_cache = tools.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", MODULE], "go list FerretDB", cwd=mod, env=env
+        ).strip().splitlines()[-1]
+        # `go install` of the tool builds a binary that panics at start ("Invalid
+        # build/version/version.txt"): FerretDB embeds its version from a generated file that
+        # the published module lacks. So build from a writable copy of the module with that file.
+        src = target.parent.parent / f"ferretdb-src-{version}"
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(src_in_cache, src)
+        for path in [src, *src.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        (src / "build" / "version" / "version.txt").write_text(version + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name("ferretdb.tmp")
+        tools.run(
+            [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "./cmd/ferretdb"],
+            f"go build FerretDB {version}", cwd=src, env={"CGO_ENABLED": "0"},
+        )
+        out = tools.run([str(tmp), "--version"], "ferretdb --version")
+        if f"version: {version}" not in out:
+            raise ServiceUnavailable(f"built ferretdb reports an unexpected version:\n{out}")
+        tmp.replace(target)
+        shutil.rmtree(src, ignore_errors=True)
+        tools.write_marker(marker, version)
+
+    def prepare(self, settings: Settings) -> None:
+        (self.data_dir(settings) / "data").mkdir(parents=True, exist_ok=True)
+
+    def command(self, settings: Settings) -> Command:
+        base = self.data_dir(settings)
+        return Command(
+            argv=[
+                str(binary(settings)),
+                "--handler=sqlite",
+                f"--sqlite-url=file:{base / 'data'}/",
+                f"--listen-addr={ports.HOST}:{settings.mongo_port}",
+                f"--state-dir={base}",
+                "--debug-addr=-",  # no debug HTTP listener
+                "--telemetry=disable",
+                "--log-level=info",
+            ],
+            env={"FERRETDB_TELEMETRY": "disable"},
+            cwd=base,
+        )
+
+    def check(self, settings: Settings, timeout: float) -> str:
+        from pymongo import MongoClient
+
+        ms = int(timeout * 1000)
+        client: MongoClient[dict[str, object]] = MongoClient(
+            f"mongodb://{self.address(settings)}/",
+            directConnection=True,
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=ms,
+        )
+        try:
+            client.admin.command("ping")
+            info = client.server_info()
+            version = info.get("ferretdbVersion") or info.get("version", "?")
+        finally:
+            client.close()
+        return f"ferretdb {version}, ping ok"

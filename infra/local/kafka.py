@@ -1,0 +1,234 @@
+"""Apache Kafka 4.x as one KRaft node (broker + controller), run from jars resolved by Maven."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from chatbus.errors import ConfigurationError, ServiceUnavailable
+from chatbus.settings import Settings
+from infra.local import ports, tools
+from infra.local.console import say
+from infra.local.service import Command, Service
+
+log = structlog.get_logger(__name__)
+
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+JAVA_HINT = "install OpenJDK 17 or newer (Debian: apt-get install -y openjdk-17-jre-headless)"
+MAVEN_HINT = "install Maven (Debian: apt-get install -y maven)"
+
+
+def home(settings: Settings) -> Path:
+    return settings.cache_dir.expanduser().resolve() / f"kafka-{settings.kafka_version}"
+
+
+def libs(settings: Settings) -> Path:
+    return home(settings) / "libs"
+
+
+def java_major(java: str) -> int:
+    out = tools.run([java, "-version"], "java -version")
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        return 0
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def random_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not led by '-'."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+class Kafka(Service):
+    name = "kafka"
+    title = "Kafka"
+    start_timeout = 90.0
+    stop_timeout = 30.0
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return [
+            (settings.kafka_port, "CHATBUS_KAFKA_PORT"),
+            (settings.kafka_controller_port, "CHATBUS_KAFKA_CONTROLLER_PORT"),
+        ]
+
+    def address(self, settings: Settings) -> str:
+        return f"{ports.HOST}:{settings.kafka_port}"
+
+    # --- install ----------------------------------------------------------------------------
+
+    def install(self, settings: Settings) -> None:
+        java = tools.require("java", JAVA_HINT)
+        if java_major(java) < 17:
+            raise ConfigurationError(f"Kafka {settings.kafka_version} needs Java 17+; {JAVA_HINT}")
+        marker = home(settings) / ".installed"
+        # the marker names the version and the pom's hash: editing the pom re-resolves the jars
+        stamp = f"{settings.kafka_version} {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+        if tools.marker_ok(marker, stamp):
+            log.debug("kafka jars present", libs=str(libs(settings)))
+            return
+        mvn = tools.require("mvn", MAVEN_HINT)
+        say(f"installing Kafka {settings.kafka_version} jars from Maven Central…")
+        # start from an empty folder: copy-dependencies never removes jars that are no longer wanted
+        shutil.rmtree(libs(settings), ignore_errors=True)
+        libs(settings).mkdir(parents=True, exist_ok=True)
+        tools.run(
+            [
+                mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                "-DincludeScope=runtime", f"-DoutputDirectory={libs(settings)}",
+                f"-Dkafka.version={settings.kafka_version}",
+            ],
+            f"resolving Kafka {settings.kafka_version} from Maven Central",
+        )
+        jar = libs(settings) / f"kafka_2.13-{settings.kafka_version}.jar"
+        if not jar.exists():
+            raise ConfigurationError(
+                f"Maven finished but {jar} is missing; is CHATBUS_KAFKA_VERSION "
+                f"({settings.kafka_version}) a released Kafka version?"
+            )
+        tools.write_marker(marker, stamp)
+
+    # --- config and storage -----------------------------------------------------------------
+
+    def properties_file(self, settings: Settings) -> Path:
+        return self.data_dir(settings) / "server.properties"
+
+    def log4j_file(self, settings: Settings) -> Path:
+        return self.data_dir(settings) / "log4j2.properties"
+
+    def prepare(self, settings: Settings) -> None:
+        base = self.data_dir(settings)
+        data = base / "data"
+        logs = settings.log_dir.resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        host = ports.HOST
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{host}:{settings.kafka_controller_port}",
+            "listeners": (
+                f"PLAINTEXT://{host}:{settings.kafka_port},"
+                f"CONTROLLER://{host}:{settings.kafka_controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{host}:{settings.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(data),
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(256 * 1024 * 1024),
+        }
+        text = "# written by infra/local/kafka.py on every start; edit that file instead\n"
+        text += "".join(f"{k}={v}\n" for k, v in props.items())
+        self.properties_file(settings).write_text(text)
+        self.log4j_file(settings).write_text(LOG4J2.format(log_file=logs / "kafka-server.log"))
+        if (data / "meta.properties").exists():
+            return
+        cluster_id = random_cluster_id()
+        say(f"formatting Kafka storage in {data} (cluster {cluster_id})…")
+        tools.run(
+            [
+                *self._java(settings), "kafka.tools.StorageTool", "format",
+                "--cluster-id", cluster_id, "--config", str(self.properties_file(settings)),
+                "--ignore-formatted",
+            ],
+            "formatting Kafka storage",
+        )
+
+    def _java(self, settings: Settings) -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j_file(settings)}",
+            f"-Dkafka.logs.dir={settings.log_dir.resolve()}",
+            "-cp", f"{libs(settings)}/*",
+        ]
+
+    def command(self, settings: Settings) -> Command:
+        return Command(
+            argv=[*self._java(settings), "kafka.Kafka", str(self.properties_file(settings))],
+            cwd=self.data_dir(settings),
+        )
+
+    # --- health -----------------------------------------------------------------------------
+
+    def check(self, settings: Settings, timeout: float) -> str:
+        if not ports.is_open(settings.kafka_port, timeout=min(timeout, 1.0)):
+            raise ServiceUnavailable(f"nothing listens on {self.address(settings)}")
+        cluster = asyncio.run(describe_cluster(self.address(settings), timeout))
+        brokers = cluster.get("brokers") or []
+        if not brokers:
+            raise ServiceUnavailable("metadata lists no brokers yet")
+        return f"cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s)"
+
+
+async def describe_cluster(bootstrap: str, seconds: float) -> dict[str, Any]:
+    """One metadata round trip through aiokafka's admin client."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="chatbus-infra-health",
+        request_timeout_ms=int(seconds * 1000),
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            await admin.start()
+            return await admin.describe_cluster()
+    finally:
+        await admin.close()
+
+
+LOG4J2 = """\
+# written by infra/local/kafka.py on every start
+status = warn
+name = chatbus-kafka
+
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log_file}
+appender.file.filePattern = {log_file}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = WARN
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+"""

@@ -1,0 +1,139 @@
+"""infra.local against the real programs, on private ports and a private state dir.
+
+The suite's shared services (default ports, ``.chatbus/``) are never touched: every test here
+builds its own Settings with free ports and a state dir under tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatbus.errors import ConfigurationError
+from chatbus.settings import Settings
+from infra.local import manager, process
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _private_settings(state_dir: Path, **overrides: object) -> Settings:
+    ports = {
+        name: _free_port()
+        for name in ("kafka_port", "kafka_controller_port", "redis_port", "mongo_port", "s3_port")
+    }
+    fields: dict[str, object] = {"state_dir": state_dir, "log_json": False, **ports}
+    fields.update(overrides)
+    return Settings(**fields)  # type: ignore[arg-type]
+
+
+def _gone(pid: int) -> bool:
+    return not process.is_alive(pid)
+
+
+def _wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)  # poll interval of the deadline loop
+        alive = [p for p in alive if not _gone(p)]
+    return alive
+
+
+@pytest.fixture(scope="module")
+def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = _private_settings(tmp_path_factory.mktemp("infra") / "state")
+    try:
+        yield settings
+    finally:
+        manager.down(settings)
+
+
+def test_up_twice_is_harmless(private_stack: Settings) -> None:
+    first = manager.up(private_stack)
+    assert [s.name for s in first] == ["kafka", "redis", "ferretdb", "s3"]
+    assert all(s.running and s.healthy and s.pid for s in first), first
+
+    second = manager.up(private_stack)
+    assert {s.name: s.pid for s in second} == {s.name: s.pid for s in first}
+    assert all(s.healthy for s in second), second
+
+    status = manager.status(private_stack)
+    assert {s.name: s.pid for s in status} == {s.name: s.pid for s in first}
+    assert all(s.healthy for s in status), status
+    assert str(private_stack.kafka_port) in next(s.address for s in status if s.name == "kafka")
+    assert "present" in next(s.detail for s in status if s.name == "s3")
+
+
+def test_down_leaves_no_process_of_ours(private_stack: Settings) -> None:
+    manager.up(private_stack)  # already up when the previous test ran: returns at once
+    pids = [s.pid for s in manager.status(private_stack) if s.pid]
+    assert len(pids) == 4
+
+    stopped = manager.down(private_stack)
+
+    assert sorted(stopped) == ["ferretdb", "kafka", "redis", "s3"]
+    assert _wait_until_gone(pids) == []
+    assert all(process.group_members(pid) == [] for pid in pids)
+    assert not any(private_stack.run_dir.glob("*.pid"))
+    assert all(not s.running and not s.healthy for s in manager.status(private_stack))
+    assert manager.down(private_stack) == []  # a second down is harmless too
+
+
+def test_taken_port_names_the_port_and_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        port = foreign.getsockname()[1]
+        settings = _private_settings(tmp_path / "state", kafka_port=port)
+
+        with pytest.raises(ConfigurationError) as info:
+            manager.up(settings, ["kafka"])
+
+    message = str(info.value)
+    assert f"port {port} is already in use" in message
+    assert f"pid {os.getpid()}" in message
+    assert "CHATBUS_KAFKA_PORT" in message
+    assert process.running_pid(settings, "kafka") is None
+
+
+def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:
+    settings = _private_settings(tmp_path / "state")
+    pid = process.spawn(settings, "sleeper", ["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    assert process.running_pid(settings, "sleeper") == pid
+    with pytest.raises(ConfigurationError):
+        process.spawn(settings, "sleeper", ["sleep", "1"])
+
+    deadline = time.monotonic() + 5
+    while len(process.group_members(pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)  # poll interval: wait for the two children to exist
+    members = process.group_members(pid)
+    assert len(members) == 3
+
+    assert process.stop(settings, "sleeper", timeout=5)
+    assert _wait_until_gone(members) == []
+    assert process.running_pid(settings, "sleeper") is None
+    assert not process.pid_file(settings, "sleeper").exists()
+    assert "starting" in process.log_file(settings, "sleeper").read_text()
+
+
+def test_stale_pid_file_of_another_program_is_ignored(tmp_path: Path) -> None:
+    settings = _private_settings(tmp_path / "state")
+    settings.run_dir.mkdir(parents=True)
+    # this test's own PID: alive, but not the program the metadata says we started
+    process.pid_file(settings, "redis").write_text(f"{os.getpid()}\n")
+    process.meta_file(settings, "redis").write_text(json.dumps({"argv": ["redis-server"]}))
+    assert process.running_pid(settings, "redis") is None
+    assert not process.pid_file(settings, "redis").exists()
+    assert process.stop(settings, "redis") is False  # and never signals it
