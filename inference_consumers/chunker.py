@@ -1,4 +1,4 @@
-"""Coalesce tokens into chunks: at most N tokens or M milliseconds per chunk, first token at once."""
+"""Coalesce tokens into chunks: at most N tokens or M ms per chunk; the first token at once."""
 
 from __future__ import annotations
 

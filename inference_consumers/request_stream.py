@@ -1,4 +1,4 @@
-"""Serve one request: engine tokens → text → coalesced chunks on the reply partition → completion."""
+"""Serve one request: engine tokens → text → chunks on the reply partition → completion."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class StreamState:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class RequestStreamer:

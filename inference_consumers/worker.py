@@ -92,9 +92,8 @@ class InferenceWorker:
                                       client_id=f"worker-{self.worker_id}-control",
                                       auto_offset_reset="latest")
         await self._control.start()
-        control_tps = [TopicPartition(self._settings.topic(TopicName.CONTROL), p) for p in
-                       self._control.partitions_for_topic(
-                           self._settings.topic(TopicName.CONTROL)) or {0}]
+        control_tps = [TopicPartition(self._settings.topic(TopicName.CONTROL), p)
+                       for p in sorted(await self._publisher.partitions_for(TopicName.CONTROL))]
         self._control.assign(control_tps)
         await self._control.seek_to_end(*control_tps)
         self._consumer = make_consumer(

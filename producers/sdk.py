@@ -16,8 +16,13 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
-from chatbus.errors import ChatbusError, InvalidEvent, ServiceUnavailable
-from chatbus.kafka import EventPublisher, decode_event, kafka_unavailable, make_consumer
+from chatbus.errors import ChatbusError, InvalidEvent
+from chatbus.kafka import (
+    EventPublisher,
+    decode_event,
+    kafka_unavailable,
+    make_consumer,
+)
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from schemas.events import (
@@ -89,12 +94,12 @@ class ChatClient:
             await consumer.stop()
             await self._publisher.stop()
             raise kafka_unavailable(self._settings, exc) from exc
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        try:
+            partitions = await self._publisher.partitions_for(TopicName.TOKENS)
+        except ChatbusError:
             await consumer.stop()
             await self._publisher.stop()
-            raise ServiceUnavailable(f"topic {topic!r} does not exist; run `chatbus topics "
-                                     "create` (make up does it)")
+            raise
         if self._reply_partition is None:
             self._reply_partition = random.choice(sorted(partitions))  # noqa: S311
         tp = TopicPartition(topic, self._reply_partition)
@@ -135,9 +140,13 @@ class ChatClient:
             messages=[m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
                       for m in messages],
             sampling=sampling or SamplingParams(), **fields)  # type: ignore[arg-type]
-        self._streams[request.request_id] = _Stream()
+        self.watch(request.request_id)
         await self._publisher.publish(TopicName.REQUESTS, request)
         return request
+
+    def watch(self, request_id: str) -> None:
+        """Collect the chunks of a request published by someone else to our reply partition."""
+        self._streams.setdefault(request_id, _Stream())
 
     async def chunks(self, request_id: str, *,
                      timeout_s: float | None = None) -> AsyncIterator[TokenChunk]:

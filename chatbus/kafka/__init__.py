@@ -1,7 +1,11 @@
 """Thin Kafka plumbing shared by every component: factories, codec, publisher, DLQ, topic setup."""
 
 from chatbus.kafka.codec import decode_event, encode_event, event_headers
-from chatbus.kafka.factories import kafka_unavailable, make_consumer, make_producer
+from chatbus.kafka.factories import (
+    kafka_unavailable,
+    make_consumer,
+    make_producer,
+)
 from chatbus.kafka.publisher import EventPublisher
 
 __all__ = [

@@ -47,3 +47,4 @@ def kafka_unavailable(settings: Settings, exc: BaseException) -> ServiceUnavaila
         f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc.__class__.__name__}: {exc}); "
         "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
     )
+

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 from aiokafka.structs import RecordMetadata
 from pydantic import BaseModel
 
+from chatbus.errors import ConfigurationError
 from chatbus.kafka.codec import encode_event, event_headers
 from chatbus.kafka.factories import kafka_unavailable, make_producer
 from chatbus.settings import Settings
@@ -49,6 +50,15 @@ class EventPublisher:
     @property
     def producer(self) -> AIOKafkaProducer:
         return self._producer
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The partitions of registry topic ``topic`` (raises when the topic does not exist)."""
+        name = self._settings.topic(topic)
+        try:
+            return set(await self._producer.partitions_for(name))
+        except UnknownTopicOrPartitionError:
+            raise ConfigurationError(f"topic {name!r} does not exist; run `chatbus topics "
+                                     "create` (make up does it)") from None
 
     async def publish(self, topic: str, event: BaseModel, *, key: str | bytes | None = None,
                       partition: int | None = None) -> RecordMetadata:

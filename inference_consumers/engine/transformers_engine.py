@@ -1,0 +1,472 @@
+"""The real engine: any Hugging Face causal LM, served with transformers' continuous batching.
+
+One ``ContinuousBatchingManager`` is kept warm for the engine's whole life. Its background thread
+runs every forward pass (never the asyncio loop), takes new requests and cancellations between
+decode steps, and hands each step's outputs to the loop in one ``call_soon_threadsafe`` call; the
+engine turns them into ``TokenEvent``s on a per-request ``asyncio.Queue``.
+
+What the 5.x manager can and cannot do per request, and what this engine does about it:
+
+- ``max_new_tokens`` and the EOS ids: per request, natively.
+- ``temperature`` and ``top_p``: per request through its per-request logits processors. The manager
+  has one ``do_sample`` flag, so it always samples; a greedy request (``temperature == 0``) gets
+  ``top_p < 0``, which leaves one candidate, so sampling returns exactly the argmax token.
+  This costs a sort of the logits and a multinomial draw per step: on the 2-core CPU, 8 streams
+  of the demo model ran ~25% slower than a greedy-only manager. ``sampling=False`` builds that
+  greedy-only manager instead (every request is greedy; temperature and top_p are ignored).
+- ``seed``: ignored. The manager draws from one process-wide torch generator shared by the whole
+  batch, so a per-request seed cannot make a request reproducible.
+- cancel: ``cancel_request`` frees the request's cache blocks before the next step but sends no
+  final output, so the engine ends the stream itself (``cancelled``) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import importlib.util
+import logging
+import queue
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.generation import ContinuousBatchingConfig
+from transformers.generation.continuous_batching import RequestStatus
+
+from inference_consumers.engine.base import (
+    EngineError,
+    EngineFinishReason,
+    GenerationRequest,
+    InferenceEngine,
+    TokenEvent,
+)
+
+if TYPE_CHECKING:
+    from transformers.generation.continuous_batching import ContinuousBatchingManager
+    from transformers.generation.continuous_batching.requests import GenerationOutput
+
+    from chatbus.settings import Settings
+
+__all__ = ["TransformersEngine"]
+
+log = logging.getLogger(__name__)
+
+# Paged KV cache on CPU: automatic sizing probes GPU memory (slow on CPU and wants psutil), so a
+# fixed size is used there: 64 blocks of 256 tokens hold 8 sequences of 2,048 tokens.
+CPU_NUM_BLOCKS = 64
+CPU_MAX_BATCH_TOKENS = 512
+STOP_TIMEOUT_S = 30.0
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    """The loop-side state of one request; touched only on the event loop's thread."""
+
+    request_id: str
+    eos_token_ids: frozenset[int]
+    queue: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
+    sent: int = 0  # generated tokens already put on the queue
+    done: bool = False
+
+
+# A top_p below 0 makes the top-p processor drop every token but the most likely one (it always
+# keeps one), so sampling returns exactly the argmax: greedy inside a sampling batch.
+GREEDY_TOP_P = -1.0
+
+
+def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """Per-request logits processor arguments of ``request``."""
+    if request.temperature <= 0:
+        return {"temperature": 1.0, "top_p": GREEDY_TOP_P}
+    return {
+        "temperature": float(request.temperature),
+        "top_p": min(max(float(request.top_p), 0.0), 1.0),  # 0 keeps only the top token
+    }
+
+
+def finish_reason(output: GenerationOutput, eos_token_ids: frozenset[int]) -> EngineFinishReason:
+    """Why a finished output ended: ``stop`` on an EOS id, ``length`` otherwise."""
+    if output.status == RequestStatus.FAILED:
+        return "error"
+    tokens = output.generated_tokens
+    return "stop" if tokens and tokens[-1] in eos_token_ids else "length"
+
+
+class TransformersEngine(InferenceEngine):
+    """``InferenceEngine`` over a Hugging Face causal LM folder, with continuous batching.
+
+    ``generate`` raises ``EngineError`` at once for a request it cannot take (engine not started,
+    empty or too long prompt, duplicate id); a failure during generation ends the stream with an
+    ``error`` event instead.
+    """
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        model_name: str,
+        device: str = "auto",
+        max_batch: int = 8,
+        num_blocks: int | None = None,
+        max_batch_tokens: int | None = None,
+        block_size: int = 256,
+        sampling: bool = True,
+        warmup: bool = True,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        self.model_path = Path(model_path)
+        self.model_name = model_name
+        self.requested_device = device
+        self.max_batch = max_batch
+        self.num_blocks = num_blocks
+        self.max_batch_tokens = max_batch_tokens
+        self.block_size = block_size
+        self.sampling = sampling
+        self.warmup = warmup
+        # Known once started.
+        self.max_context = 0
+        self.eos_token_ids = frozenset()
+        self.device: torch.device | None = None
+        self._state = _State.NEW
+        self._lock = asyncio.Lock()
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._manager: ContinuousBatchingManager | None = None
+        self._streams: dict[str, _Stream] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TransformersEngine:
+        kwargs: dict[str, Any] = {
+            "model_name": settings.model_name,
+            "device": settings.device,
+            "max_batch": settings.max_inflight,
+        }
+        kwargs.update(overrides)
+        return cls(settings.resolved_model_path, **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        async with self._lock:
+            if self._state is _State.STARTED:
+                return
+            if self._state is _State.STOPPED:
+                raise EngineError("this engine was stopped; create a new TransformersEngine")
+            loading = asyncio.ensure_future(asyncio.to_thread(self._load_and_start))
+            try:
+                await asyncio.shield(loading)
+            except asyncio.CancelledError:
+                # The thread cannot be interrupted: let it finish, then undo what it started.
+                with contextlib.suppress(Exception):
+                    await loading
+                await asyncio.to_thread(self._shutdown)
+                raise
+            self._state = _State.STARTED
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._state is not _State.STARTED:
+                self._state = _State.STOPPED
+                return
+            self._state = _State.STOPPED
+            for stream in list(self._streams.values()):
+                self._finish(stream, "cancelled")
+            await asyncio.to_thread(self._shutdown)
+
+    def _resolve_device(self) -> tuple[torch.device, torch.dtype]:
+        wanted = self.requested_device
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        if wanted.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise EngineError(f"device {wanted!r} asked for but CUDA is not available")
+            return torch.device(wanted), torch.bfloat16
+        return torch.device("cpu"), torch.float32
+
+    def _load_and_start(self) -> None:
+        """Load the model and start the manager (runs in a worker thread)."""
+        if not (self.model_path / "config.json").is_file():
+            raise EngineError(
+                f"no model at {self.model_path}: build the demo model "
+                "(python -m inference_consumers.demo_model) or set CHATBUS_MODEL_PATH"
+            )
+        device, dtype = self._resolve_device()
+        if device.type == "cpu" and importlib.util.find_spec("psutil") is None:
+            # 5.x sizes (and checks) the paged cache from psutil's memory numbers on CPU; without
+            # psutil it sees 0 bytes free and the generation loop dies on its first batch.
+            raise EngineError("continuous batching on CPU needs psutil: pip install psutil")
+        try:
+            tokenizer: Any = AutoTokenizer.from_pretrained(self.model_path)
+            model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load the model at {self.model_path}: {exc}") from exc
+        model = model.to(device).eval()
+        text_config = model.config.get_text_config()
+        self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 0) or int(
+            tokenizer.model_max_length
+        )
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+        if not self.eos_token_ids:
+            raise EngineError(f"the model at {self.model_path} names no EOS token")
+
+        manager = model.init_continuous_batching(
+            generation_config=self._generation_config(tokenizer),
+            continuous_batching_config=self._cb_config(device),
+        )
+        manager.start()
+        self._tokenizer, self._model, self._manager, self.device = tokenizer, model, manager, device
+        try:
+            if self.warmup:
+                self._warm_up()
+        except BaseException:
+            self._shutdown()
+            raise
+        log.info(
+            "engine started: %s on %s (%s), max_context=%d, max_batch=%d",
+            self.model_name,
+            device,
+            dtype,
+            self.max_context,
+            self.max_batch,
+        )
+
+    def _generation_config(self, tokenizer: Any) -> GenerationConfig:
+        pad = tokenizer.pad_token_id
+        common: dict[str, Any] = {
+            "max_new_tokens": 64,
+            "eos_token_id": sorted(self.eos_token_ids),
+            "pad_token_id": pad if pad is not None else min(self.eos_token_ids),
+        }
+        if not self.sampling:
+            return GenerationConfig(do_sample=False, **common)
+        # The manager has one do_sample flag and builds a processor only for a value that is not
+        # its neutral default; every request then sets its own values (see sampling_kwargs).
+        return GenerationConfig(
+            do_sample=True,
+            temperature=0.7,
+            top_k=0,  # no top-k processor: it would sort the logits once more per step
+            top_p=0.95,
+            **common,
+        )
+
+    def _request_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        return sampling_kwargs(request) if self.sampling else {}
+
+    def _cb_config(self, device: torch.device) -> ContinuousBatchingConfig:
+        num_blocks, max_batch_tokens = self.num_blocks, self.max_batch_tokens
+        if device.type == "cpu":
+            num_blocks = num_blocks or CPU_NUM_BLOCKS
+            max_batch_tokens = max_batch_tokens or CPU_MAX_BATCH_TOKENS
+        return ContinuousBatchingConfig(
+            block_size=self.block_size,
+            num_blocks=num_blocks,
+            max_batch_tokens=max_batch_tokens,
+            max_requests_per_batch=self.max_batch,
+            per_request_processors=True,
+        )
+
+    def _warm_up(self) -> None:
+        """One tiny request through the manager, so the first real one pays no set-up cost."""
+        assert self._manager is not None
+        prompt = self.encode_chat([{"role": "user", "content": "warm up"}])
+        request_id = f"warmup-{uuid.uuid4().hex}"
+        accepted = self._manager.add_request(
+            prompt,
+            request_id=request_id,
+            max_new_tokens=2,
+            eos_token_id=sorted(self.eos_token_ids),
+            **self._request_kwargs(GenerationRequest(request_id, prompt, 2, temperature=0)),
+        )
+        finished = None
+        if accepted is not None:
+            for output in self._manager.request_id_iter(request_id):
+                finished = output
+        if finished is None or finished.status != RequestStatus.FINISHED:
+            fatal = self._manager.background_thread_status.fatal_error
+            reason = fatal or (finished.error if finished is not None else "no output")
+            raise EngineError(f"the model failed its warm-up request: {reason}")
+
+    def _shutdown(self) -> None:
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.stop(block=True, timeout=STOP_TIMEOUT_S, hard_stop=True)
+            manager.destroy()
+        self._model = None
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ text
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        tokenizer = self._require_tokenizer()
+        try:
+            ids = tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        except Exception as exc:  # jinja's raise_exception, a message without role/content
+            raise EngineError(f"cannot apply the chat template: {exc}") from exc
+        return [int(i) for i in ids]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._require_tokenizer().decode(list(token_ids), skip_special_tokens=True))
+
+    def _require_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise EngineError("engine not started: call start() first")
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        manager = self._manager
+        if self._state is not _State.STARTED or manager is None:
+            raise EngineError("engine not started: call start() first")
+        request_id = request.request_id
+        if request_id in self._streams:
+            raise EngineError(f"request {request_id!r} is already running")
+        prompt = [int(i) for i in request.prompt_ids]
+        if not prompt:
+            raise EngineError("prompt_ids is empty")
+        if request.max_new_tokens < 1:
+            raise EngineError(f"max_new_tokens must be at least 1, got {request.max_new_tokens}")
+        room = self.max_context - len(prompt)
+        if room < 1:
+            raise EngineError(
+                f"prompt of {len(prompt)} tokens leaves no room to generate in the "
+                f"context of {self.max_context} tokens"
+            )
+        self._discard_unrouted_outputs()
+
+        stream = _Stream(request_id, self.eos_token_ids)
+        self._streams[request_id] = stream
+        try:
+            manager.register_result_handler(request_id, lambda out: self._on_output(stream, out))
+        except RuntimeError as exc:  # no running event loop
+            del self._streams[request_id]
+            raise EngineError("generate() must be called from the engine's event loop") from exc
+        try:
+            accepted = manager.add_request(
+                prompt,
+                request_id=request_id,
+                max_new_tokens=min(request.max_new_tokens, room),
+                streaming=True,
+                eos_token_id=sorted(self.eos_token_ids),
+                **self._request_kwargs(request),
+            )
+        except Exception as exc:  # queue.Full, and whatever else the manager raises
+            self._forget(stream)
+            raise EngineError(f"the engine refused request {request_id!r}: {exc}") from exc
+        if accepted is None:
+            self._forget(stream)
+            raise EngineError(f"the engine refused request {request_id!r}: generation loop stopped")
+        return self._events(stream)
+
+    async def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await stream.queue.get()
+                yield event
+                if event.finished:
+                    return
+        finally:
+            if not stream.done:  # the consumer went away: free the slot
+                self._cancel_stream(stream, emit=False)
+
+    async def cancel(self, request_id: str) -> None:
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            self._cancel_stream(stream, emit=True)
+
+    def _cancel_stream(self, stream: _Stream, *, emit: bool) -> None:
+        manager = self._manager
+        if manager is not None:
+            manager.cancel_request(stream.request_id)
+        if emit:
+            self._finish(stream, "cancelled")
+        else:
+            stream.done = True
+            self._forget(stream)
+
+    # ------------------------------------------------------------------ outputs (loop thread)
+    def _on_output(self, stream: _Stream, output: GenerationOutput) -> None:
+        if stream.done:
+            return
+        new_tokens = [int(t) for t in output.generated_tokens[stream.sent :]]
+        stream.sent += len(new_tokens)
+        if output.status == RequestStatus.FAILED:
+            self._finish(stream, "error", new_tokens, error=output.error or "generation failed")
+        elif output.is_finished():
+            self._finish(stream, finish_reason(output, stream.eos_token_ids), new_tokens)
+        elif new_tokens:
+            stream.queue.put_nowait(TokenEvent(stream.request_id, new_tokens))
+
+    def _finish(
+        self,
+        stream: _Stream,
+        reason: EngineFinishReason,
+        token_ids: list[int] | None = None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        if stream.done:
+            return
+        stream.done = True
+        self._forget(stream)
+        stream.queue.put_nowait(
+            TokenEvent(
+                stream.request_id,
+                token_ids or [],
+                finished=True,
+                finish_reason=reason,
+                error=error if reason == "error" else None,
+            )
+        )
+
+    def _forget(self, stream: _Stream) -> None:
+        if self._streams.get(stream.request_id) is stream:
+            del self._streams[stream.request_id]
+        manager = self._manager
+        if manager is not None:
+            # A request that ends without a final output (cancelled) keeps its handler otherwise.
+            router = manager.output_router
+            with router._lock:
+                router.result_handlers.pop(stream.request_id, None)
+
+    def _discard_unrouted_outputs(self) -> None:
+        """Drop outputs that arrived after their handler was removed (a cancelled request's last
+        step); every live request has a handler, so nothing else lands in the shared queue."""
+        manager = self._manager
+        if manager is None:
+            return
+        output_queue = manager.output_router.output_queue
+        while True:
+            try:
+                output_queue.get_nowait()
+            except queue.Empty:
+                return
+
+    @property
+    def inflight(self) -> int:
+        """Requests whose stream has not finished yet."""
+        return len(self._streams)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if source is None:
+            continue
+        ids.update(int(i) for i in (source if isinstance(source, (list, tuple)) else [source]))
+    return frozenset(i for i in ids if i >= 0)

@@ -1,0 +1,182 @@
+"""An inference worker on the real broker, serving the real demo model.
+
+A request goes onto ``chat.requests``; its chunks come back in order on the requester's reply
+partition, and the completion on ``chat.completions`` carries the same text, usage and timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from chatbus.kafka import decode_event, make_consumer
+from chatbus.polling import eventually
+from chatbus.settings import Settings
+from inference_consumers.engine.transformers_engine import TransformersEngine
+from inference_consumers.worker import InferenceWorker
+from producers.sdk import ChatClient, ChatError
+from schemas.events import ChatRequest, Completion, DeadLetter, SamplingParams, TokenChunk
+from schemas.topics import TopicName
+from schemas.topics import topic as topic_entry
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+
+@pytest.fixture
+async def worker(bus: Settings, demo_model_path: Path) -> AsyncIterator[InferenceWorker]:
+    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
+    engine = TransformersEngine(demo_model_path, model_name=settings.model_name, device="cpu",
+                                max_batch=settings.max_inflight)
+    async with InferenceWorker(settings, engine, worker_id="test-worker") as running:
+        yield running
+
+
+@pytest.fixture
+async def client(bus: Settings) -> AsyncIterator[ChatClient]:
+    async with ChatClient(bus, reply_partition=1) as chat:
+        yield chat
+
+
+async def read_events(settings: Settings, topic: str, count: int,
+                      timeout: float = 60.0) -> list[object]:
+    """The first ``count`` events of ``topic`` (from the beginning), within ``timeout``."""
+    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        name = settings.topic(topic)
+        consumer.assign([TopicPartition(name, p) for p in range(settings.topic_partitions)]
+                        if topic_entry(topic).scales_with_partitions
+                        else [TopicPartition(name, 0)])
+        events: list[object] = []
+
+        async def collect() -> None:
+            async for record in consumer:
+                events.append(decode_event(record.topic, record.value))
+                if len(events) >= count:
+                    return
+
+        await asyncio.wait_for(collect(), timeout)
+        return events
+    finally:
+        await consumer.stop()
+
+
+async def test_a_request_streams_ordered_chunks_whose_text_is_the_completion(
+        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    request = await client.send([{"role": "user", "content": "Hello there"}],
+                                model=bus.model_name,
+                                sampling=SamplingParams(temperature=0, max_tokens=24))
+    chunks = [c async for c in client.chunks(request.request_id, timeout_s=60)]
+
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1].finish_reason in {"stop", "length"}
+    assert all(c.finish_reason is None for c in chunks[:-1])
+    assert len(chunks) > 1, "tokens arrive in several chunks, not all at the end"
+    streamed_ids = [t for c in chunks for t in c.token_ids]
+
+    (completion,) = await read_events(bus, TopicName.COMPLETIONS, 1)
+    assert isinstance(completion, Completion)
+    assert completion.request_id == request.request_id
+    assert completion.text == "".join(c.text for c in chunks)
+    assert completion.finish_reason == chunks[-1].finish_reason
+    assert completion.usage.completion_tokens == len(streamed_ids) > 0
+    assert completion.usage.prompt_tokens > 0
+    if completion.finish_reason == "length":
+        assert completion.usage.completion_tokens == 24
+    timings = completion.timings
+    assert timings.time_to_first_token_ms is not None
+    assert 0 < timings.time_to_first_token_ms <= timings.total_ms
+    assert timings.inter_token_mean_ms is not None and timings.inter_token_p99_ms is not None
+    assert completion.worker_id == "test-worker"
+
+
+async def test_a_malformed_message_goes_to_the_dlq_and_the_worker_keeps_serving(
+        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(bus.topic(TopicName.REQUESTS), b"{this is not json",
+                                     key=b"conv-x")
+    finally:
+        await producer.stop()
+
+    (letter,) = await read_events(bus, TopicName.DLQ, 1)
+    assert isinstance(letter, DeadLetter)
+    assert letter.original_topic == bus.topic(TopicName.REQUESTS)
+    assert "Invalid JSON" in letter.error
+    assert letter.consumer.startswith("inference:")
+
+    answer = [c async for c in client.stream([{"role": "user", "content": "still there?"}],
+                                             model=bus.model_name,
+                                             sampling=SamplingParams(max_tokens=4))]
+    assert answer[-1].finish_reason in {"stop", "length"}
+
+
+async def test_bad_sampling_parameters_end_the_stream_with_an_error_naming_them(
+        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    valid = ChatRequest(model=bus.model_name, messages=[{"role": "user", "content": "hi"}],
+                        reply_to=client.reply_to)
+    raw = valid.model_dump(mode="json")
+    raw["sampling"]["temperature"] = 9.5
+    client.watch(valid.request_id)
+    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(bus.topic(TopicName.REQUESTS), json.dumps(raw).encode(),
+                                     key=valid.conversation_id.encode())
+    finally:
+        await producer.stop()
+
+    with pytest.raises(ChatError) as err:
+        async for _ in client.chunks(valid.request_id, timeout_s=60):
+            pass
+    assert err.value.info.code == "invalid_request"
+    assert "sampling.temperature" in err.value.info.message
+
+    (letter,) = await read_events(bus, TopicName.DLQ, 1)
+    assert "sampling.temperature" in letter.error  # type: ignore[attr-defined]
+
+
+async def test_an_unknown_model_gets_a_clear_error(bus: Settings, worker: InferenceWorker,
+                                                   client: ChatClient) -> None:
+    with pytest.raises(ChatError) as err:
+        async for _ in client.stream([{"role": "user", "content": "hi"}], model="gpt-nope"):
+            pass
+    assert err.value.info.code == "model_not_found"
+    assert "gpt-nope" in err.value.info.message and bus.model_name in err.value.info.message
+
+
+async def test_a_prompt_longer_than_the_context_is_refused(
+        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    long_prompt = "word " * 5000
+    with pytest.raises(ChatError) as err:
+        async for _ in client.stream([{"role": "user", "content": long_prompt}],
+                                     model=bus.model_name):
+            pass
+    assert err.value.info.code == "context_length_exceeded"
+    assert err.value.info.param == "messages"
+
+
+async def test_cancel_from_the_control_topic_ends_the_stream_as_cancelled(
+        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    request = await client.send([{"role": "user", "content": "talk for a long time"}],
+                                model=bus.model_name,
+                                sampling=SamplingParams(max_tokens=2000, temperature=0))
+    chunks: list[TokenChunk] = []
+    async for chunk in client.chunks(request.request_id, timeout_s=60):
+        chunks.append(chunk)
+        if len(chunks) == 1:
+            await client.cancel(request.request_id)
+    assert chunks[-1].finish_reason == "cancelled"
+    assert sum(len(c.token_ids) for c in chunks) < 2000
+
+    async def slot_freed() -> bool:
+        return worker.inflight == 0
+
+    await eventually(slot_freed, timeout_s=10, what="the cancelled request's slot to free")
