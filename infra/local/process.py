@@ -183,6 +183,15 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _await_exec(proc: subprocess.Popen[bytes], program: str, timeout_s: float = 5.0) -> None:
+    """Wait until the child has exec'd ``program`` (before that its command line is ours)."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        if program in " ".join(cmdline(proc.pid)):
+            return
+        time.sleep(0.005)  # poll interval of the deadline loop
+
+
 def spawn(
     settings: Settings,
     name: str,
@@ -227,6 +236,7 @@ def spawn(
         except FileNotFoundError as exc:
             raise ConfigurationError(f"cannot start {name}: {argv[0]} not found") from exc
     _children[proc.pid] = proc
+    _await_exec(proc, Path(argv[0]).name)
     meta = {
         "name": name,
         "pid": proc.pid,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chatbus.errors import ConfigurationError
+from chatbus.polling import poll_until
 from chatbus.settings import Settings
 from infra.local import manager, process
 
@@ -43,12 +43,11 @@ def _gone(pid: int) -> bool:
 
 
 def _wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    alive = [p for p in pids if not _gone(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)  # poll interval of the deadline loop
-        alive = [p for p in alive if not _gone(p)]
-    return alive
+    try:
+        poll_until(lambda: all(_gone(p) for p in pids), timeout_s=timeout, what="exit")
+    except TimeoutError:
+        pass
+    return [p for p in pids if not _gone(p)]
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +114,8 @@ def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         process.spawn(settings, "sleeper", ["sleep", "1"])
 
-    deadline = time.monotonic() + 5
-    while len(process.group_members(pid)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)  # poll interval: wait for the two children to exist
-    members = process.group_members(pid)
+    members = poll_until(lambda: len(process.group_members(pid)) >= 3 and
+                         process.group_members(pid), timeout_s=5, what="both children")
     assert len(members) == 3
 
     assert process.stop(settings, "sleeper", timeout=5)
