@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
     chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk waits for more tokens.")
     worker_id: str | None = None
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="A worker silent this long leaves the group; its partitions "
+        "(and streams) move to another member."
+    )
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    progress_ttl_s: int = Field(86_400, ge=60, description="How long request progress is kept.")
 
     # --- observability -------------------------------------------------------------------
     log_level: str = "INFO"

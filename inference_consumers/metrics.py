@@ -22,3 +22,5 @@ ITL = Histogram("chatbus_inference_inter_token_seconds", "Time between tokens", 
 DEAD_LETTERS = Counter("chatbus_dead_letters_total", "Messages sent to the DLQ",
                        ["consumer", "topic"])
 CANCELLATIONS = Counter("chatbus_inference_cancellations_total", "Requests cancelled", ["model"])
+FAILOVERS = Counter("chatbus_inference_failovers_total",
+                    "Requests resumed after another member died or handed them over", ["model"])

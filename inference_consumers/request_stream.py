@@ -13,6 +13,7 @@ from chatbus.settings import Settings
 from inference_consumers import metrics
 from inference_consumers.chunker import Chunker, PendingChunk
 from inference_consumers.engine import GenerationRequest, InferenceEngine
+from inference_consumers.resume import Published
 from inference_consumers.text_stream import TextStream
 from schemas.events import (
     ChatRequest,
@@ -40,11 +41,14 @@ class StreamState:
 
     request: ChatRequest
     picked_at: float = field(default_factory=time.monotonic)
+    since_ms: int = 0  # when the request was published (Kafka timestamp)
     queue_wait_ms: float = 0.0
     next_seq: int = 0
     first_token_at: float | None = None
     token_times: list[float] = field(default_factory=list)
     cancel_requested: bool = False
+    handing_off: bool = False  # stop without a final chunk: another worker continues it
+    resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
 
 
@@ -63,7 +67,8 @@ class RequestStreamer:
         self._publisher = publisher
         self._worker_id = worker_id
 
-    def prepare(self, request: ChatRequest) -> GenerationRequest:
+    def prepare(self, request: ChatRequest,
+                resumed: Published | None = None) -> GenerationRequest:
         """Validate ``request`` against this model; raises :class:`RequestRejected`."""
         engine = self._engine
         if request.model != engine.model_name:
@@ -80,22 +85,37 @@ class RequestStreamer:
                 message=f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_new}; "
                         f"together they exceed the model's context of {engine.max_context} "
                         "tokens: shorten the conversation or lower max_tokens"))
+        if resumed is not None:  # prefill the prompt plus what was streamed; continue after it
+            prompt_ids = prompt_ids + resumed.token_ids
+            max_new -= len(resumed.token_ids)
         return GenerationRequest(
             request_id=request.request_id, prompt_ids=prompt_ids, max_new_tokens=max_new,
             temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
 
-    async def run(self, state: StreamState) -> Completion:
-        """Generate, stream chunks, then publish the completion; returns it."""
+    async def run(self, state: StreamState) -> Completion | None:
+        """Generate, stream chunks, then publish the completion and return it.
+
+        Returns None when the request was handed over (``state.handing_off``): its chunks are on
+        the broker, and the member that takes the partition continues after them.
+        """
         request = state.request
         model = self._engine.model_name
+        resumed = state.resumed
         try:
-            generation = self.prepare(request)
+            generation = self.prepare(request, resumed)
         except RequestRejected as rejected:
             return await self.fail(state, rejected.info)
-        if state.cancel_requested:
-            return await self._finish(state, "", "cancelled", generation, [], None)
-
         text_stream = TextStream(self._engine.decode, request.sampling.stop)
+        if resumed is not None:
+            state.next_seq = resumed.next_seq
+            text_stream.resume(resumed.token_ids, resumed.text)
+            if resumed.finish_reason is not None:  # it had streamed everything: just complete
+                return await self._complete(state, resumed.text, resumed.finish_reason,
+                                            generation, resumed.token_ids, None)
+        if state.cancel_requested or generation.max_new_tokens <= 0:
+            reason: FinishReason = "cancelled" if state.cancel_requested else "length"
+            return await self._finish(state, text_stream.text, reason, generation,
+                                      text_stream.token_ids, None)
         chunker = Chunker(self._settings.chunk_max_tokens, self._settings.chunk_max_ms)
         finish_reason: FinishReason = "error"
         error: ErrorInfo | None = None
@@ -122,6 +142,10 @@ class RequestStreamer:
                 if event.error:
                     error = ErrorInfo(code="engine_error", message=event.error)
                 break
+        if state.handing_off:
+            if state.last_send is not None:
+                await state.last_send  # what we streamed is on the broker before we let go
+            return None
         last = chunker.take()
         last.text += text_stream.finish()
         return await self._finish(state, text_stream.text, finish_reason, generation,
@@ -147,12 +171,17 @@ class RequestStreamer:
     async def _finish(self, state: StreamState, text: str, finish_reason: FinishReason,
                       generation: GenerationRequest | None, token_ids: list[int],
                       error: ErrorInfo | None, last: PendingChunk | None = None) -> Completion:
-        request = state.request
-        model = self._engine.model_name
         await self._send_chunk(state, last or PendingChunk(), finish_reason=finish_reason,
                                error=error)
         assert state.last_send is not None
         await state.last_send  # every chunk is on the broker before the completion
+        return await self._complete(state, text, finish_reason, generation, token_ids, error)
+
+    async def _complete(self, state: StreamState, text: str, finish_reason: FinishReason,
+                        generation: GenerationRequest | None, token_ids: list[int],
+                        error: ErrorInfo | None) -> Completion:
+        request = state.request
+        model = self._engine.model_name
         done = time.monotonic()
         gaps = [b - a for a, b in zip(state.token_times, state.token_times[1:], strict=False)]
         timings = Timings(
@@ -164,6 +193,8 @@ class RequestStreamer:
             total_ms=(done - state.picked_at) * 1000,
         )
         prompt_tokens = len(generation.prompt_ids) if generation else 0
+        if state.resumed is not None:
+            prompt_tokens -= len(state.resumed.token_ids)
         completion = Completion(
             request_id=request.request_id, conversation_id=request.conversation_id,
             user_id=request.user_id, model=request.model, text=text,

@@ -33,6 +33,12 @@ class TextStream:
         """Everything released so far."""
         return self._text[: self._released]
 
+    def resume(self, token_ids: Sequence[int], released_text: str) -> None:
+        """Continue a stream another worker began: ``released_text`` is what the client has."""
+        self._ids = list(token_ids)
+        self._text = released_text
+        self._released = len(released_text)
+
     def push(self, token_ids: Sequence[int]) -> str:
         """Add tokens; returns the newly released text (possibly empty)."""
         if self.stopped or not token_ids:

@@ -26,7 +26,9 @@ from chatbus.settings import Settings
 from inference_consumers import metrics
 from inference_consumers.engine import InferenceEngine
 from inference_consumers.offsets import OffsetTracker
+from inference_consumers.progress import ProgressStore
 from inference_consumers.request_stream import RequestStreamer, StreamState
+from inference_consumers.resume import published_so_far
 from schemas.events import CancelRequest, ChatRequest, ErrorInfo, ReplyTo, TokenChunk
 from schemas.topics import TopicName
 
@@ -74,11 +76,14 @@ class InferenceWorker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, set[str]] = {}
         self._recent_cancels: OrderedDict[str, None] = OrderedDict()
+        self._progress = ProgressStore(settings)
         self._slot_freed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
         self._paused = False
+        self.peak_inflight = 0  # most requests held at once
+        self.admission_pauses = 0  # times the partitions were paused for want of a slot
         self.ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -98,7 +103,9 @@ class InferenceWorker:
         await self._control.seek_to_end(*control_tps)
         self._consumer = make_consumer(
             self._settings, group_id=group_id_for(self._settings, self._engine.model_name),
-            client_id=f"worker-{self.worker_id}", max_poll_interval_ms=300_000)
+            client_id=f"worker-{self.worker_id}", max_poll_interval_ms=300_000,
+            session_timeout_ms=self._settings.session_timeout_ms,
+            heartbeat_interval_ms=self._settings.heartbeat_interval_ms)
         self._consumer.subscribe([self._settings.topic(self._input_topic)],
                                  listener=_Rebalance(self))
         await self._consumer.start()
@@ -119,9 +126,8 @@ class InferenceWorker:
         if pending:
             log.info("draining", inflight=len(pending))
             _, late = await asyncio.wait(pending, timeout=drain_timeout_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            if late:  # not finished in time: hand them to the group instead
+                await self._hand_off(set(self._active))
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -131,6 +137,7 @@ class InferenceWorker:
         if self._control is not None:
             await self._control.stop()
         await self._publisher.stop()
+        await self._progress.stop()
         await self._engine.stop()
         self._started = False
         log.info("worker_stopped", worker_id=self.worker_id)
@@ -171,6 +178,7 @@ class InferenceWorker:
         assignment = consumer.assignment()
         if paused:
             consumer.pause(*assignment)
+            self.admission_pauses += 1
         else:
             consumer.resume(*assignment)
         self._paused = paused
@@ -218,12 +226,14 @@ class InferenceWorker:
             self._offsets.finished(tp, record.offset)
             return
         state = StreamState(event)
+        state.since_ms = record.timestamp
         state.queue_wait_ms = max(0.0, time.time() * 1000 - record.timestamp)
         metrics.QUEUE_WAIT.labels(self._engine.model_name).observe(state.queue_wait_ms / 1000)
         if self._recent_cancels.pop(event.request_id, "missing") is None:
             state.cancel_requested = True
         self._active[event.request_id] = state
         self._by_partition.setdefault(tp, set()).add(event.request_id)
+        self.peak_inflight = max(self.peak_inflight, len(self._active))
         metrics.INFLIGHT.labels(self._engine.model_name).set(len(self._active))
         self._tasks[event.request_id] = asyncio.create_task(
             self._serve(tp, record.offset, state), name=f"serve-{event.request_id}")
@@ -232,11 +242,26 @@ class InferenceWorker:
         request = state.request
         bound = log.bind(request_id=request.request_id, conversation_id=request.conversation_id)
         try:
-            completion = await self._streamer.run(state)
-            bound.info("request_done", finish_reason=completion.finish_reason,
-                       completion_tokens=completion.usage.completion_tokens,
-                       ttft_ms=completion.timings.time_to_first_token_ms,
-                       total_ms=round(completion.timings.total_ms, 1))
+            progress = await self._progress.begin(request.request_id, state.since_ms)
+            if progress.kind == "done":  # redelivered after it was answered: nothing to do
+                bound.info("already_done")
+            else:
+                if progress.kind == "started":  # a member died or handed it over: continue it
+                    state.resumed = await published_so_far(
+                        self._settings, request.reply_to.partition, request.request_id,
+                        progress.since_ms)
+                    metrics.FAILOVERS.labels(self._engine.model_name).inc()
+                    bound.info("resuming", next_seq=state.resumed.next_seq,
+                               tokens=len(state.resumed.token_ids))
+                completion = await self._streamer.run(state)
+                if completion is None:
+                    bound.info("handed_off", next_seq=state.next_seq)
+                    return  # the offset stays uncommitted: the partition's next owner resumes
+                await self._progress.done(request.request_id)
+                bound.info("request_done", finish_reason=completion.finish_reason,
+                           completion_tokens=completion.usage.completion_tokens,
+                           ttft_ms=completion.timings.time_to_first_token_ms,
+                           total_ms=round(completion.timings.total_ms, 1))
         except asyncio.CancelledError:
             raise
         except KafkaError as exc:
@@ -276,6 +301,17 @@ class InferenceWorker:
                            error=ErrorInfo(code="invalid_request", message=exc.reason))
         await self._publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
 
+    async def _hand_off(self, request_ids: set[str]) -> None:
+        tasks = [self._tasks[i] for i in request_ids if i in self._tasks]
+        for request_id in request_ids:
+            state = self._active.get(request_id)
+            if state is not None:
+                state.handing_off = True
+                await self._engine.cancel(request_id)
+        if tasks:
+            log.info("handing_off", inflight=len(tasks))
+            await asyncio.wait(tasks, timeout=30)
+
     # --- offsets ---------------------------------------------------------------------------
     async def _commit(self) -> None:
         consumer = self._consumer
@@ -293,13 +329,15 @@ class InferenceWorker:
             log.warning("commit_failed", error=repr(exc))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish what we hold of the revoked partitions, commit, then let them go."""
-        ids = set().union(*(self._by_partition.get(tp, set()) for tp in revoked)) if revoked \
-            else set()
-        tasks = [self._tasks[i] for i in ids if i in self._tasks]
-        if tasks:
-            log.info("finishing_before_revoke", inflight=len(tasks))
-            await asyncio.wait(tasks, timeout=60)
+        """Hand over what we hold of the revoked partitions, commit, then let them go.
+
+        Generation stops within a decode step and what was streamed stays on the reply
+        partition; whichever member gets the partition resumes after it (often us again).
+        """
+        ids: set[str] = set()
+        for tp in revoked:
+            ids |= self._by_partition.get(tp, set())
+        await self._hand_off(ids)
         await self._commit()
         self._offsets.forget(revoked)
         for tp in revoked:

@@ -76,16 +76,6 @@ class ChatRequest(Envelope):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     reply_to: ReplyTo
-    resume: ResumeState | None = Field(
-        None, description="Set by a worker handing a request over: tokens already streamed."
-    )
-
-
-class ResumeState(_Model):
-    """Progress of a request that another worker had started."""
-
-    token_ids: list[int] = Field(default_factory=list)
-    next_seq: int = Field(0, ge=0)
 
 
 class ErrorInfo(_Model):
@@ -198,8 +188,6 @@ class DeadLetter(Envelope):
     error: str
     consumer: str
 
-
-ChatRequest.model_rebuild()
 
 Event = Annotated[
     ChatRequest | TokenChunk | Completion | CancelRequest | ModerationVerdict | DeadLetter,

@@ -180,3 +180,24 @@ async def test_cancel_from_the_control_topic_ends_the_stream_as_cancelled(
         return worker.inflight == 0
 
     await eventually(slot_freed, timeout_s=10, what="the cancelled request's slot to free")
+
+
+async def test_more_requests_than_slots_wait_on_the_bus_not_in_the_worker(
+        bus: Settings, demo_model_path: Path) -> None:
+    settings = bus.model_copy(update={"max_inflight": 2})
+    engine = TransformersEngine(demo_model_path, model_name=settings.model_name, device="cpu",
+                                max_batch=2)
+    async with InferenceWorker(settings, engine, worker_id="small") as worker, \
+            ChatClient(bus) as client:
+        requests = [await client.send([{"role": "user", "content": f"question {i}"}],
+                                      model=bus.model_name,
+                                      sampling=SamplingParams(temperature=0, max_tokens=16))
+                    for i in range(6)]
+
+        async def finish(request_id: str) -> str | None:
+            return [c async for c in client.chunks(request_id, timeout_s=60)][-1].finish_reason
+
+        reasons = await asyncio.gather(*(finish(r.request_id) for r in requests))
+        assert set(reasons) <= {"stop", "length"}
+        assert worker.peak_inflight == 2
+        assert worker.admission_pauses >= 1
