@@ -11,6 +11,8 @@ REQUESTS = Counter("chatbus_inference_requests_total", "Requests finished, by fi
 TOKENS = Counter("chatbus_inference_tokens_total", "Completion tokens generated", ["model"])
 CHUNKS = Counter("chatbus_inference_chunks_total", "Token chunks published", ["model"])
 INFLIGHT = Gauge("chatbus_inference_inflight", "Requests held by this worker", ["model"])
+OCCUPANCY = Gauge("chatbus_inference_batch_occupancy",
+                  "Share of this worker's batch slots in use (0..1)", ["model"])
 QUEUE_WAIT = Histogram("chatbus_inference_queue_wait_seconds",
                        "Time from request publish to worker pickup", ["model"],
                        buckets=_LATENCY_BUCKETS)

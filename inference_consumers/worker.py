@@ -211,6 +211,11 @@ class InferenceWorker:
         await self._engine.cancel(request_id)
         log.info("cancel_requested", request_id=request_id)
 
+    def _report_inflight(self) -> None:
+        model = self._engine.model_name
+        metrics.INFLIGHT.labels(model).set(len(self._active))
+        metrics.OCCUPANCY.labels(model).set(len(self._active) / self._settings.max_inflight)
+
     # --- one request -----------------------------------------------------------------------
     async def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._offsets.started(tp, record.offset)
@@ -234,7 +239,7 @@ class InferenceWorker:
         self._active[event.request_id] = state
         self._by_partition.setdefault(tp, set()).add(event.request_id)
         self.peak_inflight = max(self.peak_inflight, len(self._active))
-        metrics.INFLIGHT.labels(self._engine.model_name).set(len(self._active))
+        self._report_inflight()
         self._tasks[event.request_id] = asyncio.create_task(
             self._serve(tp, record.offset, state), name=f"serve-{event.request_id}")
 
@@ -280,7 +285,7 @@ class InferenceWorker:
             self._active.pop(request.request_id, None)
             self._tasks.pop(request.request_id, None)
             self._by_partition.get(tp, set()).discard(request.request_id)
-            metrics.INFLIGHT.labels(self._engine.model_name).set(len(self._active))
+            self._report_inflight()
             self._slot_freed.set()
         self._offsets.finished(tp, offset)
         await self._commit()

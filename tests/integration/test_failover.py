@@ -118,3 +118,30 @@ async def test_sigkill_of_a_worker_mid_stream_is_invisible_to_the_client(
             assert handover > 0 and set(writers[handover:]) == {survivor}, \
                 "the survivor continued after the killed worker's last chunk"
     assert moved >= 1, f"no stream of {name} was continued by {survivor}"
+
+
+async def test_sigterm_drains_a_worker_then_it_leaves_the_group(
+        bus: Settings, workers: dict[str, int]) -> None:
+    async with ChatClient(bus, reply_partition=1) as client:
+        request = None
+        while request is None:  # until a stream lands on worker-a (the group is warming up)
+            first = await client.send([{"role": "user", "content": "a long answer please"}],
+                                      model=bus.model_name,
+                                      sampling=SamplingParams(temperature=0, max_tokens=200))
+            chunks = client.chunks(first.request_id, timeout_s=120)
+            head = await anext(chunks)
+            if head.worker_id == "worker-a":
+                request = first
+                os.killpg(workers["worker-a"], signal.SIGTERM)
+            rest = [c async for c in chunks]
+        chunks_seen = [head, *rest]
+
+    assert [c.seq for c in chunks_seen] == list(range(len(chunks_seen)))
+    assert chunks_seen[-1].finish_reason == "length"
+    assert sum(len(c.token_ids) for c in chunks_seen) == 200
+    assert {c.worker_id for c in chunks_seen} == {"worker-a"}, "it finished what it held"
+
+    async def exited() -> bool:
+        return not process.is_alive(workers["worker-a"])
+
+    await eventually(exited, timeout_s=30, what="worker-a to exit after draining")
