@@ -1,0 +1,172 @@
+"""How one request becomes chunks and a completion, on a scripted engine (no model, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from chatbus.settings import Settings
+from inference_consumers.engine import GenerationRequest, InferenceEngine, TokenEvent
+from inference_consumers.request_stream import RequestStreamer, StreamState
+from inference_consumers.resume import Published
+from schemas.events import ChatRequest, Completion, SamplingParams, TokenChunk
+
+
+class _Step:
+    def __await__(self) -> Any:
+        yield  # hand control to the event loop once, like a decode step does
+
+
+async def decode_step() -> None:
+    await _Step()
+
+
+class ScriptedEngine(InferenceEngine):
+    """Bytes are tokens; answers the script one token per step."""
+
+    model_name = "scripted"
+    max_context = 64
+    eos_token_ids = frozenset({0})
+
+    def __init__(self, script: str) -> None:
+        self.script = list(script.encode())
+        self.requests: list[GenerationRequest] = []
+        self.cancelled: set[str] = set()
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return list("".join(m["content"] for m in messages).encode())
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(token_ids).decode("utf-8", errors="replace")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        self.requests.append(request)
+        for n, token in enumerate(self.script[: request.max_new_tokens]):
+            await decode_step()
+            if request.request_id in self.cancelled:
+                yield TokenEvent(request.request_id, finished=True, finish_reason="cancelled")
+                return
+            yield TokenEvent(request.request_id, [token])
+            if n + 1 == request.max_new_tokens:
+                yield TokenEvent(request.request_id, finished=True, finish_reason="length")
+                return
+        yield TokenEvent(request.request_id, finished=True, finish_reason="stop")
+
+    async def cancel(self, request_id: str) -> None:
+        self.cancelled.add(request_id)
+
+
+class Recorder:
+    """Stands in for EventPublisher: keeps what would go on each topic."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, BaseModel]] = []
+
+    async def send(self, topic: str, event: BaseModel, **_: Any) -> asyncio.Future[None]:
+        self.sent.append((topic, event))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def publish(self, topic: str, event: BaseModel, **kw: Any) -> None:
+        await (await self.send(topic, event, **kw))
+
+    def chunks(self) -> list[TokenChunk]:
+        return [e for t, e in self.sent if isinstance(e, TokenChunk)]
+
+    def completion(self) -> Completion:
+        (completion,) = [e for t, e in self.sent if isinstance(e, Completion)]
+        return completion
+
+
+def streamer(script: str, **settings: Any) -> tuple[RequestStreamer, ScriptedEngine, Recorder]:
+    engine, recorder = ScriptedEngine(script), Recorder()
+    config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, **settings)
+    return RequestStreamer(config, engine, recorder, "w1"), engine, recorder  # type: ignore[arg-type]
+
+
+def request(content: str = "hi", **sampling: Any) -> ChatRequest:
+    return ChatRequest(model="scripted", messages=[{"role": "user", "content": content}],
+                       reply_to={"partition": 0}, sampling=SamplingParams(**sampling))
+
+
+async def test_chunks_carry_every_token_once_and_the_completion_matches() -> None:
+    run, _, out = streamer("hello world")
+    completion = await run.run(StreamState(request(max_tokens=32)))
+    chunks = out.chunks()
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert chunks[0].text == "h", "the first token is sent at once"
+    assert all(len(c.token_ids) <= 4 for c in chunks)
+    assert "".join(c.text for c in chunks) == "hello world" == out.completion().text
+    assert completion is not None and completion.finish_reason == "stop"
+    assert completion.usage.completion_tokens == 11 and completion.usage.prompt_tokens == 2
+
+
+async def test_a_stop_sequence_ends_the_answer_before_it_and_stops_the_engine() -> None:
+    run, engine, _ = streamer("one. two. three.")
+    completion = await run.run(StreamState(request(max_tokens=32, stop=[" two"])))
+    assert completion is not None and completion.text == "one."
+    assert completion.finish_reason == "stop"
+    assert engine.cancelled == {completion.request_id}
+
+
+async def test_a_resumed_request_prefills_what_was_streamed_and_continues_its_seq() -> None:
+    run, engine, out = streamer("de")
+    state = StreamState(request("prompt", max_tokens=5))
+    state.resumed = Published(token_ids=list(b"abc"), text="abc", next_seq=2)
+    completion = await run.run(state)
+    (generation,) = engine.requests
+    assert list(generation.prompt_ids) == list(b"prompt") + list(b"abc")
+    assert generation.max_new_tokens == 2
+    assert [c.seq for c in out.chunks()] == [2, 3]
+    assert completion is not None and completion.text == "abcde"
+    assert completion.usage.completion_tokens == 5 and completion.usage.prompt_tokens == 6
+
+
+async def test_a_request_that_had_streamed_everything_is_only_completed() -> None:
+    run, engine, out = streamer("unused")
+    state = StreamState(request(max_tokens=3))
+    state.resumed = Published(token_ids=list(b"xyz"), text="xyz", next_seq=4,
+                              finish_reason="length")
+    completion = await run.run(state)
+    assert engine.requests == [] and out.chunks() == []
+    assert completion is not None and completion.text == "xyz"
+
+
+async def test_handing_off_publishes_no_final_chunk_and_no_completion() -> None:
+    run, engine, out = streamer("a long answer that goes on")
+    state = StreamState(request(max_tokens=20))
+    task = asyncio.create_task(run.run(state))
+    while not out.chunks():
+        await decode_step()  # let the scripted engine run until the first chunk is out
+    state.handing_off = True
+    await engine.cancel(state.request.request_id)
+    assert await task is None
+    assert all(c.finish_reason is None for c in out.chunks())
+    assert not [e for _, e in out.sent if isinstance(e, Completion)]
+
+
+@pytest.mark.parametrize("model, code", [("other", "model_not_found")])
+async def test_a_request_for_another_model_is_refused(model: str, code: str) -> None:
+    run, _, out = streamer("x")
+    bad = request().model_copy(update={"model": model})
+    completion = await run.run(StreamState(bad))
+    assert completion is not None and completion.finish_reason == "error"
+    (chunk,) = out.chunks()
+    assert chunk.error is not None and chunk.error.code == code
+
+
+async def test_a_prompt_over_the_context_is_refused_naming_messages() -> None:
+    run, _, out = streamer("x")
+    await run.run(StreamState(request("p" * 60, max_tokens=10)))
+    (chunk,) = out.chunks()
+    assert chunk.error is not None and chunk.error.code == "context_length_exceeded"
+    assert chunk.error.param == "messages"
