@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
     chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk waits for more tokens.")
     worker_id: str | None = None
+    inference_input_topic: str = Field(
+        "chat.requests", description="Registry topic the workers consume: chat.requests, or "
+        "chat.requests.approved when the moderation processor runs in front of them."
+    )
     session_timeout_ms: int = Field(
         6000, ge=1000, description="A worker silent this long leaves the group; its partitions "
         "(and streams) move to another member."

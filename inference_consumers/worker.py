@@ -62,10 +62,10 @@ class InferenceWorker:
     """Consumes requests for one model and serves them on an engine."""
 
     def __init__(self, settings: Settings, engine: InferenceEngine, *,
-                 input_topic: str = TopicName.REQUESTS, worker_id: str | None = None) -> None:
+                 input_topic: str | None = None, worker_id: str | None = None) -> None:
         self._settings = settings
         self._engine = engine
-        self._input_topic = input_topic
+        self._input_topic = input_topic or settings.inference_input_topic
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._publisher = EventPublisher(settings, client_id=f"worker-{self.worker_id}")
         self._streamer = RequestStreamer(settings, engine, self._publisher, self.worker_id)
