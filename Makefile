@@ -10,7 +10,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean
+        lint schemas check-schemas chat clean bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +72,10 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
+
+bench: model up ## Inference benchmark: ceiling vs transformers serve vs chatbus (BENCH_ARGS=--quick)
+	@$(BIN)/pip install -q -e '.[bench]'
+	@$(BIN)/python -m inference_consumers.bench $(BENCH_ARGS)
 
 clean: down ## Stop everything and remove .chatbus state (keeps the download cache)
 	@rm -rf .chatbus

@@ -1,0 +1,164 @@
+"""The peer: ``transformers serve --continuous-batching`` on the same model, over its OpenAI API.
+
+Facts this module relies on (transformers 5.x): the server needs the ``transformers[serving]``
+extra; its SSE stream ends on the chunk with ``finish_reason`` (no ``data: [DONE]``), which also
+carries ``usage``; ``/v1/models`` fails unless ``HF_HOME`` holds a ``hub/`` folder, so the server
+gets a temporary one; a server started on one model answers only that model's name (its path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chatbus.polling import eventually
+from inference_consumers.bench.config import ServingConfig
+from inference_consumers.bench.errors import BenchError
+from inference_consumers.bench.stats import StreamTrace
+from inference_consumers.bench.workload import Messages
+from infra.local import process
+
+READY_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_argv(config: ServingConfig, port: int) -> list[str]:
+    """The ``transformers serve`` command line matching the worker's engine."""
+    program = Path(sys.executable).with_name("transformers")
+    if not program.exists():
+        found = shutil.which("transformers")
+        if found is None:
+            raise BenchError("`transformers` CLI not found: pip install 'transformers[serving]'")
+        program = Path(found)
+    argv = [str(program), "serve", str(config.model_path), "--continuous-batching",
+            "--host", "127.0.0.1", "--port", str(port), "--device", config.device,
+            "--dtype", config.dtype, "--cb-block-size", str(config.block_size),
+            "--log-level", "warning"]
+    if config.num_blocks is not None:
+        argv += ["--cb-num-blocks", str(config.num_blocks)]
+    if config.max_batch_tokens is not None:
+        argv += ["--cb-max-batch-tokens", str(config.max_batch_tokens)]
+    return argv
+
+
+class PeerSystem:
+    """A ``transformers serve`` subprocess and a streaming HTTP client for it."""
+
+    name = "peer"
+
+    def __init__(self, config: ServingConfig, *, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        self._config = config
+        self._ready_timeout_s = ready_timeout_s
+        self._process_name = f"bench-peer-{uuid.uuid4().hex[:8]}"
+        self._hf_home: tempfile.TemporaryDirectory[str] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._pid: int | None = None
+        self._model_id = str(config.model_path)
+
+    async def __aenter__(self) -> PeerSystem:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        self._hf_home = tempfile.TemporaryDirectory(prefix="chatbus-bench-hf-")
+        (Path(self._hf_home.name) / "hub").mkdir()
+        port = free_port()
+        env = {"HF_HOME": self._hf_home.name, "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+        self._pid = await asyncio.to_thread(process.spawn, self._config.settings,
+                                            self._process_name, serve_argv(self._config, port),
+                                            env)
+        base_url = f"http://127.0.0.1:{port}"
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+        await eventually(self._ready, timeout_s=self._ready_timeout_s, interval=0.2,
+                         what=f"transformers serve at {base_url}")
+
+    async def _ready(self) -> bool:
+        settings, name = self._config.settings, self._process_name
+        if await asyncio.to_thread(process.running_pid, settings, name) is None:
+            raise BenchError(f"transformers serve exited; see {process.log_file(settings, name)}")
+        assert self._client is not None
+        try:
+            response = await self._client.get("/health", timeout=2.0)
+        except httpx.TransportError:
+            return False
+        return response.status_code == httpx.codes.OK
+
+    async def _stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._pid is not None:
+            await asyncio.to_thread(process.stop, self._config.settings, self._process_name)
+            self._pid = None
+        if self._hf_home is not None:
+            self._hf_home.cleanup()
+            self._hf_home = None
+
+    async def stream(self, messages: Messages, max_new_tokens: int) -> StreamTrace:
+        client = self._client
+        if client is None:
+            raise BenchError("the peer server is not started")
+        body = {"model": self._model_id, "messages": messages, "stream": True,
+                "max_tokens": max_new_tokens, "temperature": 0.0,
+                "stream_options": {"include_usage": True}}
+        trace = StreamTrace(sent_at=time.perf_counter())
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != httpx.codes.OK:
+                detail = (await response.aread()).decode(errors="replace")[:500]
+                raise BenchError(f"peer answered HTTP {response.status_code}: {detail}")
+            async for line in response.aiter_lines():
+                if _on_sse_line(trace, line, time.perf_counter()):
+                    break
+        if trace.finished_at is None:
+            raise BenchError("the peer's stream ended without a finish_reason")
+        return trace
+
+
+def _on_sse_line(trace: StreamTrace, line: str, now: float) -> bool:
+    """Record one SSE line; True when the stream is over (its ``finish_reason`` chunk)."""
+    if not line.startswith("data:"):
+        return False
+    data = line[5:].strip()
+    if data == "[DONE]":
+        trace.finish(now, trace.finish_reason or "done")
+        return True
+    payload: dict[str, Any] = json.loads(data)
+    if "error" in payload:
+        raise BenchError(f"peer stream error: {payload['error']}")
+    usage = payload.get("usage")
+    if usage:
+        trace.reported_tokens = int(usage.get("completion_tokens", 0))
+    for choice in payload.get("choices", []):
+        if choice.get("delta", {}).get("content"):
+            trace.add(now, 1)  # one delta per decoded piece; usage gives the exact count
+        if choice.get("finish_reason"):
+            trace.finish(now, str(choice["finish_reason"]))
+            return True
+    return False
