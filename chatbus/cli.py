@@ -92,6 +92,52 @@ def worker() -> None:
         _fail(exc)
 
 
+# --- gateway --------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Listen address (default: CHATBUS_GATEWAY_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default: CHATBUS_GATEWAY_PORT).")
+def gateway(host: str | None, port: int | None) -> None:
+    """Run the OpenAI-compatible HTTP gateway until SIGTERM."""
+    from chatbus.logging import configure_logging
+    from producers.gateway import run_gateway
+
+    settings = _settings()
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["gateway_host"] = host
+    if port is not None:
+        overrides["gateway_port"] = port
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_logging(settings, component="gateway")
+    try:
+        run_gateway(settings)
+    except ChatbusError as exc:
+        _fail(exc)
+
+
+# --- keys -----------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """API keys of the gateway (stored hashed in MongoDB)."""
+
+
+@keys.command("create")
+@click.option("--user", required=True, help="The user the key acts as.")
+def keys_create(user: str) -> None:
+    """Create an API key for USER and print it (it is shown only this once)."""
+    from producers.gateway.api_keys import create_key
+
+    try:
+        key, principal = create_key(_settings(), user)
+    except ChatbusError as exc:
+        _fail(exc)
+        return
+    click.echo(key)
+    click.secho(f"[{principal.key_id} for user {principal.user}; shown once, stored hashed]",
+                dim=True, err=True)
+
+
 # --- topics ---------------------------------------------------------------------------------
 @main.group()
 def topics() -> None:
@@ -181,19 +227,19 @@ def infra_status() -> None:
 
 
 # --- pipeline -------------------------------------------------------------------------------
-PIPELINE = ("worker",)
+PIPELINE = ("worker", "gateway")
 
 
 def stop_pipeline(settings: Settings) -> None:
     from infra.local import process
 
-    for name in PIPELINE:
+    for name in reversed(PIPELINE):  # the gateway first: nothing new reaches the worker
         process.stop(settings, name)
 
 
 @main.group()
 def pipeline() -> None:
-    """The chatbus components (inference worker) running in the background."""
+    """The chatbus components (inference worker, gateway) running in the background."""
 
 
 @pipeline.command("up")
@@ -202,12 +248,20 @@ def pipeline_up() -> None:
     from infra.local import process
 
     settings = _settings()
-    argv: dict[str, list[str]] = {"worker": [sys.executable, "-m", "chatbus.cli", "worker"]}
+    argv: dict[str, list[str]] = {
+        name: [sys.executable, "-m", "chatbus.cli", name] for name in PIPELINE}
     for name in PIPELINE:
         pid = process.running_pid(settings, name)
         if pid:
             click.echo(f"{name} already running (pid {pid})")
             continue
+        if name == "gateway":
+            from infra.local.ports import ensure_free
+
+            try:
+                ensure_free(settings.gateway_port, "CHATBUS_GATEWAY_PORT", settings.gateway_host)
+            except ChatbusError as exc:
+                _fail(exc)
         pid = process.spawn(settings, name, argv[name])
         click.echo(f"{name} started (pid {pid}); log: {settings.log_dir / (name + '.log')}")
 

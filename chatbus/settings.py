@@ -89,6 +89,29 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(1000, ge=100)
     progress_ttl_s: int = Field(86_400, ge=60, description="How long request progress is kept.")
 
+    # --- HTTP gateway (producers/gateway) --------------------------------------------------
+    gateway_host: str = Field("127.0.0.1", description="Address the OpenAI-compatible gateway "
+                              "listens on.")
+    gateway_port: int = Field(8000, ge=0, le=65535, description="Port of the gateway.")
+    gateway_models: tuple[str, ...] = Field(
+        (), description="Models GET /v1/models lists and requests may name (JSON list); "
+        "empty: just CHATBUS_MODEL_NAME.")
+    gateway_max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies "
+                                        "are refused with 413.")
+    gateway_max_messages: int = Field(256, ge=1, le=512, description="Messages one request may "
+                                      "carry (more: 400, param 'messages').")
+    gateway_requests_per_minute: int = Field(60, ge=1, description="Requests per API key per "
+                                             "minute (fixed window, in Redis).")
+    gateway_tokens_per_minute: int = Field(
+        100_000, ge=1, description="Prompt + completion tokens per API key per minute: "
+        "prompt + max_tokens are reserved on admission and corrected to the actual usage.")
+    gateway_key_cache_s: float = Field(30.0, ge=0, description="How long a verified API key is "
+                                       "trusted without asking MongoDB again.")
+    gateway_lease_ttl_s: float = Field(15.0, ge=1.0, description="Lifetime of a gateway's lease "
+                                       "on its reply partition; renewed every third of it.")
+    gateway_instance_id: str | None = Field(None, description="Owner name of the reply-partition "
+                                            "lease; default host-pid-random.")
+
     # --- observability -------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True
@@ -101,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def resolved_model_path(self) -> Path:
         return self.model_path or (self.cache_dir / "models" / self.model_name)
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """The models the gateway serves (``gateway_models``, or just ``model_name``)."""
+        return self.gateway_models or (self.model_name,)
 
     @property
     def run_dir(self) -> Path:

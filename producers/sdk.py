@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
@@ -61,13 +61,22 @@ class _Stream:
     early: dict[int, TokenChunk] = field(default_factory=dict)
 
 
+PartitionChooser = Callable[[set[int]], Awaitable[int]]
+
+
 class ChatClient:
-    """Publishes chat requests and streams their answers back from a reply partition."""
+    """Publishes chat requests and streams their answers back from a reply partition.
+
+    The reply partition is ``reply_partition`` when given; else ``choose_partition`` picks one of
+    the topic's partitions (the gateway leases one in Redis); else a random one.
+    """
 
     def __init__(self, settings: Settings, *, reply_partition: int | None = None,
-                 client_id: str = "chatbus-client") -> None:
+                 client_id: str = "chatbus-client",
+                 choose_partition: PartitionChooser | None = None) -> None:
         self._settings = settings
         self._reply_partition = reply_partition
+        self._choose_partition = choose_partition
         self._client_id = client_id
         self._publisher = EventPublisher(settings, client_id=client_id)
         self._consumer: AIOKafkaConsumer | None = None
@@ -96,7 +105,9 @@ class ChatClient:
             raise kafka_unavailable(self._settings, exc) from exc
         try:
             partitions = await self._publisher.partitions_for(TopicName.TOKENS)
-        except ChatbusError:
+            if self._reply_partition is None and self._choose_partition is not None:
+                self._reply_partition = await self._choose_partition(partitions)
+        except BaseException:
             await consumer.stop()
             await self._publisher.stop()
             raise

@@ -1,0 +1,126 @@
+"""API keys: created once, stored only as a SHA-256 hash in MongoDB, each mapped to a user.
+
+A key looks like ``cb-<43 url-safe characters>`` and is shown once, at creation. The collection
+``api_keys`` holds ``{_id: key_id, hash, user, created_at}`` with a unique index on ``hash``.
+Lookups are cached in-process for ``gateway_key_cache_s``; pymongo errors become
+:class:`ServiceUnavailable` (a 503, never a 401).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
+
+from chatbus.errors import ChatbusError, ServiceUnavailable
+from chatbus.settings import Settings
+
+KEY_PREFIX = "cb-"
+COLLECTION = "api_keys"
+_USER = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")  # the bus's Id pattern (ChatRequest.user_id)
+
+
+class InvalidUserName(ChatbusError):
+    """A user name the bus cannot carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request comes from."""
+
+    key_id: str
+    user: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _mongo_unavailable(settings: Settings, exc: PyMongoError) -> ServiceUnavailable:
+    return ServiceUnavailable(f"cannot reach MongoDB for API keys ({exc.__class__.__name__}: "
+                              f"{exc}); start it with `make up` or set CHATBUS_MONGO_URL")
+
+
+def create_key(settings: Settings, user: str) -> tuple[str, Principal]:
+    """Create a key for ``user`` (synchronous, for the CLI); returns the key and its record."""
+    if not _USER.match(user):
+        raise InvalidUserName(f"user {user!r} must be 1-128 characters of A-Z a-z 0-9 _ . : -")
+    key = new_key()
+    principal = Principal(key_id=f"key-{secrets.token_hex(8)}", user=user)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[settings.mongo_db][COLLECTION]
+        collection.create_index("hash", unique=True)
+        collection.insert_one({"_id": principal.key_id, "hash": hash_key(key), "user": user,
+                               "created_at": datetime.now(UTC)})
+    except PyMongoError as exc:
+        raise _mongo_unavailable(settings, exc) from exc
+    finally:
+        client.close()
+    return key, principal
+
+
+class ApiKeyStore:
+    """Verifies bearer keys against MongoDB, with a short in-process cache of good ones."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._settings = settings
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongo_url.get_secret_value(), serverSelectionTimeoutMS=3000)
+        self._collection = self._client[settings.mongo_db][COLLECTION]
+        self._ttl = settings.gateway_key_cache_s
+        self._clock = clock
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def start(self) -> None:
+        try:
+            await self._collection.create_index("hash", unique=True)
+        except PyMongoError as exc:
+            raise _mongo_unavailable(self._settings, exc) from exc
+
+    async def stop(self) -> None:
+        await self._client.close()
+
+    async def verify(self, key: str) -> Principal | None:
+        """The key's owner, or None for a key we do not know."""
+        digest = hash_key(key)
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            doc = await self._collection.find_one({"hash": digest})
+        except PyMongoError as exc:
+            raise _mongo_unavailable(self._settings, exc) from exc
+        if doc is None:
+            self._cache.pop(digest, None)
+            return None
+        principal = Principal(key_id=str(doc["_id"]), user=str(doc["user"]))
+        if self._ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (principal, now + self._ttl)
+        return principal
+
+    async def delete_user(self, user: str) -> int:
+        """Remove every key of ``user`` (tests and admin tools); returns how many."""
+        try:
+            result = await self._collection.delete_many({"user": user})
+        except PyMongoError as exc:
+            raise _mongo_unavailable(self._settings, exc) from exc
+        self._cache = {h: v for h, v in self._cache.items() if v[0].user != user}
+        return int(result.deleted_count)

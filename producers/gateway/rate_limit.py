@@ -1,0 +1,116 @@
+"""Per-key requests and tokens per minute, in Redis (a fixed one-minute window).
+
+Requests count on admission. Tokens are *reserved* on admission — the prompt's tokens plus the
+request's ``max_tokens`` (or the default) — and *settled* when the answer ends: the reservation
+is replaced by the actual prompt + completion tokens, so the window ends up holding real usage
+while a burst of long requests cannot overshoot it. Each window's counters expire on their own.
+Every admitted (or refused) request gets OpenAI's ``x-ratelimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from chatbus.errors import ServiceUnavailable
+
+WINDOW_S = 60
+
+# KEYS[1]: counter; ARGV[1]: amount, ARGV[2]: limit, ARGV[3]: ttl seconds.
+# Adds the amount unless that would pass the limit; returns {allowed, used}.
+_ADMIT = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if used + amount > tonumber(ARGV[2]) then return {0, used} end
+used = redis.call('INCRBY', KEYS[1], amount)
+if used == amount then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return {1, used}
+"""
+
+# Correct a reservation in its own window, if that window still exists.
+_SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+Kind = Literal["requests", "tokens"]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Where one counter stands after a decision."""
+
+    kind: Kind
+    limit: int
+    used: int
+    reset_s: float
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{self.kind}": str(self.limit),
+            f"x-ratelimit-remaining-{self.kind}": str(self.remaining),
+            f"x-ratelimit-reset-{self.kind}": f"{max(self.reset_s, 0.001):.3f}s",
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    quota: Quota
+    window: int
+
+    @property
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self.quota.reset_s))
+
+
+class RateLimiter:
+    """Fixed-window counters per API key; Redis failures become :class:`ServiceUnavailable`."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, requests_per_minute: int,
+                 tokens_per_minute: int, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}chatbus:ratelimit:"
+        self._limits: dict[Kind, int] = {"requests": requests_per_minute,
+                                         "tokens": tokens_per_minute}
+        self._clock = clock
+        self._admit: Any = redis.register_script(_ADMIT)
+        self._settle: Any = redis.register_script(_SETTLE)
+
+    def _key(self, key_id: str, kind: Kind, window: int) -> str:
+        return f"{self._prefix}{key_id}:{kind}:{window}"
+
+    async def admit(self, key_id: str, kind: Kind, amount: int) -> Decision:
+        """Count ``amount`` against ``kind`` for this key, or refuse it past the limit."""
+        now = self._clock()
+        window = int(now // WINDOW_S)
+        reset = (window + 1) * WINDOW_S - now
+        limit = self._limits[kind]
+        try:
+            allowed, used = await self._admit(keys=[self._key(key_id, kind, window)],
+                                              args=[amount, limit, WINDOW_S * 2])
+        except RedisError as exc:
+            raise ServiceUnavailable(f"rate limits unavailable: cannot reach Redis "
+                                     f"({exc.__class__.__name__}: {exc}); check "
+                                     "CHATBUS_REDIS_URL or `make up`") from exc
+        return Decision(bool(allowed), Quota(kind, limit, int(used), reset), window)
+
+    async def settle(self, key_id: str, window: int, reserved: int, actual: int) -> None:
+        """Replace a token reservation made in ``window`` by the tokens actually used."""
+        if actual == reserved:
+            return
+        try:
+            await self._settle(keys=[self._key(key_id, "tokens", window)],
+                               args=[actual - reserved])
+        except RedisError as exc:
+            raise ServiceUnavailable(f"cannot settle token usage in Redis: {exc}") from exc

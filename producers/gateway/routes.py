@@ -1,0 +1,97 @@
+"""The gateway's HTTP routes: thin, they authenticate, limit, parse and hand over to serving."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from producers.gateway.admission import Limits, authenticate
+from producers.gateway.errors import APIError, from_validation
+from producers.gateway.middleware import REQUEST_ID_STATE
+from producers.gateway.protocol import ChatCompletionRequest, ModelCard, ModelList
+from producers.gateway.runtime import GatewayRuntime
+from producers.gateway.serving import Answer
+
+router = APIRouter()
+_STARTED = int(time.time())
+
+
+def runtime_of(request: Request) -> GatewayRuntime:
+    runtime: GatewayRuntime = request.app.state.gateway
+    return runtime
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) once it grows past ``limit`` (chunked uploads included)."""
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise APIError(413, f"The request body is more than the {limit} bytes allowed "
+                           "(CHATBUS_GATEWAY_MAX_BODY_BYTES).", code="request_too_large")
+    return bytes(body)
+
+
+def parse_request(raw: bytes) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise APIError(400, "The request body is not valid JSON.",
+                           code="invalid_json") from None
+        raise from_validation(exc) from None
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request) -> Response:
+    runtime = runtime_of(request)
+    principal = await authenticate(request, runtime.keys)
+    limits = Limits(runtime.limiter, principal, request)
+    await limits.admit_request()
+    body = parse_request(await read_body(request, runtime.settings.gateway_max_body_bytes))
+    service = runtime.service
+    valid = service.validate(body)
+    prompt_tokens = await service.count_prompt(valid)
+    reservation = await limits.reserve_tokens(prompt_tokens + valid.max_tokens)
+
+    def sent(request_id: str) -> None:
+        setattr(request.state, REQUEST_ID_STATE, request_id)
+
+    answer: Answer = await service.submit(valid, user_id=principal.user,
+                                          prompt_tokens=prompt_tokens,
+                                          on_usage=reservation.settle, on_sent=sent)
+    if body.stream:
+        return StreamingResponse(service.stream(answer),
+                                 media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache",
+                                          "x-accel-buffering": "no"})
+    completion = await service.complete(answer)
+    return JSONResponse(completion.model_dump(mode="json"))
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    runtime = runtime_of(request)
+    await authenticate(request, runtime.keys)
+    return ModelList(data=[ModelCard(id=name, created=_STARTED)
+                           for name in runtime.settings.served_models])
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    lease = runtime.lease
+    healthy = lease.partition is not None and not lease.lost
+    return JSONResponse({"status": "ok" if healthy else "degraded",
+                         "reply_partition": lease.partition, "owner": lease.owner},
+                        status_code=200 if healthy else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,119 @@
+"""What one gateway process holds while it runs, started in order and stopped in reverse.
+
+Redis (leases, rate limits) → MongoDB (API keys) → the prompt tokenizer → the reply-partition
+lease and the one :class:`ChatClient` that multiplexes every request of the process. ``stop``
+closes whatever ``start`` opened, in ``finally`` order, even when ``start`` failed half-way.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from chatbus.errors import ServiceUnavailable
+from chatbus.logging import get_logger
+from chatbus.settings import Settings
+from producers.gateway.api_keys import ApiKeyStore
+from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
+from producers.gateway.rate_limit import RateLimiter
+from producers.gateway.reply_lease import ReplyPartitionLease
+from producers.gateway.serving import ChatCompletionService
+from producers.sdk import ChatClient
+
+log = get_logger(__name__)
+
+
+class GatewayRuntime:
+    """The gateway's long-lived resources; ``start``/``stop`` are safe to call twice."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack: AsyncExitStack | None = None
+        self._keys: ApiKeyStore | None = None
+        self._limiter: RateLimiter | None = None
+        self._lease: ReplyPartitionLease | None = None
+        self._service: ChatCompletionService | None = None
+        self._client: ChatClient | None = None
+
+    @property
+    def keys(self) -> ApiKeyStore:
+        assert self._keys is not None, "the gateway is not started"
+        return self._keys
+
+    @property
+    def limiter(self) -> RateLimiter:
+        assert self._limiter is not None, "the gateway is not started"
+        return self._limiter
+
+    @property
+    def lease(self) -> ReplyPartitionLease:
+        assert self._lease is not None, "the gateway is not started"
+        return self._lease
+
+    @property
+    def service(self) -> ChatCompletionService:
+        assert self._service is not None, "the gateway is not started"
+        return self._service
+
+    @property
+    def reply_partition(self) -> int | None:
+        return None if self._lease is None else self._lease.partition
+
+    async def start(self) -> None:
+        if self._stack is not None:
+            return
+        settings = self.settings
+        stack = AsyncExitStack()
+        self._stack = stack
+        try:
+            redis = aioredis.from_url(settings.redis_url, socket_timeout=3,
+                                      socket_connect_timeout=3)
+            stack.push_async_callback(redis.aclose)
+            try:
+                await redis.ping()
+            except RedisError as exc:
+                raise ServiceUnavailable(f"cannot reach Redis at {settings.redis_url} "
+                                         f"({exc.__class__.__name__}: {exc}); start it with "
+                                         "`make up` or set CHATBUS_REDIS_URL") from exc
+            self._limiter = RateLimiter(
+                redis, prefix=settings.topic_prefix,
+                requests_per_minute=settings.gateway_requests_per_minute,
+                tokens_per_minute=settings.gateway_tokens_per_minute)
+            keys = ApiKeyStore(settings)
+            stack.push_async_callback(keys.stop)
+            await keys.start()
+            self._keys = keys
+            counter = await TokenizerPromptCounter.load(settings.resolved_model_path)
+            lease = ReplyPartitionLease(settings, redis)
+            stack.push_async_callback(lease.release)
+            self._lease = lease
+            client = ChatClient(settings, client_id=f"gateway-{lease.owner}",
+                                choose_partition=lease.acquire)
+            await client.start()
+            stack.push_async_callback(client.stop)
+            self._client = client
+            service = ChatCompletionService(
+                BusChatBackend(client), counter, models=settings.served_models,
+                default_max_tokens=settings.default_max_tokens,
+                max_messages=settings.gateway_max_messages)
+            stack.push_async_callback(service.drain)  # pending cancels go out before the client
+            self._service = service
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("gateway_started", reply_partition=lease.partition, owner=lease.owner,
+                 models=list(settings.served_models))
+
+    async def stop(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await stack.aclose()
+        finally:
+            self._service = self._client = None
+            self._keys = self._limiter = None
+            self._lease = None
+            log.info("gateway_stopped")

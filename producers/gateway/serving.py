@@ -1,0 +1,288 @@
+"""Chat completions: an OpenAI request → a ``ChatRequest`` on the bus → OpenAI's answer.
+
+The service depends only on :class:`ChatBackend` and :class:`PromptCounter`, so it is tested
+with fakes. It waits for the first chunk before answering, so a refusal by the worker (unknown
+model, prompt over the context, bad parameters) is a proper HTTP status, not a broken stream.
+
+Finish reasons: ours ``stop`` and ``length`` and ``content_filter`` pass through; ``cancelled``
+(someone cancelled the request on ``chat.control``) becomes ``stop``, the answer so far being
+complete as far as the client is concerned; ``error`` becomes an error event (streaming) or a
+5xx/4xx (non-streaming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from chatbus.logging import get_logger
+from producers.gateway import metrics
+from producers.gateway.backend import ChatBackend, PromptCounter
+from producers.gateway.errors import APIError, from_chat_error, from_validation, invalid
+from producers.gateway.protocol import (
+    DONE_EVENT,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ErrorBody,
+    ErrorResponse,
+    OpenAIFinishReason,
+    UsageInfo,
+)
+from producers.sdk import ChatError
+from schemas.events import ChatMessage, FinishReason, SamplingParams, TokenChunk
+
+log = get_logger(__name__)
+
+UsageHook = Callable[[UsageInfo], Awaitable[None]]
+
+_FINISH: dict[FinishReason, OpenAIFinishReason] = {
+    "stop": "stop", "length": "length", "cancelled": "stop", "content_filter": "content_filter",
+}
+
+
+def completion_id(request_id: str) -> str:
+    """OpenAI's id of the answer to ``request_id`` (stable across its chunks)."""
+    return "chatcmpl-" + request_id.removeprefix("req-")
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request checked and translated into our terms."""
+
+    body: ChatCompletionRequest
+    messages: list[ChatMessage]
+    sampling: SamplingParams
+    max_tokens: int  # what the answer may use at most (the request's, or the default)
+
+
+@dataclass
+class Answer:
+    """A request on the bus whose first chunk has arrived."""
+
+    request: ValidRequest
+    request_id: str
+    prompt_tokens: int
+    created: int
+    first: TokenChunk
+    rest: AsyncIterator[TokenChunk]
+    on_usage: UsageHook | None = None
+    completion_tokens: int = field(default=0)
+
+    @property
+    def id(self) -> str:
+        return completion_id(self.request_id)
+
+    def usage(self) -> UsageInfo:
+        return UsageInfo(prompt_tokens=self.prompt_tokens,
+                         completion_tokens=self.completion_tokens,
+                         total_tokens=self.prompt_tokens + self.completion_tokens)
+
+    async def all_chunks(self) -> AsyncIterator[TokenChunk]:
+        chunk: TokenChunk | None = self.first
+        while chunk is not None:
+            self.completion_tokens += len(chunk.token_ids)
+            yield chunk
+            if chunk.is_last:
+                return
+            chunk = await anext(self.rest, None)
+
+
+class ChatCompletionService:
+    """Serves ``POST /v1/chat/completions`` on a :class:`ChatBackend`."""
+
+    def __init__(self, backend: ChatBackend, counter: PromptCounter, *,
+                 models: Sequence[str], default_max_tokens: int, max_messages: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._backend = backend
+        self._counter = counter
+        self._models = tuple(models)
+        self._default_max_tokens = default_max_tokens
+        self._max_messages = max_messages
+        self._clock = clock
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- before the bus ------------------------------------------------------------------------
+    def validate(self, body: ChatCompletionRequest) -> ValidRequest:
+        """Check ``body`` against what we serve; raises :class:`APIError` naming the param."""
+        if body.model not in self._models:
+            raise APIError(404, f"The model '{body.model}' does not exist or is not served "
+                           f"here; available: {', '.join(self._models)}", param="model",
+                           code="model_not_found")
+        if len(body.messages) > self._max_messages:
+            raise invalid(f"{len(body.messages)} messages are more than the "
+                          f"{self._max_messages} one request may carry", "messages",
+                          "too_many_messages")
+        messages = []
+        for i, message in enumerate(body.messages):
+            role = "system" if message.role == "developer" else message.role
+            try:
+                messages.append(ChatMessage(role=role, content=message.text()))
+            except ValidationError as exc:
+                raise from_validation(exc, rename={"content": f"messages.{i}.content",
+                                                   "role": f"messages.{i}.role"}) from None
+        max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
+                      else body.max_tokens)
+        fields: dict[str, object] = {"max_tokens": max_tokens, "seed": body.seed,
+                                     "stop": [body.stop] if isinstance(body.stop, str)
+                                     else list(body.stop or [])}
+        if body.temperature is not None:
+            fields["temperature"] = body.temperature
+        if body.top_p is not None:
+            fields["top_p"] = body.top_p
+        try:
+            sampling = SamplingParams.model_validate(fields)
+        except ValidationError as exc:
+            raise from_validation(exc, rename={"max_tokens": body.max_tokens_param}) from None
+        return ValidRequest(body, messages, sampling,
+                            sampling.max_tokens or self._default_max_tokens)
+
+    async def count_prompt(self, request: ValidRequest) -> int:
+        return await self._counter.count(request.messages)
+
+    # --- on the bus ----------------------------------------------------------------------------
+    async def submit(self, request: ValidRequest, *, user_id: str, prompt_tokens: int,
+                     on_usage: UsageHook | None = None,
+                     on_sent: Callable[[str], None] | None = None) -> Answer:
+        """Publish the request and wait for its first chunk (a refusal raises APIError).
+
+        ``on_sent`` learns the request_id as soon as the request is on the bus.
+        """
+        created = int(self._clock())
+        try:
+            request_id = await self._backend.send(request.messages, model=request.body.model,
+                                                  sampling=request.sampling, user_id=user_id)
+        except BaseException:
+            await self._settle(on_usage, UsageInfo())
+            raise
+        if on_sent is not None:
+            on_sent(request_id)
+        rest = self._backend.chunks(request_id)
+        try:
+            first = await anext(rest)
+        except ChatError as exc:
+            await self._settle(on_usage, UsageInfo(prompt_tokens=0))
+            raise from_chat_error(exc.info) from None
+        except BaseException:
+            self._cancel_soon(request_id)
+            raise
+        return Answer(request, request_id, prompt_tokens, created, first, rest, on_usage)
+
+    async def complete(self, answer: Answer) -> ChatCompletion:
+        """Collect the whole answer (``stream: false``)."""
+        text: list[str] = []
+        finish: FinishReason | None = None
+        try:
+            async for chunk in answer.all_chunks():
+                text.append(chunk.text)
+                finish = chunk.finish_reason
+        except ChatError as exc:
+            raise from_chat_error(exc.info) from None
+        finally:
+            if finish is None:
+                self._cancel_soon(answer.request_id)
+            await self._settle(answer.on_usage, answer.usage())
+        return ChatCompletion(
+            id=answer.id, created=answer.created, model=answer.request.body.model,
+            choices=[Choice(message=AssistantMessage(content="".join(text)),
+                            finish_reason=_FINISH.get(finish or "stop", "stop"))],
+            usage=answer.usage())
+
+    async def stream(self, answer: Answer) -> AsyncIterator[str]:
+        """The answer as SSE events, ending with ``[DONE]`` (``stream: true``).
+
+        When the client goes away first (the generator is closed or cancelled), the request is
+        cancelled on the bus so the worker frees its slot.
+        """
+        body = answer.request.body
+        with_usage = body.include_usage
+
+        def event(delta: Delta, finish: OpenAIFinishReason | None = None) -> str:
+            chunk = ChatCompletionChunk(
+                id=answer.id, created=answer.created, model=body.model,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish)])
+            return chunk.sse(with_usage_field=with_usage)
+
+        finished = False
+        metrics.STREAMS.inc()
+        try:
+            yield event(Delta(role="assistant", content=""))
+            try:
+                async for chunk in answer.all_chunks():
+                    if chunk.text:
+                        yield event(Delta(content=chunk.text))
+                    if chunk.finish_reason is not None:
+                        finished = True
+                        yield event(Delta(), _FINISH.get(chunk.finish_reason, "stop"))
+            except ChatError as exc:
+                finished = True
+                yield _error_event(exc)
+                return
+            if with_usage:
+                yield ChatCompletionChunk(id=answer.id, created=answer.created, model=body.model,
+                                          choices=[], usage=answer.usage()
+                                          ).sse(with_usage_field=True)
+            yield DONE_EVENT
+        finally:
+            metrics.STREAMS.dec()
+            if not finished:
+                metrics.DISCONNECTS.inc()
+                log.info("client_disconnected", request_id=answer.request_id)
+                self._cancel_soon(answer.request_id)
+            self._settle_soon(answer.on_usage, answer.usage())
+            await _close_quietly(answer.rest)
+
+    # --- background work -----------------------------------------------------------------------
+    def _cancel_soon(self, request_id: str) -> None:
+        """Cancel on the bus in a task: the caller may itself be being cancelled."""
+        self._spawn(self._backend.cancel(request_id), f"cancel-{request_id}")
+
+    def _settle_soon(self, hook: UsageHook | None, usage: UsageInfo) -> None:
+        if hook is not None:
+            self._spawn(hook(usage), "settle-usage")
+
+    async def _settle(self, hook: UsageHook | None, usage: UsageInfo) -> None:
+        if hook is not None:
+            await hook(usage)
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # noqa: BLE001 - best effort; logged, never raised
+                log.warning("background_failed", task=name, error=repr(exc))
+
+        task = asyncio.create_task(run(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending cancels and usage updates (on shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _error_event(exc: ChatError) -> str:
+    info = exc.info
+    error = from_chat_error(info).body.error
+    body = ErrorResponse(error=ErrorBody(message=info.message, type=error.type, param=info.param,
+                                         code=info.code))
+    return f"data: {body.model_dump_json()}\n\n"
+
+
+async def _close_quietly(iterator: AsyncIterator[TokenChunk]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except RuntimeError:
+        pass

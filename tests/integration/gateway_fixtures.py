@@ -1,0 +1,63 @@
+"""A gateway served in-process by uvicorn on a free port, and API keys in the real MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from chatbus.polling import eventually
+from chatbus.settings import Settings
+from producers.gateway import GatewayRuntime, create_app
+from producers.gateway.api_keys import ApiKeyStore, create_key
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    runtime: GatewayRuntime
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    """Serve a gateway until the block ends; fails fast when it cannot start."""
+    runtime = GatewayRuntime(settings)
+    config = uvicorn.Config(create_app(settings, runtime), host="127.0.0.1", port=0,
+                            log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name="gateway")
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+            raise RuntimeError("the gateway exited during startup")
+        return server.started
+
+    try:
+        await eventually(started, timeout_s=60, what="the gateway to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield RunningGateway(f"http://127.0.0.1:{port}", runtime)
+    finally:
+        server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def api_key(settings: Settings, user: str) -> AsyncIterator[str]:
+    """A fresh key of ``user``, deleted (with every key of that user) afterwards."""
+    key, _ = await asyncio.to_thread(create_key, settings, user)
+    try:
+        yield key
+    finally:
+        store = ApiKeyStore(settings)
+        try:
+            await store.delete_user(user)
+        finally:
+            await store.stop()
