@@ -157,12 +157,12 @@ class RequestStreamer:
 
     async def _send_chunk(self, state: StreamState, chunk: PendingChunk, *,
                           finish_reason: FinishReason | None = None,
-                          error: ErrorInfo | None = None) -> None:
+                          error: ErrorInfo | None = None, usage: Usage | None = None) -> None:
         request = state.request
         event = TokenChunk(
             request_id=request.request_id, conversation_id=request.conversation_id,
             seq=state.next_seq, text=chunk.text, token_ids=chunk.token_ids,
-            finish_reason=finish_reason, error=error, worker_id=self._worker_id)
+            finish_reason=finish_reason, error=error, usage=usage, worker_id=self._worker_id)
         state.next_seq += 1
         state.last_send = await self._publisher.send(
             TopicName.TOKENS, event, partition=request.reply_to.partition)
@@ -172,10 +172,19 @@ class RequestStreamer:
                       generation: GenerationRequest | None, token_ids: list[int],
                       error: ErrorInfo | None, last: PendingChunk | None = None) -> Completion:
         await self._send_chunk(state, last or PendingChunk(), finish_reason=finish_reason,
-                               error=error)
+                               error=error, usage=self._usage(state, generation, token_ids))
         assert state.last_send is not None
         await state.last_send  # every chunk is on the broker before the completion
         return await self._complete(state, text, finish_reason, generation, token_ids, error)
+
+    @staticmethod
+    def _usage(state: StreamState, generation: GenerationRequest | None,
+               token_ids: list[int]) -> Usage:
+        prompt_tokens = len(generation.prompt_ids) if generation else 0
+        if state.resumed is not None:  # the prefill included what was already streamed
+            prompt_tokens -= len(state.resumed.token_ids)
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=len(token_ids),
+                     total_tokens=prompt_tokens + len(token_ids))
 
     async def _complete(self, state: StreamState, text: str, finish_reason: FinishReason,
                         generation: GenerationRequest | None, token_ids: list[int],
@@ -192,15 +201,11 @@ class RequestStreamer:
             inter_token_p99_ms=_percentile(gaps, 0.99) * 1000 if gaps else None,
             total_ms=(done - state.picked_at) * 1000,
         )
-        prompt_tokens = len(generation.prompt_ids) if generation else 0
-        if state.resumed is not None:
-            prompt_tokens -= len(state.resumed.token_ids)
         completion = Completion(
             request_id=request.request_id, conversation_id=request.conversation_id,
             user_id=request.user_id, model=request.model, text=text,
             finish_reason=finish_reason,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(token_ids),
-                        total_tokens=prompt_tokens + len(token_ids)),
+            usage=self._usage(state, generation, token_ids),
             timings=timings, worker_id=self._worker_id, error=error)
         await self._publisher.publish(TopicName.COMPLETIONS, completion)
         metrics.REQUESTS.labels(model, finish_reason).inc()

@@ -86,6 +86,18 @@ class ErrorInfo(_Model):
     param: str | None = None
 
 
+class Usage(_Model):
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    total_tokens: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _total_is_sum(self) -> Usage:
+        if self.total_tokens != self.prompt_tokens + self.completion_tokens:
+            raise ValueError("total_tokens must equal prompt_tokens + completion_tokens")
+        return self
+
+
 class TokenChunk(Envelope):
     """Some tokens of one answer (topic ``chat.tokens``, key ``request_id``).
 
@@ -101,23 +113,12 @@ class TokenChunk(Envelope):
     token_ids: list[int] = Field(default_factory=list)
     finish_reason: FinishReason | None = None
     error: ErrorInfo | None = None
+    usage: Usage | None = Field(None, description="On the last chunk: the request's usage.")
     worker_id: str = ""
 
     @property
     def is_last(self) -> bool:
         return self.finish_reason is not None
-
-
-class Usage(_Model):
-    prompt_tokens: int = Field(0, ge=0)
-    completion_tokens: int = Field(0, ge=0)
-    total_tokens: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _total_is_sum(self) -> Usage:
-        if self.total_tokens != self.prompt_tokens + self.completion_tokens:
-            raise ValueError("total_tokens must equal prompt_tokens + completion_tokens")
-        return self
 
 
 class Timings(_Model):
@@ -154,6 +155,15 @@ class CancelRequest(Envelope):
     reason: str = "client_cancelled"
 
 
+class PiiSpan(_Model):
+    """Personal data found in a message, to redact downstream (``text[start:end]``)."""
+
+    kind: Literal["email", "phone", "payment_card"]
+    message_index: int = Field(ge=0, description="Index of the message in the request.")
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
 class ModerationVerdict(Envelope):
     """A moderation decision on a request or an answer (topic ``chat.moderation``)."""
 
@@ -166,6 +176,9 @@ class ModerationVerdict(Envelope):
     categories: dict[str, bool] = Field(default_factory=dict)
     category_scores: dict[str, float] = Field(default_factory=dict)
     action: Literal["allow", "block", "stop_generation"] = "allow"
+    pii: list[PiiSpan] = Field(
+        default_factory=list, description="Personal data spans to redact downstream."
+    )
 
     @field_validator("category_scores")
     @classmethod

@@ -108,6 +108,7 @@ async def test_chunks_carry_every_token_once_and_the_completion_matches() -> Non
     assert "".join(c.text for c in chunks) == "hello world" == out.completion().text
     assert completion is not None and completion.finish_reason == "stop"
     assert completion.usage.completion_tokens == 11 and completion.usage.prompt_tokens == 2
+    assert chunks[-1].usage == completion.usage, "the last chunk tells the client its usage"
 
 
 async def test_a_stop_sequence_ends_the_answer_before_it_and_stops_the_engine() -> None:
