@@ -26,7 +26,7 @@ def build_engine(settings: Settings) -> InferenceEngine:
     from inference_consumers.engine.transformers_engine import TransformersEngine
 
     return TransformersEngine(path, model_name=settings.model_name, device=settings.device,
-                              max_batch=settings.max_inflight)
+                              max_batch=settings.max_inflight, sampling=settings.engine_sampling)
 
 
 async def run_worker(settings: Settings) -> None:
