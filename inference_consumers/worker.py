@@ -13,12 +13,13 @@ import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from chatbus.errors import InvalidEvent
+from chatbus.errors import ChatbusError, InvalidEvent
 from chatbus.kafka import EventPublisher, decode_event, make_consumer
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
@@ -109,8 +110,9 @@ class InferenceWorker:
         self._consumer.subscribe([self._settings.topic(self._input_topic)],
                                  listener=_Rebalance(self))
         await self._consumer.start()
-        self._background = [asyncio.create_task(self._consume_loop(), name="consume"),
-                            asyncio.create_task(self._control_loop(), name="control")]
+        self._background = [
+            asyncio.create_task(self._supervised(self._consume_loop), name="consume"),
+            asyncio.create_task(self._supervised(self._control_loop), name="control")]
         log.info("worker_started", worker_id=self.worker_id, model=self._engine.model_name,
                  max_inflight=self._settings.max_inflight)
 
@@ -154,6 +156,21 @@ class InferenceWorker:
         return len(self._active)
 
     # --- loops -----------------------------------------------------------------------------
+    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop``; a broker hiccup restarts it with backoff instead of killing the worker."""
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, ChatbusError) as exc:
+                log.warning("loop_restarting", loop=loop.__name__, error=repr(exc),
+                            retry_in_s=backoff)
+                await asyncio.sleep(backoff)  # backoff before retrying the broker
+                backoff = min(backoff * 2, 5.0)
+
     async def _consume_loop(self) -> None:
         consumer = self._consumer
         assert consumer is not None
