@@ -51,7 +51,7 @@ run: model up pipeline-up ## Install, start services and pipeline, stream a demo
 	@echo "chatbus is running in the background."
 	@echo "  chat:    $(BIN)/chatbus chat \"your question\"   (or: source $(BIN)/activate)"
 	@echo "  gateway: http://$${CHATBUS_GATEWAY_HOST:-127.0.0.1}:$${CHATBUS_GATEWAY_PORT:-8000}/v1  (OpenAI-compatible)"
-	@echo "  API key: $(BIN)/chatbus keys create --user $$USER   (shown once; send as Authorization: Bearer ...)"
+	@echo "  API key: $(BIN)/chatbus keys create --user $${USER:-alice}   (shown once; send as Authorization: Bearer ...)"
 	@echo "  status:  make status"
 	@echo "  logs:    .chatbus/logs/"
 	@echo "  stop:    make down"

@@ -60,7 +60,8 @@ def chat(prompt: str, model: str | None, system: str | None, max_tokens: int | N
     async def _run() -> str | None:
         async with ChatClient(settings) as client:
             request = await client.send(messages, model=model or settings.model_name,
-                                        sampling=sampling, conversation_id=conversation)
+                                        sampling=sampling, conversation_id=conversation,
+                                        use_history=conversation is not None)
             finish = None
             async for chunk in client.chunks(request.request_id, timeout_s=timeout):
                 click.echo(chunk.text, nl=False)
@@ -136,6 +137,57 @@ def keys_create(user: str) -> None:
     click.echo(key)
     click.secho(f"[{principal.key_id} for user {principal.user}; shown once, stored hashed]",
                 dim=True, err=True)
+
+
+# --- processors -----------------------------------------------------------------------------
+@main.command()
+def processors() -> None:
+    """Run the stream processors (Faust app: input moderation) until SIGTERM."""
+    from chatbus.logging import configure_logging
+    from stream_processors.serve import run_processors
+
+    settings = _settings()
+    configure_logging(settings, component="processors")
+    try:
+        run_processors(settings)
+    except ChatbusError as exc:
+        _fail(exc)
+
+
+# --- users ----------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """What chatbus stores about a user."""
+
+
+@users.command("delete")
+@click.argument("name")
+@click.option("--keep-keys", is_flag=True, help="Keep the user's API keys (history only).")
+def users_delete(name: str, keep_keys: bool) -> None:
+    """Delete everything of user NAME: API keys, conversations and turns (MongoDB), cached
+    context (Redis)."""
+    from producers.gateway.api_keys import ApiKeyStore
+    from stream_processors.history.erase import erase_user_history
+
+    settings = _settings()
+
+    async def _run() -> tuple[int, list[str]]:
+        keys = 0
+        if not keep_keys:  # first: no new requests from this user while history is erased
+            store = ApiKeyStore(settings)
+            try:
+                keys = await store.delete_user(name)
+            finally:
+                await store.stop()
+        return keys, await erase_user_history(settings, name)
+
+    try:
+        keys, conversations = asyncio.run(_run())
+    except ChatbusError as exc:
+        _fail(exc)
+        return
+    click.echo(f"deleted user {name}: {len(conversations)} conversation(s), {keys} API key(s)"
+               + (" (keys kept)" if keep_keys else ""))
 
 
 # --- topics ---------------------------------------------------------------------------------
@@ -227,7 +279,7 @@ def infra_status() -> None:
 
 
 # --- pipeline -------------------------------------------------------------------------------
-PIPELINE = ("worker", "gateway")
+PIPELINE = ("processors", "worker", "gateway")
 
 
 def stop_pipeline(settings: Settings) -> None:

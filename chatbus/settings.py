@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk waits for more tokens.")
     worker_id: str | None = None
     inference_input_topic: str = Field(
-        "chat.requests", description="Registry topic the workers consume: chat.requests, or "
-        "chat.requests.approved when the moderation processor runs in front of them."
+        "chat.requests.approved", description="Registry topic the workers consume: what input "
+        "moderation approved, or chat.requests to run workers with no moderation in front."
     )
     session_timeout_ms: int = Field(
         6000, ge=1000, description="A worker silent this long leaves the group; its partitions "
@@ -142,14 +142,34 @@ class Settings(BaseSettings):
         "left out use moderation_default_threshold).",
     )
     moderation_default_threshold: float = Field(0.65, gt=0, le=1)
+    moderation_output: bool = Field(True, description="Judge answers while they stream.")
+    moderation_output_window_chars: int = Field(
+        120, ge=8, description="New answer text that triggers a judgement of the answer so far."
+    )
+    moderation_output_overlap_chars: int = Field(
+        60, ge=0, description="How much of the previous window the next one repeats."
+    )
     abuse_half_life_s: float = Field(
         3600.0, gt=0, description="Half-life of a user's violation score (exponential decay)."
     )
     abuse_violation_weight: float = Field(1.0, gt=0, description="Score added per violation.")
     abuse_block_threshold: float = Field(
-        3.0, gt=0, description="A user whose decayed score reaches this is blocked."
+        2.5, gt=0, description="A user whose decayed score reaches this is blocked (2.5 with "
+        "weight 1 and a 1 h half-life: three violations within ~30 min block, two never do)."
     )
     abuse_block_s: float = Field(900.0, gt=0, description="How long a block lasts.")
+
+    # --- conversation history (stream_processors/history) ---------------------------------
+    history_context_max_turns: int = Field(
+        20, ge=1, description="Most recent turns of a conversation kept as prompt context.")
+    history_context_max_chars: int = Field(
+        16_000, ge=256, description="Characters of context at most (newest turns first); the "
+        "worker also drops the oldest turns until the prompt fits the model's context.")
+    history_context_ttl_s: int = Field(
+        3600, ge=10, description="Lifetime of a conversation's Redis context cache after its "
+        "last write; a cold cache is rebuilt from MongoDB.")
+    history_title_chars: int = Field(80, ge=8, description="A conversation's title: its first "
+                                     "user message cut to this many characters.")
 
     # --- observability -------------------------------------------------------------------
     log_level: str = "INFO"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.structs import RecordMetadata
 
+from chatbus.errors import ServiceUnavailable
 from chatbus.kafka import EventPublisher
 from chatbus.settings import Settings
 from inference_consumers import metrics
@@ -25,6 +26,8 @@ from schemas.events import (
     Usage,
 )
 from schemas.topics import TopicName
+from stream_processors.history.context import ContextStore
+from stream_processors.history.turns import ContextTurn, context_messages
 
 
 class RequestRejected(Exception):
@@ -47,9 +50,15 @@ class StreamState:
     first_token_at: float | None = None
     token_times: list[float] = field(default_factory=list)
     cancel_requested: bool = False
+    cancel_reason: str = ""  # "content_filter" when output moderation stopped it
     handing_off: bool = False  # stop without a final chunk: another worker continues it
     resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
+
+
+def _cancelled(state: StreamState) -> FinishReason:
+    """How a cancelled stream ends: output moderation's stop reads as a content filter."""
+    return "content_filter" if state.cancel_reason == "content_filter" else "cancelled"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,15 +70,20 @@ class RequestStreamer:
     """Runs requests on an engine and publishes what they produce."""
 
     def __init__(self, settings: Settings, engine: InferenceEngine, publisher: EventPublisher,
-                 worker_id: str) -> None:
+                 worker_id: str, context: ContextStore | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._publisher = publisher
         self._worker_id = worker_id
+        self._context = context  # conversation context (requests with use_history)
 
-    def prepare(self, request: ChatRequest,
-                resumed: Published | None = None) -> GenerationRequest:
-        """Validate ``request`` against this model; raises :class:`RequestRejected`."""
+    def prepare(self, request: ChatRequest, resumed: Published | None = None,
+                context: list[ContextTurn] | None = None) -> GenerationRequest:
+        """Validate ``request`` against this model; raises :class:`RequestRejected`.
+
+        ``context`` (earlier turns, oldest first) precedes the request's messages; its oldest
+        turns are dropped until the prompt fits the model's context.
+        """
         engine = self._engine
         if request.model != engine.model_name:
             raise RequestRejected(ErrorInfo(
@@ -77,8 +91,14 @@ class RequestStreamer:
                 message=f"model {request.model!r} is not served by this worker group; "
                         f"available: {engine.model_name!r}"))
         sampling = request.sampling
-        prompt_ids = engine.encode_chat([m.model_dump() for m in request.messages])
         max_new = sampling.max_tokens or self._settings.default_max_tokens
+        turns = list(context or ())
+        while True:
+            messages = [*context_messages(turns), *request.messages]
+            prompt_ids = engine.encode_chat([m.model_dump() for m in messages])
+            if not turns or len(prompt_ids) + max_new <= engine.max_context:
+                break
+            turns.pop(0)
         if len(prompt_ids) + max_new > engine.max_context:
             raise RequestRejected(ErrorInfo(
                 code="context_length_exceeded", param="messages",
@@ -102,7 +122,9 @@ class RequestStreamer:
         model = self._engine.model_name
         resumed = state.resumed
         try:
-            generation = self.prepare(request, resumed)
+            generation = self.prepare(request, resumed, await self._load_context(request))
+        except ServiceUnavailable as exc:
+            return await self.fail(state, ErrorInfo(code="service_unavailable", message=str(exc)))
         except RequestRejected as rejected:
             return await self.fail(state, rejected.info)
         text_stream = TextStream(self._engine.decode, request.sampling.stop)
@@ -113,7 +135,7 @@ class RequestStreamer:
                 return await self._complete(state, resumed.text, resumed.finish_reason,
                                             generation, resumed.token_ids, None)
         if state.cancel_requested or generation.max_new_tokens <= 0:
-            reason: FinishReason = "cancelled" if state.cancel_requested else "length"
+            reason: FinishReason = _cancelled(state) if state.cancel_requested else "length"
             return await self._finish(state, text_stream.text, reason, generation,
                                       text_stream.token_ids, None)
         chunker = Chunker(self._settings.chunk_max_tokens, self._settings.chunk_max_ms)
@@ -138,6 +160,7 @@ class RequestStreamer:
                 if not stopping:
                     finish_reason = event.finish_reason or "error"
                     if state.cancel_requested and finish_reason == "cancelled":
+                        finish_reason = _cancelled(state)
                         metrics.CANCELLATIONS.labels(model).inc()
                 if event.error:
                     error = ErrorInfo(code="engine_error", message=event.error)
@@ -150,6 +173,22 @@ class RequestStreamer:
         last.text += text_stream.finish()
         return await self._finish(state, text_stream.text, finish_reason, generation,
                                   text_stream.token_ids, error, last)
+
+    async def _load_context(self, request: ChatRequest) -> list[ContextTurn]:
+        if not request.use_history or self._context is None:
+            return []
+        return await self._context.load(request.conversation_id, exclude=request.request_id)
+
+    async def _remember(self, state: StreamState, text: str, finish_reason: FinishReason) -> None:
+        """Put the finished turn in the context cache before the client learns it ended, so a
+        follow-up sent right away sees it (the history processor writes the same entry)."""
+        if self._context is None:
+            return
+        request = state.request
+        await self._context.append(request.conversation_id, ContextTurn(
+            request_id=request.request_id, created_at=request.created_at.timestamp(),
+            messages=tuple(request.messages), answer=text, finish_reason=finish_reason,
+            use_history=request.use_history), newest=True)
 
     async def fail(self, state: StreamState, info: ErrorInfo) -> Completion:
         """End the request's stream with an error the client can act on."""
@@ -171,6 +210,7 @@ class RequestStreamer:
     async def _finish(self, state: StreamState, text: str, finish_reason: FinishReason,
                       generation: GenerationRequest | None, token_ids: list[int],
                       error: ErrorInfo | None, last: PendingChunk | None = None) -> Completion:
+        await self._remember(state, text, finish_reason)
         await self._send_chunk(state, last or PendingChunk(), finish_reason=finish_reason,
                                error=error, usage=self._usage(state, generation, token_ids))
         assert state.last_send is not None

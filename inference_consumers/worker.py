@@ -32,6 +32,7 @@ from inference_consumers.request_stream import RequestStreamer, StreamState
 from inference_consumers.resume import published_so_far
 from schemas.events import CancelRequest, ChatRequest, ErrorInfo, ReplyTo, TokenChunk
 from schemas.topics import TopicName
+from stream_processors.history import ContextStore, HistoryRepository
 
 log = get_logger(__name__)
 
@@ -69,14 +70,17 @@ class InferenceWorker:
         self._input_topic = input_topic or settings.inference_input_topic
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._publisher = EventPublisher(settings, client_id=f"worker-{self.worker_id}")
-        self._streamer = RequestStreamer(settings, engine, self._publisher, self.worker_id)
+        self._history = HistoryRepository(settings)
+        self._context = ContextStore(settings, self._history)
+        self._streamer = RequestStreamer(settings, engine, self._publisher, self.worker_id,
+                                         context=self._context)
         self._consumer: AIOKafkaConsumer | None = None
         self._control: AIOKafkaConsumer | None = None
         self._offsets = OffsetTracker()
         self._active: dict[str, StreamState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, set[str]] = {}
-        self._recent_cancels: OrderedDict[str, None] = OrderedDict()
+        self._recent_cancels: OrderedDict[str, str] = OrderedDict()  # request_id → reason
         self._progress = ProgressStore(settings)
         self._slot_freed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -140,6 +144,8 @@ class InferenceWorker:
             await self._control.stop()
         await self._publisher.stop()
         await self._progress.stop()
+        await self._context.close()
+        self._history.close()
         await self._engine.stop()
         self._started = False
         log.info("worker_stopped", worker_id=self.worker_id)
@@ -215,18 +221,19 @@ class InferenceWorker:
                         log.warning("invalid_control_event", error=str(exc))
                         continue
                     assert isinstance(event, CancelRequest)
-                    await self._cancel(event.request_id)
+                    await self._cancel(event.request_id, event.reason)
 
-    async def _cancel(self, request_id: str) -> None:
+    async def _cancel(self, request_id: str, reason: str) -> None:
         state = self._active.get(request_id)
         if state is None:
-            self._recent_cancels[request_id] = None
+            self._recent_cancels[request_id] = reason
             while len(self._recent_cancels) > _RECENT_CANCELS:
                 self._recent_cancels.popitem(last=False)
             return
         state.cancel_requested = True
+        state.cancel_reason = reason
         await self._engine.cancel(request_id)
-        log.info("cancel_requested", request_id=request_id)
+        log.info("cancel_requested", request_id=request_id, reason=reason)
 
     def _report_inflight(self) -> None:
         model = self._engine.model_name
@@ -251,8 +258,10 @@ class InferenceWorker:
         state.since_ms = record.timestamp
         state.queue_wait_ms = max(0.0, time.time() * 1000 - record.timestamp)
         metrics.QUEUE_WAIT.labels(self._engine.model_name).observe(state.queue_wait_ms / 1000)
-        if self._recent_cancels.pop(event.request_id, "missing") is None:
+        reason = self._recent_cancels.pop(event.request_id, None)
+        if reason is not None:
             state.cancel_requested = True
+            state.cancel_reason = reason
         self._active[event.request_id] = state
         self._by_partition.setdefault(tp, set()).add(event.request_id)
         self.peak_inflight = max(self.peak_inflight, len(self._active))

@@ -141,8 +141,12 @@ class ChatClient:
 
     async def send(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
                    sampling: SamplingParams | None = None, conversation_id: str | None = None,
-                   user_id: str = "anonymous") -> ChatRequest:
-        """Publish a request (registering its stream first, so no chunk can be missed)."""
+                   user_id: str = "anonymous", use_history: bool = False) -> ChatRequest:
+        """Publish a request (registering its stream first, so no chunk can be missed).
+
+        ``use_history`` continues ``conversation_id``: the worker prepends its stored context,
+        so ``messages`` carry only the new message(s).
+        """
         fields: dict[str, object] = {}
         if conversation_id:
             fields["conversation_id"] = conversation_id
@@ -150,7 +154,8 @@ class ChatClient:
             model=model, user_id=user_id, reply_to=self.reply_to,
             messages=[m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
                       for m in messages],
-            sampling=sampling or SamplingParams(), **fields)  # type: ignore[arg-type]
+            sampling=sampling or SamplingParams(), use_history=use_history,
+            **fields)  # type: ignore[arg-type]
         self.watch(request.request_id)
         await self._publisher.publish(TopicName.REQUESTS, request)
         return request

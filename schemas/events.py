@@ -76,6 +76,9 @@ class ChatRequest(Envelope):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     reply_to: ReplyTo
+    use_history: bool = Field(
+        False, description="Continue the conversation: the worker prepends its stored context "
+        "(earlier turns) to ``messages``, which then carry only the new message(s).")
 
 
 class ErrorInfo(_Model):

@@ -47,7 +47,9 @@ async def bus(local_services: Settings) -> AsyncIterator[Settings]:
     from chatbus.kafka.topic_setup import ensure_topics
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    settings = base_settings(topic_prefix=prefix, topic_partitions=2)
+    # workers in tests read chat.requests directly; tests of moderation run the processor
+    settings = base_settings(topic_prefix=prefix, topic_partitions=2,
+                             inference_input_topic="chat.requests")
     await ensure_topics(settings)
     yield settings
     await _delete_topics(settings)

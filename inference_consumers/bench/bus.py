@@ -57,6 +57,7 @@ class BusSystem:
     def worker_env(self) -> dict[str, str]:
         s = self.settings
         return {"CHATBUS_TOPIC_PREFIX": s.topic_prefix,
+                "CHATBUS_INFERENCE_INPUT_TOPIC": "chat.requests",  # the bus, no moderation
                 "CHATBUS_MAX_INFLIGHT": str(s.max_inflight),
                 "CHATBUS_MODEL_PATH": str(s.resolved_model_path),
                 "CHATBUS_MODEL_NAME": s.model_name,

@@ -13,10 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from producers.gateway.conversations import router as conversations_router
 from producers.gateway.errors import APIError, from_chatbus
 from producers.gateway.middleware import GatewayMiddleware
 from producers.gateway.routes import router
 from producers.gateway.runtime import GatewayRuntime
+from producers.gateway.web import mount_web
 
 log = get_logger(__name__)
 
@@ -72,6 +74,8 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.include_router(router)
+    app.include_router(conversations_router)
+    mount_web(app)
     return app
 
 

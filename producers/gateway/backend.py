@@ -28,7 +28,8 @@ class ChatBackend(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str) -> str:
+                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
+                   use_history: bool = False) -> str:
         """Publish a request; returns its request_id (its chunks are collected from now on)."""
 
     @abc.abstractmethod
@@ -53,9 +54,11 @@ class BusChatBackend(ChatBackend):
         self._client = client
 
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str) -> str:
+                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
+                   use_history: bool = False) -> str:
         request = await self._client.send(list(messages), model=model, sampling=sampling,
-                                          user_id=user_id)
+                                          user_id=user_id, conversation_id=conversation_id,
+                                          use_history=use_history)
         return request.request_id
 
     def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:

@@ -29,6 +29,9 @@ _CHAT_ERROR_STATUS = {
     "context_length_exceeded": 400,
     "invalid_request": 400,
     "invalid_parameter": 400,
+    "content_policy_violation": 400,  # as OpenAI answers a prompt its moderation refuses
+    "user_blocked": 429,  # repeated violations: retry after the block ends
+    "service_unavailable": 503,  # a store the worker needs (history context) is down
 }
 
 
@@ -69,6 +72,9 @@ def from_chat_error(info: ErrorInfo) -> APIError:
     status = _CHAT_ERROR_STATUS.get(info.code)
     if status is None:
         return APIError(500, info.message, type="server_error", param=info.param, code=info.code)
+    if status >= 500:
+        return APIError(status, info.message, type="server_error", param=info.param,
+                        code=info.code, headers={"retry-after": "1"})
     return APIError(status, info.message, param=info.param, code=info.code)
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from producers.gateway.admission import Limits, authenticate
+from producers.gateway.conversations import set_conversation_header
 from producers.gateway.errors import APIError, from_validation
 from producers.gateway.middleware import REQUEST_ID_STATE
 from producers.gateway.protocol import ChatCompletionRequest, ModelCard, ModelList
@@ -56,6 +57,9 @@ async def create_chat_completion(request: Request) -> Response:
     service = runtime.service
     valid = service.validate(body)
     prompt_tokens = await service.count_prompt(valid)
+    conversation = await runtime.conversations.open(principal.user, body.conversation_id,
+                                                    valid.messages)
+    set_conversation_header(request, conversation.id)
     reservation = await limits.reserve_tokens(prompt_tokens + valid.max_tokens)
 
     def sent(request_id: str) -> None:
@@ -63,7 +67,9 @@ async def create_chat_completion(request: Request) -> Response:
 
     answer: Answer = await service.submit(valid, user_id=principal.user,
                                           prompt_tokens=prompt_tokens,
-                                          on_usage=reservation.settle, on_sent=sent)
+                                          on_usage=reservation.settle, on_sent=sent,
+                                          conversation_id=conversation.id,
+                                          use_history=conversation.continued)
     if body.stream:
         return StreamingResponse(service.stream(answer),
                                  media_type="text/event-stream",

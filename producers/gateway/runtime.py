@@ -17,6 +17,7 @@ from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from producers.gateway.api_keys import ApiKeyStore
 from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
+from producers.gateway.conversations import ConversationService
 from producers.gateway.rate_limit import RateLimiter
 from producers.gateway.reply_lease import ReplyPartitionLease
 from producers.gateway.serving import ChatCompletionService
@@ -36,6 +37,7 @@ class GatewayRuntime:
         self._lease: ReplyPartitionLease | None = None
         self._service: ChatCompletionService | None = None
         self._client: ChatClient | None = None
+        self._conversations: ConversationService | None = None
 
     @property
     def keys(self) -> ApiKeyStore:
@@ -51,6 +53,11 @@ class GatewayRuntime:
     def lease(self) -> ReplyPartitionLease:
         assert self._lease is not None, "the gateway is not started"
         return self._lease
+
+    @property
+    def conversations(self) -> ConversationService:
+        assert self._conversations is not None, "the gateway is not started"
+        return self._conversations
 
     @property
     def service(self) -> ChatCompletionService:
@@ -85,6 +92,10 @@ class GatewayRuntime:
             stack.push_async_callback(keys.stop)
             await keys.start()
             self._keys = keys
+            conversations = ConversationService(settings)
+            stack.push_async_callback(conversations.stop)
+            await conversations.start()
+            self._conversations = conversations
             counter = await TokenizerPromptCounter.load(settings.resolved_model_path)
             lease = ReplyPartitionLease(settings, redis)
             stack.push_async_callback(lease.release)
@@ -115,5 +126,6 @@ class GatewayRuntime:
         finally:
             self._service = self._client = None
             self._keys = self._limiter = None
+            self._conversations = None
             self._lease = None
             log.info("gateway_stopped")

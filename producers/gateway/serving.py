@@ -90,6 +90,8 @@ class Answer:
         chunk: TokenChunk | None = self.first
         while chunk is not None:
             self.completion_tokens += len(chunk.token_ids)
+            if chunk.usage is not None:  # the worker's count includes a conversation's context
+                self.prompt_tokens = chunk.usage.prompt_tokens
             yield chunk
             if chunk.is_last:
                 return
@@ -151,7 +153,8 @@ class ChatCompletionService:
     # --- on the bus ----------------------------------------------------------------------------
     async def submit(self, request: ValidRequest, *, user_id: str, prompt_tokens: int,
                      on_usage: UsageHook | None = None,
-                     on_sent: Callable[[str], None] | None = None) -> Answer:
+                     on_sent: Callable[[str], None] | None = None,
+                     conversation_id: str | None = None, use_history: bool = False) -> Answer:
         """Publish the request and wait for its first chunk (a refusal raises APIError).
 
         ``on_sent`` learns the request_id as soon as the request is on the bus.
@@ -159,7 +162,9 @@ class ChatCompletionService:
         created = int(self._clock())
         try:
             request_id = await self._backend.send(request.messages, model=request.body.model,
-                                                  sampling=request.sampling, user_id=user_id)
+                                                  sampling=request.sampling, user_id=user_id,
+                                                  conversation_id=conversation_id,
+                                                  use_history=use_history)
         except BaseException:
             await self._settle(on_usage, UsageInfo())
             raise

@@ -38,7 +38,8 @@ def workers(bus: Settings, demo_model_path: Path, tmp_path: Path) -> Iterator[di
     runner = Settings(state_dir=tmp_path / "state")
     env = {"CHATBUS_TOPIC_PREFIX": bus.topic_prefix, "CHATBUS_MODEL_PATH": str(demo_model_path),
            "CHATBUS_MAX_INFLIGHT": "8", "CHATBUS_DEVICE": "cpu", "CHATBUS_LOG_JSON": "false",
-           "CHATBUS_TOPIC_PARTITIONS": str(bus.topic_partitions)}
+           "CHATBUS_TOPIC_PARTITIONS": str(bus.topic_partitions),
+           "CHATBUS_INFERENCE_INPUT_TOPIC": bus.inference_input_topic}
     pids = {}
     for name in ("worker-a", "worker-b"):
         pids[name] = process.spawn(runner, name, [sys.executable, "-m", "chatbus.cli", "worker"],
@@ -67,20 +68,24 @@ async def wire_chunks(settings: Settings, partition: int) -> dict[str, list[Toke
         await consumer.stop()
 
 
+async def both_serving(client: ChatClient, bus: Settings) -> None:
+    """Both members serve (the group is stable) before a test starts."""
+    seen: set[str] = set()
+
+    async def probe() -> bool:
+        answer = [c async for c in client.stream(
+            [{"role": "user", "content": f"warm up {len(seen)}"}], model=bus.model_name,
+            sampling=SamplingParams(temperature=0, max_tokens=2))]
+        seen.update(c.worker_id for c in answer)
+        return seen == {"worker-a", "worker-b"}
+
+    await eventually(probe, timeout_s=120, interval=0, what="both workers serving")
+
+
 async def test_sigkill_of_a_worker_mid_stream_is_invisible_to_the_client(
         bus: Settings, workers: dict[str, int]) -> None:
     async with ChatClient(bus, reply_partition=0) as client:
-        # both members serve before the test starts (a request per partition key until both seen)
-        seen: set[str] = set()
-
-        async def both_serving() -> bool:
-            answer = [c async for c in client.stream(
-                [{"role": "user", "content": f"warm up {len(seen)}"}], model=bus.model_name,
-                sampling=SamplingParams(temperature=0, max_tokens=2))]
-            seen.update(c.worker_id for c in answer)
-            return seen == {"worker-a", "worker-b"}
-
-        await eventually(both_serving, timeout_s=120, interval=0, what="both workers serving")
+        await both_serving(client, bus)
 
         requests = [await client.send([{"role": "user", "content": f"tell story {i}"}],
                                       model=bus.model_name,
@@ -123,6 +128,7 @@ async def test_sigkill_of_a_worker_mid_stream_is_invisible_to_the_client(
 async def test_sigterm_drains_a_worker_then_it_leaves_the_group(
         bus: Settings, workers: dict[str, int]) -> None:
     async with ChatClient(bus, reply_partition=1) as client:
+        await both_serving(client, bus)
         request = None
         while request is None:  # until a stream lands on worker-a (the group is warming up)
             first = await client.send([{"role": "user", "content": "a long answer please"}],

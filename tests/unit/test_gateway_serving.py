@@ -30,7 +30,8 @@ class ScriptedBackend(ChatBackend):
         self.gate.set()
 
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str) -> str:
+                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
+                   use_history: bool = False) -> str:
         self.sent.append((list(messages), sampling, user_id))
         return f"req-{len(self.sent):032x}"
 

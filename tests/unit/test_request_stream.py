@@ -171,3 +171,16 @@ async def test_a_prompt_over_the_context_is_refused_naming_messages() -> None:
     (chunk,) = out.chunks()
     assert chunk.error is not None and chunk.error.code == "context_length_exceeded"
     assert chunk.error.param == "messages"
+
+
+async def test_a_stop_by_output_moderation_ends_as_content_filter() -> None:
+    run, engine, out = streamer("a long answer that goes on")
+    state = StreamState(request(max_tokens=20))
+    task = asyncio.create_task(run.run(state))
+    while not out.chunks():
+        await decode_step()
+    state.cancel_requested, state.cancel_reason = True, "content_filter"
+    await engine.cancel(state.request.request_id)
+    completion = await task
+    assert completion is not None and completion.finish_reason == "content_filter"
+    assert out.chunks()[-1].finish_reason == "content_filter"

@@ -1,0 +1,75 @@
+"""Chromium from Debian's packages, for the browser tests (``tests/e2e``).
+
+A test tool's own browser download (``playwright install``) does not work on a closed network;
+Debian's ``chromium`` does, and Playwright drives it through ``executable_path``. The install is
+idempotent: nothing happens when the browser is already there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from chatbus.errors import ConfigurationError
+from infra.local import tools
+from infra.local.console import say
+
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_HINT = "install it with: sudo apt-get install -y chromium"
+
+# Headless on a machine with no GPU, no sandbox (root) and no way out to Google's hosts.
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+class BrowserUnavailable(ConfigurationError):
+    """Chromium is not installed and this process cannot install it."""
+
+
+def find_chromium() -> Path | None:
+    if os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    found = shutil.which("chromium")
+    return Path(found) if found else None
+
+
+def ensure_chromium() -> Path:
+    """The path of Debian's Chromium, installing it with apt-get (as root) when missing."""
+    found = find_chromium()
+    if found is not None:
+        return found
+    if os.geteuid() != 0:
+        raise BrowserUnavailable(f"chromium is not installed and we are not root; {INSTALL_HINT}")
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise BrowserUnavailable(f"chromium is not installed and there is no apt-get; "
+                                 f"{INSTALL_HINT}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    argv = [apt, "install", "-y", "--no-install-recommends", "chromium"]
+    say("installing chromium from Debian's packages (apt-get)…")
+    try:
+        tools.run(argv, "apt-get install chromium", env=env)
+    except ConfigurationError:
+        say("apt-get install failed; running apt-get update and retrying…")
+        try:
+            tools.run([apt, "update"], "apt-get update", env=env)
+            tools.run(argv, "apt-get install chromium", env=env)
+        except ConfigurationError as exc:
+            raise BrowserUnavailable(f"{exc}; {INSTALL_HINT}") from exc
+    found = find_chromium()
+    if found is None:
+        raise BrowserUnavailable(f"chromium still not found after apt-get; {INSTALL_HINT}")
+    return found
+
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "BrowserUnavailable", "ensure_chromium",
+           "find_chromium"]

@@ -1,0 +1,1 @@
+"""Faust agents of the stream processors (thin: the logic lives in plain modules)."""

@@ -1,0 +1,216 @@
+"""Input moderation on the bus, as two Faust agents.
+
+``chat.requests`` ──validate──► ``<app>-requests-by-user`` (internal, keyed by user_id)
+                   │ invalid → ``chat.dlq`` (+ an ``invalid_request`` chunk to the requester)
+``<app>-requests-by-user`` ──classify──► ``chat.moderation`` (every verdict)
+                   ├─ approved → ``chat.requests.approved`` (unchanged bytes, key conversation_id)
+                   └─ blocked  → terminal ``content_filter`` chunk on the reply partition
+                                 + ``Completion(finish_reason=content_filter)``
+
+The hop through the internal topic co-partitions the abuse table with its key (user_id), so one
+user's score lives on one partition whichever conversation the request belongs to. Every effect
+is awaited (acks=all) before the agent takes the next event, and Faust commits the offset after
+that: at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from aiokafka.structs import ConsumerRecord
+from mode import Service
+
+from chatbus.errors import InvalidEvent
+from chatbus.kafka import EventPublisher, decode_event
+from chatbus.kafka.dlq import send_to_dlq
+from chatbus.logging import get_logger
+from chatbus.settings import Settings
+from schemas.events import (
+    CancelRequest,
+    ChatRequest,
+    ErrorInfo,
+    ModerationVerdict,
+    ReplyTo,
+    TokenChunk,
+)
+from schemas.topics import TopicName
+from stream_processors import metrics
+from stream_processors.moderation.abuse import AbusePolicy, AbuseState
+from stream_processors.moderation.categories import thresholds_from
+from stream_processors.moderation.classifier import Classifier, build_classifier
+from stream_processors.moderation.moderator import (
+    MODERATION_WORKER_ID,
+    Decision,
+    InputModerator,
+    refusal_events,
+)
+from stream_processors.moderation.output_watch import Window, judge_output
+
+log = get_logger(__name__)
+
+CONSUMER_NAME = "moderation"
+
+
+def record_of(message: Any) -> ConsumerRecord[bytes, bytes]:
+    """An aiokafka record from a Faust message (what our DLQ routing takes)."""
+    return ConsumerRecord(
+        topic=message.topic, partition=message.partition, offset=message.offset,
+        timestamp=int(message.timestamp * 1000) if message.timestamp else 0,
+        timestamp_type=message.timestamp_type or 0, key=message.key, value=message.value,
+        checksum=None, serialized_key_size=message.serialized_key_size or 0,
+        serialized_value_size=message.serialized_value_size or 0,
+        headers=tuple(message.headers or ()),
+    )
+
+
+def reply_address(value: bytes | None) -> tuple[str, str, ReplyTo] | None:
+    """request_id, conversation_id and reply_to of an invalid request, when they are readable."""
+    try:
+        raw = json.loads(value or b"")
+        return (str(raw["request_id"]), str(raw["conversation_id"]),
+                ReplyTo.model_validate(raw["reply_to"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class ModerationRuntime(Service):  # type: ignore[misc]
+    """What the agents share: the publisher, the classifier (loaded in a thread), the executor."""
+
+    def __init__(self, settings: Settings, *, classifier: Classifier | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.policy = AbusePolicy.from_settings(settings)
+        self._thresholds = thresholds_from(settings)  # fail fast on a bad setting
+        self._classifier = classifier
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation")
+        self._publisher: EventPublisher | None = None  # aiokafka wants a running loop
+        self._moderator: asyncio.Future[InputModerator] | None = None
+
+    def _build_moderator(self) -> InputModerator:
+        classifier = self._classifier or build_classifier(self.settings)
+        classifier.classify("warm up")  # load the model now, not on the first request
+        log.info("classifier_ready", classifier=classifier.name)
+        return InputModerator(classifier, self._thresholds, self.policy)
+
+    @property
+    def publisher(self) -> EventPublisher:
+        assert self._publisher is not None, "the runtime is not started"
+        return self._publisher
+
+    async def on_start(self) -> None:
+        self._publisher = EventPublisher(
+            self.settings, client_id=f"{self.settings.kafka_client_id}-moderation")
+        await self._publisher.start()
+        self._load()
+
+    async def on_stop(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("moderation_stopped")
+
+    def _load(self) -> asyncio.Future[InputModerator]:
+        if self._moderator is None:
+            loop = asyncio.get_running_loop()
+            self._moderator = loop.run_in_executor(self._executor, self._build_moderator)
+        return self._moderator
+
+    async def assess(self, request: ChatRequest, abuse: AbuseState) -> Decision:
+        """Classify off the event loop (one thread: the model is not shared between threads)."""
+        moderator = await self._load()
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        decision = await loop.run_in_executor(self._executor, moderator.assess, request, abuse,
+                                              time.time())
+        metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
+        return decision
+
+    async def judge_output(self, window: Window) -> tuple[ModerationVerdict,
+                                                          CancelRequest | None]:
+        """Classify one window of a streaming answer, off the event loop."""
+        moderator = await self._load()
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        result = await loop.run_in_executor(self._executor, judge_output, moderator.classifier,
+                                            moderator.thresholds, window)
+        metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def reject_invalid(self, message: Any, exc: InvalidEvent) -> None:
+        """DLQ the message; when its requester can be told, end its stream with the reason."""
+        await send_to_dlq(self.publisher, record_of(message), error=exc.reason,
+                          consumer=CONSUMER_NAME)
+        metrics.DEAD_LETTERS.labels(CONSUMER_NAME, message.topic).inc()
+        reply = reply_address(message.value)
+        if reply is None:
+            return
+        request_id, conversation_id, reply_to = reply
+        chunk = TokenChunk(request_id=request_id, conversation_id=conversation_id, seq=0,
+                           finish_reason="error", worker_id=MODERATION_WORKER_ID,
+                           error=ErrorInfo(code="invalid_request", message=exc.reason))
+        await self.publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
+
+    async def publish(self, request: ChatRequest, raw: bytes, decision: Decision) -> None:
+        """The verdict, then either the approved request or the refusal (all acked)."""
+        verdict = decision.verdict
+        sends = [await self.publisher.send(TopicName.MODERATION, verdict)]
+        if decision.refusal is None:
+            sends.append(await self.publisher.producer.send(
+                self.settings.topic(TopicName.REQUESTS_APPROVED), raw,
+                key=request.conversation_id.encode()))
+        else:
+            chunk, completion = refusal_events(request, decision.refusal)
+            sends.append(await self.publisher.send(TopicName.TOKENS, chunk,
+                                                   partition=request.reply_to.partition))
+            sends.append(await self.publisher.send(TopicName.COMPLETIONS, completion))
+        await asyncio.gather(*sends)
+        metrics.VERDICTS.labels("input", verdict.action).inc()
+        for category in decision.flagged:
+            metrics.FLAGGED.labels("input", category).inc()
+        for span in verdict.pii:
+            metrics.PII.labels(span.kind).inc()
+
+
+def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> None:
+    """Declare the moderation topics, table and agents on ``app``."""
+    partitions = settings.topic_partitions
+    requests = app.topic(settings.topic(TopicName.REQUESTS), key_serializer="raw",
+                         value_serializer="raw")
+    by_user = app.topic(f"{app.conf.id}-requests-by-user", internal=True, partitions=partitions,
+                        key_serializer="raw", value_serializer="raw")
+    abuse_scores = app.Table("abuse-scores", default=None, partitions=partitions,
+                             help="Per-user decayed violation score and block expiry.")
+
+    @app.agent(requests, name="moderation-validate")
+    async def validate(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                request = decode_event(message.topic, message.value, ("chat.request",))
+            except InvalidEvent as exc:
+                await runtime.reject_invalid(message, exc)
+                continue
+            assert isinstance(request, ChatRequest)
+            await by_user.send(key=request.user_id.encode(), value=message.value)
+
+    @app.agent(by_user, name="moderation-classify")
+    async def classify(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            raw = event.message.value
+            request = ChatRequest.model_validate_json(raw)  # validated upstream
+            bound = log.bind(request_id=request.request_id,
+                             conversation_id=request.conversation_id, user_id=request.user_id)
+            state = AbuseState.from_json(abuse_scores.get(request.user_id))
+            decision = await runtime.assess(request, state)
+            if decision.abuse is not None:
+                abuse_scores[request.user_id] = decision.abuse.to_json()
+            await runtime.publish(request, raw, decision)
+            bound.info("moderated", action=decision.verdict.action,
+                       flagged=list(decision.flagged), pii=len(decision.verdict.pii),
+                       abuse_score=round(decision.abuse.score, 3) if decision.abuse else None)

@@ -1,0 +1,56 @@
+"""The pluggable classifier: anything that maps a text to a score per category."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from chatbus.settings import Settings
+from stream_processors.moderation.categories import CATEGORIES, CategoryScores
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Scores in [0, 1] for every category of the taxonomy (blocking; run it off the loop)."""
+
+    name: str
+
+    def classify(self, text: str) -> CategoryScores: ...
+
+
+class HybridClassifier:
+    """The highest score any of its classifiers gives a category (rules OR embedding)."""
+
+    def __init__(self, parts: Sequence[Classifier]) -> None:
+        self._parts = tuple(parts)
+        self.name = "+".join(p.name for p in self._parts)
+
+    def classify(self, text: str) -> CategoryScores:
+        scores = dict.fromkeys(CATEGORIES, 0.0)
+        for part in self._parts:
+            for category, score in part.classify(text).items():
+                if category in scores and score > scores[category]:
+                    scores[category] = score
+        return scores
+
+
+def build_classifier(settings: Settings) -> Classifier:
+    """The classifier ``settings.moderation_classifier`` names; loads and trains what it needs."""
+    from stream_processors.moderation.rules import RuleClassifier
+
+    rules = RuleClassifier()
+    if settings.moderation_classifier == "rules":
+        return rules
+    from stream_processors.moderation.embedding import (
+        EmbeddingClassifier,
+        MiniLMEncoder,
+        load_or_train_heads,
+    )
+    from stream_processors.moderation.seed import load_seed
+
+    encoder = MiniLMEncoder("cpu")
+    embedding = EmbeddingClassifier(encoder, load_or_train_heads(encoder, load_seed(),
+                                                                 settings.cache_dir))
+    if settings.moderation_classifier == "embedding":
+        return embedding
+    return HybridClassifier([rules, embedding])

@@ -1,0 +1,241 @@
+"""The web chat page in headless Chromium, against a real gateway, bus and demo model.
+
+Sign in with a key, pick the model, watch an answer stream into its bubble, stop a long one
+mid-way (the worker frees the slot through the cancel on ``chat.control``), keep a screenshot.
+A second test feeds the page moderated answers through Playwright's request routing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, Route, expect
+
+from chatbus.polling import eventually
+from chatbus.settings import Settings
+from inference_consumers.worker import InferenceWorker
+from schemas.events import CancelRequest
+from schemas.topics import TopicName
+from tests.integration.gateway_fixtures import RunningGateway
+from tests.integration.test_inference_worker import read_events
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.model]
+
+WAIT_MS = 120_000  # a cold demo model on two shared cores can be slow to its first token
+
+# Records every length the last assistant bubble's text takes, as the page renders it.
+RECORD_LENGTHS = """() => {
+  window.__lengths = [];
+  const messages = document.getElementById("messages");
+  new MutationObserver(() => {
+    const last = [...messages.querySelectorAll(".message.assistant .content")].at(-1);
+    if (!last) return;
+    const n = last.textContent.length;
+    if (window.__lengths.at(-1) !== n) window.__lengths.push(n);
+  }).observe(messages, {subtree: true, childList: true, characterData: true});
+}"""
+
+LAST_ANSWER_STREAMING = """() => {
+  const last = [...document.querySelectorAll(".message.assistant")].at(-1);
+  return last && last.dataset.state === "streaming"
+    && last.querySelector(".content").textContent.length > 0;
+}"""
+
+
+async def sign_in(page: Page, gateway: RunningGateway, key: str) -> None:
+    await page.goto(f"{gateway.url}/")
+    await expect(page).to_have_url(re.compile(r"/ui/$"))
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_label("Message")).to_be_visible()
+
+
+async def send(page: Page, text: str, *, max_tokens: int, temperature: float = 0) -> None:
+    options = page.locator("details.options")
+    if await options.get_attribute("open") is None:
+        await options.locator("summary").click()
+    await page.get_by_label("Max tokens").fill(str(max_tokens))
+    await page.get_by_label("Temperature").fill(str(temperature))
+    await page.get_by_label("Message").fill(text)
+    await page.get_by_role("button", name="Send").click()
+
+
+async def test_sign_in_stream_an_answer_and_stop_one(
+        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
+        page: Page, artifacts: Path) -> None:
+    await page.goto(f"{gateway.url}/")
+    await page.get_by_label("API key").fill("cb-not-a-real-key")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#login-error")).to_have_text("That key was not accepted.")
+
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda r: sent.append(json.loads(r.post_data or "{}"))
+            if r.url.endswith("/v1/chat/completions") else None)
+    await sign_in(page, gateway, key)
+    assert await page.evaluate("sessionStorage.getItem('chatbus.apiKey')") == key
+    await expect(page.get_by_label("Model")).to_have_value(settings.model_name)
+    # The history endpoints may not exist yet: then the list says so instead of failing.
+    await expect(page.locator("#history-status")).to_have_attribute(
+        "data-state", re.compile(r"^(unavailable|empty|ready)$"))
+
+    # 1. An answer streams into its bubble, growing chunk by chunk, then ends.
+    await page.evaluate(RECORD_LENGTHS)
+    await send(page, "Hello there", max_tokens=48)
+    first = page.locator(".message.assistant").nth(0)
+    await expect(first).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    lengths: list[int] = await page.evaluate("window.__lengths")
+    final = len(await first.locator(".content").text_content() or "")
+    assert final > 0 and lengths[-1] == final
+    grown = [n for n in lengths if n > 0]
+    assert len(grown) >= 2, f"the answer arrived in one piece, not streamed: {lengths}"
+    assert grown == sorted(grown), f"the bubble's text shrank while streaming: {lengths}"
+    await expect(page.get_by_role("button", name="Send")).to_be_visible()
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    await expect(page.locator(".message.user")).to_have_text(re.compile("Hello there"))
+
+    # 2. A long answer, stopped mid-way: the bubble stops growing and the worker frees the slot.
+    await send(page, "talk for a long time", max_tokens=1500, temperature=0.7)
+    second = page.locator(".message.assistant").nth(1)
+    await page.wait_for_function(LAST_ANSWER_STREAMING, timeout=WAIT_MS)
+    assert worker.inflight == 1
+    await page.get_by_role("button", name="Stop").click()
+    await expect(second).to_have_attribute("data-state", "stopped")
+    await expect(second.locator(".message-note")).to_have_text("Stopped.")
+    stopped_at = len(await second.locator(".content").text_content() or "")
+    assert stopped_at > 0
+
+    async def slot_freed() -> bool:
+        return worker.inflight == 0
+
+    await eventually(slot_freed, timeout_s=30, what="the stopped request's worker slot to free")
+    request_id = await second.get_attribute("data-request-id")
+    cancels = await read_events(settings, TopicName.CONTROL, 1)
+    assert isinstance(cancels[0], CancelRequest) and cancels[0].request_id == request_id
+    assert len(await second.locator(".content").text_content() or "") == stopped_at
+    await expect(second).to_have_attribute("data-state", "stopped")
+    await expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+    # 3. With history on the gateway, the second message continued the first one's conversation.
+    assert [body["messages"][-1]["content"] for body in sent] == [
+        "Hello there", "talk for a long time"]
+    if await page.locator("#history-status").get_attribute("data-state") != "unavailable":
+        conversation = await first.get_attribute("data-conversation-id")
+        assert conversation and "conversation_id" not in sent[0]
+        assert sent[1]["conversation_id"] == conversation and len(sent[1]["messages"]) == 1
+        await expect(page.locator("#conversations button")).to_have_count(1)
+        await expect(page.locator("#conversations button")).to_contain_text("Hello there")
+
+    await page.screenshot(path=str(artifacts / "web_ui.png"), full_page=True)
+
+
+def sse(*events: object) -> str:
+    return "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events)
+
+
+def chunk(content: str | None, finish: str | None = None) -> dict[str, object]:
+    delta = {"content": content} if content is not None else {}
+    return {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+async def test_moderation_shows_a_notice(
+        settings: Settings, gateway: RunningGateway, key: str, page: Page,
+        artifacts: Path) -> None:
+    """Answers the moderation stage would produce, fed to the page by request routing."""
+    refused = {"error": {"message": "the request was blocked by input moderation",
+                         "type": "invalid_request_error", "param": "messages.0.content",
+                         "code": "content_policy_violation"}}
+    answers = iter([
+        (200, sse(chunk(""), chunk("I can't help"), chunk(None, "content_filter"), "[DONE]")),
+        (200, sse(chunk(""), {"error": {"message": "The request was flagged.",
+                                        "type": "content_policy_violation", "param": None,
+                                        "code": "content_filter"}})),
+        (400, json.dumps(refused)),
+    ])
+
+    async def moderated(route: Route) -> None:
+        status, body = next(answers)
+        await route.fulfill(status=status, body=body, content_type="text/event-stream"
+                            if status == 200 else "application/json")
+
+    await page.route("**/v1/chat/completions", moderated)
+    await sign_in(page, gateway, key)
+
+    await send(page, "something the filter stops", max_tokens=8)
+    first = page.locator(".message.assistant").nth(0)
+    await expect(first).to_have_attribute("data-state", "moderated")
+    await expect(first.locator(".content")).to_have_text("I can't help")
+    await expect(first.get_by_role("alert")).to_contain_text("content moderation")
+
+    await send(page, "something flagged before the model", max_tokens=8)
+    second = page.locator(".message.assistant").nth(1)
+    await expect(second).to_have_attribute("data-state", "moderated")
+    await expect(second.get_by_role("alert")).to_contain_text("The request was flagged.")
+
+    await send(page, "something refused with a 400", max_tokens=8)
+    third = page.locator(".message.assistant").nth(2)
+    await expect(third).to_have_attribute("data-state", "moderated")
+    await expect(third.get_by_role("alert")).to_contain_text("blocked by input moderation")
+    await page.screenshot(path=str(artifacts / "web_ui_moderation.png"), full_page=True)
+
+
+async def test_the_conversation_list_opens_a_conversation(
+        settings: Settings, gateway: RunningGateway, key: str, page: Page) -> None:
+    """The list and the opened conversation, from answers shaped like the history endpoints'."""
+    def summary(id: str, title: str) -> dict[str, object]:
+        return {"id": id, "object": "conversation", "title": title, "created_at": 1767225600,
+                "updated_at": 1767225660, "turn_count": 2}
+
+    listing = {"object": "list", "data": [summary("conv-1", "Trip to Lisbon"),
+                                          summary("conv-2", "Untitled one")]}
+    turn = {"created_at": 1767225600, "model": settings.model_name, "usage": None,
+            "verdicts": {}}
+    conversation = {**summary("conv-1", "Trip to Lisbon"), "turns": [
+        {**turn, "request_id": "req-1", "answer": "Day one: Alfama.", "finish_reason": "stop",
+         "messages": [{"role": "user", "content": "Plan a trip to Lisbon"}]},
+        {**turn, "request_id": "req-2", "answer": "", "finish_reason": "content_filter",
+         "messages": [{"role": "user", "content": "Something flagged"}]},
+    ]}
+    seen: list[str | None] = []
+
+    async def history(route: Route) -> None:
+        seen.append(await route.request.header_value("authorization"))
+        body = conversation if route.request.url.endswith("/conv-1") else listing
+        await route.fulfill(status=200, json=body)
+
+    await page.route(re.compile(r"/v1/conversations(/[^/?]+)?$"), history)
+    await sign_in(page, gateway, key)
+
+    items = page.locator("#conversations button")
+    await expect(items).to_have_count(2)
+    await expect(items.nth(1)).to_contain_text("Untitled one")
+    await expect(page.locator("#history-status")).to_have_attribute("data-state", "ready")
+    await page.get_by_role("button", name=re.compile("Trip to Lisbon")).click()
+    await expect(page.locator(".message.user .content")).to_have_text(
+        ["Plan a trip to Lisbon", "Something flagged"])
+    answers = page.locator(".message.assistant")
+    await expect(answers.nth(0).locator(".content")).to_have_text("Day one: Alfama.")
+    await expect(answers.nth(1).get_by_role("alert")).to_contain_text("content moderation")
+    await expect(items.nth(0)).to_have_attribute("aria-current", "true")
+    assert seen and set(seen) == {f"Bearer {key}"}
+
+    # The next message continues the opened conversation, sending only itself.
+    sent: list[dict[str, Any]] = []
+
+    async def answer(route: Route) -> None:
+        sent.append(json.loads(route.request.post_data or "{}"))
+        await route.fulfill(status=200, content_type="text/event-stream",
+                            headers={"x-conversation-id": "conv-1"},
+                            body=sse(chunk(""), chunk("Day two: Belém."), chunk(None, "stop"),
+                                     "[DONE]"))
+
+    await page.route("**/v1/chat/completions", answer)
+    await send(page, "And day two?", max_tokens=8)
+    await expect(answers.nth(2)).to_have_attribute("data-state", "done")
+    await expect(answers.nth(2).locator(".content")).to_have_text("Day two: Belém.")
+    assert sent[0]["conversation_id"] == "conv-1"
+    assert sent[0]["messages"] == [{"role": "user", "content": "And day two?"}]
