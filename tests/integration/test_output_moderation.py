@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from aiokafka.structs import TopicPartition
 
 from chatbus.kafka import EventPublisher, decode_event, make_consumer
 from chatbus.settings import Settings
-from schemas.events import CancelRequest, ModerationVerdict, TokenChunk
+from inference_consumers.engine import GenerationRequest, InferenceEngine, TokenEvent
+from inference_consumers.worker import InferenceWorker
+from producers.sdk import ChatClient
+from schemas.events import CancelRequest, ModerationVerdict, SamplingParams, TokenChunk
 from schemas.topics import TopicName
 from tests.integration.test_moderation_processor import (
     _delete_internal_topics,
@@ -65,4 +69,76 @@ async def test_a_violating_answer_is_stopped_mid_stream(bus: Settings, tmp_path:
                    if c.startswith(("violence", "harassment")))
     finally:
         stop_processor(proc)
+        print((tmp_path / "processors.log").read_text(errors="replace")[-3000:])
+        await _delete_internal_topics(bus)
+
+
+class PacedScript(InferenceEngine):
+    """Answers every request with a fixed text, one byte-token per decode step (~200 steps/s),
+    like a model whose answer turns abusive half-way."""
+
+    model_name = "scripted"
+    max_context = 4096
+    eos_token_ids = frozenset({0})
+    step_s = 0.005
+
+    def __init__(self, script: str) -> None:
+        self._script = list(script.encode())
+        self._cancelled: set[str] = set()
+        self.generated = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return list("".join(m["content"] for m in messages).encode())
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(token_ids).decode("utf-8", errors="replace")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        for token in self._script[: request.max_new_tokens]:
+            await asyncio.sleep(self.step_s)  # the pace of a decode step, not a wait
+            if request.request_id in self._cancelled:
+                yield TokenEvent(request.request_id, finished=True, finish_reason="cancelled")
+                return
+            self.generated += 1
+            yield TokenEvent(request.request_id, [token])
+        yield TokenEvent(request.request_id, finished=True, finish_reason="length")
+
+    async def cancel(self, request_id: str) -> None:
+        self._cancelled.add(request_id)
+
+
+async def test_an_output_violation_cuts_the_stream_and_stops_generation(
+        bus: Settings, tmp_path: Path) -> None:
+    benign = "Tomatoes like sun and water; prune them weekly and they thrive. " * 2
+    tail = " Anyway, here is a long and harmless paragraph about gardening. " * 12
+    engine = PacedScript(benign + VIOLATION + tail)
+    settings = bus.model_copy(update={"model_name": "scripted"})
+    proc = start_processor(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="32",
+                           CHATBUS_MODERATION_OUTPUT_OVERLAP_CHARS="28",
+                           CHATBUS_MODERATION_CLASSIFIER="rules")
+    try:
+        async with InferenceWorker(settings, engine, worker_id="scripted"), \
+                ChatClient(bus) as client:
+            # the processor is up once it has judged a request (its agents join together)
+            await client.send([{"role": "user", "content": "warm up"}], model="none")
+            await first_event(bus, TopicName.MODERATION, ModerationVerdict, timeout_s=150)
+            chunks = [c async for c in client.stream(
+                [{"role": "user", "content": "tell me about tomatoes"}], model="scripted",
+                sampling=SamplingParams(max_tokens=2000))]
+        text = "".join(c.text for c in chunks)
+        assert chunks[-1].finish_reason == "content_filter"
+        assert text.startswith(benign) and VIOLATION[:20] in text
+        offending_end = len((benign + "I am going to kill you").encode())
+        past = len(text.encode()) - offending_end
+        assert engine.generated < len(engine._script), "generation stopped early"
+        print(f"tokens past the offending phrase: {past} (judged every 32 characters, "
+              f"{1 / engine.step_s:.0f} tokens/s)")
+        assert past < 48, f"{past} tokens reached the client after the offending phrase"
+    finally:
+        stop_processor(proc)
+        print((tmp_path / "processors.log").read_text(errors="replace")[-3000:])
         await _delete_internal_topics(bus)
