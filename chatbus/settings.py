@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     )
     default_max_tokens: int = Field(64, ge=1)
     chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
-    chunk_max_ms: float = Field(15.0, ge=0, description="How long a chunk waits for more tokens.")
+    chunk_max_ms: float = Field(
+        40.0, ge=0, description="How long a chunk waits for more tokens (the first goes at once)."
+    )
     worker_id: str | None = None
     inference_input_topic: str = Field(
         "chat.requests.approved", description="Registry topic the workers consume: what input "
