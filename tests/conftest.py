@@ -17,6 +17,7 @@ import pytest
 from chatbus.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest_plugins = ["tests.integration.gateway_fixtures"]
 REPO = Path(__file__).resolve().parents[1]
 
 

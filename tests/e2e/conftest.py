@@ -7,17 +7,12 @@ tier is skipped with the reason.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from chatbus.settings import Settings
-from inference_consumers.engine.transformers_engine import TransformersEngine
-from inference_consumers.worker import InferenceWorker
 from tests.conftest import REPO
-from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -69,26 +64,3 @@ async def page(chromium: Path) -> AsyncIterator[playwright_api.Page]:
     assert not errors, f"script errors on the page: {errors}"
 
 
-@pytest.fixture
-def settings(bus: Settings, demo_model_path: Path) -> Settings:
-    return bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
-    engine = TransformersEngine(settings.resolved_model_path, model_name=settings.model_name,
-                                device="cpu", max_batch=settings.max_inflight)
-    async with InferenceWorker(settings, engine, worker_id="e2e-worker") as running:
-        yield running
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def key(settings: Settings) -> AsyncIterator[str]:
-    async with api_key(settings, f"web-{uuid.uuid4().hex[:8]}") as created:
-        yield created

@@ -1,16 +1,22 @@
-"""A gateway served in-process by uvicorn on a free port, and API keys in the real MongoDB."""
+"""A gateway served in-process by uvicorn on a free port, API keys in the real MongoDB, and the
+fixtures of a real worker + gateway (a pytest plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import uvicorn
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
+from inference_consumers.engine.transformers_engine import TransformersEngine
+from inference_consumers.worker import InferenceWorker
 from producers.gateway import GatewayRuntime, create_app
 from producers.gateway.api_keys import ApiKeyStore, create_key
 
@@ -61,3 +67,29 @@ async def api_key(settings: Settings, user: str) -> AsyncIterator[str]:
             await store.delete_user(user)
         finally:
             await store.stop()
+
+
+# --- fixtures: a real worker on the demo model and a real gateway in front of it -------------
+@pytest.fixture
+def settings(bus: Settings, demo_model_path: Path) -> Settings:
+    return bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
+    engine = TransformersEngine(settings.resolved_model_path, model_name=settings.model_name,
+                                device="cpu", max_batch=settings.max_inflight)
+    async with InferenceWorker(settings, engine, worker_id="gateway-test-worker") as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def key(settings: Settings) -> AsyncIterator[str]:
+    async with api_key(settings, f"user-{uuid.uuid4().hex[:8]}") as created:
+        yield created

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,41 +17,15 @@ from openai import AsyncOpenAI, OpenAI
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
-from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
 from schemas.events import CancelRequest
 from schemas.topics import TopicName
-from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
+from tests.integration.gateway_fixtures import RunningGateway, running_gateway
 from tests.integration.test_inference_worker import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 HELLO = [{"role": "user", "content": "Hello there"}]
-
-
-@pytest.fixture
-def settings(bus: Settings, demo_model_path: Path) -> Settings:
-    return bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
-    engine = TransformersEngine(settings.resolved_model_path, model_name=settings.model_name,
-                                device="cpu", max_batch=settings.max_inflight)
-    async with InferenceWorker(settings, engine, worker_id="gw-test-worker") as running:
-        yield running
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def key(settings: Settings) -> AsyncIterator[str]:
-    async with api_key(settings, f"user-{uuid.uuid4().hex[:8]}") as created:
-        yield created
 
 
 def sse_data(lines: list[str]) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +12,6 @@ from aiokafka.structs import TopicPartition
 
 from chatbus.kafka import decode_event, make_consumer
 from chatbus.settings import Settings
-from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
 from producers.gateway.reply_lease import NoFreePartition, ReplyPartitionLease
 from schemas.events import TokenChunk
@@ -22,19 +19,6 @@ from schemas.topics import TopicName
 from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
-
-
-@pytest.fixture
-def settings(bus: Settings, demo_model_path: Path) -> Settings:
-    return bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
-    engine = TransformersEngine(settings.resolved_model_path, model_name=settings.model_name,
-                                device="cpu", max_batch=settings.max_inflight)
-    async with InferenceWorker(settings, engine, worker_id="routing-worker") as running:
-        yield running
 
 
 async def request_ids_on(settings: Settings, partition: int, end: int) -> set[str]:
