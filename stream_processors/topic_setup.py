@@ -10,15 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-
-from chatbus.kafka.factories import kafka_unavailable
-from chatbus.kafka.topic_setup import ensure_topics
-from chatbus.logging import get_logger
+from chatbus.kafka.topic_setup import admin_client, create_missing, ensure_topics
 from chatbus.settings import Settings
-
-log = get_logger(__name__)
 
 
 def app_topics(app: Any) -> dict[str, tuple[int, dict[str, str]]]:
@@ -39,29 +32,8 @@ def app_topics(app: Any) -> dict[str, tuple[int, dict[str, str]]]:
 async def ensure_app_topics(settings: Settings, app: Any) -> list[str]:
     """Create the registry's and the app's own topics that are missing; returns those created."""
     await ensure_topics(settings)
-    wanted = app_topics(app)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                client_id=f"{settings.kafka_client_id}-admin")
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        await admin.close()
-        raise kafka_unavailable(settings, exc) from exc
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name=name, num_partitions=partitions,
-                            replication_factor=settings.topic_replication, topic_configs=config)
-                   for name, (partitions, config) in sorted(wanted.items())
-                   if name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another member created them meanwhile
-            log.info("app_topics_created", topics=[t.name for t in missing])
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
+    async with admin_client(settings) as admin:
+        return await create_missing(admin, settings, app_topics(app))
 
 
 def ensure_app_topics_sync(settings: Settings, app: Any) -> list[str]:

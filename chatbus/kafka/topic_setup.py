@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from chatbus.kafka.factories import kafka_unavailable
 from chatbus.logging import get_logger
@@ -12,9 +15,12 @@ from schemas.topics import TOPICS
 
 log = get_logger(__name__)
 
+TopicSpec = tuple[int, dict[str, str]]  # partitions, topic configs
 
-async def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create the missing topics; returns topic → partition count as the broker has it."""
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; a broker that cannot be reached is our ServiceUnavailable."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
                                 client_id=f"{settings.kafka_client_id}-admin")
     try:
@@ -23,21 +29,33 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         await admin.close()
         raise kafka_unavailable(settings, exc) from exc
     try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(
-                name=settings.topic(t.name),
-                num_partitions=t.partitions(settings.topic_partitions),
-                replication_factor=settings.topic_replication,
-                topic_configs={"retention.ms": str(t.retention_ms)},
-            )
-            for t in TOPICS.values()
-            if settings.topic(t.name) not in existing
-        ]
-        if missing:
-            await admin.create_topics(missing)
-            log.info("topics_created", topics=[t.name for t in missing])
-        described = await admin.describe_topics([settings.topic(t) for t in TOPICS])
-        return {d["topic"]: len(d["partitions"]) for d in described}
+        yield admin
     finally:
         await admin.close()
+
+
+async def create_missing(admin: AIOKafkaAdminClient, settings: Settings,
+                         wanted: Mapping[str, TopicSpec]) -> list[str]:
+    """Create the topics of ``wanted`` that do not exist yet; returns the names created."""
+    existing = set(await admin.list_topics())
+    missing = [NewTopic(name=name, num_partitions=partitions,
+                        replication_factor=settings.topic_replication, topic_configs=config)
+               for name, (partitions, config) in sorted(wanted.items()) if name not in existing]
+    if missing:
+        try:
+            await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass  # another process created them meanwhile
+        log.info("topics_created", topics=[t.name for t in missing])
+    return [t.name for t in missing]
+
+
+async def ensure_topics(settings: Settings) -> dict[str, int]:
+    """Create the missing registry topics; returns topic → partition count as the broker has it."""
+    wanted = {settings.topic(t.name): (t.partitions(settings.topic_partitions),
+                                       {"retention.ms": str(t.retention_ms)})
+              for t in TOPICS.values()}
+    async with admin_client(settings) as admin:
+        await create_missing(admin, settings, wanted)
+        described = await admin.describe_topics(list(wanted))
+        return {d["topic"]: len(d["partitions"]) for d in described}
