@@ -38,10 +38,10 @@ down: ## Stop everything this checkout started (pipeline and services), by PID
 status: install ## Show the local services and whether they are healthy
 	@$(BIN)/chatbus infra status
 
-pipeline-up: install ## Start the inference worker and the gateway in the background
+pipeline-up: install ## Start the processors, the inference worker and the gateway in the background
 	@$(BIN)/chatbus pipeline up
 
-pipeline-down: install ## Stop the gateway and the inference worker (they drain first)
+pipeline-down: install ## Stop the gateway, the inference worker and the processors (they drain first)
 	@$(BIN)/chatbus pipeline down
 
 run: model up pipeline-up ## Install, start services and pipeline, stream a demo answer
@@ -50,6 +50,7 @@ run: model up pipeline-up ## Install, start services and pipeline, stream a demo
 	@echo
 	@echo "chatbus is running in the background."
 	@echo "  chat:    $(BIN)/chatbus chat \"your question\"   (or: source $(BIN)/activate)"
+	@echo "  web UI:  http://$${CHATBUS_GATEWAY_HOST:-127.0.0.1}:$${CHATBUS_GATEWAY_PORT:-8000}/  (sign in with an API key)"
 	@echo "  gateway: http://$${CHATBUS_GATEWAY_HOST:-127.0.0.1}:$${CHATBUS_GATEWAY_PORT:-8000}/v1  (OpenAI-compatible)"
 	@echo "  API key: $(BIN)/chatbus keys create --user $${USER:-alice}   (shown once; send as Authorization: Bearer ...)"
 	@echo "  status:  make status"
