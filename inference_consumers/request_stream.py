@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from aiokafka.structs import RecordMetadata
@@ -52,6 +53,7 @@ class StreamState:
     cancel_requested: bool = False
     cancel_reason: str = ""  # "content_filter" when output moderation stopped it
     handing_off: bool = False  # stop without a final chunk: another worker continues it
+    engine_id: str = ""  # this attempt's id in the engine (a resumed request gets a new one)
     resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
 
@@ -109,7 +111,8 @@ class RequestStreamer:
             prompt_ids = prompt_ids + resumed.token_ids
             max_new -= len(resumed.token_ids)
         return GenerationRequest(
-            request_id=request.request_id, prompt_ids=prompt_ids, max_new_tokens=max_new,
+            request_id=f"{request.request_id}@{uuid.uuid4().hex[:8]}",  # unique per attempt
+            prompt_ids=prompt_ids, max_new_tokens=max_new,
             temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
 
     async def run(self, state: StreamState) -> Completion | None:
@@ -127,6 +130,7 @@ class RequestStreamer:
             return await self.fail(state, ErrorInfo(code="service_unavailable", message=str(exc)))
         except RequestRejected as rejected:
             return await self.fail(state, rejected.info)
+        state.engine_id = generation.request_id
         text_stream = TextStream(self._engine.decode, request.sampling.stop)
         if resumed is not None:
             state.next_seq = resumed.next_seq
@@ -134,6 +138,8 @@ class RequestStreamer:
             if resumed.finish_reason is not None:  # it had streamed everything: just complete
                 return await self._complete(state, resumed.text, resumed.finish_reason,
                                             generation, resumed.token_ids, None)
+        if state.handing_off:  # revoked before it started: the next owner serves it
+            return None
         if state.cancel_requested or generation.max_new_tokens <= 0:
             reason: FinishReason = _cancelled(state) if state.cancel_requested else "length"
             return await self._finish(state, text_stream.text, reason, generation,
@@ -155,7 +161,7 @@ class RequestStreamer:
                 if text_stream.stopped:  # a stop sequence: no more tokens are wanted
                     stopping = True
                     finish_reason = "stop"
-                    await self._engine.cancel(request.request_id)
+                    await self._engine.cancel(generation.request_id)
             if event.finished:
                 if not stopping:
                     finish_reason = event.finish_reason or "error"

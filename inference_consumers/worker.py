@@ -232,7 +232,8 @@ class InferenceWorker:
             return
         state.cancel_requested = True
         state.cancel_reason = reason
-        await self._engine.cancel(request_id)
+        if state.engine_id:  # not yet generating: run() sees cancel_requested before it starts
+            await self._engine.cancel(state.engine_id)
         log.info("cancel_requested", request_id=request_id, reason=reason)
 
     def _report_inflight(self) -> None:
@@ -338,7 +339,8 @@ class InferenceWorker:
             state = self._active.get(request_id)
             if state is not None:
                 state.handing_off = True
-                await self._engine.cancel(request_id)
+                if state.engine_id:
+                    await self._engine.cancel(state.engine_id)
         if tasks:
             log.info("handing_off", inflight=len(tasks))
             await asyncio.wait(tasks, timeout=30)

@@ -113,10 +113,12 @@ async def test_chunks_carry_every_token_once_and_the_completion_matches() -> Non
 
 async def test_a_stop_sequence_ends_the_answer_before_it_and_stops_the_engine() -> None:
     run, engine, _ = streamer("one. two. three.")
-    completion = await run.run(StreamState(request(max_tokens=32, stop=[" two"])))
+    state = StreamState(request(max_tokens=32, stop=[" two"]))
+    completion = await run.run(state)
     assert completion is not None and completion.text == "one."
     assert completion.finish_reason == "stop"
-    assert engine.cancelled == {completion.request_id}
+    assert engine.cancelled == {state.engine_id}
+    assert state.engine_id.startswith(completion.request_id + "@")
 
 
 async def test_a_resumed_request_prefills_what_was_streamed_and_continues_its_seq() -> None:
@@ -149,7 +151,7 @@ async def test_handing_off_publishes_no_final_chunk_and_no_completion() -> None:
     while not out.chunks():
         await decode_step()  # let the scripted engine run until the first chunk is out
     state.handing_off = True
-    await engine.cancel(state.request.request_id)
+    await engine.cancel(state.engine_id)
     assert await task is None
     assert all(c.finish_reason is None for c in out.chunks())
     assert not [e for _, e in out.sent if isinstance(e, Completion)]
@@ -180,7 +182,26 @@ async def test_a_stop_by_output_moderation_ends_as_content_filter() -> None:
     while not out.chunks():
         await decode_step()
     state.cancel_requested, state.cancel_reason = True, "content_filter"
-    await engine.cancel(state.request.request_id)
+    await engine.cancel(state.engine_id)
     completion = await task
     assert completion is not None and completion.finish_reason == "content_filter"
     assert out.chunks()[-1].finish_reason == "content_filter"
+
+
+async def test_a_request_handed_off_and_resumed_on_the_same_engine_runs_again() -> None:
+    run, engine, out = streamer("abcdefghijklmnop")
+    first = StreamState(request(max_tokens=16))
+    task = asyncio.create_task(run.run(first))
+    while not out.chunks():
+        await decode_step()
+    first.handing_off = True
+    await engine.cancel(first.engine_id)
+    assert await task is None
+    streamed = out.chunks()
+    again = StreamState(first.request)
+    again.resumed = Published(token_ids=[t for c in streamed for t in c.token_ids],
+                              text="".join(c.text for c in streamed), next_seq=len(streamed))
+    completion = await run.run(again)
+    assert again.engine_id != first.engine_id, "each attempt has its own id in the engine"
+    assert completion is not None and completion.finish_reason == "length"
+    assert completion.usage.completion_tokens == 16
