@@ -27,12 +27,8 @@ from inference_consumers.worker import InferenceWorker
 from stream_processors.history import context_key
 from stream_processors.history.erase import erase_user_history
 from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
-from tests.integration.test_history import (
-    STARTUP_S,
-    Processors,
-    delete_internal_topics,
-    stop_processors,
-)
+from tests.integration.processors import STARTUP_S, delete_internal_topics, stop_processors
+from tests.integration.test_history import Processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 

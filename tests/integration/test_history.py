@@ -9,11 +9,9 @@ compared with the model's own chat template applied to the expected conversation
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,12 +40,19 @@ from schemas.events import (
 )
 from schemas.topics import TopicName
 from stream_processors.history import HistoryRepository, context_key
+from tests.integration.processors import (
+    STARTUP_S,
+    delete_internal_topics,
+    start_processors,
+    stop_processors,
+)
 from tests.integration.test_inference_worker import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 120.0  # a Faust worker starting on a busy 2-core machine
+# rules-only moderation: no model to load; debug logs for the restart test
+RULES_ONLY = {"CHATBUS_MODERATION_CLASSIFIER": "rules", "CHATBUS_LOG_LEVEL": "DEBUG"}
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
 
 
@@ -74,64 +79,19 @@ def repository(history_settings: Settings) -> Iterator[HistoryRepository]:
     repo.close()
 
 
-def start_processors(settings: Settings, state_dir: Path) -> subprocess.Popen[bytes]:
-    """``chatbus processors`` for ``settings`` (rules-only moderation: no model to load)."""
-    environ = os.environ | {
-        "CHATBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHATBUS_TOPIC_PREFIX": settings.topic_prefix,
-        "CHATBUS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CHATBUS_MONGO_DB": settings.mongo_db,
-        "CHATBUS_REDIS_URL": settings.redis_url,
-        "CHATBUS_STATE_DIR": str(state_dir),
-        "CHATBUS_CACHE_DIR": str(settings.cache_dir),
-        "CHATBUS_MODERATION_CLASSIFIER": "rules",
-        "CHATBUS_LOG_JSON": "false",
-        "CHATBUS_LOG_LEVEL": "DEBUG",
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = (state_dir / "processors.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "chatbus.cli", "processors"], cwd=REPO,
-                            env=environ, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop_processors(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-async def delete_internal_topics(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        registry = {settings.topic(t) for t in TopicName}
-        ours = [t for t in await admin.list_topics()
-                if t.startswith(settings.topic_prefix) and t not in registry]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
-
-
 class Processors:
     """The processors subprocess of a test; restartable."""
 
     def __init__(self, settings: Settings, state_dir: Path) -> None:
         self.settings = settings
         self.state_dir = state_dir
-        self.proc = start_processors(settings, state_dir)
+        self.proc = start_processors(settings, state_dir, **RULES_ONLY)
 
     def kill(self) -> None:
         stop_processors(self.proc, signal.SIGKILL)
 
     def start(self) -> None:
-        self.proc = start_processors(self.settings, self.state_dir)
+        self.proc = start_processors(self.settings, self.state_dir, **RULES_ONLY)
 
     def log_tail(self) -> str:
         return (self.state_dir / "processors.log").read_text(errors="replace")[-4000:]

@@ -6,16 +6,12 @@ the bus only, and stops it by PID.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from chatbus.kafka import decode_event, make_consumer
@@ -25,36 +21,15 @@ from producers.sdk import ChatClient, ChatError
 from schemas.events import ChatRequest, Completion, DeadLetter, ModerationVerdict
 from schemas.topics import TopicName
 from schemas.topics import topic as topic_entry
+from tests.integration.processors import (
+    STARTUP_S,
+    delete_internal_topics,
+    start_processors,
+    stop_processors,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
-REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 120.0  # interpreter + sentence-transformers import + model load on a busy 2-core box
-
-
-def start_processor(settings: Settings, state_dir: Path, **env: str) -> subprocess.Popen[bytes]:
-    environ = os.environ | {
-        "CHATBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHATBUS_TOPIC_PREFIX": settings.topic_prefix,
-        "CHATBUS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CHATBUS_STATE_DIR": str(state_dir),
-        "CHATBUS_CACHE_DIR": str(settings.cache_dir),
-        "CHATBUS_LOG_JSON": "false",
-        "HF_HUB_OFFLINE": "1",
-    } | env
-    log = (state_dir / "processors.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "chatbus.cli", "processors"], cwd=REPO,
-                            env=environ, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop_processor(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -65,26 +40,13 @@ def processor_env() -> dict[str, str]:
 @pytest.fixture
 async def processor(bus: Settings, tmp_path: Path,
                     processor_env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
-    proc = start_processor(bus, tmp_path, **processor_env)
+    proc = start_processors(bus, tmp_path, **processor_env)
     try:
         yield proc
     finally:
-        stop_processor(proc)
+        stop_processors(proc)
         print((tmp_path / "processors.log").read_text(errors="replace")[-4000:])
-        await _delete_internal_topics(bus)
-
-
-async def _delete_internal_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        registry = {settings.topic(t) for t in TopicName}
-        ours = [t for t in await admin.list_topics()
-                if t.startswith(settings.topic_prefix) and t not in registry]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
+        await delete_internal_topics(bus)
 
 
 @pytest.fixture

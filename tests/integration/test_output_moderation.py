@@ -17,10 +17,10 @@ from inference_consumers.worker import InferenceWorker
 from producers.sdk import ChatClient
 from schemas.events import CancelRequest, ModerationVerdict, SamplingParams, TokenChunk
 from schemas.topics import TopicName
-from tests.integration.test_moderation_processor import (
-    _delete_internal_topics,
-    start_processor,
-    stop_processor,
+from tests.integration.processors import (
+    delete_internal_topics,
+    start_processors,
+    stop_processors,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -48,7 +48,7 @@ async def first_event(settings: Settings, topic: str, kind: type, timeout_s: flo
 
 
 async def test_a_violating_answer_is_stopped_mid_stream(bus: Settings, tmp_path: Path) -> None:
-    proc = start_processor(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="24",
+    proc = start_processors(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="24",
                            CHATBUS_MODERATION_OUTPUT_OVERLAP_CHARS="12")
     try:
         async with EventPublisher(bus) as publisher:
@@ -68,9 +68,9 @@ async def test_a_violating_answer_is_stopped_mid_stream(bus: Settings, tmp_path:
         assert any(hit for c, hit in verdict.categories.items()
                    if c.startswith(("violence", "harassment")))
     finally:
-        stop_processor(proc)
+        stop_processors(proc)
         print((tmp_path / "processors.log").read_text(errors="replace")[-3000:])
-        await _delete_internal_topics(bus)
+        await delete_internal_topics(bus)
 
 
 class PacedScript(InferenceEngine):
@@ -117,7 +117,7 @@ async def test_an_output_violation_cuts_the_stream_and_stops_generation(
     tail = " Anyway, here is a long and harmless paragraph about gardening. " * 12
     engine = PacedScript(benign + VIOLATION + tail)
     settings = bus.model_copy(update={"model_name": "scripted"})
-    proc = start_processor(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="32",
+    proc = start_processors(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="32",
                            CHATBUS_MODERATION_OUTPUT_OVERLAP_CHARS="28",
                            CHATBUS_MODERATION_CLASSIFIER="rules")
     try:
@@ -139,6 +139,6 @@ async def test_an_output_violation_cuts_the_stream_and_stops_generation(
               f"{1 / engine.step_s:.0f} tokens/s)")
         assert past < 48, f"{past} tokens reached the client after the offending phrase"
     finally:
-        stop_processor(proc)
+        stop_processors(proc)
         print((tmp_path / "processors.log").read_text(errors="replace")[-3000:])
-        await _delete_internal_topics(bus)
+        await delete_internal_topics(bus)

@@ -1,0 +1,61 @@
+"""The stream processors (``chatbus processors``) as a subprocess of one test, and its cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from chatbus.settings import Settings
+from schemas.topics import TopicName
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 120.0  # interpreter + sentence-transformers import + model load on a busy 2-core box
+
+
+def start_processors(settings: Settings, state_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``chatbus processors`` for ``settings`` (``env`` adds or overrides CHATBUS_* settings);
+    its output goes to ``state_dir/processors.log``."""
+    environ = os.environ | {
+        "CHATBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CHATBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "CHATBUS_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "CHATBUS_MONGO_DB": settings.mongo_db,
+        "CHATBUS_REDIS_URL": settings.redis_url,
+        "CHATBUS_STATE_DIR": str(state_dir),
+        "CHATBUS_CACHE_DIR": str(settings.cache_dir),
+        "CHATBUS_LOG_JSON": "false",
+        "HF_HUB_OFFLINE": "1",
+    } | env
+    log = (state_dir / "processors.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "chatbus.cli", "processors"], cwd=REPO,
+                            env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_processors(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop it (SIGTERM lets Faust leave the group), killing it if it will not go."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def delete_internal_topics(settings: Settings) -> None:
+    """The app's own topics (repartition, changelog) under the test's prefix."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        registry = {settings.topic(t) for t in TopicName}
+        ours = [t for t in await admin.list_topics()
+                if t.startswith(settings.topic_prefix) and t not in registry]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
