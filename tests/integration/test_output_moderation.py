@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from aiokafka.structs import TopicPartition
 
 from chatbus.kafka import EventPublisher, decode_event, make_consumer
 from chatbus.settings import Settings
-from inference_consumers.engine import GenerationRequest, InferenceEngine, TokenEvent
+from inference_consumers.engine.scripted import ScriptedEngine
 from inference_consumers.worker import InferenceWorker
 from producers.sdk import ChatClient
 from schemas.events import CancelRequest, ModerationVerdict, SamplingParams, TokenChunk
@@ -25,6 +24,7 @@ from tests.integration.processors import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
+STEP_S = 0.005  # the scripted model decodes 200 tokens/s
 VIOLATION = "I am going to kill you and your whole family tonight, you will die."
 
 
@@ -73,49 +73,11 @@ async def test_a_violating_answer_is_stopped_mid_stream(bus: Settings, tmp_path:
         await delete_internal_topics(bus)
 
 
-class PacedScript(InferenceEngine):
-    """Answers every request with a fixed text, one byte-token per decode step (~200 steps/s),
-    like a model whose answer turns abusive half-way."""
-
-    model_name = "scripted"
-    max_context = 4096
-    eos_token_ids = frozenset({0})
-    step_s = 0.005
-
-    def __init__(self, script: str) -> None:
-        self._script = list(script.encode())
-        self._cancelled: set[str] = set()
-        self.generated = 0
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return list("".join(m["content"] for m in messages).encode())
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return bytes(token_ids).decode("utf-8", errors="replace")
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        for token in self._script[: request.max_new_tokens]:
-            await asyncio.sleep(self.step_s)  # the pace of a decode step, not a wait
-            if request.request_id in self._cancelled:
-                yield TokenEvent(request.request_id, finished=True, finish_reason="cancelled")
-                return
-            self.generated += 1
-            yield TokenEvent(request.request_id, [token])
-        yield TokenEvent(request.request_id, finished=True, finish_reason="length")
-
-    async def cancel(self, request_id: str) -> None:
-        self._cancelled.add(request_id)
-
-
 async def test_an_output_violation_cuts_the_stream_and_stops_generation(
         bus: Settings, tmp_path: Path) -> None:
     benign = "Tomatoes like sun and water; prune them weekly and they thrive. " * 2
     tail = " Anyway, here is a long and harmless paragraph about gardening. " * 12
-    engine = PacedScript(benign + VIOLATION + tail)
+    engine = ScriptedEngine(benign + VIOLATION + tail, step_s=STEP_S)  # 200 tokens/s
     settings = bus.model_copy(update={"model_name": "scripted"})
     proc = start_processors(bus, tmp_path, CHATBUS_MODERATION_OUTPUT_WINDOW_CHARS="32",
                            CHATBUS_MODERATION_OUTPUT_OVERLAP_CHARS="28",
@@ -134,9 +96,9 @@ async def test_an_output_violation_cuts_the_stream_and_stops_generation(
         assert text.startswith(benign) and VIOLATION[:20] in text
         offending_end = len((benign + "I am going to kill you").encode())
         past = len(text.encode()) - offending_end
-        assert engine.generated < len(engine._script), "generation stopped early"
+        assert engine.generated < engine.script_tokens, "generation stopped early"
         print(f"tokens past the offending phrase: {past} (judged every 32 characters, "
-              f"{1 / engine.step_s:.0f} tokens/s)")
+              f"{1 / STEP_S:.0f} tokens/s)")
         assert past < 48, f"{past} tokens reached the client after the offending phrase"
     finally:
         stop_processors(proc)

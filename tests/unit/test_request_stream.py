@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from chatbus.settings import Settings
-from inference_consumers.engine import GenerationRequest, InferenceEngine, TokenEvent
+from inference_consumers.engine.scripted import ScriptedEngine
 from inference_consumers.request_stream import RequestStreamer, StreamState
 from inference_consumers.resume import Published
 from schemas.events import ChatRequest, Completion, SamplingParams, TokenChunk
@@ -23,45 +22,6 @@ class _Step:
 
 async def decode_step() -> None:
     await _Step()
-
-
-class ScriptedEngine(InferenceEngine):
-    """Bytes are tokens; answers the script one token per step."""
-
-    model_name = "scripted"
-    max_context = 64
-    eos_token_ids = frozenset({0})
-
-    def __init__(self, script: str) -> None:
-        self.script = list(script.encode())
-        self.requests: list[GenerationRequest] = []
-        self.cancelled: set[str] = set()
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return list("".join(m["content"] for m in messages).encode())
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return bytes(token_ids).decode("utf-8", errors="replace")
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        self.requests.append(request)
-        for n, token in enumerate(self.script[: request.max_new_tokens]):
-            await decode_step()
-            if request.request_id in self.cancelled:
-                yield TokenEvent(request.request_id, finished=True, finish_reason="cancelled")
-                return
-            yield TokenEvent(request.request_id, [token])
-            if n + 1 == request.max_new_tokens:
-                yield TokenEvent(request.request_id, finished=True, finish_reason="length")
-                return
-        yield TokenEvent(request.request_id, finished=True, finish_reason="stop")
-
-    async def cancel(self, request_id: str) -> None:
-        self.cancelled.add(request_id)
 
 
 class Recorder:
@@ -88,7 +48,7 @@ class Recorder:
 
 
 def streamer(script: str, **settings: Any) -> tuple[RequestStreamer, ScriptedEngine, Recorder]:
-    engine, recorder = ScriptedEngine(script), Recorder()
+    engine, recorder = ScriptedEngine(script, max_context=64), Recorder()
     config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, **settings)
     return RequestStreamer(config, engine, recorder, "w1"), engine, recorder  # type: ignore[arg-type]
 
