@@ -69,6 +69,21 @@ async def _delete_topics(settings: Settings) -> None:
         await admin.close()
 
 
+@pytest.fixture
+def history_settings(bus: Settings, demo_model_path: Path) -> Iterator[Settings]:
+    """The test's bus, the demo model, and a MongoDB database of its own (dropped afterwards)."""
+    from pymongo import MongoClient
+
+    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4,
+                                      "mongo_db": f"hist_{uuid.uuid4().hex[:10]}"})
+    yield settings
+    client: MongoClient[dict[str, object]] = MongoClient(settings.mongo_url.get_secret_value())
+    try:
+        client.drop_database(settings.mongo_db)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def demo_model_path() -> Path:
     """The demo model, built once into the cache (``make model`` does the same)."""

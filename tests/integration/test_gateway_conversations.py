@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import openai
 import pytest
 import redis
 from openai import OpenAI
-from pymongo import MongoClient
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
@@ -31,21 +30,6 @@ from tests.integration.processors import STARTUP_S, delete_internal_topics, stop
 from tests.integration.test_history import Processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
-
-
-@pytest.fixture
-def history_settings(bus: Settings, demo_model_path: Path) -> Iterator[Settings]:
-    """The test's bus and a MongoDB database of its own (keys, conversations; dropped)."""
-    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4,
-                                      "mongo_db": f"gwconv_{uuid.uuid4().hex[:10]}",
-                                      # straight from the bus: moderation is not under test
-                                      "inference_input_topic": "chat.requests"})
-    yield settings
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url.get_secret_value())
-    try:
-        client.drop_database(settings.mongo_db)
-    finally:
-        client.close()
 
 
 @pytest.fixture

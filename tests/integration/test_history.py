@@ -12,7 +12,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 import redis
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from chatbus.kafka import EventPublisher
 from chatbus.polling import eventually
@@ -57,21 +55,6 @@ GREEDY = SamplingParams(temperature=0, max_tokens=12)
 
 
 # --- services of one test -------------------------------------------------------------------
-@pytest.fixture
-def history_settings(bus: Settings, demo_model_path: Path) -> Iterator[Settings]:
-    """The test's bus, plus a MongoDB database of its own (dropped afterwards)."""
-    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4,
-                                      "mongo_db": f"hist_{uuid.uuid4().hex[:10]}",
-                                      # straight from the bus: moderation is not under test
-                                      "inference_input_topic": "chat.requests"})
-    yield settings
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url.get_secret_value())
-    try:
-        client.drop_database(settings.mongo_db)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def repository(history_settings: Settings) -> Iterator[HistoryRepository]:
     repo = HistoryRepository(history_settings)
