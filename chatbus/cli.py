@@ -335,5 +335,15 @@ def schemas_cmd(check: bool) -> None:
     sys.exit(export_main(args))
 
 
+# --- commands defined beside what they drive ------------------------------------------------
+def _register_subcommands() -> None:
+    from analytics.cli import analytics, simulate
+
+    main.add_command(analytics)
+    main.add_command(simulate)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

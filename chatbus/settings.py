@@ -173,6 +173,21 @@ class Settings(BaseSettings):
     history_title_chars: int = Field(80, ge=8, description="A conversation's title: its first "
                                      "user message cut to this many characters.")
 
+    # --- archive (stream_processors/archiver) and analytics (analytics/) ------------------
+    archive_prefix: str = Field("archive", description="Key prefix of the archive in s3_bucket.")
+    archive_group: str = Field("chatbus.archiver", description="Consumer group of the archiver "
+                               "(prefixed by topic_prefix).")
+    archive_flush_bytes: int = Field(4_000_000, ge=1024, description="A partition's batch is "
+                                     "uploaded when its JSON lines reach this size ...")
+    archive_flush_s: float = Field(10.0, gt=0, description="... or when its oldest record has "
+                                   "waited this long, whichever comes first.")
+    archive_redact: bool = Field(True, description="Redact personal data (emails, phone and card "
+                                 "numbers, as moderation marks them) before it is archived.")
+    spark_master: str = Field("local[2]", description="Where the analytics jobs run.")
+    spark_driver_memory: str = Field("2g", description="spark.driver.memory of the jobs.")
+    hadoop_aws_version: str | None = Field(
+        None, description="hadoop-aws release for s3a:// (default: pyspark's Hadoop version).")
+
     # --- observability -------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True
