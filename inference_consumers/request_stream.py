@@ -1,4 +1,9 @@
-"""Serve one request: engine tokens → text → chunks on the reply partition → completion."""
+"""Serve one request: engine tokens → text → chunks on the reply partition → completion.
+
+A traced request (``StreamState.trace``) is stamped ``admitted`` when it is handed to the engine,
+``first_token`` when the engine yields its first token and ``chunk_published`` when its first
+chunk goes to the producer; that chunk and the completion carry the trace in their headers.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from aiokafka.structs import RecordMetadata
 from chatbus.errors import ServiceUnavailable
 from chatbus.kafka import EventPublisher
 from chatbus.settings import Settings
+from chatbus.tracing import Hop, RequestTrace
 from inference_consumers import metrics
 from inference_consumers.chunker import Chunker, PendingChunk
 from inference_consumers.engine import GenerationRequest, InferenceEngine
@@ -56,6 +62,8 @@ class StreamState:
     engine_id: str = ""  # this attempt's id in the engine (a resumed request gets a new one)
     resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
+    trace: RequestTrace | None = None  # the request's trace, continued by this worker
+    trace_sent: bool = False  # a chunk of this attempt carried the trace already
 
 
 def _cancelled(state: StreamState) -> FinishReason:
@@ -148,11 +156,15 @@ class RequestStreamer:
         finish_reason: FinishReason = "error"
         error: ErrorInfo | None = None
         stopping = False
+        if state.trace is not None:
+            state.trace.stamp(Hop.ADMITTED)
         async for event in self._engine.generate(generation):
             if event.token_ids and not stopping:
                 now = time.monotonic()
                 if state.first_token_at is None:
                     state.first_token_at = now
+                    if state.trace is not None:
+                        state.trace.stamp(Hop.FIRST_TOKEN)
                 state.token_times.extend([now] * len(event.token_ids))
                 released = text_stream.push(event.token_ids)
                 chunk = chunker.add(released, list(event.token_ids))
@@ -209,8 +221,13 @@ class RequestStreamer:
             seq=state.next_seq, text=chunk.text, token_ids=chunk.token_ids,
             finish_reason=finish_reason, error=error, usage=usage, worker_id=self._worker_id)
         state.next_seq += 1
+        headers: list[tuple[str, bytes]] = []
+        if state.trace is not None and not state.trace_sent:  # the first chunk brings the trace
+            state.trace.stamp(Hop.CHUNK_PUBLISHED)
+            state.trace_sent = True
+            headers = state.trace.headers()
         state.last_send = await self._publisher.send(
-            TopicName.TOKENS, event, partition=request.reply_to.partition)
+            TopicName.TOKENS, event, partition=request.reply_to.partition, headers=headers)
         metrics.CHUNKS.labels(self._engine.model_name).inc()
 
     async def _finish(self, state: StreamState, text: str, finish_reason: FinishReason,
@@ -253,7 +270,8 @@ class RequestStreamer:
             finish_reason=finish_reason,
             usage=self._usage(state, generation, token_ids),
             timings=timings, worker_id=self._worker_id, error=error)
-        await self._publisher.publish(TopicName.COMPLETIONS, completion)
+        await self._publisher.publish(TopicName.COMPLETIONS, completion,
+                                      headers=state.trace.headers() if state.trace else ())
         metrics.REQUESTS.labels(model, finish_reason).inc()
         metrics.TOKENS.labels(model).inc(len(token_ids))
         if state.first_token_at is not None:

@@ -24,6 +24,7 @@ from chatbus.kafka import EventPublisher, decode_event, make_consumer
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.tracing import Hop, RequestTrace, now_ms
 from inference_consumers import metrics
 from inference_consumers.engine import InferenceEngine
 from inference_consumers.offsets import OffsetTracker
@@ -243,6 +244,7 @@ class InferenceWorker:
 
     # --- one request -----------------------------------------------------------------------
     async def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        polled_ms = now_ms()  # this batch's records are admitted right after the poll
         self._offsets.started(tp, record.offset)
         try:
             event = decode_event(record.topic, record.value, ("chat.request",))
@@ -256,6 +258,8 @@ class InferenceWorker:
             self._offsets.finished(tp, record.offset)
             return
         state = StreamState(event)
+        state.trace = RequestTrace.next_hop(record.headers)  # a span of the request's trace
+        state.trace.stamp(Hop.WORKER_IN, polled_ms)
         state.since_ms = record.timestamp
         state.queue_wait_ms = max(0.0, time.time() * 1000 - record.timestamp)
         metrics.QUEUE_WAIT.labels(self._engine.model_name).observe(state.queue_wait_ms / 1000)
@@ -272,7 +276,8 @@ class InferenceWorker:
 
     async def _serve(self, tp: TopicPartition, offset: int, state: StreamState) -> None:
         request = state.request
-        bound = log.bind(request_id=request.request_id, conversation_id=request.conversation_id)
+        bound = log.bind(request_id=request.request_id, conversation_id=request.conversation_id,
+                         trace_id=state.trace.trace_id if state.trace else None)
         try:
             progress = await self._progress.begin(request.request_id, state.since_ms)
             if progress.kind == "done":  # redelivered after it was answered: nothing to do

@@ -3,12 +3,17 @@
 The client owns one partition of ``chat.tokens`` (its reply partition), publishes requests that
 name it, and yields each answer's chunks in ``seq`` order, exactly once, even when the bus
 redelivers. ``chatbus chat`` is built on it.
+
+Every request carries a trace (``traceparent`` and per-hop stamps in its Kafka headers); the first
+chunk brings the stamps of every hop back, and :meth:`ChatClient.trace` gives the request's time
+to first token split into stages (docs/tracing.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +30,7 @@ from chatbus.kafka import (
 )
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.tracing import STAMPS_HEADER, Hop, RequestTrace, header_value, now_ms
 from schemas.events import (
     CancelRequest,
     ChatMessage,
@@ -37,6 +43,8 @@ from schemas.events import (
 from schemas.topics import TopicName
 
 log = get_logger(__name__)
+
+_KEPT_TRACES = 1024  # traces of finished requests kept for trace()
 
 
 class ChatError(ChatbusError):
@@ -59,6 +67,7 @@ class _Stream:
     queue: asyncio.Queue[TokenChunk] = field(default_factory=asyncio.Queue)
     next_seq: int = 0
     early: dict[int, TokenChunk] = field(default_factory=dict)
+    trace: RequestTrace | None = None
 
 
 PartitionChooser = Callable[[set[int]], Awaitable[int]]
@@ -82,6 +91,7 @@ class ChatClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._streams: dict[str, _Stream] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._traces: OrderedDict[str, RequestTrace] = OrderedDict()
         self._started = False
 
     @property
@@ -141,12 +151,16 @@ class ChatClient:
 
     async def send(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
                    sampling: SamplingParams | None = None, conversation_id: str | None = None,
-                   user_id: str = "anonymous", use_history: bool = False) -> ChatRequest:
+                   user_id: str = "anonymous", use_history: bool = False,
+                   trace: RequestTrace | None = None) -> ChatRequest:
         """Publish a request (registering its stream first, so no chunk can be missed).
 
         ``use_history`` continues ``conversation_id``: the worker prepends its stored context,
-        so ``messages`` carry only the new message(s).
+        so ``messages`` carry only the new message(s). ``trace`` is the request's trace when the
+        caller began it (the gateway does, when the HTTP request arrived); else it begins now.
         """
+        if trace is None:
+            trace = RequestTrace.begin()
         fields: dict[str, object] = {}
         if conversation_id:
             fields["conversation_id"] = conversation_id
@@ -157,12 +171,26 @@ class ChatClient:
             sampling=sampling or SamplingParams(), use_history=use_history,
             **fields)  # type: ignore[arg-type]
         self.watch(request.request_id)
-        await self._publisher.publish(TopicName.REQUESTS, request)
+        self._streams[request.request_id].trace = trace
+        self._keep_trace(request.request_id, trace)
+        trace.stamp(Hop.PUBLISHED)
+        await self._publisher.publish(TopicName.REQUESTS, request, headers=trace.headers())
         return request
 
     def watch(self, request_id: str) -> None:
         """Collect the chunks of a request published by someone else to our reply partition."""
         self._streams.setdefault(request_id, _Stream())
+
+    def trace(self, request_id: str) -> RequestTrace | None:
+        """The trace of one of our recent requests: its stamps so far, and once its first chunk
+        was yielded, ``trace(...).breakdown()`` (time to first token by stage)."""
+        return self._traces.get(request_id)
+
+    def _keep_trace(self, request_id: str, trace: RequestTrace) -> None:
+        self._traces[request_id] = trace
+        self._traces.move_to_end(request_id)
+        while len(self._traces) > _KEPT_TRACES:
+            self._traces.popitem(last=False)
 
     async def chunks(self, request_id: str, *,
                      timeout_s: float | None = None) -> AsyncIterator[TokenChunk]:
@@ -179,6 +207,8 @@ class ChatClient:
                         "running for this model (`make run` starts one)?") from None
                 if chunk.error is not None:
                     raise ChatError(chunk.error)
+                if stream.trace is not None and Hop.DELIVERED not in stream.trace.stamps:
+                    stream.trace.stamp(Hop.DELIVERED)  # a gateway restamps its first byte
                 yield chunk
                 if chunk.is_last:
                     return
@@ -203,6 +233,7 @@ class ChatClient:
         consumer = self._consumer
         assert consumer is not None
         async for record in consumer:
+            arrived = now_ms()
             try:
                 event = decode_event(record.topic, record.value, ("chat.token",))
             except InvalidEvent as exc:
@@ -212,7 +243,25 @@ class ChatClient:
             stream = self._streams.get(event.request_id)
             if stream is None or event.seq < stream.next_seq or event.seq in stream.early:
                 continue  # not ours, or a duplicate
+            self._on_traced_chunk(event.request_id, stream, record.headers, arrived)
             stream.early[event.seq] = event
             while stream.next_seq in stream.early:
                 stream.queue.put_nowait(stream.early.pop(stream.next_seq))
                 stream.next_seq += 1
+
+    def _on_traced_chunk(self, request_id: str, stream: _Stream,
+                         headers: Sequence[tuple[str, bytes]], arrived_ms: float) -> None:
+        """The first chunk that carries the worker's stamps completes the request's trace."""
+        trace = stream.trace
+        if (trace is not None and Hop.CLIENT_IN in trace.stamps) \
+                or header_value(headers, STAMPS_HEADER) is None:
+            return
+        if trace is None:  # a watched request: its trace is what the chunk carries
+            trace = stream.trace = RequestTrace.from_headers(headers)
+            if trace is None:
+                return
+            trace.replied_by = trace.parent
+            self._keep_trace(request_id, trace)
+        else:
+            trace.replied_by = trace.absorb(headers)
+        trace.stamp(Hop.CLIENT_IN, arrived_ms)

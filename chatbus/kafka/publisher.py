@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
@@ -61,16 +62,20 @@ class EventPublisher:
                                      "create` (make up does it)") from None
 
     async def publish(self, topic: str, event: BaseModel, *, key: str | bytes | None = None,
-                      partition: int | None = None) -> RecordMetadata:
+                      partition: int | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> RecordMetadata:
         """Send ``event`` to registry topic ``topic`` and wait for the broker's ack (acks=all)."""
-        return await (await self.send(topic, event, key=key, partition=partition))
+        return await (await self.send(topic, event, key=key, partition=partition,
+                                      headers=headers))
 
     async def send(self, topic: str, event: BaseModel, *, key: str | bytes | None = None,
-                   partition: int | None = None) -> asyncio.Future[RecordMetadata]:
+                   partition: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] = ()) -> asyncio.Future[RecordMetadata]:
         """Queue ``event`` for registry topic ``topic``; the future resolves on the broker's ack.
 
         Sends to one partition keep their order (idempotent producer), so a caller may queue
-        many and await only the last.
+        many and await only the last. ``headers`` (e.g. the request's trace) follow the event's
+        own content-type, event-type and schema-version headers.
         """
         if key is None:
             key = getattr(event, topic_entry(topic).key, None)
@@ -78,7 +83,7 @@ class EventPublisher:
         try:
             return await self._producer.send(
                 self._settings.topic(topic), encode_event(event), key=raw_key,
-                partition=partition, headers=event_headers(event),
+                partition=partition, headers=[*event_headers(event), *headers],
             )
         except KafkaConnectionError as exc:
             raise kafka_unavailable(self._settings, exc) from exc

@@ -17,6 +17,7 @@ from typing import Any
 
 from chatbus.errors import ConfigurationError
 from chatbus.logging import get_logger
+from chatbus.tracing import RequestTrace
 from producers.sdk import ChatClient
 from schemas.events import ChatMessage, SamplingParams, TokenChunk
 
@@ -29,8 +30,12 @@ class ChatBackend(abc.ABC):
     @abc.abstractmethod
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
                    sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False) -> str:
-        """Publish a request; returns its request_id (its chunks are collected from now on)."""
+                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
+        """Publish a request; returns its request_id (its chunks are collected from now on).
+
+        ``trace`` (begun when the HTTP request arrived) travels with the request in its Kafka
+        headers; the serving layer passes it only when it traces.
+        """
 
     @abc.abstractmethod
     def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
@@ -39,6 +44,10 @@ class ChatBackend(abc.ABC):
     @abc.abstractmethod
     async def cancel(self, request_id: str) -> None:
         """Stop the request wherever it runs (frees the worker's slot)."""
+
+    def trace(self, request_id: str) -> RequestTrace | None:
+        """The trace of a recent request, when this backend keeps one."""
+        return None
 
 
 class PromptCounter(abc.ABC):
@@ -55,11 +64,14 @@ class BusChatBackend(ChatBackend):
 
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
                    sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False) -> str:
+                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
         request = await self._client.send(list(messages), model=model, sampling=sampling,
                                           user_id=user_id, conversation_id=conversation_id,
-                                          use_history=use_history)
+                                          use_history=use_history, trace=trace)
         return request.request_id
+
+    def trace(self, request_id: str) -> RequestTrace | None:
+        return self._client.trace(request_id)
 
     def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
         return self._client.chunks(request_id)

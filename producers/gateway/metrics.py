@@ -15,3 +15,12 @@ DISCONNECTS = Counter("chatbus_gateway_client_disconnects_total",
                       "Streams the client left before the end (cancelled on chat.control)")
 RATE_LIMITED = Counter("chatbus_gateway_rate_limited_total", "Requests refused with 429",
                        ["kind"])
+STAGE_LATENCY = Histogram(
+    "chatbus_stage_latency_seconds",
+    "Time to first token of a chat request by stage (gateway, bus, moderation, queue, prefill, "
+    "delivery), from the per-hop stamps of its trace; a stage made negative by clock skew "
+    "between hosts counts as 0",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+for _stage in ("gateway", "bus", "moderation", "queue", "prefill", "delivery"):
+    STAGE_LATENCY.labels(_stage)  # every stage's series exists from the start

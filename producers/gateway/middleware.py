@@ -1,4 +1,5 @@
-"""A pure ASGI middleware: body-size guard, ``x-request-id`` and rate-limit headers, metrics.
+"""A pure ASGI middleware: body-size guard, ``x-request-id`` and rate-limit headers, metrics, and
+the wall-clock moment the request arrived (where a chat request's trace begins).
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed answers pass through untouched and a client
 disconnect still reaches the streaming generator.
@@ -12,6 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbus.logging import get_logger
+from chatbus.tracing import now_ms
 from producers.gateway import metrics
 from producers.gateway.admission import HEADERS_STATE
 from producers.gateway.errors import APIError
@@ -20,6 +22,7 @@ from schemas.events import new_id
 log = get_logger(__name__)
 
 REQUEST_ID_STATE = "chatbus_request_id"  # request.state field: the chat request_id, once known
+RECEIVED_MS_STATE = "chatbus_received_ms"  # request.state field: epoch ms the request arrived
 
 
 async def send_error(send: Send, error: APIError) -> None:
@@ -42,6 +45,7 @@ class GatewayMiddleware:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
+        state[RECEIVED_MS_STATE] = now_ms()
         started = time.perf_counter()
         status = 500
         response_started = False

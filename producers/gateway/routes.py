@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from chatbus.tracing import TRACEPARENT_HEADER, RequestTrace
 from producers.gateway.admission import Limits, authenticate
 from producers.gateway.conversations import set_conversation_header
 from producers.gateway.errors import APIError, from_validation
-from producers.gateway.middleware import REQUEST_ID_STATE
+from producers.gateway.middleware import RECEIVED_MS_STATE, REQUEST_ID_STATE
 from producers.gateway.protocol import ChatCompletionRequest, ModelCard, ModelList
 from producers.gateway.runtime import GatewayRuntime
 from producers.gateway.serving import Answer
@@ -49,6 +50,9 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
 
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
+    # the trace starts when the request arrived, continuing the caller's traceparent if valid
+    trace = RequestTrace.begin(request.headers.get(TRACEPARENT_HEADER),
+                               received_ms=getattr(request.state, RECEIVED_MS_STATE, None))
     runtime = runtime_of(request)
     principal = await authenticate(request, runtime.keys)
     limits = Limits(runtime.limiter, principal, request)
@@ -69,7 +73,7 @@ async def create_chat_completion(request: Request) -> Response:
                                           prompt_tokens=prompt_tokens,
                                           on_usage=reservation.settle, on_sent=sent,
                                           conversation_id=conversation.id,
-                                          use_history=conversation.continued)
+                                          use_history=conversation.continued, trace=trace)
     if body.stream:
         return StreamingResponse(service.stream(answer),
                                  media_type="text/event-stream",

@@ -8,6 +8,11 @@ Finish reasons: ours ``stop`` and ``length`` and ``content_filter`` pass through
 (someone cancelled the request on ``chat.control``) becomes ``stop``, the answer so far being
 complete as far as the client is concerned; ``error`` becomes an error event (streaming) or a
 5xx/4xx (non-streaming).
+
+A traced request (``submit(..., trace=...)``) is reported once its first byte is out: the stamp
+``delivered`` is the first SSE event handed to the server (``stream: false``: when the first chunk
+reached the handler, since nothing reaches the client before the whole answer), then
+:func:`~producers.gateway.trace_report.report_trace` logs and measures the stages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from chatbus.logging import get_logger
+from chatbus.tracing import Hop, RequestTrace
 from producers.gateway import metrics
 from producers.gateway.backend import ChatBackend, PromptCounter
 from producers.gateway.errors import APIError, from_chat_error, from_validation, invalid
@@ -37,6 +43,7 @@ from producers.gateway.protocol import (
     OpenAIFinishReason,
     UsageInfo,
 )
+from producers.gateway.trace_report import report_trace
 from producers.sdk import ChatError
 from schemas.events import ChatMessage, FinishReason, SamplingParams, TokenChunk
 
@@ -76,6 +83,7 @@ class Answer:
     rest: AsyncIterator[TokenChunk]
     on_usage: UsageHook | None = None
     completion_tokens: int = field(default=0)
+    trace: RequestTrace | None = None
 
     @property
     def id(self) -> str:
@@ -154,17 +162,20 @@ class ChatCompletionService:
     async def submit(self, request: ValidRequest, *, user_id: str, prompt_tokens: int,
                      on_usage: UsageHook | None = None,
                      on_sent: Callable[[str], None] | None = None,
-                     conversation_id: str | None = None, use_history: bool = False) -> Answer:
+                     conversation_id: str | None = None, use_history: bool = False,
+                     trace: RequestTrace | None = None) -> Answer:
         """Publish the request and wait for its first chunk (a refusal raises APIError).
 
-        ``on_sent`` learns the request_id as soon as the request is on the bus.
+        ``on_sent`` learns the request_id as soon as the request is on the bus; ``trace`` (begun
+        when the HTTP request arrived) travels with it and is reported at the first byte.
         """
         created = int(self._clock())
+        traced: dict[str, RequestTrace] = {} if trace is None else {"trace": trace}
         try:
             request_id = await self._backend.send(request.messages, model=request.body.model,
                                                   sampling=request.sampling, user_id=user_id,
                                                   conversation_id=conversation_id,
-                                                  use_history=use_history)
+                                                  use_history=use_history, **traced)
         except BaseException:
             await self._settle(on_usage, UsageInfo())
             raise
@@ -179,12 +190,19 @@ class ChatCompletionService:
         except BaseException:
             self._cancel_soon(request_id)
             raise
-        return Answer(request, request_id, prompt_tokens, created, first, rest, on_usage)
+        return Answer(request, request_id, prompt_tokens, created, first, rest, on_usage,
+                      trace=trace)
+
+    def trace(self, request_id: str) -> RequestTrace | None:
+        """The trace of a recent request (its stamps, and its stages once reported)."""
+        return self._backend.trace(request_id)
 
     async def complete(self, answer: Answer) -> ChatCompletion:
         """Collect the whole answer (``stream: false``)."""
         text: list[str] = []
         finish: FinishReason | None = None
+        if answer.trace is not None:  # delivered: when the first chunk reached us (SDK's stamp)
+            report_trace(answer.trace, request_id=answer.request_id, stream=False)
         try:
             async for chunk in answer.all_chunks():
                 text.append(chunk.text)
@@ -220,6 +238,9 @@ class ChatCompletionService:
         metrics.STREAMS.inc()
         try:
             yield event(Delta(role="assistant", content=""))
+            if answer.trace is not None:  # resumed: the first event was handed to the server
+                answer.trace.stamp(Hop.DELIVERED)
+                report_trace(answer.trace, request_id=answer.request_id, stream=True)
             try:
                 async for chunk in answer.all_chunks():
                     if chunk.text:

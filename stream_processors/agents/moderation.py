@@ -7,6 +7,10 @@
                    └─ blocked  → terminal ``content_filter`` chunk on the reply partition
                                  + ``Completion(finish_reason=content_filter)``
 
+Tracing: ``validate`` continues the request's trace (a new span, stamp ``moderation_in``) and
+carries it through the internal topic; ``classify`` stamps ``moderation_out`` and publishes the
+approved request with the incoming headers, its trace headers replaced (docs/tracing.md).
+
 The hop through the internal topic co-partitions the abuse table with its key (user_id), so one
 user's score lives on one partition whichever conversation the request belongs to. Every effect
 is awaited (acks=all) before the agent takes the next event, and Faust commits the offset after
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +35,7 @@ from chatbus.kafka import EventPublisher, decode_event
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.tracing import Hop, RequestTrace, header_list, with_trace
 from schemas.events import (
     CancelRequest,
     ChatRequest,
@@ -156,14 +162,23 @@ class ModerationRuntime(Service):  # type: ignore[misc]
                            error=ErrorInfo(code="invalid_request", message=exc.reason))
         await self.publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
 
-    async def publish(self, request: ChatRequest, raw: bytes, decision: Decision) -> None:
-        """The verdict, then either the approved request or the refusal (all acked)."""
+    async def publish(self, request: ChatRequest, raw: bytes, decision: Decision,
+                      trace: RequestTrace | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """The verdict, then either the approved request or the refusal (all acked).
+
+        The approved request keeps the incoming ``headers``, with ``trace`` (stamped
+        ``moderation_out`` now) in place of theirs.
+        """
         verdict = decision.verdict
         sends = [await self.publisher.send(TopicName.MODERATION, verdict)]
         if decision.refusal is None:
+            if trace is not None:
+                trace.stamp(Hop.MODERATION_OUT)
+                headers = with_trace(headers, trace)
             sends.append(await self.publisher.producer.send(
                 self.settings.topic(TopicName.REQUESTS_APPROVED), raw,
-                key=request.conversation_id.encode()))
+                key=request.conversation_id.encode(), headers=list(headers) or None))
         else:
             chunk, completion = refusal_events(request, decision.refusal)
             sends.append(await self.publisher.send(TopicName.TOKENS, chunk,
@@ -191,26 +206,31 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
     async def validate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            trace = RequestTrace.next_hop(message.headers)
+            trace.stamp(Hop.MODERATION_IN)
             try:
                 request = decode_event(message.topic, message.value, ("chat.request",))
             except InvalidEvent as exc:
                 await runtime.reject_invalid(message, exc)
                 continue
             assert isinstance(request, ChatRequest)
-            await by_user.send(key=request.user_id.encode(), value=message.value)
+            await by_user.send(key=request.user_id.encode(), value=message.value,
+                               headers=with_trace(message.headers, trace))
 
     @app.agent(by_user, name="moderation-classify")
     async def classify(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             raw = event.message.value
+            headers = header_list(event.message.headers)
             request = ChatRequest.model_validate_json(raw)  # validated upstream
-            bound = log.bind(request_id=request.request_id,
+            trace = RequestTrace.from_headers(headers) or RequestTrace.next_hop(headers)
+            bound = log.bind(request_id=request.request_id, trace_id=trace.trace_id,
                              conversation_id=request.conversation_id, user_id=request.user_id)
             state = AbuseState.from_json(abuse_scores.get(request.user_id))
             decision = await runtime.assess(request, state)
             if decision.abuse is not None:
                 abuse_scores[request.user_id] = decision.abuse.to_json()
-            await runtime.publish(request, raw, decision)
+            await runtime.publish(request, raw, decision, trace, headers)
             bound.info("moderated", action=decision.verdict.action,
                        flagged=list(decision.flagged), pii=len(decision.verdict.pii),
                        abuse_score=round(decision.abuse.score, 3) if decision.abuse else None)
