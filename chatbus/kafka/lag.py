@@ -1,0 +1,151 @@
+"""Consumer-group lag as the broker sees it: end offset minus committed offset, per partition.
+
+``chatbus ops lag`` prints it, the workers and the archiver export it as
+``chatbus_consumer_lag_records`` (a group with no live member still has lag on the broker, which
+is what an autoscaler such as KEDA reads too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from chatbus.kafka.factories import kafka_unavailable
+from chatbus.kafka.topic_setup import admin_client
+from chatbus.logging import get_logger
+from chatbus.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    end_offset: int
+    committed: int | None  # None: the group never committed on this partition
+    log_start: int
+
+    @property
+    def lag(self) -> int:
+        """Records produced and not yet committed by the group."""
+        done = self.committed if self.committed is not None else self.log_start
+        return max(0, self.end_offset - done)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self) | {"lag": self.lag}
+
+
+async def log_offsets(settings: Settings, topics: list[str]
+                      ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The first and the end offset of every partition of ``topics`` (missing topics skipped)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                client_id=f"{settings.kafka_client_id}-offsets")
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise kafka_unavailable(settings, exc) from exc
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}, {}
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        return dict(starts), dict(ends)
+    finally:
+        await consumer.stop()
+
+
+async def group_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    """The offsets ``group`` committed (empty for an unknown group)."""
+    async with admin_client(settings) as admin:
+        committed = await admin.list_consumer_group_offsets(group)
+    return {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+
+
+async def list_groups(settings: Settings) -> list[str]:
+    async with admin_client(settings) as admin:
+        return sorted(g[0] for g in await admin.list_consumer_groups())
+
+
+async def group_lag(settings: Settings, groups: list[str] | None = None,
+                    topic_prefix: str | None = None) -> list[PartitionLag]:
+    """Lag of ``groups`` (default: every group whose name starts with the deployment's prefix)
+    on every partition they committed to or subscribe through their members' assignments."""
+    prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
+    if groups is None:
+        groups = [g for g in await list_groups(settings) if g.startswith(prefix)]
+    committed = {g: await group_offsets(settings, g) for g in groups}
+    assigned = await _assigned_partitions(settings, groups)
+    topics = sorted({tp.topic for g in groups
+                     for tp in set(committed[g]) | assigned.get(g, set())})
+    starts, ends = await log_offsets(settings, topics)
+    rows = []
+    for g in groups:
+        wanted = {tp.topic for tp in set(committed[g]) | assigned.get(g, set())}
+        for tp in sorted(ends, key=lambda t: (t.topic, t.partition)):
+            if tp.topic in wanted:
+                rows.append(PartitionLag(g, tp.topic, tp.partition, ends[tp],
+                                         committed[g].get(tp), starts[tp]))
+    return rows
+
+
+async def _assigned_partitions(settings: Settings, groups: list[str]
+                               ) -> dict[str, set[TopicPartition]]:
+    """Partitions assigned to the live members of each group (topics they subscribe to)."""
+    if not groups:
+        return {}
+    from aiokafka.protocol.group import MemberAssignment
+
+    out: dict[str, set[TopicPartition]] = {}
+    async with admin_client(settings) as admin:
+        described = await admin.describe_consumer_groups(groups)
+    for response in described:
+        for group in response.groups:
+            group_id, members = group[1], group[5]
+            for member in members:
+                raw = member[4]
+                with contextlib.suppress(Exception):  # a non-consumer protocol's bytes
+                    decoded = MemberAssignment.decode(raw)
+                    for topic, partitions in decoded.assignment:
+                        out.setdefault(group_id, set()).update(
+                            TopicPartition(topic, p) for p in partitions)
+    return out
+
+
+class LagReporter:
+    """Exports ``chatbus_consumer_lag_records`` for one group every ``interval_s`` seconds."""
+
+    def __init__(self, settings: Settings, group: str, *, interval_s: float = 10.0) -> None:
+        self.settings, self.group, self.interval_s = settings, group, interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"lag-{self.group}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        from chatbus.metrics import CONSUMER_LAG
+
+        while True:
+            try:
+                for row in await group_lag(self.settings, [self.group]):
+                    CONSUMER_LAG.labels(row.group, row.topic, str(row.partition)).set(row.lag)
+            except Exception as exc:  # noqa: BLE001 - a metric must never stop the process
+                log.warning("lag_report_failed", group=self.group, error=str(exc))
+            await asyncio.sleep(self.interval_s)
