@@ -86,7 +86,7 @@ class RequestTrace:
     def stamp(self, hop: Hop, at_ms: float | None = None) -> float:
         """Record ``hop`` now (or at ``at_ms``), replacing an earlier stamp of it."""
         value = now_ms() if at_ms is None else round(at_ms, 3)
-        self.stamps[hop] = value
+        self.stamps[hop.value] = value
         return value
 
     def absorb(self, headers: Headers) -> TraceParent | None:
