@@ -16,7 +16,7 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str) -> None:
     click.secho(f"error: {exc}", fg="red", err=True)
     sys.exit(1)
 
@@ -338,49 +338,94 @@ def infra_status() -> None:
 
 
 # --- pipeline -------------------------------------------------------------------------------
-PIPELINE = ("processors", "worker", "gateway")
-
-
 def stop_pipeline(settings: Settings) -> None:
-    from infra.local import process
+    """Stop the supervisor, which stops every replica (gateway first, each draining)."""
+    from infra.local import process, supervisor
 
-    for name in reversed(PIPELINE):  # the gateway first: nothing new reaches the worker
-        process.stop(settings, name)
+    process.stop(settings, "supervisor", timeout=150.0)
+    # replicas left by a supervisor that was killed: stop them too, in the same order
+    names = [p.stem for p in settings.run_dir.glob("*.pid")
+             if supervisor.component_of(p.stem) in supervisor.COMPONENTS]
+    order = {c: i for i, c in enumerate(reversed(supervisor.START_ORDER))}
+    for name in sorted(names, key=lambda n: order[supervisor.component_of(n)]):
+        process.stop(settings, name,
+                     timeout=supervisor.COMPONENTS[supervisor.component_of(name)].stop_timeout_s)
 
 
 @main.group()
 def pipeline() -> None:
-    """The chatbus components (inference worker, gateway) running in the background."""
+    """The chatbus components (processors, archiver, workers, gateway) under a local supervisor."""
 
 
 @pipeline.command("up")
-def pipeline_up() -> None:
-    """Start the pipeline's processes in the background (idempotent)."""
-    from infra.local import process
+@click.option("--only", "only", multiple=True, type=click.Choice(
+    ["processors", "archiver", "worker", "gateway"]), help="Run only this component (repeatable).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until every component answers /readyz.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Start the supervisor in the background; it starts each component and restarts a crashed
+    one with backoff (idempotent)."""
+    import time
+
+    from chatbus.ops.probes import probe
+    from infra.local import process, supervisor
 
     settings = _settings()
-    argv: dict[str, list[str]] = {
-        name: [sys.executable, "-m", "chatbus.cli", name] for name in PIPELINE}
-    for name in PIPELINE:
-        pid = process.running_pid(settings, name)
-        if pid:
-            click.echo(f"{name} already running (pid {pid})")
-            continue
-        if name == "gateway":
-            from infra.local.ports import ensure_free
+    pid = process.running_pid(settings, "supervisor")
+    if pid:
+        click.echo(f"supervisor already running (pid {pid})")
+    else:
+        from infra.local.ports import ensure_free
 
-            try:
+        components = only or supervisor.START_ORDER
+        try:
+            if "gateway" in components:
                 ensure_free(settings.gateway_port, "CHATBUS_GATEWAY_PORT", settings.gateway_host)
-            except ChatbusError as exc:
-                _fail(exc)
-        pid = process.spawn(settings, name, argv[name])
-        click.echo(f"{name} started (pid {pid}); log: {settings.log_dir / (name + '.log')}")
+        except ChatbusError as exc:
+            _fail(exc)
+        supervisor.write_desired(settings, supervisor.default_desired(settings, tuple(components)))
+        pid = process.spawn(settings, "supervisor", [sys.executable, "-m", "chatbus.cli",
+                                                     "supervise"])
+        click.echo(f"supervisor started (pid {pid}); logs: {settings.log_dir}/")
+    if not wait:
+        return
+    desired = supervisor.read_desired(settings)
+    expected = sum(desired.replicas.values())
+    deadline, shown = time.monotonic() + timeout, set()
+    while True:
+        status = supervisor.read_status(settings)
+        for name, row in sorted(status.items()):
+            if name not in shown and row.get("state") == "running" and probe(
+                    "127.0.0.1", int(row["port"]), "/readyz").ok:  # type: ignore[call-overload]
+                shown.add(name)
+                click.echo(f"  {name} ready (pid {row.get('pid')}, port {row.get('port')})")
+        if len(shown) >= expected:
+            return
+        if process.running_pid(settings, "supervisor") is None:
+            _fail(f"the supervisor exited; see {settings.log_dir / 'supervisor.log'}")
+        if time.monotonic() > deadline:
+            waiting = sorted(set(status) - shown)
+            _fail(f"not ready after {timeout:.0f} s: {', '.join(waiting) or 'nothing started'}; "
+                  f"see {settings.log_dir}/<name>.log and `chatbus ops status`")
+        time.sleep(0.5)  # polling readiness until the deadline
 
 
 @pipeline.command("down")
 def pipeline_down() -> None:
-    """Stop the pipeline's processes (SIGTERM: they drain first)."""
+    """Stop the pipeline: the supervisor stops each component (SIGTERM: they drain first)."""
     stop_pipeline(_settings())
+
+
+@main.command(hidden=True)
+def supervise() -> None:
+    """Run the local supervisor in the foreground (`chatbus pipeline up` starts it)."""
+    from chatbus.logging import configure_logging
+    from infra.local.supervisor import Supervisor
+
+    settings = _settings()
+    configure_logging(settings, component="supervisor")
+    Supervisor(settings).run()
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -397,9 +442,11 @@ def schemas_cmd(check: bool) -> None:
 # --- commands defined beside what they drive ------------------------------------------------
 def _register_subcommands() -> None:
     from analytics.cli import analytics, simulate
+    from chatbus.ops.cli import ops
 
     main.add_command(analytics)
     main.add_command(simulate)
+    main.add_command(ops)
 
 
 _register_subcommands()

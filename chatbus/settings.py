@@ -188,6 +188,16 @@ class Settings(BaseSettings):
     hadoop_aws_version: str | None = Field(
         None, description="hadoop-aws release for s3a:// (default: pyspark's Hadoop version).")
 
+    # --- the local supervisor (infra/local/supervisor.py, `make run`, `chatbus ops`) -------
+    local_worker_replicas: int = Field(1, ge=0, description="Inference workers the local "
+                                       "supervisor starts (change it live: chatbus ops scale).")
+    local_metrics_base_port: int = Field(
+        39100, ge=1024, le=65000, description="Local components serve /metrics, /livez and "
+        "/readyz from here up: processors +0, archiver +1, worker-N +1+N (the gateway: its port).")
+    local_restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait before the supervisor restarts a component that "
+        "keeps crashing (the wait doubles from 1 s per crash in a row).")
+
     # --- observability -------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from prometheus_client import start_http_server
-
 from chatbus.errors import ConfigurationError
+from chatbus.health import Health, HealthServer
+from chatbus.kafka.lag import LagReporter
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from inference_consumers.engine import InferenceEngine
-from inference_consumers.worker import InferenceWorker
+from inference_consumers.worker import InferenceWorker, group_id_for
 
 log = get_logger(__name__)
 
@@ -29,17 +29,37 @@ def build_engine(settings: Settings) -> InferenceEngine:
                               max_batch=settings.max_inflight, sampling=settings.engine_sampling)
 
 
+async def _beat(health: Health, worker: InferenceWorker) -> None:
+    """Liveness: the event loop turns and the worker's loops run."""
+    while True:
+        if worker.running:
+            health.beat("worker")
+        await asyncio.sleep(1.0)
+
+
 async def run_worker(settings: Settings) -> None:
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    health = Health("worker")
+    server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
+    if server:
+        server.start()
     worker = InferenceWorker(settings, build_engine(settings))
+    lag = LagReporter(settings, group_id_for(settings, settings.model_name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await worker.start()
+    beat = asyncio.create_task(_beat(health, worker), name="health-beat")
     try:
+        await worker.start()
+        await lag.start()
+        health.set_ready(True, f"model {settings.model_name} loaded, consuming")
         await stop.wait()
         log.info("stop_signal", worker_id=worker.worker_id, inflight=worker.inflight)
+        health.set_ready(False, "draining")
     finally:
+        await lag.stop()
         await worker.stop()
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        if server:
+            server.stop()

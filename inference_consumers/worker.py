@@ -162,6 +162,12 @@ class InferenceWorker:
     def inflight(self) -> int:
         return len(self._active)
 
+    @property
+    def running(self) -> bool:
+        """Started, not stopping, and its consume and control loops are alive."""
+        return (self._started and not self._stopping and bool(self._background)
+                and not any(task.done() for task in self._background))
+
     # --- loops -----------------------------------------------------------------------------
     async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop``; a broker hiccup restarts it with backoff instead of killing the worker."""

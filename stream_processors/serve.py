@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import faust
-from prometheus_client import start_http_server
 
+from chatbus.health import Health, HealthServer
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from stream_processors.app import create_app
@@ -17,9 +17,18 @@ log = get_logger(__name__)
 
 def run_processors(settings: Settings) -> None:
     """Start the app as a Faust worker; returns (exits) when the worker stops."""
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    health = Health("processors")
+    server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
+    if server:
+        server.start()
     app = create_app(settings)
+
+    @app.timer(1.0)
+    async def beat() -> None:
+        """Runs once the app (its agents, tables and the classifier) has started."""
+        health.beat("faust")
+        health.set_ready(True, "agents running")
+
     ensure_app_topics_sync(settings, app)
     log.info("processors_starting", app_id=app.conf.id, broker=settings.kafka_bootstrap)
     worker = faust.Worker(app, loglevel=max(logging.WARNING, logging.getLogger().level),

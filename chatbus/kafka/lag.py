@@ -76,49 +76,37 @@ async def list_groups(settings: Settings) -> list[str]:
         return sorted(g[0] for g in await admin.list_consumer_groups())
 
 
-async def group_lag(settings: Settings, groups: list[str] | None = None,
-                    topic_prefix: str | None = None) -> list[PartitionLag]:
-    """Lag of ``groups`` (default: every group whose name starts with the deployment's prefix)
-    on every partition they committed to or subscribe through their members' assignments."""
-    prefix = settings.topic_prefix if topic_prefix is None else topic_prefix
+def known_subscriptions(settings: Settings) -> dict[str, set[str]]:
+    """The topics chatbus's own groups consume, so a group that has not committed yet still
+    shows its lag (from the log's start)."""
+    from schemas.topics import TopicName
+
+    every = {settings.topic(t.value) for t in TopicName}
+    out = {settings.topic(settings.archive_group): every}
+    for model in settings.served_models:
+        out[f"{settings.topic_prefix}chatbus.inference.{model}"] = {
+            settings.topic(settings.inference_input_topic)}
+    return out
+
+
+async def group_lag(settings: Settings, groups: list[str] | None = None) -> list[PartitionLag]:
+    """Lag of ``groups`` (default: every group on the broker whose name starts with the
+    deployment's topic prefix, plus chatbus's own groups) on every partition of the topics they
+    committed on or, for chatbus's groups, subscribe to."""
+    known = known_subscriptions(settings)
     if groups is None:
-        groups = [g for g in await list_groups(settings) if g.startswith(prefix)]
+        on_broker = [g for g in await list_groups(settings) if g.startswith(settings.topic_prefix)]
+        groups = sorted(set(on_broker) | set(known))
     committed = {g: await group_offsets(settings, g) for g in groups}
-    assigned = await _assigned_partitions(settings, groups)
-    topics = sorted({tp.topic for g in groups
-                     for tp in set(committed[g]) | assigned.get(g, set())})
-    starts, ends = await log_offsets(settings, topics)
+    wanted = {g: {tp.topic for tp in committed[g]} | known.get(g, set()) for g in groups}
+    starts, ends = await log_offsets(settings, sorted(set().union(*wanted.values())))
     rows = []
     for g in groups:
-        wanted = {tp.topic for tp in set(committed[g]) | assigned.get(g, set())}
         for tp in sorted(ends, key=lambda t: (t.topic, t.partition)):
-            if tp.topic in wanted:
+            if tp.topic in wanted[g]:
                 rows.append(PartitionLag(g, tp.topic, tp.partition, ends[tp],
                                          committed[g].get(tp), starts[tp]))
     return rows
-
-
-async def _assigned_partitions(settings: Settings, groups: list[str]
-                               ) -> dict[str, set[TopicPartition]]:
-    """Partitions assigned to the live members of each group (topics they subscribe to)."""
-    if not groups:
-        return {}
-    from aiokafka.protocol.group import MemberAssignment
-
-    out: dict[str, set[TopicPartition]] = {}
-    async with admin_client(settings) as admin:
-        described = await admin.describe_consumer_groups(groups)
-    for response in described:
-        for group in response.groups:
-            group_id, members = group[1], group[5]
-            for member in members:
-                raw = member[4]
-                with contextlib.suppress(Exception):  # a non-consumer protocol's bytes
-                    decoded = MemberAssignment.decode(raw)
-                    for topic, partitions in decoded.assignment:
-                        out.setdefault(group_id, set()).update(
-                            TopicPartition(topic, p) for p in partitions)
-    return out
 
 
 class LagReporter:

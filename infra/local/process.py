@@ -33,6 +33,14 @@ log = structlog.get_logger(__name__)
 # Popen objects of the children this process started: kept so they are reaped (no zombies, no
 # ResourceWarning) while this process lives; the children do not depend on it.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# exit statuses of reaped children (negative: killed by that signal), for supervisors
+_exit_codes: dict[int, int] = {}
+
+
+def exit_code(pid: int) -> int | None:
+    """How a child this process started ended (None: still running, or not our child)."""
+    is_alive(pid)
+    return _exit_codes.get(pid)
 
 
 def pid_file(settings: Settings, name: str) -> Path:
@@ -76,6 +84,7 @@ def is_alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         _children.pop(pid, None)
+        _exit_codes[pid] = child.returncode
         return False
     fields = _stat_fields(pid)
     if fields is None:
@@ -118,7 +127,12 @@ def _reap(pid: int) -> None:
     child = _children.pop(pid, None)
     try:
         if child is not None:
-            child.poll()
+            # a multi-threaded leader shows as a zombie before its last thread is gone, and
+            # cannot be waited for until then: wait that moment out to learn its exit status
+            try:
+                _exit_codes[pid] = child.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                _children[pid] = child
         else:
             os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -305,3 +319,18 @@ def stop(settings: Settings, name: str, timeout: float = 10.0) -> bool:
     if left:
         raise RuntimeError(f"{name}: processes {left} survived SIGKILL")
     return True
+
+
+def send_signal(settings: Settings, name: str, sig: signal.Signals) -> int | None:
+    """Signal our process ``name`` (its whole process group) without waiting; returns its PID, or
+    None when it is not running. For callers that wait on their own terms (a supervisor)."""
+    pid = running_pid(settings, name)
+    if pid is None:
+        return None
+    _signal_group(pid, sorted(set(group_members(pid)) | {pid}), sig)
+    return pid
+
+
+def forget(settings: Settings, name: str) -> None:
+    """Remove the files of a process that has ended."""
+    _remove_files(settings, name)

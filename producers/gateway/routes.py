@@ -91,8 +91,16 @@ async def list_models(request: Request) -> ModelList:
                            for name in runtime.settings.served_models])
 
 
+@router.get("/livez")
+async def livez() -> JSONResponse:
+    """Answering at all means the event loop runs."""
+    return JSONResponse({"component": "gateway", "status": "ok"})
+
+
 @router.get("/health")
+@router.get("/readyz")
 async def health(request: Request) -> JSONResponse:
+    """Ready while this gateway holds the lease on its reply partition."""
     runtime = runtime_of(request)
     lease = runtime.lease
     healthy = lease.partition is not None and not lease.lost

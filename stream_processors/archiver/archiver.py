@@ -92,15 +92,16 @@ class Archiver:
                                  session_timeout_ms=self.settings.session_timeout_ms,
                                  heartbeat_interval_ms=self.settings.heartbeat_interval_ms)
         consumer.subscribe(topics=sorted(self._registry), listener=_Rebalance(self))
+        self._consumer = consumer  # the first assignment may arrive while start() runs
         try:
             await consumer.start()
         except KafkaError as exc:
+            self._consumer = None
             await consumer.stop()
             raise ServiceUnavailable(
                 f"archiver cannot reach Kafka at {self.settings.kafka_bootstrap} ({exc}); "
                 "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
             ) from exc
-        self._consumer = consumer
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="archiver")
         log.info("archiver_started", group=self.group, topics=sorted(self._registry.values()),
@@ -286,6 +287,22 @@ class Archiver:
                              partition=tp.partition, records=len(dropped))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Resume each partition where :func:`resume_point` says; an object store that cannot
+        be read is waited for (consuming before knowing the pending ranges could overlap)."""
+        attempt = 0
+        while True:
+            try:
+                await self._resume(assigned)
+                return
+            except ServiceUnavailable as exc:
+                delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+                attempt += 1
+                self.health.set_ready(False, f"object store unavailable: {exc}")
+                log.warning("archive_resume_failed", error=str(exc), retry_in_s=delay)
+                self.health.beat("consume")
+                await asyncio.sleep(delay)
+
+    async def _resume(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         if assigned:

@@ -1,0 +1,324 @@
+"""The local supervisor behind ``make run``: keeps the pipeline's processes at their desired count.
+
+It runs in the background (``chatbus supervise``, started by ``chatbus pipeline up``) and, every
+quarter second, reconciles what runs with what is wanted:
+
+* **wanted** comes from ``run_dir/supervisor.desired.json`` (:class:`Desired`), which
+  ``chatbus ops scale`` and ``chatbus ops drain`` rewrite: replicas per component, and the
+  replicas to retire first when scaling down (a drain);
+* a replica that is wanted and not running is started; one that **crashed** is restarted after a
+  backoff that doubles from 1 s per crash in a row (up to ``local_restart_backoff_max_s``) and
+  resets once it has run for a minute;
+* a replica no longer wanted gets SIGTERM (the worker then stops taking work, finishes its streams
+  and leaves its group) and SIGKILL only after its component's stop timeout;
+* what it sees goes to ``run_dir/supervisor.status.json`` for ``chatbus ops status``.
+
+On SIGTERM it stops everything, gateway first (nothing new comes in), processors last, and exits.
+Each replica is a process of :mod:`infra.local.process` (PID file, log in ``log_dir/<name>.log``),
+so a restarted supervisor adopts the replicas that are still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from chatbus.logging import get_logger
+from chatbus.settings import Settings
+from infra.local import process
+
+log = get_logger(__name__)
+
+TICK_S = 0.25
+HEALTHY_RESET_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    name: str
+    scalable: bool  # replicas are named <name>-1, <name>-2, ...; else the one is <name>
+    stop_timeout_s: float
+    port_offset: int | None  # of /metrics, /livez, /readyz; None: the gateway serves its own
+
+
+COMPONENTS: dict[str, Component] = {c.name: c for c in (
+    Component("processors", scalable=False, stop_timeout_s=30.0, port_offset=0),
+    Component("archiver", scalable=True, stop_timeout_s=30.0, port_offset=10),
+    Component("worker", scalable=True, stop_timeout_s=75.0, port_offset=20),  # drains ≤ 30 s
+    Component("gateway", scalable=False, stop_timeout_s=20.0, port_offset=None),
+)}
+START_ORDER = ("processors", "archiver", "worker", "gateway")
+
+
+class Desired(BaseModel):
+    """What should run: replicas per component, and which replicas to retire first."""
+
+    replicas: dict[str, int] = Field(default_factory=dict)
+    retire: list[str] = Field(default_factory=list)
+
+    def count(self, component: str) -> int:
+        return self.replicas.get(component, 0)
+
+
+def default_desired(settings: Settings, components: tuple[str, ...] = START_ORDER) -> Desired:
+    return Desired(replicas={c: (settings.local_worker_replicas if c == "worker" else 1)
+                             for c in components})
+
+
+def desired_path(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.desired.json"
+
+
+def status_path(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.status.json"
+
+
+def read_desired(settings: Settings) -> Desired:
+    try:
+        return Desired.model_validate_json(desired_path(settings).read_text())
+    except FileNotFoundError:
+        return Desired()
+
+
+def write_desired(settings: Settings, desired: Desired) -> None:
+    _write_atomic(desired_path(settings), desired.model_dump_json(indent=2))
+
+
+def read_status(settings: Settings) -> dict[str, dict[str, object]]:
+    try:
+        return json.loads(status_path(settings).read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def component_of(replica: str) -> str:
+    """``worker-2`` → ``worker``; ``gateway`` → ``gateway``."""
+    base, _, index = replica.rpartition("-")
+    return base if index.isdigit() and base in COMPONENTS else replica
+
+
+def index_of(replica: str) -> int:
+    _, _, index = replica.rpartition("-")
+    return int(index) if index.isdigit() else 1
+
+
+def replica_port(settings: Settings, replica: str) -> int:
+    """The port ``replica`` serves /metrics, /livez and /readyz on."""
+    component = COMPONENTS[component_of(replica)]
+    if component.port_offset is None:
+        return settings.gateway_port
+    return settings.local_metrics_base_port + component.port_offset + (
+        index_of(replica) if component.scalable else 0)
+
+
+def wanted_replicas(desired: Desired, running: set[str]) -> list[str]:
+    """The replica names that should run, in start order. Scaling down retires the names in
+    ``desired.retire`` first, then the highest-numbered; scaling up fills the lowest free index
+    (pure logic)."""
+    out: list[str] = []
+    for name in START_ORDER:
+        spec, count = COMPONENTS[name], desired.count(name)
+        if not spec.scalable:
+            out += [name] if count > 0 else []
+            continue
+        current = sorted((r for r in running if component_of(r) == name), key=index_of)
+        keep = [r for r in current if r not in desired.retire][:count]
+        index = 1
+        while len(keep) < count:
+            candidate = f"{name}-{index}"
+            if candidate not in keep and candidate not in desired.retire:
+                keep.append(candidate)
+            index += 1
+        out += sorted(keep, key=index_of)
+    return out
+
+
+@dataclass
+class Replica:
+    name: str
+    pid: int | None = None
+    started_at: float = 0.0  # wall clock
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    next_start_at: float = 0.0  # monotonic
+    last_exit: int | None = None
+    stopping_since: float | None = None  # monotonic
+    port: int = 0
+    worker_id: str | None = None
+    _started_mono: float = field(default=0.0, repr=False)
+
+
+class Supervisor:
+    """Reconciles the running replicas with :class:`Desired` until told to stop."""
+
+    def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
+        self.settings = settings
+        self.python = python
+        self.replicas: dict[str, Replica] = {}
+        self.stopped: dict[str, int | None] = {}  # retired replicas → how they exited
+        self._stop = False
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self._adopt()
+        log.info("supervisor_started", desired=read_desired(self.settings).model_dump())
+        while not self._stop:
+            self.reconcile()
+            self._write_status()
+            time.sleep(TICK_S)  # the reconcile period, not a wait for an event
+        self.shutdown()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _adopt(self) -> None:
+        """Replicas a previous supervisor started and that still run are ours again."""
+        for path in self.settings.run_dir.glob("*.pid"):
+            name = path.stem
+            if component_of(name) in COMPONENTS:
+                pid = process.running_pid(self.settings, name)
+                if pid:
+                    self.replicas[name] = Replica(name, pid=pid, started_at=time.time(),
+                                                  port=replica_port(self.settings, name),
+                                                  _started_mono=time.monotonic())
+
+    def reconcile(self) -> None:
+        now = time.monotonic()
+        desired = read_desired(self.settings)
+        live = {name for name, r in self.replicas.items()
+                if r.pid is not None and r.stopping_since is None}
+        wanted = wanted_replicas(desired, live)
+        for name, replica in list(self.replicas.items()):
+            if name not in wanted and replica.pid is not None and replica.stopping_since is None:
+                self._terminate(replica, now)
+            if replica.stopping_since is not None:
+                self._progress_stop(replica, now)
+        for name in wanted:
+            replica = self.replicas.setdefault(
+                name, Replica(name, port=replica_port(self.settings, name)))
+            if replica.stopping_since is not None:
+                continue  # retired a moment ago and not gone yet; started again once gone
+            if replica.pid is not None:
+                if process.running_pid(self.settings, name) == replica.pid:
+                    if now - replica._started_mono > HEALTHY_RESET_S:
+                        replica.crashes_in_a_row = 0
+                    continue
+                self._crashed(replica, now)
+            if now >= replica.next_start_at:
+                self._start(replica, now)
+        # forget replicas that are gone and no longer wanted
+        for name in [n for n, r in self.replicas.items()
+                     if n not in wanted and r.pid is None and r.stopping_since is None]:
+            self.stopped[name] = self.replicas.pop(name).last_exit
+        for name in wanted:
+            self.stopped.pop(name, None)
+        if desired.retire:
+            gone = [n for n in desired.retire if n not in self.replicas]
+            if gone:
+                write_desired(self.settings, desired.model_copy(
+                    update={"retire": [n for n in desired.retire if n not in gone]}))
+
+    def _start(self, replica: Replica, now: float) -> None:
+        name = replica.name
+        env = {"CHATBUS_METRICS_PORT": str(replica.port)}
+        if component_of(name) == "worker":
+            replica.worker_id = f"{name}.{socket.gethostname()}.{secrets.token_hex(2)}"
+            env["CHATBUS_WORKER_ID"] = replica.worker_id
+        argv = [self.python, "-m", "chatbus.cli", component_of(name)]
+        try:
+            replica.pid = process.spawn(self.settings, name, argv, env=env)
+        except Exception as exc:  # noqa: BLE001 - a start that fails is a crash: back off
+            log.error("replica_start_failed", replica=name, error=str(exc))
+            replica.crashes_in_a_row += 1
+            replica.next_start_at = now + self._backoff(replica)
+            return
+        replica.started_at, replica._started_mono = time.time(), now
+        replica.last_exit = None
+        log.info("replica_started", replica=name, pid=replica.pid, port=replica.port,
+                 restarts=replica.restarts)
+
+    def _crashed(self, replica: Replica, now: float) -> None:
+        assert replica.pid is not None
+        replica.last_exit = process.exit_code(replica.pid)
+        process.forget(self.settings, replica.name)
+        replica.pid = None
+        replica.restarts += 1
+        replica.crashes_in_a_row += 1
+        delay = self._backoff(replica)
+        replica.next_start_at = now + delay
+        log.warning("replica_crashed", replica=replica.name, exit_code=replica.last_exit,
+                    restart_in_s=delay, restarts=replica.restarts,
+                    log=str(process.log_file(self.settings, replica.name)))
+
+    def _backoff(self, replica: Replica) -> float:
+        return float(min(self.settings.local_restart_backoff_max_s,
+                         2 ** max(0, replica.crashes_in_a_row - 1)))
+
+    def _terminate(self, replica: Replica, now: float) -> None:
+        log.info("replica_stopping", replica=replica.name, pid=replica.pid)
+        process.send_signal(self.settings, replica.name, signal.SIGTERM)
+        replica.stopping_since = now
+
+    def _progress_stop(self, replica: Replica, now: float) -> None:
+        assert replica.stopping_since is not None
+        if replica.pid is None or process.running_pid(self.settings, replica.name) is None:
+            if replica.pid is not None:
+                replica.last_exit = process.exit_code(replica.pid)
+            process.forget(self.settings, replica.name)
+            log.info("replica_stopped", replica=replica.name, exit_code=replica.last_exit)
+            replica.pid, replica.stopping_since = None, None
+            return
+        timeout = COMPONENTS[component_of(replica.name)].stop_timeout_s
+        if now - replica.stopping_since > timeout:
+            log.warning("replica_killed", replica=replica.name, after_s=timeout)
+            process.send_signal(self.settings, replica.name, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        """Stop every replica, one component at a time: gateway, workers, archiver, processors."""
+        for component in reversed(START_ORDER):
+            group = [r for r in self.replicas.values()
+                     if component_of(r.name) == component and r.pid is not None]
+            for replica in group:
+                if replica.stopping_since is None:
+                    self._terminate(replica, time.monotonic())
+            while any(r.pid is not None for r in group):
+                for replica in group:
+                    self._progress_stop(replica, time.monotonic())
+                self._write_status()
+                time.sleep(TICK_S)  # the stop-progress period
+        self._write_status()
+        log.info("supervisor_stopped")
+
+    def _write_status(self) -> None:
+        status = {}
+        for name, r in sorted(self.replicas.items()):
+            row = {k: v for k, v in asdict(r).items() if not k.startswith("_")}
+            row["component"] = component_of(name)
+            row["state"] = ("stopping" if r.stopping_since is not None else
+                            "running" if r.pid is not None else "backoff")
+            row.pop("next_start_at")
+            row.pop("stopping_since")
+            status[name] = row
+        for name, code in self.stopped.items():
+            status.setdefault(name, {"name": name, "component": component_of(name),
+                                     "state": "stopped", "last_exit": code, "pid": None,
+                                     "port": replica_port(self.settings, name)})
+        _write_atomic(status_path(self.settings), json.dumps(status, indent=2))
