@@ -1,0 +1,140 @@
+"""Read one topic of the archive (:mod:`schemas.archive`) as a Spark DataFrame.
+
+The schema is derived from the event models of :mod:`schemas.events` (plus the ``kafka_*``
+coordinates of :func:`schemas.archive.archived_record`), so Spark parses JSON straight into typed
+columns instead of sampling the files to infer one, and a field the contract adds shows up here
+with no edit. Records archived more than once (at-least-once delivery into the archive) are
+dropped by their Kafka coordinates; records the archiver kept as invalid (``invalid`` set) are
+left out.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from chatbus.errors import ChatbusError
+from schemas.events import (
+    CancelRequest,
+    ChatRequest,
+    Completion,
+    DeadLetter,
+    Envelope,
+    ModerationVerdict,
+    TokenChunk,
+)
+from schemas.topics import TopicName
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+TOPIC_EVENTS: dict[str, type[Envelope]] = {
+    TopicName.REQUESTS: ChatRequest,
+    TopicName.REQUESTS_APPROVED: ChatRequest,
+    TopicName.TOKENS: TokenChunk,
+    TopicName.COMPLETIONS: Completion,
+    TopicName.MODERATION: ModerationVerdict,
+    TopicName.CONTROL: CancelRequest,
+    TopicName.DLQ: DeadLetter,
+}
+KAFKA_COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")
+
+
+class ArchiveNotFound(ChatbusError):
+    """No archived objects where the job was told to read."""
+
+
+def _spark_type(annotation: Any) -> DataType:
+    from pyspark.sql import types as T
+
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Annotated:
+        return _spark_type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return _spark_type(args[0]) if len(args) == 1 else T.StringType()
+    if origin is Literal:
+        return _spark_type(type(args[0]))
+    if origin is list:
+        return T.ArrayType(_spark_type(args[0]))
+    if origin is dict:
+        return T.MapType(T.StringType(), _spark_type(args[1]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return model_schema(annotation)
+    simple: dict[Any, DataType] = {str: T.StringType(), int: T.LongType(),
+                                   float: T.DoubleType(), bool: T.BooleanType(),
+                                   datetime: T.TimestampType()}
+    if annotation in simple:
+        return simple[annotation]
+    raise TypeError(f"no Spark type for {annotation!r}")
+
+
+def model_schema(model: type[BaseModel]) -> StructType:
+    """The Spark schema of a pydantic model's JSON form."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField(name, _spark_type(field.annotation), nullable=True)
+                         for name, field in model.model_fields.items()])
+
+
+def topic_schema(topic: str) -> StructType:
+    """The schema of an archived record of ``topic``: event fields + Kafka coordinates."""
+    from pyspark.sql import types as T
+
+    schema = model_schema(TOPIC_EVENTS[topic])
+    for name, kind in (("kafka_topic", T.StringType()), ("kafka_partition", T.LongType()),
+                       ("kafka_offset", T.LongType()), ("kafka_timestamp_ms", T.LongType()),
+                       ("kafka_key", T.StringType()), ("invalid", T.StringType())):
+        schema = schema.add(name, kind, nullable=True)
+    return schema
+
+
+def topic_path(root: str, topic: str) -> str:
+    return f"{root.rstrip('/')}/topic={topic}/"
+
+
+def read_topic(spark: SparkSession, root: str, topic: str, *,
+               dedupe_by: tuple[str, ...] | None = KAFKA_COORDINATES) -> DataFrame:
+    """The valid records of one topic under the archive ``root`` (local path or s3a://), without
+    duplicates by ``dedupe_by`` (the Kafka coordinates by default; a business key such as
+    ``request_id`` also drops an event the bus delivered twice; None keeps everything)."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    path = topic_path(root, topic)
+    try:
+        frame = (spark.read.schema(topic_schema(topic))
+                 .option("mode", "PERMISSIVE")
+                 .option("recursiveFileLookup", "true")  # dt=/hour= are not columns we need
+                 .option("pathGlobFilter", "*.jsonl.gz")
+                 .json(path))
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
+            raise ArchiveNotFound(
+                f"no archive of {topic} at {path}: run `chatbus simulate --to archive "
+                f"--output {root}` for synthetic data, or start the archiver "
+                "(`make run`) and let it flush") from None
+        raise
+    frame = frame.where(F.col("invalid").isNull()).drop("invalid")
+    if dedupe_by:
+        frame = frame.dropDuplicates(list(dedupe_by))
+    return frame
+
+
+def assert_archive(spark: SparkSession, root: str) -> None:
+    """Raise :class:`ArchiveNotFound` (saying what to do) when ``root`` holds no archive."""
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(topic_path(root, TopicName.REQUESTS))
+    fs = path.getFileSystem(hadoop_conf)
+    if not fs.exists(path):
+        raise ArchiveNotFound(
+            f"no archive at {root} (no topic={TopicName.REQUESTS.value}/ under it): run "
+            f"`chatbus simulate --to archive --output {root}` for synthetic data, or start the "
+            "archiver (`make run`) and let it flush")
