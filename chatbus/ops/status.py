@@ -13,9 +13,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     from infra.local import manager, process, supervisor
 
     rows: list[dict[str, Any]] = []
-    for service in manager.status(settings):
-        rows.append({"name": service.name, "kind": "service", "healthy": bool(service.healthy),
-                     "pid": service.pid, "detail": service.detail})
+    for service in manager.select(None):  # healthy when it answers, whoever started it
+        pid = process.running_pid(settings, service.name)
+        try:
+            detail, healthy = service.check(settings, timeout=2.0), True
+        except Exception as exc:  # noqa: BLE001 - a failed probe is a status, not an error
+            detail, healthy = f"unreachable: {type(exc).__name__}: {exc}", False
+        rows.append({"name": service.name, "kind": "service", "healthy": healthy, "pid": pid,
+                     "detail": detail + ("" if pid else " (not started by this checkout)")})
     pid = process.running_pid(settings, "supervisor")
     rows.append({"name": "supervisor", "kind": "process", "healthy": pid is not None, "pid": pid,
                  "detail": f"pid {pid}" if pid else "not running (make run / chatbus pipeline "

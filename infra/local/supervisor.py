@@ -251,7 +251,6 @@ class Supervisor:
             replica.next_start_at = now + self._backoff(replica)
             return
         replica.started_at, replica._started_mono = time.time(), now
-        replica.last_exit = None
         log.info("replica_started", replica=name, pid=replica.pid, port=replica.port,
                  restarts=replica.restarts)
 

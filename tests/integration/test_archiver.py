@@ -167,9 +167,12 @@ async def test_sigkill_in_the_middle_of_a_flush_then_restart_archives_every_offs
     while kills < 6 and (kills < 2 or not interrupted):
         before = len(_manifest(settings))
         proc = _start_archiver(settings, tmp_path / "archiver.log")
+        def three_more_or_exited(proc: subprocess.Popen[bytes] = proc, b: int = before) -> bool:
+            return len(_manifest(settings)) >= b + 3 or proc.poll() is not None
+
         try:
-            poll_until(lambda b=before: len(_manifest(settings)) >= b + 3 or proc.poll() is not None,
-                       timeout_s=90, interval=0.02, what="three more objects archived")
+            poll_until(three_more_or_exited, timeout_s=90, interval=0.02,
+                       what="three more objects archived")
             assert proc.poll() is None, (tmp_path / "archiver.log").read_text()[-3000:]
         finally:
             proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,53 @@
+"""The local supervisor's pure logic: replica names, ports, which replicas to keep, backoff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatbus.settings import Settings
+from infra.local.supervisor import (
+    Desired,
+    Replica,
+    Supervisor,
+    component_of,
+    replica_port,
+    wanted_replicas,
+)
+
+
+def test_replica_names_map_back_to_their_component() -> None:
+    assert component_of("worker-12") == "worker"
+    assert component_of("gateway") == "gateway"
+    assert component_of("supervisor") == "supervisor"  # not a component: left as is
+
+
+def test_each_replica_has_its_own_health_port_and_the_gateway_uses_its_own() -> None:
+    settings = Settings(local_metrics_base_port=40000, gateway_port=8123)
+    ports = [replica_port(settings, r)
+             for r in ("processors", "archiver-1", "worker-1", "worker-2", "gateway")]
+    assert ports == [40000, 40011, 40021, 40022, 8123]
+
+
+def test_scaling_up_fills_the_lowest_free_index_in_start_order() -> None:
+    desired = Desired(replicas={"gateway": 1, "worker": 3, "processors": 1})
+    assert wanted_replicas(desired, {"worker-2"}) == ["processors", "worker-1", "worker-2",
+                                                      "worker-3", "gateway"]
+
+
+def test_scaling_down_retires_the_drained_replica_first_then_the_highest() -> None:
+    running = {"worker-1", "worker-2", "worker-3"}
+    assert wanted_replicas(Desired(replicas={"worker": 2}, retire=["worker-1"]), running) == [
+        "worker-2", "worker-3"]
+    assert wanted_replicas(Desired(replicas={"worker": 1}), running) == ["worker-1"]
+    assert wanted_replicas(Desired(replicas={"worker": 0}), running) == []
+
+
+def test_a_drained_name_is_not_reused_while_it_is_being_retired() -> None:
+    desired = Desired(replicas={"worker": 2}, retire=["worker-2"])
+    assert wanted_replicas(desired, {"worker-1"}) == ["worker-1", "worker-3"]
+
+
+def test_restart_backoff_doubles_per_crash_in_a_row_up_to_the_limit(tmp_path: Path) -> None:
+    supervisor = Supervisor(Settings(state_dir=tmp_path, local_restart_backoff_max_s=10))
+    delays = [supervisor._backoff(Replica("worker-1", crashes_in_a_row=n)) for n in range(1, 7)]
+    assert delays == [1, 2, 4, 8, 10, 10]
