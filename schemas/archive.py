@@ -18,7 +18,7 @@ Layout (one bucket, everything under ``<prefix>/``, default ``archive/``)::
 
 Each line is an :class:`ArchivedRecord`: the event's own fields at the top level (so
 ``timings.time_to_first_token_ms`` is a column of ``topic=chat.completions``), plus the Kafka
-coordinates in ``kafka_*`` fields. A message that is not a valid event keeps its raw bytes in
+coordinates in ``kafka_*`` fields (``kafka_headers``: the record's headers as text, when any). A message that is not a valid event keeps its raw bytes in
 ``raw_b64`` and the reason in ``invalid``.
 """
 
@@ -120,16 +120,20 @@ class PendingRange(BaseModel):
 
 
 KAFKA_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms",
-                "kafka_key")
+                "kafka_key", "kafka_headers")
 
 
 def archived_record(event: dict[str, Any] | None, *, topic: str, partition: int, offset: int,
                     timestamp_ms: int, key: str | None, raw_b64: str | None = None,
-                    invalid: str | None = None) -> dict[str, Any]:
-    """One line of an archive object: the event's fields plus the Kafka coordinates."""
+                    invalid: str | None = None,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """One line of an archive object: the event's fields plus the Kafka coordinates (and the
+    record's headers, e.g. ``traceparent`` and ``chatbus-stamps``, when it had any)."""
     record: dict[str, Any] = dict(event or {})
     record.update(kafka_topic=topic, kafka_partition=partition, kafka_offset=offset,
                   kafka_timestamp_ms=timestamp_ms, kafka_key=key)
+    if headers:
+        record["kafka_headers"] = headers
     if invalid is not None:
         record.update(raw_b64=raw_b64, invalid=invalid)
     return record

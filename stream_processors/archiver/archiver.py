@@ -174,8 +174,9 @@ class Archiver:
 
     def _archived(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
         key = record.key.decode(errors="replace") if record.key is not None else None
+        headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         where = {"topic": topic, "partition": record.partition, "offset": record.offset,
-                 "timestamp_ms": record.timestamp, "key": key}
+                 "timestamp_ms": record.timestamp, "key": key, "headers": headers}
         value = record.value or b""
         try:
             event = json.loads(value)

@@ -95,6 +95,7 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
     assert archived_request["request_id"] == request.request_id
     assert archived_request["messages"][0]["content"] == (  # type: ignore[index]
         "write to [REDACTED:email] about card [REDACTED:payment_card]")
+    assert archived_request["kafka_headers"]["event-type"] == "chat.request"  # type: ignore[index]
     chunk = next(r for r in records if r["kafka_topic"] == "chat.tokens")
     assert chunk["text"] == "call [REDACTED:phone]"
     garbage = next(r for r in records if r["kafka_topic"] == "chat.dlq")
