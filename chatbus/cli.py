@@ -70,6 +70,12 @@ def chat(prompt: str, model: str | None, system: str | None, max_tokens: int | N
             click.echo()
             click.secho(f"[{finish}; conversation {request.conversation_id}]", dim=True,
                         err=True)
+            trace = client.trace(request.request_id)
+            split = trace.breakdown() if trace is not None else None
+            if trace is not None and split is not None:
+                stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in split.stages().items())
+                click.secho(f"[time to first token {split.total_ms:.1f} ms: {stages}; "
+                            f"trace {trace.parent.trace_id}]", dim=True, err=True)
             return finish
 
     try:
