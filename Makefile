@@ -10,10 +10,11 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean bench
+        lint schemas check-schemas chat clean bench bench-inference bench-archiver bench-analytics \
+        report
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -35,13 +36,13 @@ up: install ## Install what is missing and start Kafka, Redis, FerretDB and S3 (
 down: ## Stop everything this checkout started (pipeline and services), by PID
 	@if [ -x $(BIN)/chatbus ]; then $(BIN)/chatbus infra down; else echo "nothing installed"; fi
 
-status: install ## Show the local services and whether they are healthy
-	@$(BIN)/chatbus infra status
+status: install ## Every local service and pipeline component, healthy or not
+	@$(BIN)/chatbus ops status
 
-pipeline-up: install ## Start the processors, the inference worker and the gateway in the background
+pipeline-up: install ## Start the supervisor: processors, archiver, inference worker(s), gateway
 	@$(BIN)/chatbus pipeline up
 
-pipeline-down: install ## Stop the gateway, the inference worker and the processors (they drain first)
+pipeline-down: install ## Stop the pipeline: gateway first, workers drain, processors last
 	@$(BIN)/chatbus pipeline down
 
 run: model up pipeline-up ## Install, start services and pipeline, stream a demo answer
@@ -53,7 +54,8 @@ run: model up pipeline-up ## Install, start services and pipeline, stream a demo
 	@echo "  web UI:  http://$${CHATBUS_GATEWAY_HOST:-127.0.0.1}:$${CHATBUS_GATEWAY_PORT:-8000}/  (sign in with an API key)"
 	@echo "  gateway: http://$${CHATBUS_GATEWAY_HOST:-127.0.0.1}:$${CHATBUS_GATEWAY_PORT:-8000}/v1  (OpenAI-compatible)"
 	@echo "  API key: $(BIN)/chatbus keys create --user $${USER:-alice}   (shown once; send as Authorization: Bearer ...)"
-	@echo "  status:  make status"
+	@echo "  status:  make status   (scale: chatbus ops scale worker --replicas 2; lag: chatbus ops lag)"
+	@echo "  archive: chatbus archive verify; analytics: chatbus analytics report"
 	@echo "  logs:    .chatbus/logs/"
 	@echo "  stop:    make down"
 
@@ -76,9 +78,20 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
 
-bench: model up ## Inference benchmark: ceiling vs transformers serve vs chatbus (BENCH_ARGS=--quick)
+bench: bench-inference bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
+
+bench-inference: model up ## Inference: ceiling vs transformers serve vs chatbus (BENCH_ARGS=--quick)
 	@$(BIN)/pip install -q -e '.[bench]'
 	@$(BIN)/python -m inference_consumers.bench $(BENCH_ARGS)
+
+bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
+	@$(BIN)/python -m stream_processors.archiver.bench $(ARCHIVER_BENCH_ARGS)
+
+bench-analytics: install ## Analytics: the five Spark jobs over 1 million archived events
+	@$(BIN)/python -m analytics.bench $(ANALYTICS_BENCH_ARGS)
+
+report: install ## The analytics report over the archive (HTML with charts)
+	@$(BIN)/chatbus analytics report
 
 clean: down ## Stop everything and remove .chatbus state (keeps the download cache)
 	@rm -rf .chatbus
