@@ -69,12 +69,12 @@ def _job_command(job: str) -> click.Command:
             click.echo(f"{name}: {path}")
         click.secho(f"{job} done in {time.perf_counter() - started:.1f} s", dim=True, err=True)
 
-    command.help = (importlib_doc(job) or f"The {job} job.") + \
+    command.help = (_job_summary(job) or f"The {job} job.") + \
         "\n\nSame as: spark-submit analytics/jobs/" + job + ".py --input ROOT --output DIR"
     return command
 
 
-def importlib_doc(job: str) -> str:
+def _job_summary(job: str) -> str:
     """The first line of a job module's docstring (without importing pyspark)."""
     import importlib
 

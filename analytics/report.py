@@ -201,7 +201,7 @@ def _conversations(tables: dict[str, pd.DataFrame]) -> str:
 def _fairness(tables: dict[str, pd.DataFrame]) -> str:
     import matplotlib.pyplot as plt
 
-    fairness = tables["fairness"]
+    fairness = tables["fairness"].sort_values(["axis", "term"], ascending=False)
     if fairness.empty:
         return "<p>No prompt pairs that differ only in a demographic term were found.</p>"
     labels = [f"{a}: {t} vs {r}" for a, t, r in

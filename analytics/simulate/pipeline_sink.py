@@ -28,7 +28,7 @@ class PipelineResult:
     answered: int = 0
     cancelled: int = 0
     refused: int = 0
-    failed: int = 0
+    failed: int = 0  # no answer before the deadline
     finish_reasons: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -49,7 +49,7 @@ async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: s
                                on_progress: Callable[[int], None] | None = None
                                ) -> PipelineResult:
     """Send ``profile.conversations`` conversations; every answer awaited (or ``timeout_s``)."""
-    from producers.sdk import ChatClient
+    from producers.sdk import ChatClient, ChatError
 
     sim = Simulator(profile)
     result = PipelineResult(conversations=profile.conversations)
@@ -80,19 +80,21 @@ async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: s
                         if cancel and chunk.seq == 0 and not chunk.is_last:
                             await client.cancel(request.request_id)
                         finish = chunk.finish_reason or finish
-                except ChatbusError as exc:  # a refusal arrives as an error chunk
-                    if "content_policy" in str(exc):
-                        result.refused += 1
-                        finish = "content_filter"
-                    else:
-                        result.failed += 1
+                except ChatError as exc:  # the service answered with an error (or a refusal)
+                    finish = "content_filter" if exc.info.code == "content_policy_violation" \
+                        else "error"
+                    result.refused += finish == "content_filter"
+                    if finish == "error":
                         result.errors.append(f"{request.request_id}: {exc}")
-                        return
+                except ChatbusError as exc:  # no answer in time
+                    result.failed += 1
+                    result.errors.append(f"{request.request_id}: {exc}")
+                    return
                 if finish is not None:
                     result.finish_reasons[finish] = result.finish_reasons.get(finish, 0) + 1
-                    result.answered += finish != "content_filter"
+                    result.answered += finish not in ("content_filter", "error")
                     result.cancelled += finish == "cancelled"
-                if finish in ("cancelled", "content_filter"):
+                if finish in ("cancelled", "content_filter", "error"):
                     break
             if on_progress is not None:
                 on_progress(1)

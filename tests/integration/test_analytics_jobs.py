@@ -1,0 +1,397 @@
+"""The analytics jobs over a small simulated archive, checked against aggregates this test
+computes itself, in plain Python and pandas, from the archive's JSON lines (never from the jobs'
+code); ``s3a://`` against the local S3 endpoint; ``spark-submit``; the HTML report.
+
+One Spark session for the module (with the s3a jars, resolved once into the cache).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.lexicon import AXES, REFUSAL_PATTERN, mask, reference
+from analytics.simulate.archive_sink import simulate_to_archive
+from analytics.simulate.generator import Profile
+from analytics.stats import newcombe_difference
+from chatbus.settings import Settings
+from tests.conftest import REPO, base_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.timeout(600)]
+
+PROFILE = Profile(seed=11, conversations=500, days=2, users=60, p_probe=0.4)
+QUANTILES = {"p50": 50, "p95": 95, "p99": 99}
+
+
+# --- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from analytics.spark_session import build_spark
+
+    session = build_spark(base_settings(), "chatbus-tests", s3a=True,
+                          extra={"spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    simulate_to_archive(PROFILE, str(root), base_settings(), jobs=1, records_per_object=500)
+    return root
+
+
+@pytest.fixture(scope="module")
+def events(archive: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every archived record, by topic, read with gzip + json."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for path in sorted(archive.glob("topic=*/dt=*/hour=*/*.jsonl.gz")):
+        for line in gzip.decompress(path.read_bytes()).splitlines():
+            record = json.loads(line)
+            out[record["kafka_topic"]].append(record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def outputs(spark: Any, archive: Path, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, pd.DataFrame]:
+    """Every job run through its ``run(spark, input, output)``; its tables read back."""
+    import importlib
+
+    from analytics.jobs import JOBS
+
+    out_dir = tmp_path_factory.mktemp("tables")
+    tables = {}
+    for job in JOBS:
+        paths = importlib.import_module(f"analytics.jobs.{job}").run(spark, str(archive),
+                                                                     str(out_dir))
+        for name, path in paths.items():
+            tables[name] = pd.read_parquet(path)
+    return tables
+
+
+def _ts(value: str) -> pd.Timestamp:
+    return pd.Timestamp(value).tz_convert("UTC").tz_localize(None)
+
+
+def _ms(later: str, earlier: str) -> float:
+    delta = _ts(later) - _ts(earlier)
+    return delta / pd.Timedelta(microseconds=1) / 1000.0
+
+
+def _prompt(request: dict[str, Any]) -> str:
+    users = [m["content"] for m in request["messages"] if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+# --- the jobs --------------------------------------------------------------------------------
+def test_the_archive_has_every_kind_of_event(events: dict[str, list[dict[str, Any]]]) -> None:
+    completions = events["chat.completions"]
+    reasons = {c["finish_reason"] for c in completions}
+    assert {"stop", "length", "cancelled", "content_filter"} <= reasons
+    assert events["chat.control"] and events["chat.tokens"]
+    assert any(v["flagged"] and v["stage"] == "input" for v in events["chat.moderation"])
+    assert any(v["pii"] for v in events["chat.moderation"])
+    assert len({c["model"] for c in completions}) == 3
+
+
+def test_usage_counts_requests_users_and_tokens_per_day_and_model(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    usage = {c["request_id"]: c["usage"] for c in events["chat.completions"]}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for request in events["chat.requests"]:
+        day = str(_ts(request["created_at"]).date())
+        for model in (request["model"], "(all)"):
+            row = rows.setdefault((day, model), {"requests": 0, "conversations": set(),
+                                                 "users": set(), "answered": 0, "prompt": 0,
+                                                 "completion": 0})
+            row["requests"] += 1
+            row["conversations"].add(request["conversation_id"])
+            row["users"].add(request["user_id"])
+            if request["request_id"] in usage:
+                row["answered"] += 1
+                row["prompt"] += usage[request["request_id"]]["prompt_tokens"]
+                row["completion"] += usage[request["request_id"]]["completion_tokens"]
+    got = outputs["usage_daily"]
+    assert len(got) == len(rows)
+    for r in got.itertuples():
+        want = rows[(str(r.day), r.model)]
+        assert (r.requests, r.conversations, r.active_users, r.answered, r.prompt_tokens,
+                r.completion_tokens, r.total_tokens) == (
+            want["requests"], len(want["conversations"]), len(want["users"]), want["answered"],
+            want["prompt"], want["completion"], want["prompt"] + want["completion"])
+
+
+def test_latency_percentiles_by_model_worker_and_hour(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    requested = {r["request_id"]: r["created_at"] for r in events["chat.requests"]}
+    values: list[tuple[str, str, pd.Timestamp, str, float]] = []
+    answered = {}
+    for c in events["chat.completions"]:
+        if c["worker_id"] == "moderation":
+            continue
+        hour = _ts(requested[c["request_id"]]).floor("h")
+        answered[c["request_id"]] = (c["model"], c["worker_id"], hour)
+        t = c["timings"]
+        for metric, value in (("queue_wait_ms", t["queue_wait_ms"]),
+                              ("ttft_ms", t["time_to_first_token_ms"]),
+                              ("itl_ms", t["inter_token_mean_ms"]),
+                              ("e2e_ms", _ms(c["created_at"], requested[c["request_id"]]))):
+            if value is not None:
+                values.append((c["model"], c["worker_id"], hour, metric, value))
+    streams: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for chunk in events["chat.tokens"]:
+        if chunk["request_id"] in answered:
+            streams[chunk["request_id"]].append((chunk["seq"], chunk["created_at"]))
+    for request_id, chunks in streams.items():
+        chunks.sort()
+        model, worker, hour = answered[request_id]
+        for (_, before), (_, after) in itertools.pairwise(chunks):
+            values.append((model, worker, hour, "inter_chunk_ms", _ms(after, before)))
+    frame = pd.DataFrame(values, columns=["model", "worker_id", "hour", "metric", "value"])
+    got = outputs["latency"]
+    for grouping, keys in (("model", ["model"]), ("model_worker", ["model", "worker_id"]),
+                           ("model_hour", ["model", "hour"])):
+        mine = got[got["grouping"] == grouping]
+        want = frame.groupby([*keys, "metric"])["value"]
+        assert len(mine) == want.ngroups
+        for row in mine.itertuples():
+            key = tuple(getattr(row, k) for k in [*keys, "metric"])
+            sample = want.get_group(key).to_numpy()
+            assert row.n == len(sample)
+            assert math.isclose(row.mean, sample.mean(), rel_tol=1e-9)
+            for column, q in QUANTILES.items():
+                assert math.isclose(getattr(row, column), np.percentile(sample, q),
+                                    rel_tol=1e-9, abs_tol=1e-9), (grouping, key, column)
+    assert set(got["metric"]) == {"queue_wait_ms", "ttft_ms", "itl_ms", "e2e_ms",
+                                  "inter_chunk_ms"}
+
+
+def test_moderation_rates_by_category_and_stage(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    totals: dict[str, int] = defaultdict(int)
+    flagged: dict[tuple[str, str], int] = defaultdict(int)
+    for v in events["chat.moderation"]:
+        totals[v["stage"]] += 1
+        for category, hit in v["categories"].items():
+            flagged[(v["stage"], category)] += hit
+        flagged[(v["stage"], "any")] += v["flagged"]
+        flagged[(v["stage"], "pii")] += bool(v["pii"])
+    got = outputs["moderation_rates"]
+    assert len(got) == len(flagged)
+    for row in got.itertuples():
+        assert (row.verdicts, row.flagged) == (totals[row.stage],
+                                               flagged[(row.stage, row.category)])
+        assert math.isclose(row.rate, row.flagged / row.verdicts)
+    assert set(got["stage"]) == {"input", "output"}
+
+
+def test_the_review_sample_holds_flagged_verdicts_by_their_top_category(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    top: dict[str, tuple[str, str]] = {}
+    per_group: dict[tuple[str, str], int] = defaultdict(int)
+    for v in events["chat.moderation"]:
+        if v["flagged"]:
+            hits = [c for c, hit in v["categories"].items() if hit]
+            best = min(hits, key=lambda c: (-v["category_scores"].get(c, 0.0), c))
+            top[v["request_id"] + v["stage"]] = (v["stage"], best)
+            per_group[(v["stage"], best)] += 1
+    sample = outputs["moderation_review_sample"]
+    counts = sample.groupby(["stage", "category"]).size().to_dict()
+    assert counts == {g: min(20, n) for g, n in per_group.items()}
+    prompts = {r["request_id"]: _prompt(r) for r in events["chat.requests"]}
+    for row in sample.itertuples():
+        assert top[row.request_id + row.stage] == (row.stage, row.category)
+        if row.stage == "input":
+            assert row.text == prompts[row.request_id][:1000]
+
+
+def test_conversations_turns_cancellations_and_abandonment(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    completions = {c["request_id"]: c for c in events["chat.completions"]}
+    cancel_sent = {c["request_id"] for c in events["chat.control"]
+                   if c["reason"] != "content_filter"}
+    by_conv: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in events["chat.requests"]:
+        by_conv[r["conversation_id"]].append(r)
+
+    def cancelled(request_id: str) -> bool:
+        if request_id in completions:
+            return bool(completions[request_id]["finish_reason"] == "cancelled")
+        return request_id in cancel_sent
+
+    got = outputs["conversations"].set_index("conversation_id")
+    assert len(got) == len(by_conv)
+    abandoned_total = cancelled_total = 0
+    for conv_id, requests in by_conv.items():
+        requests.sort(key=lambda r: (_ts(r["created_at"]), r["request_id"]))
+        last = requests[-1]["request_id"]
+        abandoned = last not in completions or cancelled(last)
+        n_cancelled = sum(cancelled(r["request_id"]) for r in requests)
+        row = got.loc[conv_id]
+        assert row["turns"] == len(requests)
+        assert row["model"] == requests[0]["model"]
+        assert row["prompt_chars"] == sum(len(_prompt(r)) for r in requests)
+        assert row["answer_chars"] == sum(len(completions[r["request_id"]]["text"])
+                                          for r in requests if r["request_id"] in completions)
+        assert (row["cancelled_requests"], bool(row["abandoned"])) == (n_cancelled, abandoned)
+        abandoned_total += abandoned
+        cancelled_total += n_cancelled
+    summary = outputs["conversation_summary"].set_index("model").loc["(all)"]
+    assert summary["conversations"] == len(by_conv)
+    assert math.isclose(summary["abandonment_rate"], abandoned_total / len(by_conv))
+    assert math.isclose(summary["cancellation_rate"],
+                        cancelled_total / len(events["chat.requests"]))
+    assert 0 < abandoned_total < len(by_conv) and cancelled_total > 0
+    histogram = dict(outputs["turns_histogram"][["turns", "conversations"]].itertuples(
+        index=False))
+    turns = pd.Series([len(r) for r in by_conv.values()]).value_counts().to_dict()
+    assert histogram == turns
+
+
+def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
+        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    import re
+
+    completions = {c["request_id"]: c for c in events["chat.completions"]}
+    flagged: dict[str, bool] = defaultdict(bool)
+    blocked: set[str] = set()
+    for v in events["chat.moderation"]:
+        flagged[v["request_id"]] |= v["flagged"]
+        if v["stage"] == "input" and v["action"] == "block":
+            blocked.add(v["request_id"])
+    refusal = re.compile(REFUSAL_PATTERN)
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    for r in events["chat.requests"]:
+        found = mask(_prompt(r))
+        if found is None or r["request_id"] not in completions:
+            continue
+        c = completions[r["request_id"]]
+        refused = (r["request_id"] in blocked or c["finish_reason"] == "content_filter"
+                   or bool(refusal.match(c["text"])))
+        g = groups[found]
+        g[0] += 1
+        g[1] += refused
+        g[2] += flagged[r["request_id"]]
+        if c["finish_reason"] in ("stop", "length") and not refused:
+            g[3] += 1
+            g[4] += len(c["text"])
+            g[5] += len(c["text"]) ** 2
+    got = outputs["fairness_groups"]
+    mine = {(row.axis, row.term, row.template): [row.requests, row.refused, row.moderated,
+                                                 row.answers, row.answer_chars_sum,
+                                                 row.answer_chars_sumsq]
+            for row in got.itertuples()}
+    assert mine == dict(groups)
+
+    fairness = outputs["fairness"]
+    assert set(fairness["axis"]) == set(AXES)
+    for row in fairness.itertuples():
+        ref = reference(row.axis)
+        assert row.reference == ref
+        shared = ({t for (a, term, t) in groups if a == row.axis and term == row.term}
+                  & {t for (a, term, t) in groups if a == row.axis and term == ref})
+        a = np.sum([groups[(row.axis, row.term, t)] for t in shared], axis=0)
+        b = np.sum([groups[(row.axis, ref, t)] for t in shared], axis=0)
+        assert (row.templates, row.n_term, row.n_reference) == (len(shared), a[0], b[0])
+        assert math.isclose(row.refusal_rate_diff, a[1] / a[0] - b[1] / b[0], abs_tol=1e-12)
+        _, low, high = newcombe_difference(int(a[1]), int(a[0]), int(b[1]), int(b[0]))
+        assert (row.refusal_rate_diff_low, row.refusal_rate_diff_high) == pytest.approx(
+            (low, high))
+        assert math.isclose(row.answer_chars_diff, a[4] / a[3] - b[4] / b[3])
+        assert row.answer_chars_diff_low < row.answer_chars_diff < row.answer_chars_diff_high
+        assert row.moderation_rate_diff_low <= row.moderation_rate_diff <= \
+            row.moderation_rate_diff_high
+
+
+def test_a_missing_archive_says_how_to_make_one(spark: Any, tmp_path: Path) -> None:
+    from analytics.archive_reader import ArchiveNotFound
+    from analytics.jobs import usage
+
+    with pytest.raises(ArchiveNotFound, match="chatbus simulate"):
+        usage.run(spark, str(tmp_path / "nowhere"), str(tmp_path / "out"))
+
+
+# --- s3a://, spark-submit, the report ----------------------------------------------------------
+@pytest.fixture
+def s3_archive(local_services: Settings) -> Iterator[tuple[str, int]]:
+    """A small archive under a prefix of its own in the local S3 bucket; deleted afterwards."""
+    import boto3
+
+    settings = base_settings()
+    prefix = f"test-analytics-{uuid.uuid4().hex[:10]}"
+    result = simulate_to_archive(Profile(seed=3, conversations=40, days=1),
+                                 f"s3://{settings.s3_bucket}/{prefix}", settings, jobs=1)
+    yield f"s3a://{settings.s3_bucket}/{prefix}", result.per_topic["chat.requests"]
+    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
+                      aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
+                      aws_secret_access_key=settings.aws_secret_access_key.get_secret_value())
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket,
+                                                             Prefix=f"{prefix}/"):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
+
+
+def test_a_job_reads_s3a_from_the_local_endpoint_and_writes_back(
+        spark: Any, s3_archive: tuple[str, int]) -> None:
+    from analytics.jobs import usage
+
+    root, requests = s3_archive
+    paths = usage.run(spark, root, f"{root}/_analytics")
+    table = spark.read.parquet(paths["usage_daily"]).toPandas()
+    assert table[table["model"] == "(all)"]["requests"].sum() == requests
+
+
+def test_spark_submit_runs_a_job_file(archive: Path, tmp_path: Path,
+                                      outputs: dict[str, pd.DataFrame]) -> None:
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
+         "analytics/jobs/usage.py", "--input", str(archive), "--output", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "usage_daily:" in done.stdout
+    table = pd.read_parquet(tmp_path / "usage_daily").sort_values(["day", "model"])
+    want = outputs["usage_daily"].sort_values(["day", "model"])
+    assert table.reset_index(drop=True).equals(want.reset_index(drop=True))
+
+
+def test_the_report_has_a_section_per_job_with_charts(spark: Any, archive: Path,
+                                                      tmp_path: Path) -> None:
+    from analytics.jobs import JOBS
+    from analytics.report import build_report
+
+    path = build_report(spark, str(archive), tmp_path / "report", progress=False)
+    page = path.read_text()
+    for job in JOBS:
+        assert f'<section id="{job}">' in page
+    assert page.count("data:image/png;base64,") >= len(JOBS)
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_the_report_command_prints_a_file_uri_a_browser_opens(archive: Path,
+                                                              tmp_path: Path) -> None:
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "chatbus"), "analytics", "report", "--input",
+         str(archive), "--output", str(tmp_path / "r"), "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    uri = done.stdout.strip().splitlines()[-1]
+    assert uri == (tmp_path / "r" / "report.html").as_uri()
+    assert '<section id="fairness">' in (tmp_path / "r" / "report.html").read_text()
