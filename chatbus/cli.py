@@ -348,7 +348,7 @@ def stop_pipeline(settings: Settings) -> None:
     """Stop the supervisor, which stops every replica (gateway first, each draining)."""
     from infra.local import process, supervisor
 
-    process.stop(settings, "supervisor", timeout=150.0)
+    process.stop(settings, "supervisor", timeout=200.0)
     # replicas left by a supervisor that was killed: stop them too, in the same order
     names = [p.stem for p in settings.run_dir.glob("*.pid")
              if supervisor.component_of(p.stem) in supervisor.COMPONENTS]

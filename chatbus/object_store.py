@@ -13,7 +13,7 @@ from chatbus.errors import ServiceUnavailable
 from chatbus.settings import Settings
 
 
-def s3_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
+def s3_client(settings: Settings, *, timeout_s: float = 10.0, attempts: int = 3) -> Any:
     """A boto3 S3 client for ``settings`` (path-style addressing; the endpoint may be empty for
     AWS itself)."""
     import boto3
@@ -26,7 +26,7 @@ def s3_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
         aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
         aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
         config=Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                      retries={"max_attempts": 3, "mode": "standard"},
+                      retries={"max_attempts": attempts, "mode": "standard"},
                       s3={"addressing_style": "path"}),
     )
 
@@ -34,10 +34,11 @@ def s3_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
 class ObjectStore:
     """Put, get, list and delete objects of one bucket."""
 
-    def __init__(self, settings: Settings, bucket: str | None = None) -> None:
+    def __init__(self, settings: Settings, bucket: str | None = None, *,
+                 timeout_s: float = 10.0, attempts: int = 3) -> None:
         self.settings = settings
         self.bucket = bucket or settings.s3_bucket
-        self._client = s3_client(settings)
+        self._client = s3_client(settings, timeout_s=timeout_s, attempts=attempts)
 
     def _unavailable(self, exc: BaseException) -> ServiceUnavailable:
         return ServiceUnavailable(

@@ -34,8 +34,8 @@ class PartitionLag:
     @property
     def lag(self) -> int:
         """Records produced and not yet committed by the group."""
-        done = self.committed if self.committed is not None else self.log_start
-        return max(0, self.end_offset - done)
+        done = max(self.committed if self.committed is not None else 0, self.log_start)
+        return max(0, self.end_offset - done)  # records deleted by retention are not lag
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self) | {"lag": self.lag}

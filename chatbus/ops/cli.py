@@ -114,10 +114,10 @@ def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None
         _fail("the local supervisor is not running: start the pipeline with `make run` or "
               "`chatbus pipeline up` (on Kubernetes: kubectl scale / KEDA, see docs/runbook.md)")
     _warn_over_partitions(settings, component, replicas)
-    desired = supervisor.read_desired(settings)
-    counts = dict(desired.replicas) | {component: replicas}
-    supervisor.write_desired(settings, desired.model_copy(update={"replicas": counts}))
-    click.echo(f"{component}: {desired.count(component)} → {replicas} replica(s)")
+    before = supervisor.read_desired(settings).count(component)
+    supervisor.update_desired(settings, lambda d: d.model_copy(
+        update={"replicas": dict(d.replicas) | {component: replicas}}))
+    click.echo(f"{component}: {before} → {replicas} replica(s)")
     if wait:
         _wait_for(settings, component, replicas, timeout)
 
@@ -140,10 +140,9 @@ def ops_drain(replica: str, timeout: float) -> None:
     component = supervisor.component_of(replica)
     if not supervisor.COMPONENTS[component].scalable:
         _fail(f"{replica} is the only {component}; stop the pipeline instead (make down)")
-    desired = supervisor.read_desired(settings)
-    supervisor.write_desired(settings, desired.model_copy(update={
-        "replicas": dict(desired.replicas) | {component: max(0, desired.count(component) - 1)},
-        "retire": [*desired.retire, replica]}))
+    supervisor.update_desired(settings, lambda d: d.model_copy(update={
+        "replicas": dict(d.replicas) | {component: max(0, d.count(component) - 1)},
+        "retire": [*d.retire, replica]}))
     click.echo(f"draining {replica} (pid {row.get('pid')}): no new work, finishing in-flight")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,6 +7,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+# loopback probes never go through an HTTP(S)_PROXY from the environment
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 @dataclass(frozen=True, slots=True)
 class Probe:

@@ -90,8 +90,7 @@ def is_alive(pid: int) -> bool:
     if fields is None:
         return False
     if fields[0] in ("Z", "X"):
-        _reap(pid)
-        return False
+        return not _reap(pid)  # a child still tearing down its threads is not gone yet
     return True
 
 
@@ -123,20 +122,23 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int) -> bool:
+    """Reap a zombie; False only for our child whose last threads are still exiting."""
     child = _children.pop(pid, None)
     try:
         if child is not None:
             # a multi-threaded leader shows as a zombie before its last thread is gone, and
-            # cannot be waited for until then: wait that moment out to learn its exit status
+            # cannot be waited for until then: wait a moment to learn its exit status
             try:
-                _exit_codes[pid] = child.wait(timeout=5.0)
+                _exit_codes[pid] = child.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 _children[pid] = child
+                return False
         else:
             os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+    return True
 
 
 def _matches(pid: int, meta: Mapping[str, object]) -> bool:

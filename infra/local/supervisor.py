@@ -20,6 +20,7 @@ so a restarted supervisor adopts the replicas that are still running.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,21 @@ def read_desired(settings: Settings) -> Desired:
 
 def write_desired(settings: Settings, desired: Desired) -> None:
     _write_atomic(desired_path(settings), desired.model_dump_json(indent=2))
+
+
+def update_desired(settings: Settings, change: Callable[[Desired], Desired]) -> Desired:
+    """Read, change and write the desired state under a lock, so a ``chatbus ops scale`` and the
+    supervisor's own bookkeeping never overwrite each other."""
+    path = desired_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            desired = change(read_desired(settings))
+            write_desired(settings, desired)
+            return desired
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_status(settings: Settings) -> dict[str, dict[str, object]]:
@@ -172,6 +189,7 @@ class Supervisor:
         self.python = python
         self.replicas: dict[str, Replica] = {}
         self.stopped: dict[str, int | None] = {}  # retired replicas → how they exited
+        self._desired = Desired()  # the last desired state that could be read
         self._stop = False
 
     # --- the loop -------------------------------------------------------------------------
@@ -181,8 +199,11 @@ class Supervisor:
         self._adopt()
         log.info("supervisor_started", desired=read_desired(self.settings).model_dump())
         while not self._stop:
-            self.reconcile()
-            self._write_status()
+            try:
+                self.reconcile()
+                self._write_status()
+            except Exception as exc:  # noqa: BLE001 - one bad tick must not orphan the replicas
+                log.error("supervisor_tick_failed", error=f"{type(exc).__name__}: {exc}")
             time.sleep(TICK_S)  # the reconcile period, not a wait for an event
         self.shutdown()
 
@@ -202,7 +223,12 @@ class Supervisor:
 
     def reconcile(self) -> None:
         now = time.monotonic()
-        desired = read_desired(self.settings)
+        try:
+            desired = self._desired = read_desired(self.settings)
+        except ValueError as exc:  # a hand-edited file that does not validate
+            log.error("desired_state_unreadable", path=str(desired_path(self.settings)),
+                      error=str(exc)[:300], hint="keeping the last valid desired state")
+            desired = self._desired
         live = {name for name, r in self.replicas.items()
                 if r.pid is not None and r.stopping_since is None}
         wanted = wanted_replicas(desired, live)
@@ -230,11 +256,9 @@ class Supervisor:
             self.stopped[name] = self.replicas.pop(name).last_exit
         for name in wanted:
             self.stopped.pop(name, None)
-        if desired.retire:
-            gone = [n for n in desired.retire if n not in self.replicas]
-            if gone:
-                write_desired(self.settings, desired.model_copy(
-                    update={"retire": [n for n in desired.retire if n not in gone]}))
+        if any(n not in self.replicas for n in desired.retire):
+            update_desired(self.settings, lambda d: d.model_copy(update={
+                "retire": [n for n in d.retire if n in self.replicas]}))
 
     def _start(self, replica: Replica, now: float) -> None:
         name = replica.name

@@ -2,23 +2,26 @@
 
 Nothing lost: offsets are committed only after the object and its manifest entry are stored.
 Nothing twice: an object's key is a function of its offsets (:mod:`schemas.archive`), a *pending*
-range is written before each upload, and a restarted or newly assigned member resumes as
-:mod:`.resume` decides — re-archiving exactly an unfinished range under the same key, or skipping a
-finished one whose commit was lost.
+range is written before each upload, and a newly assigned partition stays paused until
+:mod:`.resume` has decided where it starts — re-archiving exactly an unfinished range under the
+same key, or skipping a finished one whose commit was lost. Records fetched for a partition
+before that decision are dropped (the decision seeks explicitly).
 
 A partition's batch is flushed when it reaches ``archive_flush_bytes`` or has waited
-``archive_flush_s`` (whichever first), when its partition is revoked (dropped instead: the next
-owner re-reads it from the committed offset), and when the archiver stops (SIGTERM flushes all).
+``archive_flush_s`` (whichever first) and when the archiver stops (SIGTERM); a revoked
+partition's batch is dropped (the next owner re-reads it from the committed offset). The
+rebalance callbacks do no I/O: they only wait for an upload in flight (one bounded attempt) so a
+revoked partition is never written after it moved.
+
+An object store that cannot be reached pauses every partition (the records wait on the broker,
+uncommitted), marks the process unready and is retried with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -31,24 +34,15 @@ from chatbus.kafka.factories import make_consumer
 from chatbus.logging import get_logger
 from chatbus.object_store import ObjectStore
 from chatbus.settings import Settings
-from schemas.archive import (
-    ManifestEntry,
-    PendingRange,
-    archived_record,
-    manifest_key,
-    object_key,
-    pending_key,
-)
-from schemas.events import ALL_EVENTS
 from schemas.topics import TopicName
 from stream_processors.archiver import metrics
-from stream_processors.archiver.batch import PartitionBatch, compress
-from stream_processors.archiver.redaction import redact_event, redact_text
+from stream_processors.archiver.batch import PartitionBatch
+from stream_processors.archiver.records import archive_line
 from stream_processors.archiver.resume import resume_point
+from stream_processors.archiver.uploader import read_pending, upload_batch
 
 log = get_logger(__name__)
 
-EVENT_TYPES = frozenset(e.model_fields["type"].default for e in ALL_EVENTS)
 _RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -60,7 +54,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.archiver._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.archiver._on_assigned(assigned)
+        self.archiver._on_assigned(assigned)
 
 
 class Archiver:
@@ -70,13 +64,16 @@ class Archiver:
                  store: ObjectStore | None = None) -> None:
         self.settings = settings
         self.health = health or Health("archiver")
-        self.store = store or ObjectStore(settings)
+        self.store = store or ObjectStore(settings, timeout_s=10.0, attempts=2)
         self.group = settings.topic(settings.archive_group)
         self._registry = {settings.topic(t.value): t.value for t in TopicName}
         self._batches: dict[TopicPartition, PartitionBatch] = {}
-        self._close_at: dict[TopicPartition, int] = {}
+        self._close_at: dict[TopicPartition, int] = {}  # re-archive exactly up to this offset
         self._next: dict[TopicPartition, int] = {}  # first offset not yet archived
+        self._unresolved: set[TopicPartition] = set()  # assigned; where to start not decided
         self._lock = asyncio.Lock()  # batches and uploads vs. the rebalance callbacks
+        self._store_down_until = 0.0  # monotonic
+        self._store_failures = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -86,6 +83,9 @@ class Archiver:
     async def start(self) -> None:
         if self._consumer is not None:
             return
+        for state in (self._batches, self._close_at, self._next):
+            state.clear()
+        self._unresolved.clear()
         consumer = make_consumer(self.settings, group_id=self.group,
                                  client_id="chatbus-archiver", max_poll_records=5000,
                                  fetch_max_wait_ms=200,
@@ -108,26 +108,38 @@ class Archiver:
                  bucket=self.store.bucket, prefix=self.settings.archive_prefix,
                  redact=self.settings.archive_redact)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The consuming loop; done before ``stop()`` only when it failed."""
+        return self._task
+
     async def stop(self) -> None:
         """Flush every batch (upload, then commit) and leave the group."""
         if self._consumer is None:
             return
         self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        consumer = self._consumer
         try:
+            if self._task is not None:
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - reported; leaving the group matters
+                    log.error("archiver_loop_failed", error=f"{type(exc).__name__}: {exc}")
             async with self._lock:
                 for tp in list(self._batches):
-                    if tp in self._close_at:  # an unfinished re-archive: the next run redoes it
-                        self._batches.pop(tp)
-                    else:
+                    if tp in self._close_at or tp in self._unresolved:
+                        self._batches.pop(tp)  # an unfinished re-archive: the next run redoes it
+                        continue
+                    try:
                         await self._flush(tp)
-        except ServiceUnavailable as exc:
-            log.error("archive_final_flush_failed", error=str(exc),
-                      hint="the unarchived records stay uncommitted; a restart re-reads them")
+                    except ServiceUnavailable as exc:
+                        log.error("archive_final_flush_failed", error=str(exc),
+                                  hint="the records stay uncommitted; a restart re-reads them")
+                        break
         finally:
-            consumer, self._consumer, self._task = self._consumer, None, None
+            self._consumer, self._task = None, None
             await consumer.stop()
             self.health.forget("consume")
             self.health.set_ready(False, "stopped")
@@ -146,73 +158,91 @@ class Archiver:
         consumer = self._consumer
         while not self._stopping.is_set():
             self.health.beat("consume")
+            if self._store_failures and not self._store_down() and not self._batches:
+                self._store_recovered()  # nothing to retry with: the next read or flush tells
+            if self._unresolved and not self._store_down():
+                await self._resolve(consumer)
             fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
             async with self._lock:
                 for tp, records in fetched.items():
                     for record in records:
                         await self._add(tp, record)
-                now, limits = time.monotonic(), self._limits
-                for tp, batch in list(self._batches.items()):
-                    if tp not in self._close_at and batch.due(**limits, now=now):
-                        await self._flush(tp)
+                if not self._store_down():
+                    now, limits = time.monotonic(), self._limits
+                    for tp, batch in list(self._batches.items()):
+                        if tp not in self._close_at and batch.due(**limits, now=now):
+                            await self._flush_or_back_off(tp)
             self._report_lag(consumer)
 
     async def _add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        start = self._next.get(tp)
+        if start is None or tp in self._unresolved or record.offset < start:
+            return  # fetched before this partition's start was decided, or already archived
         close_at = self._close_at.get(tp)
         batch = self._batches.get(tp)
         if close_at is not None and batch and record.offset > close_at:
-            await self._flush(tp)  # the pending range ended in a gap of the log
+            # the pending range ended in a gap of the log: close it before this record
+            if not await self._flush_or_back_off(tp):
+                assert self._consumer is not None
+                self._consumer.seek(tp, record.offset)  # fetch it again once the store is back
+                return
             batch = None
         if batch is None:
             batch = self._batches[tp] = PartitionBatch(self._registry[tp.topic], tp.partition)
-        batch.add(record.offset, record.timestamp, self._archived(batch.topic, record))
+        batch.add(record.offset, record.timestamp,
+                  archive_line(batch.topic, record, redact=self.settings.archive_redact))
+        if self._store_down():
+            return
         if close_at is not None:  # re-archiving a pending range: only its own end closes it
             if record.offset >= close_at:
-                await self._flush(tp)
+                await self._flush_or_back_off(tp)
         elif batch.size >= self.settings.archive_flush_bytes:
-            await self._flush(tp)
-
-    def _archived(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
-        key = record.key.decode(errors="replace") if record.key is not None else None
-        headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-        where = {"topic": topic, "partition": record.partition, "offset": record.offset,
-                 "timestamp_ms": record.timestamp, "key": key, "headers": headers}
-        value = record.value or b""
-        try:
-            event = json.loads(value)
-            if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-                raise ValueError("not a chatbus event (no known 'type')")
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            metrics.INVALID.labels(topic).inc()
-            return archived_record(None, **where, raw_b64=self._raw_b64(topic, value),
-                                   invalid=str(exc)[:500])
-        if self.settings.archive_redact:
-            found = redact_event(event)
-            if found:
-                metrics.REDACTED.labels(topic).inc(found)
-        return archived_record(event, **where)
-
-    def _raw_b64(self, topic: str, value: bytes) -> str:
-        if self.settings.archive_redact:
-            try:
-                text, found = redact_text(value.decode())
-            except UnicodeDecodeError:
-                pass
-            else:
-                if found:
-                    metrics.REDACTED.labels(topic).inc(found)
-                    value = text.encode()
-        return base64.b64encode(value).decode()
+            await self._flush_or_back_off(tp)
 
     # --- flushing -------------------------------------------------------------------------
+    async def _flush_or_back_off(self, tp: TopicPartition) -> bool:
+        """Flush ``tp``; on a store that cannot be reached, pause everything and back off."""
+        try:
+            await self._flush(tp)
+        except ServiceUnavailable as exc:
+            self._store_failed(exc)
+            return False
+        if self._store_failures:
+            self._store_recovered()
+        return True
+
+    def _store_recovered(self) -> None:
+        self._store_failures = 0
+        if self._consumer is not None:
+            self._consumer.resume(*(set(self._consumer.assignment()) - self._unresolved))
+        if not self._unresolved:
+            self.health.set_ready(True, "object store reachable again")
+        log.info("archive_store_back")
+
+    def _store_failed(self, exc: ServiceUnavailable) -> None:
+        delay = _RETRY_S[min(self._store_failures, len(_RETRY_S) - 1)]
+        self._store_failures += 1
+        self._store_down_until = time.monotonic() + delay
+        if self._consumer is not None and self._consumer.assignment():
+            self._consumer.pause(*self._consumer.assignment())
+        self.health.set_ready(False, f"object store unavailable: {exc}")
+        log.warning("archive_store_unavailable", error=str(exc), retry_in_s=delay,
+                    failures=self._store_failures)
+
+    def _store_down(self) -> bool:
+        return time.monotonic() < self._store_down_until
+
     async def _flush(self, tp: TopicPartition) -> None:
-        """Upload ``tp``'s batch (pending range, object, manifest entry), then commit it."""
-        batch = self._batches.pop(tp, None)
+        """Upload ``tp``'s batch (pending range, object, manifest entry), then commit it; on
+        failure the batch stays for the next attempt."""
+        batch = self._batches.get(tp)
         if not batch:
             return
         started = time.perf_counter()
-        entry = await self._upload_with_retry(batch)
+        entry = await asyncio.to_thread(upload_batch, self.store, self.settings.archive_prefix,
+                                        batch, redacted=self.settings.archive_redact)
         metrics.UPLOAD_SECONDS.observe(time.perf_counter() - started)
+        self._batches.pop(tp, None)
         if self._close_at.get(tp) is not None and batch.last_offset >= self._close_at[tp]:
             del self._close_at[tp]
         self._next[tp] = batch.last_offset + 1
@@ -224,45 +254,6 @@ class Archiver:
         log.info("archived", topic=batch.topic, partition=batch.partition,
                  first=batch.first_offset, last=batch.last_offset, records=len(batch),
                  bytes=entry.compressed_bytes, key=entry.object_key)
-
-    async def _upload_with_retry(self, batch: PartitionBatch) -> ManifestEntry:
-        attempt = 0
-        while True:
-            try:
-                entry = await asyncio.to_thread(self._upload, batch)
-            except ServiceUnavailable as exc:
-                attempt += 1
-                if self._stopping.is_set() and attempt > 3:
-                    raise  # stopping: the batch stays uncommitted, a restart re-reads it
-                delay = _RETRY_S[min(attempt - 1, len(_RETRY_S) - 1)]
-                self.health.set_ready(False, f"object store unavailable: {exc}")
-                log.warning("archive_upload_failed", error=str(exc), retry_in_s=delay,
-                            topic=batch.topic, partition=batch.partition)
-                self.health.beat("consume")
-                await asyncio.sleep(delay)
-                continue
-            self.health.set_ready(True)
-            return entry
-
-    def _upload(self, batch: PartitionBatch) -> ManifestEntry:
-        prefix = self.settings.archive_prefix
-        pending = PendingRange(topic=batch.topic, partition=batch.partition,
-                               first_offset=batch.first_offset, last_offset=batch.last_offset)
-        self.store.put(pending_key(prefix, batch.topic, batch.partition),
-                       pending.model_dump_json().encode(), "application/json")
-        body, sha = compress(batch.lines)
-        key = object_key(prefix, batch.topic, batch.partition, batch.first_offset,
-                         batch.last_offset, batch.first_timestamp_ms)
-        self.store.put(key, body, "application/x-ndjson")
-        entry = ManifestEntry(topic=batch.topic, partition=batch.partition,
-                              first_offset=batch.first_offset, last_offset=batch.last_offset,
-                              records=len(batch), object_key=key, compressed_bytes=len(body),
-                              sha256=sha, redacted=self.settings.archive_redact,
-                              archived_at=datetime.now(UTC))
-        self.store.put(manifest_key(prefix, batch.topic, batch.partition, batch.first_offset,
-                                    batch.last_offset),
-                       entry.model_dump_json().encode(), "application/json")
-        return entry
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         if self._consumer is None:
@@ -276,61 +267,74 @@ class Archiver:
 
     # --- rebalancing ----------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:  # waits for an upload in flight to finish
+        async with self._lock:  # waits for an upload in flight (one attempt) to finish
             for tp in revoked:
                 dropped = self._batches.pop(tp, None)
                 self._close_at.pop(tp, None)
                 self._next.pop(tp, None)
+                self._unresolved.discard(tp)
                 with contextlib.suppress(KeyError):
                     metrics.LAG.remove(*_labels(self._registry, tp))
                 if dropped:
                     log.info("archive_batch_dropped_on_revoke", topic=dropped.topic,
                              partition=tp.partition, records=len(dropped))
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Resume each partition where :func:`resume_point` says; an object store that cannot
-        be read is waited for (consuming before knowing the pending ranges could overlap)."""
-        attempt = 0
-        while True:
-            try:
-                await self._resume(assigned)
-                return
-            except ServiceUnavailable as exc:
-                delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
-                attempt += 1
-                self.health.set_ready(False, f"object store unavailable: {exc}")
-                log.warning("archive_resume_failed", error=str(exc), retry_in_s=delay)
-                self.health.beat("consume")
-                await asyncio.sleep(delay)
-
-    async def _resume(self, assigned: set[TopicPartition]) -> None:
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """No I/O here (heartbeats wait for this callback): pause the partitions; the loop
+        decides where each starts (:meth:`_resolve`) and resumes it."""
         assert self._consumer is not None
-        consumer = self._consumer
+        for tp in assigned:
+            self._batches.pop(tp, None)
+            self._close_at.pop(tp, None)
+            self._next.pop(tp, None)
+        self._unresolved |= set(assigned)
         if assigned:
-            starts = await consumer.beginning_offsets(list(assigned))
-        for tp in sorted(assigned):
-            committed = await consumer.committed(tp)
-            topic = self._registry[tp.topic]
-            raw = await asyncio.to_thread(
-                self.store.get, pending_key(self.settings.archive_prefix, topic, tp.partition))
-            pending = PendingRange.model_validate_json(raw) if raw else None
-            listed = pending is not None and await asyncio.to_thread(
-                self.store.get, manifest_key(self.settings.archive_prefix, topic, tp.partition,
-                                             pending.first_offset, pending.last_offset)
-            ) is not None
-            point = resume_point(committed, starts[tp], pending, listed)
-            self._next[tp] = committed if committed is not None else starts[tp]
-            if point.seek_to is not None:
-                consumer.seek(tp, point.seek_to)
-                self._next[tp] = point.seek_to
-                await self._commit(tp, point.seek_to)
-            if point.close_at is not None:
-                self._close_at[tp] = point.close_at
-            if point.reason != "clean":
-                log.info("archive_resume", topic=topic, partition=tp.partition,
-                         committed=committed, reason=point.reason)
-        self.health.set_ready(True, f"{len(assigned)} partition(s) assigned")
+            self._consumer.pause(*assigned)
+        else:
+            self.health.set_ready(True, "joined; no partition assigned")
 
+    async def _resolve(self, consumer: AIOKafkaConsumer) -> None:
+        tps = sorted(self._unresolved)
+        prefix = self.settings.archive_prefix
+        try:
+            starts = await consumer.beginning_offsets(tps)
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            pendings = await asyncio.gather(*(
+                asyncio.to_thread(read_pending, self.store, prefix, self._registry[tp.topic],
+                                  tp.partition) for tp in tps))
+        except ServiceUnavailable as exc:
+            self._store_failed(exc)
+            return
+        except KafkaError as exc:
+            log.warning("archive_resume_failed", error=str(exc))
+            return  # the next turn of the loop tries again
+        async with self._lock:
+            for tp, (pending, listed) in zip(tps, pendings, strict=True):
+                if tp not in self._unresolved:
+                    continue  # revoked meanwhile
+                done = committed[tp]
+                if done is not None and done < starts[tp]:
+                    done = starts[tp]  # retention removed what was never archived
+                point = resume_point(done, starts[tp], pending, listed)
+                start = point.seek_to if point.seek_to is not None else (
+                    done if done is not None else starts[tp])
+                consumer.seek(tp, start)
+                self._next[tp] = start
+                if point.seek_to is not None:
+                    await self._commit(tp, start)
+                if point.close_at is not None:
+                    self._close_at[tp] = point.close_at
+                if point.reason != "clean":
+                    log.info("archive_resume", topic=self._registry[tp.topic],
+                             partition=tp.partition, committed=committed[tp], start=start,
+                             reason=point.reason)
+                self._unresolved.discard(tp)
+                if not self._store_down():
+                    consumer.resume(tp)
+        if not self._unresolved:
+            self.health.set_ready(True, f"{len(self._next)} partition(s) assigned")
+
+    # --- reporting ------------------------------------------------------------------------
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp, next_offset in list(self._next.items()):
             end = consumer.highwater(tp)
@@ -349,4 +353,3 @@ class Archiver:
 
 def _labels(registry: dict[str, str], tp: TopicPartition) -> tuple[str, str]:
     return registry[tp.topic], str(tp.partition)
-

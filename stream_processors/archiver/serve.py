@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from chatbus.errors import ChatbusError
 from chatbus.health import Health, HealthServer
 from chatbus.kafka.lag import LagReporter
 from chatbus.logging import get_logger
@@ -25,13 +26,23 @@ async def run_archiver(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    failed: BaseException | None = None
     try:
         await archiver.start()
         await lag.start()
-        await stop.wait()
-        log.info("stop_signal", component="archiver")
+        assert archiver.task is not None
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, archiver.task}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if archiver.task.done():  # the loop died: leave cleanly, exit non-zero, get restarted
+            failed = archiver.task.exception()
+        else:
+            log.info("stop_signal", component="archiver")
     finally:
         await lag.stop()
         await archiver.stop()
         if server:
             server.stop()
+    if failed is not None:
+        raise ChatbusError(f"the archiver's loop failed ({type(failed).__name__}: {failed}); "
+                           "its records stay uncommitted and a restart resumes them") from failed

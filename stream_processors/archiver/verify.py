@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 from chatbus.object_store import ObjectStore
@@ -63,11 +62,15 @@ def check_ranges(report: PartitionReport, entries: list[ManifestEntry],
     if entries:
         report.first_offset = entries[0].first_offset
         report.last_offset = max(e.last_offset for e in entries)
-    for before, after in pairwise(entries):
-        if after.first_offset <= before.last_offset:
-            report.overlaps.append((before.object_key, after.object_key))
-        elif after.first_offset > before.last_offset + 1:
-            report.gaps.append((before.last_offset + 1, after.first_offset - 1))
+    reach = entries[0] if entries else None  # the entry reaching furthest so far
+    for entry in entries[1:]:
+        assert reach is not None
+        if entry.first_offset <= reach.last_offset:
+            report.overlaps.append((reach.object_key, entry.object_key))
+        elif entry.first_offset > reach.last_offset + 1:
+            report.gaps.append((reach.last_offset + 1, entry.first_offset - 1))
+        if entry.last_offset > reach.last_offset:
+            reach = entry
     if broker_committed is None:
         return
     start = broker_start or 0

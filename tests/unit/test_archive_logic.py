@@ -122,3 +122,30 @@ def test_contiguous_ranges_covering_the_committed_log_are_ok() -> None:
     missing_start = PartitionReport("chat.tokens", 0)
     check_ranges(missing_start, [_entry(5, 9)], broker_start=0, broker_committed=10)
     assert missing_start.gaps == [(0, 4)]
+
+
+def test_a_range_inside_a_longer_one_is_an_overlap_not_a_gap() -> None:
+    report = PartitionReport("chat.tokens", 0)
+    check_ranges(report, [_entry(0, 20), _entry(5, 9), _entry(21, 30)])
+    assert report.gaps == [] and report.overlaps == [("k0-20", "k5-9")]
+
+
+def _record(value: bytes, headers: list[tuple[str, bytes | None]] | None = None) -> object:
+    from aiokafka import ConsumerRecord
+
+    return ConsumerRecord(topic="chat.requests", partition=1, offset=42, timestamp=TS,
+                          timestamp_type=0, key=b"conv-1", value=value, checksum=None,
+                          serialized_key_size=6, serialized_value_size=len(value),
+                          headers=headers or [])
+
+
+def test_a_poison_message_is_archived_raw_and_never_raises() -> None:
+    from stream_processors.archiver.records import archive_line
+
+    deep = archive_line("chat.requests", _record(b"[" * 200_000), redact=True)  # type: ignore[arg-type]
+    assert deep["invalid"].startswith("RecursionError") and deep["kafka_offset"] == 42
+    nulls = archive_line("chat.requests", _record(b'{"x": 1}', [("h", None)]),  # type: ignore[arg-type]
+                         redact=True)
+    assert nulls["kafka_headers"] == {"h": ""} and "not a chatbus event" in nulls["invalid"]
+    card = archive_line("chat.requests", _record(b"pay 4111 1111 1111 1111"), redact=True)  # type: ignore[arg-type]
+    assert base64.b64decode(card["raw_b64"]) == b"pay [REDACTED:payment_card]"

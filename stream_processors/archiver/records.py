@@ -1,0 +1,58 @@
+"""One Kafka record → one archive line: the event's fields, redacted, plus its coordinates.
+
+Never raises for what a record holds: anything that is not a valid chatbus event (bad JSON, JSON
+nested too deep, an unknown type, headers without values) is archived as ``invalid`` with its raw
+bytes, so one poison message cannot stop the archiver.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from schemas.archive import archived_record
+from schemas.events import ALL_EVENTS
+from stream_processors.archiver import metrics
+from stream_processors.archiver.redaction import redact_event, redact_text
+
+EVENT_TYPES = frozenset(e.model_fields["type"].default for e in ALL_EVENTS)
+
+
+def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
+                 redact: bool) -> dict[str, Any]:
+    """The archive line of ``record`` (of registry topic ``topic``)."""
+    key = record.key.decode(errors="replace") if record.key is not None else None
+    headers = {str(name): (value or b"").decode(errors="replace")
+               for name, value in record.headers or ()}
+    where: dict[str, Any] = {"topic": topic, "partition": record.partition,
+                             "offset": record.offset, "timestamp_ms": record.timestamp,
+                             "key": key, "headers": headers}
+    value = record.value or b""
+    try:
+        event = json.loads(value)
+        if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
+            raise ValueError("not a chatbus event (no known 'type')")
+        found = redact_event(event) if redact else 0
+    except Exception as exc:  # noqa: BLE001 - bad JSON, RecursionError, …: archived raw
+        metrics.INVALID.labels(topic).inc()
+        return archived_record(None, **where, raw_b64=_raw_b64(topic, value, redact),
+                               invalid=f"{type(exc).__name__}: {exc}"[:500])
+    if found:
+        metrics.REDACTED.labels(topic).inc(found)
+    return archived_record(event, **where)
+
+
+def _raw_b64(topic: str, value: bytes, redact: bool) -> str:
+    if redact:
+        try:
+            text, found = redact_text(value.decode())
+        except UnicodeDecodeError:
+            pass
+        else:
+            if found:
+                metrics.REDACTED.labels(topic).inc(found)
+                value = text.encode()
+    return base64.b64encode(value).decode()
