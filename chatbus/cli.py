@@ -145,6 +145,41 @@ def keys_create(user: str) -> None:
                 dim=True, err=True)
 
 
+@keys.command("list")
+@click.option("--user", default=None, help="Only this user's keys.")
+def keys_list(user: str | None) -> None:
+    """List API keys (id, user, created); the keys themselves are never stored."""
+    from producers.gateway.api_keys import list_keys
+
+    try:
+        found = list_keys(_settings(), user)
+    except ChatbusError as exc:
+        _fail(exc)
+        return
+    for doc in found:
+        click.echo(f"{doc['_id']}  {doc.get('user', '?'):24} created {doc.get('created_at')}")
+    if not found:
+        click.echo("no keys" + (f" for user {user}" if user else ""))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (from `chatbus keys list`)."""
+    from producers.gateway.api_keys import revoke_key
+
+    settings = _settings()
+    try:
+        revoked = revoke_key(settings, key_id)
+    except ChatbusError as exc:
+        _fail(exc)
+        return
+    if not revoked:
+        _fail(f"no key {key_id!r}; see `chatbus keys list`")
+    click.echo(f"revoked {key_id}; gateways that verified it refuse it within "
+               f"{settings.gateway_key_cache_s:.0f} s (CHATBUS_GATEWAY_KEY_CACHE_S)")
+
+
 # --- processors -----------------------------------------------------------------------------
 @main.command()
 def processors() -> None:

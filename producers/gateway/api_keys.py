@@ -73,6 +73,36 @@ def create_key(settings: Settings, user: str) -> tuple[str, Principal]:
     return key, principal
 
 
+def _sync_collection(settings: Settings) -> tuple[MongoClient[dict[str, Any]], Any]:
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongo_url.get_secret_value(), serverSelectionTimeoutMS=5000)
+    return client, client[settings.mongo_db][COLLECTION]
+
+
+def list_keys(settings: Settings, user: str | None = None) -> list[dict[str, Any]]:
+    """The keys (id, user, created_at — never the hash) of ``user``, or of everyone."""
+    client, collection = _sync_collection(settings)
+    try:
+        found = collection.find({"user": user} if user else {}, {"hash": 0})
+        return sorted(found, key=lambda doc: (doc.get("user", ""), doc.get("created_at")))
+    except PyMongoError as exc:
+        raise _mongo_unavailable(settings, exc) from exc
+    finally:
+        client.close()
+
+
+def revoke_key(settings: Settings, key_id: str) -> bool:
+    """Delete key ``key_id``; False when there is no such key. Gateways that verified it stop
+    accepting it within ``gateway_key_cache_s``."""
+    client, collection = _sync_collection(settings)
+    try:
+        return bool(collection.delete_one({"_id": key_id}).deleted_count)
+    except PyMongoError as exc:
+        raise _mongo_unavailable(settings, exc) from exc
+    finally:
+        client.close()
+
+
 class ApiKeyStore:
     """Verifies bearer keys against MongoDB, with a short in-process cache of good ones."""
 
