@@ -194,3 +194,56 @@ def _wait_for(settings: Settings, component: str, replicas: int, timeout: float)
             _fail(f"{component}: {len(ready)}/{replicas} ready after {timeout:.0f} s "
                   f"(replicas: {rows}); see {settings.log_dir}")
         time.sleep(0.5)  # polling readiness until the deadline
+
+
+@ops.group("dlq")
+def ops_dlq() -> None:
+    """The dead-letter queue (chat.dlq): what is in it, and republishing what can be fixed."""
+
+
+@ops_dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print every dead letter as JSON.")
+def ops_dlq_list(as_json: bool) -> None:
+    """Count the dead letters by consumer, original topic and reason."""
+    from chatbus.ops.dlq import read_letters, summarise
+
+    try:
+        letters = asyncio.run(read_letters(get_settings()))
+    except ChatbusError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps([{"dlq_partition": i.partition, "dlq_offset": i.offset,
+                                "problem": i.problem or None,
+                                **(i.letter.model_dump(mode="json", exclude={
+                                    "original_value_b64"}) if i.letter else {})}
+                               for i in letters], indent=2))
+        return
+    click.echo(f"{len(letters)} dead letter(s) on chat.dlq")
+    for consumer, topic, reason, count in summarise(letters):
+        click.echo(f"{count:>7}  {consumer:18} {topic:32} {reason}")
+
+
+@ops_dlq.command("replay")
+@click.option("--consumer", default=None, help="Only letters this consumer gave up on.")
+@click.option("--topic", default=None, help="Only letters from this registry topic.")
+@click.option("--error-contains", default=None, help="Only letters whose reason contains this.")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send and commit nothing.")
+def ops_dlq_replay(consumer: str | None, topic: str | None, error_contains: str | None,
+                   dry_run: bool) -> None:
+    """Republish matching dead letters that are valid events now to their original topic."""
+    from chatbus.ops.dlq import replay
+
+    try:
+        report = asyncio.run(replay(get_settings(), consumer=consumer, topic=topic,
+                                    error_contains=error_contains, dry_run=dry_run))
+    except ChatbusError as exc:
+        _fail(str(exc))
+        return
+    verb = "would send" if dry_run else "sent"
+    for where in report.sent:
+        click.echo(f"{verb.upper():10} {where}")
+    for line in report.skipped:
+        click.secho(f"{'SKIPPED':10} {line}", fg="yellow")
+    click.echo(f"{verb} {len(report.sent)}, skipped {len(report.skipped)}, "
+               f"not matching {report.filtered}")
