@@ -103,37 +103,36 @@ def read_topic(spark: SparkSession, root: str, topic: str, *,
     """The valid records of one topic under the archive ``root`` (local path or s3a://), without
     duplicates by ``dedupe_by`` (the Kafka coordinates by default; a business key such as
     ``request_id`` also drops an event the bus delivered twice; None keeps everything)."""
-    from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
     path = topic_path(root, topic)
-    try:
-        frame = (spark.read.schema(topic_schema(topic))
+    schema = topic_schema(topic)
+    if not path_exists(spark, path):  # a topic nothing was archived from yet: no rows
+        frame = spark.createDataFrame([], schema)
+    else:
+        frame = (spark.read.schema(schema)
                  .option("mode", "PERMISSIVE")
                  .option("recursiveFileLookup", "true")  # dt=/hour= are not columns we need
                  .option("pathGlobFilter", "*.jsonl.gz")
                  .json(path))
-    except AnalysisException as exc:
-        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
-            raise ArchiveNotFound(
-                f"no archive of {topic} at {path}: run `chatbus simulate --to archive "
-                f"--output {root}` for synthetic data, or start the archiver "
-                "(`make run`) and let it flush") from None
-        raise
     frame = frame.where(F.col("invalid").isNull()).drop("invalid")
     if dedupe_by:
         frame = frame.dropDuplicates(list(dedupe_by))
     return frame
 
 
+def path_exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` (local, s3a://, hdfs://…) exists, through Spark's Hadoop filesystem."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    return bool(fs.exists(hadoop_path))
+
+
 def assert_archive(spark: SparkSession, root: str) -> None:
     """Raise :class:`ArchiveNotFound` (saying what to do) when ``root`` holds no archive."""
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
-    assert jvm is not None
-    path = jvm.org.apache.hadoop.fs.Path(topic_path(root, TopicName.REQUESTS))
-    fs = path.getFileSystem(hadoop_conf)
-    if not fs.exists(path):
+    if not path_exists(spark, topic_path(root, TopicName.REQUESTS)):
         raise ArchiveNotFound(
             f"no archive at {root} (no topic={TopicName.REQUESTS.value}/ under it): run "
             f"`chatbus simulate --to archive --output {root}` for synthetic data, or start the "

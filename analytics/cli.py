@@ -65,6 +65,8 @@ def _job_command(job: str) -> click.Command:
                 spark.stop()
         except ChatbusError as exc:
             raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            raise _spark_failure(exc, source) from exc
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
         click.secho(f"{job} done in {time.perf_counter() - started:.1f} s", dim=True, err=True)
@@ -84,6 +86,22 @@ def _job_summary(job: str) -> str:
 
 for _job in JOBS:
     analytics.add_command(_job_command(_job))
+
+
+def _spark_failure(exc: Exception, source: str) -> Exception:
+    """A Spark or Py4J error as one readable line (the Java stack trace is in the log above);
+    anything else is re-raised as it is."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    if not isinstance(exc, PySparkException | Py4JError):
+        return exc
+    java = getattr(exc, "java_exception", None)  # Py4JJavaError: the Java exception says why
+    text = str(java.toString()) if java is not None else str(exc)
+    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    hint = (" Is the S3 endpoint reachable (CHATBUS_S3_ENDPOINT) and the bucket there?"
+            if source.startswith(("s3a://", "s3://")) else "")
+    return click.ClickException(f"Spark failed reading {source}: {first[:400]}.{hint}")
 
 
 @analytics.command()
@@ -107,6 +125,8 @@ def report(input_root: str | None, output: str | None, no_progress: bool) -> Non
             spark.stop()
     except ChatbusError as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise _spark_failure(exc, source) from exc
     click.echo(path.as_uri())
 
 

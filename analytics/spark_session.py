@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 MAVEN_HINT = "install Maven (Debian: apt-get install -y maven)"
+JAVA_HINT = "Spark needs Java 17 or 21 (Debian: apt-get install -y openjdk-17-jre-headless)"
 LOCAL_IP = "127.0.0.1"
 _JAR_VERSION_RE = re.compile(r"-\d[^/]*\.jar$")
 
@@ -144,6 +145,11 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
         # s3:// paths (what boto3 and the archiver print) read through S3A as well
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         f"{prefix}change.detection.mode": "none",  # moto's ETags are not S3's
+        # fail within seconds, not minutes, when the endpoint is down (defaults retry ~2 min)
+        f"{prefix}attempts.maximum": "2",
+        f"{prefix}retry.limit": "2",
+        f"{prefix}retry.interval": "250ms",
+        f"{prefix}connection.establish.timeout": "5s",
     }
 
 
@@ -154,6 +160,7 @@ def build_spark(settings: Settings, app_name: str = "chatbus-analytics", *,
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
+    tools.require("java", JAVA_HINT)
     submitted = SparkConf()  # spark-submit passes its --master / --conf here
     master = submitted.get("spark.master", settings.spark_master)
     local = master.startswith("local")

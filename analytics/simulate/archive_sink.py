@@ -21,7 +21,8 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,8 +70,9 @@ class Target:
         if self.local_root is not None:
             return (self.local_root / "_manifest").exists()
         client = _s3_client(settings)
-        found = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1,
-                                       Prefix=manifest_prefix(self.prefix))
+        with _s3_errors(settings, f"s3://{self.bucket}/{self.prefix}"):
+            found = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1,
+                                           Prefix=manifest_prefix(self.prefix))
         return bool(found.get("KeyCount"))
 
     def clear(self, settings: Settings) -> None:
@@ -82,12 +84,13 @@ class Target:
             return
         client = _s3_client(settings)
         prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                     Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])
-                    if o["Key"][len(prefix):].startswith(("topic=", "_manifest/", "_pending/"))]
-            if keys:
-                client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+        with _s3_errors(settings, f"s3://{self.bucket}/{prefix}"):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                         Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", []) if o["Key"][
+                    len(prefix):].startswith(("topic=", "_manifest/", "_pending/"))]
+                if keys:
+                    client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
     @property
     def spark_root(self) -> str:
@@ -120,9 +123,24 @@ def _s3_client(settings: Settings) -> Any:
         aws_secret_access_key=settings.aws_secret_access_key.get_secret_value())
 
 
+@contextmanager
+def _s3_errors(settings: Settings, where: str) -> Iterator[None]:
+    """boto3's errors as ours, saying what to check."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailable(
+            f"S3 refused {where} at {settings.s3_endpoint}: {exc}; is the endpoint up "
+            "(`chatbus infra up s3`), does the bucket exist, are the credentials right "
+            "(CHATBUS_S3_ENDPOINT, CHATBUS_AWS_ACCESS_KEY_ID)?") from exc
+
+
 class _Writer:
     def __init__(self, target: Target, settings: Settings) -> None:
         self.target = target
+        self.settings = settings
         self._s3: Any = None if target.local_root is not None else _s3_client(settings)
 
     def put(self, key: str, body: bytes) -> None:
@@ -133,14 +151,8 @@ class _Writer:
             tmp.write_bytes(body)
             tmp.replace(path)
             return
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with _s3_errors(self.settings, f"s3://{self.target.bucket}/{key}"):
             self._s3.put_object(Bucket=self.target.bucket, Key=key, Body=body)
-        except (BotoCoreError, ClientError) as exc:
-            raise ServiceUnavailable(
-                f"cannot write s3://{self.target.bucket}/{key}: {exc}; is the S3 endpoint up "
-                "(`chatbus infra up s3`) and does the bucket exist?") from exc
 
 
 def archive_line(event_json: str, *, topic: str, partition: int, offset: int,

@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, pairwise
-from typing import Any
 
 from analytics.lexicon import AXES
 from schemas.events import (
@@ -370,8 +369,6 @@ class Simulator:
         else:
             wanted = int(rng.lognormvariate(math.log(110 * length_factor), 0.8)) + 1
             words = self._words(rng, min(wanted, max_tokens))
-            if wanted >= max_tokens:
-                wanted = max_tokens
         finish = "length" if not refused and len(words) >= max_tokens else "stop"
         cancel_after = None
         if len(words) > 2 and rng.random() < p.p_cancel:
@@ -439,14 +436,6 @@ class Simulator:
         out.ended_at = done
         out.stop_conversation = finish == "cancelled" and rng.random() < 0.7
         return out
-
-
-def event_counts(events: list[SimEvent]) -> dict[str, Any]:
-    """How many events per topic (for progress lines and tests)."""
-    counts: dict[str, int] = {}
-    for e in events:
-        counts[e.topic] = counts.get(e.topic, 0) + 1
-    return counts
 
 
 def conversations_for_events(profile: Profile, events: int, pilot: int = 300) -> int:

@@ -395,3 +395,15 @@ def test_the_report_command_prints_a_file_uri_a_browser_opens(archive: Path,
     uri = done.stdout.strip().splitlines()[-1]
     assert uri == (tmp_path / "r" / "report.html").as_uri()
     assert '<section id="fairness">' in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_topic_nothing_was_archived_from_yet_reads_as_no_rows(spark: Any, archive: Path,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from analytics.jobs import conversations
+
+    partial = tmp_path / "partial"
+    shutil.copytree(archive, partial, ignore=shutil.ignore_patterns("topic=chat.control"))
+    tables = conversations.compute(spark, str(partial))
+    assert tables["conversations"].count() > 0

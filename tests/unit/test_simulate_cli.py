@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from chatbus.cli import main
@@ -32,3 +33,17 @@ def test_simulate_takes_events_or_conversations_not_both(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["simulate", "--events", "10", "--conversations", "2",
                                        "--output", str(tmp_path)])
     assert result.exit_code != 0 and "not both" in result.output
+
+
+def test_an_unreachable_s3_endpoint_is_reported_with_what_to_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbus.settings import get_settings
+
+    monkeypatch.setenv("CHATBUS_S3_ENDPOINT", "http://127.0.0.1:1")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["simulate", "--conversations", "2"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code != 0
+    assert "http://127.0.0.1:1" in result.output and "chatbus infra up s3" in result.output
