@@ -89,7 +89,9 @@ def topic_schema(topic: str) -> StructType:
     schema = model_schema(TOPIC_EVENTS[topic])
     for name, kind in (("kafka_topic", T.StringType()), ("kafka_partition", T.LongType()),
                        ("kafka_offset", T.LongType()), ("kafka_timestamp_ms", T.LongType()),
-                       ("kafka_key", T.StringType()), ("invalid", T.StringType())):
+                       ("kafka_key", T.StringType()),
+                       ("kafka_headers", T.MapType(T.StringType(), T.StringType())),
+                       ("invalid", T.StringType())):
         schema = schema.add(name, kind, nullable=True)
     return schema
 

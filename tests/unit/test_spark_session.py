@@ -40,7 +40,8 @@ def test_the_archive_schema_follows_the_event_contract() -> None:
 
     schema = topic_schema("chat.completions")
     names = schema.fieldNames()
-    assert {"request_id", "timings", "usage", "kafka_offset", "kafka_partition"} <= set(names)
+    assert {"request_id", "timings", "usage", "kafka_offset", "kafka_partition",
+            "kafka_headers"} <= set(names)
     timings = schema["timings"].dataType
     assert "time_to_first_token_ms" in timings.fieldNames()  # type: ignore[attr-defined]
     assert schema["created_at"].dataType.typeName() == "timestamp"
