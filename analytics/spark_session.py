@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -167,6 +168,8 @@ def build_spark(settings: Settings, app_name: str = "chatbus-analytics", *,
     if local:
         # Spark otherwise binds the machine's external address
         os.environ.setdefault("SPARK_LOCAL_IP", LOCAL_IP)
+        # Python workers run this interpreter (the venv), not whatever `python3` is on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name).master(master)
     conf: dict[str, str] = {
         "spark.ui.enabled": "false",

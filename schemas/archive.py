@@ -18,8 +18,9 @@ Layout (one bucket, everything under ``<prefix>/``, default ``archive/``)::
 
 Each line is an :class:`ArchivedRecord`: the event's own fields at the top level (so
 ``timings.time_to_first_token_ms`` is a column of ``topic=chat.completions``), plus the Kafka
-coordinates in ``kafka_*`` fields (``kafka_headers``: the record's headers as text, when any). A message that is not a valid event keeps its raw bytes in
-``raw_b64`` and the reason in ``invalid``.
+coordinates in ``kafka_*`` fields (``kafka_headers``: the record's headers as text, when any).
+A message that is not a valid event keeps its raw bytes in ``raw_b64`` and the reason in
+``invalid``.
 """
 
 from __future__ import annotations
