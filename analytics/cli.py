@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from analytics.jobs import JOBS
 from chatbus.errors import ChatbusError
 from chatbus.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from analytics.simulate.generator import Profile
@@ -50,23 +53,15 @@ def _job_command(job: str) -> click.Command:
     def command(input_root: str | None, output: str | None) -> None:
         import importlib
 
-        from analytics.spark_session import build_spark, needs_s3a
+        from analytics.spark_session import needs_s3a
 
         settings = get_settings()
         source = input_root or _default_input(settings)
         target = output or str(_default_output(settings, job))
         module = importlib.import_module(f"analytics.jobs.{job}")
         started = time.perf_counter()
-        try:
-            spark = build_spark(settings, f"chatbus-{job}", s3a=needs_s3a(source, target))
-            try:
-                paths = module.run(spark, source, target)
-            finally:
-                spark.stop()
-        except ChatbusError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except Exception as exc:
-            raise _spark_failure(exc, source) from exc
+        paths = _with_spark(f"chatbus-{job}", source, needs_s3a(source, target),
+                            lambda spark: module.run(spark, source, target))
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
         click.secho(f"{job} done in {time.perf_counter() - started:.1f} s", dim=True, err=True)
@@ -86,6 +81,22 @@ def _job_summary(job: str) -> str:
 
 for _job in JOBS:
     analytics.add_command(_job_command(_job))
+
+
+def _with_spark(app: str, source: str, s3a: bool, work: Callable[[Any], T]) -> T:
+    """``work(spark)`` in a session stopped afterwards; failures as one ClickException."""
+    from analytics.spark_session import build_spark
+
+    try:
+        spark = build_spark(get_settings(), app, s3a=s3a)
+        try:
+            return work(spark)
+        finally:
+            spark.stop()
+    except ChatbusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise _spark_failure(exc, source) from exc
 
 
 def _spark_failure(exc: Exception, source: str) -> Exception:
@@ -112,21 +123,14 @@ def _spark_failure(exc: Exception, source: str) -> Exception:
 def report(input_root: str | None, output: str | None, no_progress: bool) -> None:
     """Run every job and write one self-contained HTML report with charts."""
     from analytics.report import build_report
-    from analytics.spark_session import build_spark, needs_s3a
+    from analytics.spark_session import needs_s3a
 
     settings = get_settings()
     source = input_root or _default_input(settings)
     target = Path(output).resolve() if output else _default_output(settings, "report")
-    try:
-        spark = build_spark(settings, "chatbus-report", s3a=needs_s3a(source))
-        try:
-            path = build_report(spark, source, target, progress=not no_progress)
-        finally:
-            spark.stop()
-    except ChatbusError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        raise _spark_failure(exc, source) from exc
+    path = _with_spark("chatbus-report", source, needs_s3a(source),
+                       lambda spark: build_report(spark, source, target,
+                                                  progress=not no_progress))
     click.echo(path.as_uri())
 
 

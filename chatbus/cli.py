@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -88,13 +89,19 @@ def chat(prompt: str, model: str | None, system: str | None, max_tokens: int | N
 @main.command()
 def worker() -> None:
     """Run an inference worker (one consumer-group member) until SIGTERM."""
-    from chatbus.logging import configure_logging
     from inference_consumers.serve import run_worker
 
+    _serve("inference", run_worker)
+
+
+def _serve(component: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    """Run one long-lived component with its logging until it stops; our errors as one line."""
+    from chatbus.logging import configure_logging
+
     settings = _settings()
-    configure_logging(settings, component="inference")
+    configure_logging(settings, component=component)
     try:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run(settings))
     except ChatbusError as exc:
         _fail(exc)
 
@@ -199,15 +206,9 @@ def processors() -> None:
 @main.command()
 def archiver() -> None:
     """Archive every chat.* event to the object store until SIGTERM (then flush and leave)."""
-    from chatbus.logging import configure_logging
     from stream_processors.archiver.serve import run_archiver
 
-    settings = _settings()
-    configure_logging(settings, component="archiver")
-    try:
-        asyncio.run(run_archiver(settings))
-    except ChatbusError as exc:
-        _fail(exc)
+    _serve("archiver", run_archiver)
 
 
 @main.group()
