@@ -94,14 +94,21 @@ def worker() -> None:
     _serve("inference", run_worker)
 
 
-def _serve(component: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
-    """Run one long-lived component with its logging until it stops; our errors as one line."""
+def _serve(component: str, run: Callable[[Settings], Coroutine[Any, Any, None] | None],
+           settings: Settings | None = None) -> None:
+    """Run one long-lived component (a coroutine function or a blocking one) with its logging
+    until it stops; our errors as one line."""
+    import inspect
+
     from chatbus.logging import configure_logging
 
-    settings = _settings()
+    settings = settings or _settings()
     configure_logging(settings, component=component)
     try:
-        asyncio.run(run(settings))
+        if inspect.iscoroutinefunction(run):
+            asyncio.run(run(settings))
+        else:
+            run(settings)
     except ChatbusError as exc:
         _fail(exc)
 
@@ -112,7 +119,6 @@ def _serve(component: str, run: Callable[[Settings], Coroutine[Any, Any, None]])
 @click.option("--port", type=int, default=None, help="Port (default: CHATBUS_GATEWAY_PORT).")
 def gateway(host: str | None, port: int | None) -> None:
     """Run the OpenAI-compatible HTTP gateway until SIGTERM."""
-    from chatbus.logging import configure_logging
     from producers.gateway import run_gateway
 
     settings = _settings()
@@ -121,13 +127,7 @@ def gateway(host: str | None, port: int | None) -> None:
         overrides["gateway_host"] = host
     if port is not None:
         overrides["gateway_port"] = port
-    if overrides:
-        settings = settings.model_copy(update=overrides)
-    configure_logging(settings, component="gateway")
-    try:
-        run_gateway(settings)
-    except ChatbusError as exc:
-        _fail(exc)
+    _serve("gateway", run_gateway, settings.model_copy(update=overrides))
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -190,16 +190,10 @@ def keys_revoke(key_id: str) -> None:
 # --- processors -----------------------------------------------------------------------------
 @main.command()
 def processors() -> None:
-    """Run the stream processors (Faust app: input moderation) until SIGTERM."""
-    from chatbus.logging import configure_logging
+    """Run the stream processors (Faust app: moderation, history) until SIGTERM."""
     from stream_processors.serve import run_processors
 
-    settings = _settings()
-    configure_logging(settings, component="processors")
-    try:
-        run_processors(settings)
-    except ChatbusError as exc:
-        _fail(exc)
+    _serve("processors", run_processors)
 
 
 # --- archiver -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 
 from analytics.simulate.generator import Profile, Simulator
 from chatbus.errors import ConfigurationError, ServiceUnavailable
+from chatbus.object_store import s3_client
 from chatbus.settings import Settings
 from schemas.archive import (
     ManifestEntry,
@@ -69,7 +70,7 @@ class Target:
         """Whether an archive (its manifest) is already there."""
         if self.local_root is not None:
             return (self.local_root / "_manifest").exists()
-        client = _s3_client(settings)
+        client = s3_client(settings)
         with _s3_errors(settings, f"s3://{self.bucket}/{self.prefix}"):
             found = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1,
                                            Prefix=manifest_prefix(self.prefix))
@@ -82,7 +83,7 @@ class Target:
                 if child.name.startswith(("topic=", "_manifest", "_pending")):
                     shutil.rmtree(child)
             return
-        client = _s3_client(settings)
+        client = s3_client(settings)
         prefix = f"{self.prefix}/" if self.prefix else ""
         with _s3_errors(settings, f"s3://{self.bucket}/{prefix}"):
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
@@ -114,15 +115,6 @@ class SimulationResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def _s3_client(settings: Settings) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-        aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value())
-
-
 @contextmanager
 def _s3_errors(settings: Settings, where: str) -> Iterator[None]:
     """boto3's errors as ours, saying what to check."""
@@ -141,7 +133,7 @@ class _Writer:
     def __init__(self, target: Target, settings: Settings) -> None:
         self.target = target
         self.settings = settings
-        self._s3: Any = None if target.local_root is not None else _s3_client(settings)
+        self._s3: Any = None if target.local_root is not None else s3_client(settings)
 
     def put(self, key: str, body: bytes) -> None:
         if self.target.local_root is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from chatbus.errors import ServiceUnavailable
 from chatbus.settings import Settings
@@ -48,3 +48,11 @@ def kafka_unavailable(settings: Settings, exc: BaseException) -> ServiceUnavaila
         "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
     )
 
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """Every partition of ``topics`` as the broker has them now (a started consumer that has not
+    subscribed knows no metadata yet; missing topics have none)."""
+    await consumer._client.force_metadata_update()
+    return [TopicPartition(topic, p) for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())]

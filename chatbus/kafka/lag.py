@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from chatbus.kafka.factories import kafka_unavailable
+from chatbus.kafka.factories import kafka_unavailable, partitions_of
 from chatbus.kafka.topic_setup import admin_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -52,9 +52,7 @@ async def log_offsets(settings: Settings, topics: list[str]
         await consumer.stop()
         raise kafka_unavailable(settings, exc) from exc
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for topic in topics
-               for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await partitions_of(consumer, *topics)
         if not tps:
             return {}, {}
         starts = await consumer.beginning_offsets(tps)

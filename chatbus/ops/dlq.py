@@ -22,7 +22,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from chatbus.kafka.factories import kafka_unavailable, make_consumer, make_producer
+from chatbus.kafka.factories import (
+    kafka_unavailable,
+    make_consumer,
+    make_producer,
+    partitions_of,
+)
 from chatbus.settings import Settings
 from schemas.events import DeadLetter, parse_event
 from schemas.topics import TopicName
@@ -80,10 +85,7 @@ async def read_letters(settings: Settings) -> list[Letter]:
     consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
     try:
         await consumer.start()
-        topic = settings.topic(TopicName.DLQ)
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                         or ())]
+        tps = await partitions_of(consumer, settings.topic(TopicName.DLQ))
         if not tps:
             return []
         consumer.assign(tps)
@@ -125,9 +127,7 @@ async def replay(settings: Settings, *, consumer: str | None = None, topic: str 
     try:
         await reader.start()
         await producer.start()
-        dlq = settings.topic(TopicName.DLQ)
-        await reader._client.force_metadata_update()
-        tps = [TopicPartition(dlq, p) for p in sorted(reader.partitions_for_topic(dlq) or ())]
+        tps = await partitions_of(reader, settings.topic(TopicName.DLQ))
         if not tps:
             return report
         reader.assign(tps)

@@ -11,9 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import TopicPartition
 
-from chatbus.kafka.factories import make_consumer
+from chatbus.kafka.factories import make_consumer, partitions_of
 from chatbus.kafka.publisher import EventPublisher
 from chatbus.ops.dlq import REPLAY_HEADER, replay
 from chatbus.settings import Settings
@@ -36,9 +35,7 @@ async def _requests_on_the_bus(settings: Settings) -> list[tuple[bytes, dict[str
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        topic = settings.topic(TopicName.REQUESTS)
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = await partitions_of(consumer, settings.topic(TopicName.REQUESTS))
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         out = []
