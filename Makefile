@@ -5,6 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs into .venv by hard-linking files from its cache (~/.cache/uv): torch's CUDA wheels
+# from PyPI take ~8 GB once, not once in the cache and again in every checkout's .venv.
+UV_REQ := uv>=0.9,<1
+MIN_FREE_GB ?= 9
+UV_CACHE := $(or $(UV_CACHE_DIR),$(HOME)/.cache/uv)
+UV := $(BIN)/uv
+UV_FLAGS := --python $(BIN)/python $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
@@ -18,11 +25,12 @@ help: ## Show this help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
-	@echo "==> installing chatbus and its dependencies into $(VENV) (first time: a few minutes)"
+	@echo "==> installing chatbus and its dependencies into $(VENV) (first time: a minute or two)"
+	@infra/local/disk_check.sh "$(UV_CACHE)" $(MIN_FREE_GB)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --upgrade pip
-	@$(BIN)/pip install -q -e '.[dev]'
-	@$(BIN)/pip check
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q '$(UV_REQ)'
+	@$(UV) pip install $(UV_FLAGS) -e '.[dev]'
+	@$(UV) pip check --python $(BIN)/python
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install chatbus with its dependencies
@@ -81,7 +89,7 @@ check-schemas: install ## Fail when schemas/json is stale
 bench: bench-inference bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: ceiling vs transformers serve vs chatbus (BENCH_ARGS=--quick)
-	@$(BIN)/pip install -q -e '.[bench]'
+	@$(UV) pip install -q $(UV_FLAGS) -e '.[bench]'
 	@$(BIN)/python -m inference_consumers.bench $(BENCH_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag

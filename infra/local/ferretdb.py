@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -54,34 +57,28 @@ class FerretDB(Service):
         mod.mkdir(parents=True, exist_ok=True)
         if not (mod / "go.mod").exists():
             shutil.copyfile(GO_MOD, mod / "go.mod")
-        env = {"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-        tools.run(
-            [go, "get", "-tool", f"{PACKAGE}@{version}"],
-            f"go get {PACKAGE}@{version}", cwd=mod, env=env,
-        )
-        src_in_cache = tools.run(
-            [go, "list", "-m", "-f", "{{.Dir}}", MODULE], "go list FerretDB", cwd=mod, env=env
-        ).strip().splitlines()[-1]
-        # `go install` of the tool builds a binary that panics at start ("Invalid
-        # build/version/version.txt"): FerretDB embeds its version from a generated file that
-        # the published module lacks. So build from a writable copy of the module with that file.
-        src = target.parent.parent / f"ferretdb-src-{version}"
-        shutil.rmtree(src, ignore_errors=True)
-        shutil.copytree(src_in_cache, src)
-        for path in [src, *src.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-        (src / "build" / "version" / "version.txt").write_text(version + "\n")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("ferretdb.tmp")
-        tools.run(
-            [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "./cmd/ferretdb"],
-            f"go build FerretDB {version}", cwd=src, env={"CGO_ENABLED": "0"},
-        )
-        out = tools.run([str(tmp), "--version"], "ferretdb --version")
-        if f"version: {version}" not in out:
-            raise ServiceUnavailable(f"built ferretdb reports an unexpected version:\n{out}")
-        tmp.replace(target)
-        shutil.rmtree(src, ignore_errors=True)
+        # Go's module and build caches for this one build live in a scratch folder that is removed
+        # afterwards: they peak at ~1 GB that nothing needs once the binary exists.
+        with tempfile.TemporaryDirectory(prefix="ferretdb-build-", dir=target.parent.parent) as tmp:
+            scratch = Path(tmp)
+            env = {
+                "GOFLAGS": "-mod=mod",
+                "CGO_ENABLED": "0",
+                "GOMODCACHE": str(scratch / "mod"),
+                "GOCACHE": str(scratch / "build"),
+            }
+            try:
+                _build(go, version, mod, scratch / "src", target, env)
+            finally:
+                # module cache files are read-only; `go clean -modcache` is how Go removes them
+                subprocess.run(
+                    [go, "clean", "-modcache"],
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
         tools.write_marker(marker, version)
 
     def prepare(self, settings: Settings) -> None:
@@ -122,3 +119,38 @@ class FerretDB(Service):
         finally:
             client.close()
         return f"ferretdb {version}, ping ok"
+
+
+def _build(go: str, version: str, mod: Path, src: Path, target: Path, env: dict[str, str]) -> None:
+    """Fetch FerretDB ``version`` as a Go tool of module ``mod`` and build it into ``target``."""
+    tools.run(
+        [go, "get", "-tool", f"{PACKAGE}@{version}"],
+        f"go get {PACKAGE}@{version}",
+        cwd=mod,
+        env=env,
+    )
+    src_in_cache = (
+        tools.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", MODULE], "go list FerretDB", cwd=mod, env=env
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    # `go install` of the tool builds a binary that panics at start ("Invalid
+    # build/version/version.txt"): FerretDB embeds its version from a generated file that
+    # the published module lacks. So build from a writable copy of the module with that file.
+    shutil.copytree(src_in_cache, src)
+    for path in [src, *src.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    (src / "build" / "version" / "version.txt").write_text(version + "\n")
+    tmp = target.with_name("ferretdb.tmp")
+    tools.run(
+        [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "./cmd/ferretdb"],
+        f"go build FerretDB {version}",
+        cwd=src,
+        env=env,
+    )
+    out = tools.run([str(tmp), "--version"], "ferretdb --version")
+    if f"version: {version}" not in out:
+        raise ServiceUnavailable(f"built ferretdb reports an unexpected version:\n{out}")
+    tmp.replace(target)
