@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(39093, description="Port of the local KRaft controller.")
     kafka_version: str = "4.1.1"
     kafka_client_id: str = "chatbus"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every client talks to the brokers; managed clusters "
+        "(Confluent Cloud, MSK with SASL/SCRAM, Aiven) want SASL_SSL.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = Field("", description="Required with SASL_PLAINTEXT / SASL_SSL.")
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signed the brokers' certificates (SSL / SASL_SSL); "
+        "the system's trust store when unset.")
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for brokers that require mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Private key of kafka_ssl_certfile.")
+    kafka_secure_port: int = Field(
+        39094, description="Port of the local broker's SASL_SSL listener (tests of that path).")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the request/token topics.")
     topic_replication: int = Field(1, ge=1)
     topic_prefix: str = Field(
@@ -223,6 +237,17 @@ class Settings(BaseSettings):
             if address not in data and port in data:
                 data[address] = template.format(data[port])
         return data
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"CHATBUS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "CHATBUS_KAFKA_SASL_USERNAME and CHATBUS_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @property
     def resolved_model_path(self) -> Path:

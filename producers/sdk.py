@@ -25,7 +25,7 @@ from chatbus.errors import ChatbusError, InvalidEvent
 from chatbus.kafka import (
     EventPublisher,
     decode_event,
-    kafka_unavailable,
+    kafka_unreachable,
     make_consumer,
 )
 from chatbus.logging import get_logger
@@ -112,7 +112,7 @@ class ChatClient:
         except KafkaConnectionError as exc:
             await consumer.stop()
             await self._publisher.stop()
-            raise kafka_unavailable(self._settings, exc) from exc
+            raise await kafka_unreachable(self._settings, exc) from exc
         try:
             partitions = await self._publisher.partitions_for(TopicName.TOKENS)
             if self._reply_partition is None and self._choose_partition is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 
+from chatbus.kafka.security import faust_credentials
 from chatbus.settings import Settings
 from stream_processors.agents import history, moderation, output_moderation
 from stream_processors.moderation.classifier import Classifier
@@ -26,6 +27,7 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> f
     app = faust.App(
         ident,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",  # tables rebuild from their changelog topics on start
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,

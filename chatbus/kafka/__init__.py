@@ -3,6 +3,7 @@
 from chatbus.kafka.codec import decode_event, encode_event, event_headers
 from chatbus.kafka.factories import (
     kafka_unavailable,
+    kafka_unreachable,
     make_consumer,
     make_producer,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "encode_event",
     "event_headers",
     "kafka_unavailable",
+    "kafka_unreachable",
     "make_consumer",
     "make_producer",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.conn import create_conn
 
 from chatbus.errors import ServiceUnavailable
+from chatbus.kafka.security import client_options
 from chatbus.settings import Settings
 
 
@@ -20,6 +23,7 @@ def make_producer(settings: Settings, *, client_id: str | None = None,
         "enable_idempotence": True,
         "linger_ms": 0,
         "request_timeout_ms": 30_000,
+        **client_options(settings),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -36,18 +40,45 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "fetch_max_wait_ms": 50,
+        **client_options(settings),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
 
 
-def kafka_unavailable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
-    """Our error for a broker that cannot be reached, saying what to do."""
-    return ServiceUnavailable(
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc.__class__.__name__}: {exc}); "
-        "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
-    )
+def kafka_unavailable(settings: Settings, exc: BaseException,
+                      cause: str | None = None) -> ServiceUnavailable:
+    """Our error for a broker that cannot be reached, saying what to do (and, when known, what
+    the broker said: ``cause``)."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        hint = (f"check CHATBUS_KAFKA_BOOTSTRAP and the {settings.kafka_security_protocol} "
+                "settings (CHATBUS_KAFKA_SASL_*, CHATBUS_KAFKA_SSL_CAFILE)")
+    else:
+        hint = "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
+    said = cause or f"{exc.__class__.__name__}: {exc}"
+    return ServiceUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap} ({said}); {hint}")
 
+
+async def kafka_unreachable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
+    """:func:`kafka_unavailable` with the reason one direct connection to the first bootstrap
+    broker gives (a refused password, an untrusted certificate, …), which a client's own
+    bootstrap error leaves out."""
+    return kafka_unavailable(settings, exc, await connection_problem(settings))
+
+
+async def connection_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Why connecting (TLS handshake and SASL included) to the first bootstrap broker fails;
+    None when it succeeds."""
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(host.strip("[]"), int(port), client_id="chatbus-diagnosis",
+                                     request_timeout_ms=int(timeout_s * 1000),
+                                     **client_options(settings))
+    except Exception as exc:  # noqa: BLE001 - the reason is what we want, whatever it is
+        return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    conn.close()
+    return None
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from chatbus.kafka.factories import kafka_unavailable, partitions_of
+from chatbus.kafka.factories import kafka_unreachable, partitions_of
+from chatbus.kafka.security import client_options
 from chatbus.kafka.topic_setup import admin_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -45,12 +46,13 @@ async def log_offsets(settings: Settings, topics: list[str]
                       ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The first and the end offset of every partition of ``topics`` (missing topics skipped)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                client_id=f"{settings.kafka_client_id}-offsets")
+                                client_id=f"{settings.kafka_client_id}-offsets",
+                                **client_options(settings))
     try:
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
-        raise kafka_unavailable(settings, exc) from exc
+        raise await kafka_unreachable(settings, exc) from exc
     try:
         tps = await partitions_of(consumer, *topics)
         if not tps:

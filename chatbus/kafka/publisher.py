@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from chatbus.errors import ConfigurationError
 from chatbus.kafka.codec import encode_event, event_headers
-from chatbus.kafka.factories import kafka_unavailable, make_producer
+from chatbus.kafka.factories import kafka_unavailable, kafka_unreachable, make_producer
 from chatbus.settings import Settings
 from schemas.topics import topic as topic_entry
 
@@ -32,7 +32,7 @@ class EventPublisher:
             await self._producer.start()
         except KafkaConnectionError as exc:
             await self._producer.stop()
-            raise kafka_unavailable(self._settings, exc) from exc
+            raise await kafka_unreachable(self._settings, exc) from exc
         self._started = True
 
     async def stop(self) -> None:

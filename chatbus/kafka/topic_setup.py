@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from chatbus.kafka.factories import kafka_unavailable
+from chatbus.kafka.factories import kafka_unreachable
+from chatbus.kafka.security import client_options
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from schemas.topics import TOPICS
@@ -22,12 +23,13 @@ TopicSpec = tuple[int, dict[str, str]]  # partitions, topic configs
 async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client; a broker that cannot be reached is our ServiceUnavailable."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                client_id=f"{settings.kafka_client_id}-admin")
+                                client_id=f"{settings.kafka_client_id}-admin",
+                                **client_options(settings))
     try:
         await admin.start()
     except KafkaConnectionError as exc:
         await admin.close()
-        raise kafka_unavailable(settings, exc) from exc
+        raise await kafka_unreachable(settings, exc) from exc
     try:
         yield admin
     finally:

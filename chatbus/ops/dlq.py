@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from chatbus.kafka.factories import (
-    kafka_unavailable,
+    kafka_unreachable,
     make_consumer,
     make_producer,
     partitions_of,
@@ -92,7 +92,7 @@ async def read_letters(settings: Settings) -> list[Letter]:
         await consumer.seek_to_beginning(*tps)
         return await _read(consumer, tps, await consumer.end_offsets(tps))
     except KafkaError as exc:
-        raise kafka_unavailable(settings, exc) from exc
+        raise await kafka_unreachable(settings, exc) from exc
     finally:
         await consumer.stop()
 
@@ -164,7 +164,7 @@ async def replay(settings: Settings, *, consumer: str | None = None, topic: str 
             await reader.commit({tp: end for tp, end in ends.items()})
         return report
     except KafkaError as exc:
-        raise kafka_unavailable(settings, exc) from exc
+        raise await kafka_unreachable(settings, exc) from exc
     finally:
         await producer.stop()
         await reader.stop()

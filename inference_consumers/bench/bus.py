@@ -14,12 +14,11 @@ import uuid
 from contextlib import AsyncExitStack
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from chatbus.errors import InvalidEvent
 from chatbus.kafka import decode_event, make_consumer
-from chatbus.kafka.topic_setup import ensure_topics
+from chatbus.kafka.topic_setup import admin_client, ensure_topics
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.bench.config import ServingConfig
@@ -101,13 +100,8 @@ class BusSystem:
         await asyncio.to_thread(process.stop, self.settings, self._process_name, STOP_TIMEOUT_S)
 
     async def _delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                    client_id="chatbus-bench-admin")
-        await admin.start()
-        try:
+        async with admin_client(self.settings) as admin:
             await admin.delete_topics([self.settings.topic(t) for t in TOPICS])
-        finally:
-            await admin.close()
 
     async def _start_completions_reader(self) -> None:
         topic = self.settings.topic(TopicName.COMPLETIONS)

@@ -6,8 +6,10 @@ import asyncio
 import base64
 import hashlib
 import re
+import secrets
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ from chatbus.settings import Settings
 from infra.local import ports, tools
 from infra.local.console import say
 from infra.local.service import Command, Service
+from infra.local.tls import ServerTLS, ensure_server_tls
 
 log = structlog.get_logger(__name__)
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 JAVA_HINT = "install OpenJDK 17 or newer (Debian: apt-get install -y openjdk-17-jre-headless)"
 MAVEN_HINT = "install Maven (Debian: apt-get install -y maven)"
+SECURE_USER = "chatbus"
 
 
 def home(settings: Settings) -> Path:
@@ -61,6 +65,7 @@ class Kafka(Service):
         return [
             (settings.kafka_port, "CHATBUS_KAFKA_PORT"),
             (settings.kafka_controller_port, "CHATBUS_KAFKA_CONTROLLER_PORT"),
+            (settings.kafka_secure_port, "CHATBUS_KAFKA_SECURE_PORT"),
         ]
 
     def address(self, settings: Settings) -> str:
@@ -114,18 +119,35 @@ class Kafka(Service):
         data.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         host = ports.HOST
+        secure = _prepare_secure_listener(base)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{settings.kafka_controller_port}",
             "listeners": (
                 f"PLAINTEXT://{host}:{settings.kafka_port},"
-                f"CONTROLLER://{host}:{settings.kafka_controller_port}"
+                f"CONTROLLER://{host}:{settings.kafka_controller_port},"
+                f"SECURE://{host}:{settings.kafka_secure_port}"
             ),
-            "advertised.listeners": f"PLAINTEXT://{host}:{settings.kafka_port}",
+            "advertised.listeners": (
+                f"PLAINTEXT://{host}:{settings.kafka_port},"
+                f"SECURE://{host}:{settings.kafka_secure_port}"
+            ),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SECURE:SASL_SSL"
+            ),
+            # SECURE: what a managed cluster looks like (SASL PLAIN over TLS), so the clients'
+            # secure path is tested against a real broker
+            "listener.name.secure.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.secure.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{secure.username}" password="{secure.password}" '
+                f'user_{secure.username}="{secure.password}";'
+            ),
+            "listener.name.secure.ssl.keystore.type": "PEM",
+            "listener.name.secure.ssl.keystore.location": str(secure.tls.server_pem),
             "log.dirs": str(data),
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
@@ -184,6 +206,43 @@ class Kafka(Service):
         if not brokers:
             raise ServiceUnavailable("metadata lists no brokers yet")
         return f"cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s)"
+
+
+@dataclass(frozen=True)
+class SecureCredentials:
+    username: str
+    password: str
+    tls: ServerTLS
+
+
+def _prepare_secure_listener(base: Path) -> SecureCredentials:
+    """The SECURE listener's user, password (made once, 0600) and TLS certificate."""
+    folder = base / "secure"
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = folder / "password"
+    if not password_file.exists():
+        password_file.touch(mode=0o600)
+        password_file.write_text(secrets.token_urlsafe(24))
+    return SecureCredentials(
+        username=SECURE_USER,
+        password=password_file.read_text().strip(),
+        tls=ensure_server_tls(folder, "chatbus-kafka"),
+    )
+
+
+def secure_client_settings(settings: Settings) -> dict[str, Any]:
+    """Settings fields of a client of the local broker's SASL_SSL listener (after `make up`)."""
+    folder = Kafka().data_dir(settings) / "secure"
+    if not (folder / "password").exists():
+        raise ServiceUnavailable("the local Kafka has no SECURE listener yet; run `make up`")
+    return {
+        "kafka_bootstrap": f"{ports.HOST}:{settings.kafka_secure_port}",
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "PLAIN",
+        "kafka_sasl_username": SECURE_USER,
+        "kafka_sasl_password": (folder / "password").read_text().strip(),
+        "kafka_ssl_cafile": folder / "ca.pem",
+    }
 
 
 async def describe_cluster(bootstrap: str, seconds: float) -> dict[str, Any]:

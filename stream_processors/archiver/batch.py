@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+import orjson
 
 
 @dataclass
@@ -26,7 +25,7 @@ class PartitionBatch:
     opened_at: float = 0.0
 
     def add(self, offset: int, timestamp_ms: int, record: dict[str, Any]) -> None:
-        line = _DUMPS(record).encode() + b"\n"
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         if not self.lines:
             self.first_offset, self.first_timestamp_ms = offset, timestamp_ms
             self.opened_at = time.monotonic()

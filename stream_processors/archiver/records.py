@@ -8,9 +8,9 @@ bytes, so one poison message cannot stop the archiver.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
+import orjson
 from aiokafka import ConsumerRecord
 
 from schemas.archive import archived_record
@@ -32,11 +32,11 @@ def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
                              "key": key, "headers": headers}
     value = record.value or b""
     try:
-        event = json.loads(value)
+        event = orjson.loads(value)
         if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
             raise ValueError("not a chatbus event (no known 'type')")
         found = redact_event(event) if redact else 0
-    except Exception as exc:  # noqa: BLE001 - bad JSON, RecursionError, …: archived raw
+    except Exception as exc:  # noqa: BLE001 - bad JSON, too deep, …: archived raw
         metrics.INVALID.labels(topic).inc()
         return archived_record(None, **where, raw_b64=_raw_b64(topic, value, redact),
                                invalid=f"{type(exc).__name__}: {exc}"[:500])

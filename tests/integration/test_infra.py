@@ -31,7 +31,8 @@ def _free_port() -> int:
 def _private_settings(state_dir: Path, **overrides: object) -> Settings:
     ports = {
         name: _free_port()
-        for name in ("kafka_port", "kafka_controller_port", "redis_port", "mongo_port", "s3_port")
+        for name in ("kafka_port", "kafka_controller_port", "kafka_secure_port", "redis_port",
+                     "mongo_port", "s3_port")
     }
     fields: dict[str, object] = {"state_dir": state_dir, "log_json": False, **ports}
     fields.update(overrides)
