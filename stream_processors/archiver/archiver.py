@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from chatbus.errors import ServiceUnavailable
 from chatbus.health import Health
-from chatbus.kafka.factories import make_consumer
+from chatbus.kafka.factories import kafka_unreachable, make_consumer
 from chatbus.logging import get_logger
 from chatbus.object_store import ObjectStore
 from chatbus.settings import Settings
@@ -39,6 +39,7 @@ from stream_processors.archiver import metrics
 from stream_processors.archiver.batch import PartitionBatch
 from stream_processors.archiver.records import archive_line
 from stream_processors.archiver.resume import resume_point
+from stream_processors.archiver.stream_redaction import TokenStreamRedactor
 from stream_processors.archiver.uploader import read_pending, upload_batch
 
 log = get_logger(__name__)
@@ -68,6 +69,7 @@ class Archiver:
         self.group = settings.topic(settings.archive_group)
         self._registry = {settings.topic(t.value): t.value for t in TopicName}
         self._batches: dict[TopicPartition, PartitionBatch] = {}
+        self._streams: dict[TopicPartition, TokenStreamRedactor] = {}  # chat.tokens partitions
         self._close_at: dict[TopicPartition, int] = {}  # re-archive exactly up to this offset
         self._next: dict[TopicPartition, int] = {}  # first offset not yet archived
         self._unresolved: set[TopicPartition] = set()  # assigned; where to start not decided
@@ -83,7 +85,7 @@ class Archiver:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        for state in (self._batches, self._close_at, self._next):
+        for state in (self._batches, self._streams, self._close_at, self._next):
             state.clear()
         self._unresolved.clear()
         consumer = make_consumer(self.settings, group_id=self.group,
@@ -98,10 +100,7 @@ class Archiver:
         except KafkaError as exc:
             self._consumer = None
             await consumer.stop()
-            raise ServiceUnavailable(
-                f"archiver cannot reach Kafka at {self.settings.kafka_bootstrap} ({exc}); "
-                "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
-            ) from exc
+            raise await kafka_unreachable(self.settings, exc) from exc
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="archiver")
         log.info("archiver_started", group=self.group, topics=sorted(self._registry.values()),
@@ -189,8 +188,14 @@ class Archiver:
             batch = None
         if batch is None:
             batch = self._batches[tp] = PartitionBatch(self._registry[tp.topic], tp.partition)
-        batch.add(record.offset, record.timestamp,
-                  archive_line(batch.topic, record, redact=self.settings.archive_redact))
+        redact = self.settings.archive_redact
+        streamed = redact and batch.topic == TopicName.TOKENS
+        line = archive_line(batch.topic, record, redact=redact, chunks=not streamed)
+        index = batch.add(record.offset, record.timestamp, line)
+        if streamed:
+            redactor = self._streams.setdefault(tp, TokenStreamRedactor())
+            if found := redactor.add(batch, index, line):
+                metrics.REDACTED.labels(batch.topic).inc(found)
         if self._store_down():
             return
         if close_at is not None:  # re-archiving a pending range: only its own end closes it
@@ -270,6 +275,7 @@ class Archiver:
         async with self._lock:  # waits for an upload in flight (one attempt) to finish
             for tp in revoked:
                 dropped = self._batches.pop(tp, None)
+                self._streams.pop(tp, None)
                 self._close_at.pop(tp, None)
                 self._next.pop(tp, None)
                 self._unresolved.discard(tp)
@@ -285,6 +291,7 @@ class Archiver:
         assert self._consumer is not None
         for tp in assigned:
             self._batches.pop(tp, None)
+            self._streams.pop(tp, None)
             self._close_at.pop(tp, None)
             self._next.pop(tp, None)
         self._unresolved |= set(assigned)

@@ -24,7 +24,8 @@ class PartitionBatch:
     size: int = 0
     opened_at: float = 0.0
 
-    def add(self, offset: int, timestamp_ms: int, record: dict[str, Any]) -> None:
+    def add(self, offset: int, timestamp_ms: int, record: dict[str, Any]) -> int:
+        """Append ``record`` (the next offset's line); returns its index."""
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         if not self.lines:
             self.first_offset, self.first_timestamp_ms = offset, timestamp_ms
@@ -32,6 +33,13 @@ class PartitionBatch:
         self.lines.append(line)
         self.last_offset = offset
         self.size += len(line)
+        return len(self.lines) - 1
+
+    def replace(self, index: int, record: dict[str, Any]) -> None:
+        """Write line ``index`` again from ``record`` (redaction that later lines revealed)."""
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        self.size += len(line) - len(self.lines[index])
+        self.lines[index] = line
 
     def __len__(self) -> int:
         return len(self.lines)

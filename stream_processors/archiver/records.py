@@ -22,8 +22,10 @@ EVENT_TYPES = frozenset(e.model_fields["type"].default for e in ALL_EVENTS)
 
 
 def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
-                 redact: bool) -> dict[str, Any]:
-    """The archive line of ``record`` (of registry topic ``topic``)."""
+                 redact: bool, chunks: bool = True) -> dict[str, Any]:
+    """The archive line of ``record`` (of registry topic ``topic``); ``chunks=False`` leaves a
+    token chunk's text to :class:`~stream_processors.archiver.stream_redaction.TokenStreamRedactor`,
+    which sees the chunks before it."""
     key = record.key.decode(errors="replace") if record.key is not None else None
     headers = {str(name): (value or b"").decode(errors="replace")
                for name, value in record.headers or ()}
@@ -35,7 +37,7 @@ def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
         event = orjson.loads(value)
         if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
             raise ValueError("not a chatbus event (no known 'type')")
-        found = redact_event(event) if redact else 0
+        found = redact_event(event, chunks=chunks) if redact else 0
     except Exception as exc:  # noqa: BLE001 - bad JSON, too deep, …: archived raw
         metrics.INVALID.labels(topic).inc()
         return archived_record(None, **where, raw_b64=_raw_b64(topic, value, redact),

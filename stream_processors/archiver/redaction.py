@@ -5,9 +5,11 @@ Moderation marks personal data (emails, phone numbers, Luhn-valid card numbers) 
 text an event carries, so what moderation marks is exactly what the archive redacts — without
 waiting for, or joining with, the verdict. Each span becomes ``[REDACTED:<kind>]``.
 
-A token chunk is redacted on its own: personal data split across two chunks is not caught there
-(the completion, which carries the whole answer, is). A chunk whose text was redacted also loses
-its ``token_ids``, which would otherwise spell the same text.
+A token chunk alone rarely holds a whole number or address (workers stream a few characters at a
+time): the archiver redacts chunks with their answer's preceding text
+(:mod:`stream_processors.archiver.stream_redaction`); ``redact_event`` redacts a chunk on its own
+only when asked to. A chunk whose text was redacted also loses its ``token_ids``, which would
+otherwise spell the same text.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def redact_text(text: str) -> tuple[str, int]:
     return "".join(out), len(spans)
 
 
-def redact_event(event: dict[str, Any]) -> int:
-    """Redact ``event`` (a decoded bus event) in place; returns the spans redacted."""
+def redact_event(event: dict[str, Any], *, chunks: bool = True) -> int:
+    """Redact ``event`` (a decoded bus event) in place; returns the spans redacted. With
+    ``chunks=False`` a token chunk is left as it is (its stream is redacted as a whole)."""
     kind = event.get("type")
     found = 0
     if kind == "chat.request":
@@ -42,6 +45,8 @@ def redact_event(event: dict[str, Any]) -> int:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 message["content"], n = redact_text(message["content"])
                 found += n
+    elif kind == "chat.token" and not chunks:
+        pass
     elif kind in ("chat.token", "chat.completion") and isinstance(event.get("text"), str):
         event["text"], found = redact_text(event["text"])
         if found and kind == "chat.token":

@@ -70,18 +70,24 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
         await publisher.publish(TopicName.TOKENS, TokenChunk(
             request_id="req-1", conversation_id="conv-1", seq=0, text="call 415-555-0100"),
             key="req-1")
+        streamed = ["pay with ", "4111", " 1111", " 1111", " 1111", " ok"]  # as a worker streams
+        for seq, text in enumerate(streamed):
+            await publisher.publish(TopicName.TOKENS, TokenChunk(
+                request_id="req-2", conversation_id="conv-2", seq=seq, text=text,
+                token_ids=[seq], finish_reason="stop" if seq == len(streamed) - 1 else None),
+                key="req-2")
         await publisher.producer.send_and_wait(settings.topic(TopicName.DLQ), b"\xffnot json",
                                                key=b"k")
 
     health = Health("archiver")
     async with Archiver(settings, health=health) as archiver:
-        await eventually(lambda: _archived_count(archiver, 43), timeout_s=60,
-                         what="43 records archived")
+        await eventually(lambda: _archived_count(archiver, 49), timeout_s=60,
+                         what="49 records archived")
         assert health.readiness()[0]
 
     objects = _objects(settings)
     records = [r for rs in objects.values() for r in rs]
-    assert len(records) == 43
+    assert len(records) == 49
     coordinates = Counter((r["kafka_topic"], r["kafka_partition"], r["kafka_offset"])
                           for r in records)
     assert max(coordinates.values()) == 1
@@ -89,21 +95,25 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
         parts = parse_object_key(key)
         assert parts is not None and key.startswith(f"{settings.archive_prefix}/topic=")
     by_topic = Counter(r["kafka_topic"] for r in records)
-    assert by_topic == {"chat.completions": 40, "chat.requests": 1, "chat.tokens": 1,
+    assert by_topic == {"chat.completions": 40, "chat.requests": 1, "chat.tokens": 7,
                         "chat.dlq": 1}
     archived_request = next(r for r in records if r["kafka_topic"] == "chat.requests")
     assert archived_request["request_id"] == request.request_id
     assert archived_request["messages"][0]["content"] == (  # type: ignore[index]
         "write to [REDACTED:email] about card [REDACTED:payment_card]")
     assert archived_request["kafka_headers"]["event-type"] == "chat.request"  # type: ignore[index]
-    chunk = next(r for r in records if r["kafka_topic"] == "chat.tokens")
+    chunks = [r for r in records if r["kafka_topic"] == "chat.tokens"]
+    chunk = next(r for r in chunks if r["request_id"] == "req-1")
     assert chunk["text"] == "call [REDACTED:phone]"
+    card = sorted((r for r in chunks if r["request_id"] == "req-2"), key=lambda r: r["seq"])
+    assert "".join(r["text"] for r in card) == "pay with " + "[REDACTED:payment_card]" * 4 + " ok"
+    assert [r["token_ids"] for r in card] == [[0], [], [], [], [], [5]]
     garbage = next(r for r in records if r["kafka_topic"] == "chat.dlq")
     assert garbage["invalid"] and garbage["raw_b64"] == "/25vdCBqc29u"
 
     report = verify_archive(settings, broker=await broker_positions(settings))
     assert report.ok, report.as_dict()
-    assert report.records == 43
+    assert report.records == 49
 
 
 async def _archived_count(archiver: Archiver, wanted: int) -> bool:
