@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -34,6 +36,20 @@ def start_processors(settings: Settings, state_dir: Path, **env: str) -> subproc
     log = (state_dir / "processors.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "chatbus.cli", "processors"], cwd=REPO,
                             env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+
+@asynccontextmanager
+async def running_processors(settings: Settings, state_dir: Path,
+                             **env: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``chatbus processors`` for the block; afterwards stopped by PID, the tail of its log
+    printed (pytest shows it for a failed test), and its internal topics deleted."""
+    proc = start_processors(settings, state_dir, **env)
+    try:
+        yield proc
+    finally:
+        stop_processors(proc)
+        print((state_dir / "processors.log").read_text(errors="replace")[-4000:])
+        await delete_internal_topics(settings)
 
 
 def stop_processors(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -20,7 +20,7 @@ from infra.local.kafka import secure_client_settings
 from producers.sdk import ChatClient
 from schemas.events import ChatRequest, ModerationVerdict
 from schemas.topics import TopicName
-from tests.integration.processors import delete_internal_topics, start_processors, stop_processors
+from tests.integration.processors import running_processors
 from tests.integration.test_moderation_processor import TopicReader, about
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -88,13 +88,8 @@ async def secure_processors(bus: Settings, secure: Settings,
         "CHATBUS_KAFKA_SASL_PASSWORD": secure.kafka_sasl_password.get_secret_value(),
         "CHATBUS_KAFKA_SSL_CAFILE": str(secure.kafka_ssl_cafile),
     }
-    proc = start_processors(bus, tmp_path, **env)
-    try:
+    async with running_processors(bus, tmp_path, **env) as proc:
         yield proc
-    finally:
-        stop_processors(proc)
-        print((tmp_path / "processors.log").read_text(errors="replace")[-4000:])
-        await delete_internal_topics(bus)
 
 
 @pytest.mark.model

@@ -21,12 +21,7 @@ from producers.sdk import ChatClient, ChatError
 from schemas.events import ChatRequest, Completion, DeadLetter, ModerationVerdict
 from schemas.topics import TopicName
 from schemas.topics import topic as topic_entry
-from tests.integration.processors import (
-    STARTUP_S,
-    delete_internal_topics,
-    start_processors,
-    stop_processors,
-)
+from tests.integration.processors import STARTUP_S, running_processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -40,13 +35,8 @@ def processor_env() -> dict[str, str]:
 @pytest.fixture
 async def processor(bus: Settings, tmp_path: Path,
                     processor_env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
-    proc = start_processors(bus, tmp_path, **processor_env)
-    try:
+    async with running_processors(bus, tmp_path, **processor_env) as proc:
         yield proc
-    finally:
-        stop_processors(proc)
-        print((tmp_path / "processors.log").read_text(errors="replace")[-4000:])
-        await delete_internal_topics(bus)
 
 
 @pytest.fixture

@@ -30,12 +30,7 @@ from producers.sdk import ChatClient
 from schemas.events import SamplingParams
 from schemas.topics import TopicName
 from tests.integration.gateway_fixtures import RunningGateway
-from tests.integration.processors import (
-    STARTUP_S,
-    delete_internal_topics,
-    start_processors,
-    stop_processors,
-)
+from tests.integration.processors import STARTUP_S, running_processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -54,13 +49,8 @@ def settings(bus: Settings, demo_model_path: Path) -> Settings:
 @pytest.fixture
 async def processor(settings: Settings,
                     tmp_path: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
-    proc = start_processors(settings, tmp_path)
-    try:
+    async with running_processors(settings, tmp_path) as proc:
         yield proc
-    finally:
-        stop_processors(proc)
-        print((tmp_path / "processors.log").read_text(errors="replace")[-3000:])
-        await delete_internal_topics(settings)
 
 
 def stage_counts(metrics_text: str) -> dict[str, float]:
