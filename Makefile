@@ -9,9 +9,15 @@ STAMP := $(VENV)/.installed
 # from PyPI take ~8 GB once, not once in the cache and again in every checkout's .venv.
 UV_REQ := uv>=0.9,<1
 MIN_FREE_GB ?= 9
-UV_CACHE := $(or $(UV_CACHE_DIR),$(HOME)/.cache/uv)
+UV_CACHE := $(or $(UV_CACHE_DIR),$(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME)/uv),$(HOME)/.cache/uv)
 UV := $(BIN)/uv
-UV_FLAGS := --python $(BIN)/python $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+# uv reads no pip.conf: pip's index and wheel-folder settings from the environment carry over
+# (a wheel folder that does not exist is skipped, as pip skips it).
+UV_FLAGS := --python $(BIN)/python \
+  $(foreach d,$(PIP_FIND_LINKS),$(if $(or $(findstring ://,$(d)),$(wildcard $(d))),--find-links $(d))) \
+  $(if $(PIP_INDEX_URL),--index-url $(PIP_INDEX_URL)) \
+  $(foreach u,$(PIP_EXTRA_INDEX_URL),--extra-index-url $(u)) \
+  $(if $(filter 1 true yes on,$(PIP_NO_INDEX)),--no-index)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 

@@ -69,7 +69,10 @@ async def kafka_unreachable(settings: Settings, exc: BaseException) -> ServiceUn
 async def connection_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
     """Why connecting (TLS handshake and SASL included) to the first bootstrap broker fails;
     None when it succeeds."""
-    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    first = settings.kafka_bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not port.isdigit():
+        host, port = first, "9092"  # Kafka's default, as aiokafka assumes
     try:
         async with asyncio.timeout(timeout_s):
             conn = await create_conn(host.strip("[]"), int(port), client_id="chatbus-diagnosis",

@@ -24,6 +24,7 @@ import contextlib
 import time
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -37,9 +38,9 @@ from chatbus.settings import Settings
 from schemas.topics import TopicName
 from stream_processors.archiver import metrics
 from stream_processors.archiver.batch import PartitionBatch
-from stream_processors.archiver.records import archive_line
+from stream_processors.archiver.records import archive_line, raw_line
 from stream_processors.archiver.resume import resume_point
-from stream_processors.archiver.stream_redaction import TokenStreamRedactor
+from stream_processors.archiver.stream_redaction import CONTEXT_RECORDS, TokenStreamRedactor
 from stream_processors.archiver.uploader import read_pending, upload_batch
 
 log = get_logger(__name__)
@@ -173,10 +174,21 @@ class Archiver:
                             await self._flush_or_back_off(tp)
             self._report_lag(consumer)
 
+    def _context_records(self, tp: TopicPartition) -> int:
+        """How many records before its start a partition is read from again, as context only:
+        the token stream redactor's view of answers that began before it (0 elsewhere)."""
+        streamed = self.settings.archive_redact and self._registry[tp.topic] == TopicName.TOKENS
+        return CONTEXT_RECORDS if streamed else 0
+
     async def _add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         start = self._next.get(tp)
-        if start is None or tp in self._unresolved or record.offset < start:
-            return  # fetched before this partition's start was decided, or already archived
+        if start is None or tp in self._unresolved:
+            return  # fetched before this partition's start was decided
+        if record.offset < start:  # archived already; it may be context for what follows
+            if start - record.offset <= self._context_records(tp):
+                line = archive_line(self._registry[tp.topic], record, redact=False)
+                self._streams.setdefault(tp, TokenStreamRedactor()).context(line)
+            return
         close_at = self._close_at.get(tp)
         batch = self._batches.get(tp)
         if close_at is not None and batch and record.offset > close_at:
@@ -191,7 +203,11 @@ class Archiver:
         redact = self.settings.archive_redact
         streamed = redact and batch.topic == TopicName.TOKENS
         line = archive_line(batch.topic, record, redact=redact, chunks=not streamed)
-        index = batch.add(record.offset, record.timestamp, line)
+        try:
+            index = batch.add(record.offset, record.timestamp, line)
+        except orjson.JSONEncodeError as exc:  # parsed, but nested deeper than dumps goes
+            line = raw_line(batch.topic, record, exc, redact=redact)
+            index = batch.add(record.offset, record.timestamp, line)
         if streamed:
             redactor = self._streams.setdefault(tp, TokenStreamRedactor())
             if found := redactor.add(batch, index, line):
@@ -325,7 +341,7 @@ class Archiver:
                 point = resume_point(done, starts[tp], pending, listed)
                 start = point.seek_to if point.seek_to is not None else (
                     done if done is not None else starts[tp])
-                consumer.seek(tp, start)
+                consumer.seek(tp, max(starts[tp], start - self._context_records(tp)))
                 self._next[tp] = start
                 if point.seek_to is not None:
                     await self._commit(tp, start)

@@ -26,25 +26,34 @@ def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
     """The archive line of ``record`` (of registry topic ``topic``); ``chunks=False`` leaves a
     token chunk's text to :class:`~stream_processors.archiver.stream_redaction.TokenStreamRedactor`,
     which sees the chunks before it."""
-    key = record.key.decode(errors="replace") if record.key is not None else None
-    headers = {str(name): (value or b"").decode(errors="replace")
-               for name, value in record.headers or ()}
-    where: dict[str, Any] = {"topic": topic, "partition": record.partition,
-                             "offset": record.offset, "timestamp_ms": record.timestamp,
-                             "key": key, "headers": headers}
-    value = record.value or b""
     try:
-        event = orjson.loads(value)
+        event = orjson.loads(record.value or b"")
         if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
             raise ValueError("not a chatbus event (no known 'type')")
         found = redact_event(event, chunks=chunks) if redact else 0
     except Exception as exc:  # noqa: BLE001 - bad JSON, too deep, …: archived raw
-        metrics.INVALID.labels(topic).inc()
-        return archived_record(None, **where, raw_b64=_raw_b64(topic, value, redact),
-                               invalid=f"{type(exc).__name__}: {exc}"[:500])
+        return raw_line(topic, record, exc, redact=redact)
     if found:
         metrics.REDACTED.labels(topic).inc(found)
-    return archived_record(event, **where)
+    return archived_record(event, **_where(topic, record))
+
+
+def raw_line(topic: str, record: ConsumerRecord[bytes, bytes], reason: BaseException, *,
+             redact: bool) -> dict[str, Any]:
+    """The archive line of a record that is not a valid event, or cannot be written as one
+    (nested deeper than the JSON writer goes): its bytes, redacted as text when they are text."""
+    metrics.INVALID.labels(topic).inc()
+    return archived_record(None, **_where(topic, record),
+                           raw_b64=_raw_b64(topic, record.value or b"", redact),
+                           invalid=f"{type(reason).__name__}: {reason}"[:500])
+
+
+def _where(topic: str, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    key = record.key.decode(errors="replace") if record.key is not None else None
+    headers = {str(name): (value or b"").decode(errors="replace")
+               for name, value in record.headers or ()}
+    return {"topic": topic, "partition": record.partition, "offset": record.offset,
+            "timestamp_ms": record.timestamp, "key": key, "headers": headers}
 
 
 def _raw_b64(topic: str, value: bytes, redact: bool) -> str:

@@ -78,16 +78,18 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
                 key="req-2")
         await publisher.producer.send_and_wait(settings.topic(TopicName.DLQ), b"\xffnot json",
                                                key=b"k")
+        deep = b'{"type": "chat.dead_letter", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
+        await publisher.producer.send_and_wait(settings.topic(TopicName.DLQ), deep, key=b"d")
 
     health = Health("archiver")
     async with Archiver(settings, health=health) as archiver:
-        await eventually(lambda: _archived_count(archiver, 49), timeout_s=60,
-                         what="49 records archived")
+        await eventually(lambda: _archived_count(archiver, 50), timeout_s=60,
+                         what="50 records archived")
         assert health.readiness()[0]
 
     objects = _objects(settings)
     records = [r for rs in objects.values() for r in rs]
-    assert len(records) == 49
+    assert len(records) == 50
     coordinates = Counter((r["kafka_topic"], r["kafka_partition"], r["kafka_offset"])
                           for r in records)
     assert max(coordinates.values()) == 1
@@ -96,7 +98,7 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
         assert parts is not None and key.startswith(f"{settings.archive_prefix}/topic=")
     by_topic = Counter(r["kafka_topic"] for r in records)
     assert by_topic == {"chat.completions": 40, "chat.requests": 1, "chat.tokens": 7,
-                        "chat.dlq": 1}
+                        "chat.dlq": 2}
     archived_request = next(r for r in records if r["kafka_topic"] == "chat.requests")
     assert archived_request["request_id"] == request.request_id
     assert archived_request["messages"][0]["content"] == (  # type: ignore[index]
@@ -108,12 +110,15 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
     card = sorted((r for r in chunks if r["request_id"] == "req-2"), key=lambda r: r["seq"])
     assert "".join(r["text"] for r in card) == "pay with " + "[REDACTED:payment_card]" * 4 + " ok"
     assert [r["token_ids"] for r in card] == [[0], [], [], [], [], [5]]
-    garbage = next(r for r in records if r["kafka_topic"] == "chat.dlq")
+    dlq = {r["kafka_key"]: r for r in records if r["kafka_topic"] == "chat.dlq"}
+    garbage, too_deep = dlq["k"], dlq["d"]
     assert garbage["invalid"] and garbage["raw_b64"] == "/25vdCBqc29u"
+    # parsed as an event, but nested deeper than the JSON writer goes: archived raw, not a crash
+    assert too_deep["invalid"] == "TypeError: Recursion limit reached" and too_deep["raw_b64"]
 
     report = verify_archive(settings, broker=await broker_positions(settings))
     assert report.ok, report.as_dict()
-    assert report.records == 49
+    assert report.records == 50
 
 
 async def _archived_count(archiver: Archiver, wanted: int) -> bool:

@@ -95,3 +95,55 @@ def test_render_merges_overlapping_spans_under_the_longest_kind() -> None:
     spans = [Span(5, 13, "phone"), Span(5, 24, "payment_card")]
     assert render("card 4111 1111 1111 1111!", 0, spans) == "card [REDACTED:payment_card]!"
     assert render("1111 1111!", 15, spans) == "[REDACTED:payment_card]!"
+
+
+def test_an_earlier_span_stays_redacted_when_a_long_chunk_is_rewritten() -> None:
+    stream = Stream()
+    stream.send("r1", "mail a@b.com " + "x" * 280 + " call 555-12", "34 bye")
+    long_chunk, rest = (line["text"] for line in stream.archived())
+    assert "a@b.com" not in long_chunk and long_chunk.startswith("mail [REDACTED:email] ")
+    assert long_chunk.endswith(" call [REDACTED:phone]") and rest == "[REDACTED:phone] bye"
+
+
+def test_a_chunk_of_no_known_answer_is_redacted_on_its_own() -> None:
+    stream = Stream()
+    record = {"type": "chat.token", "text": "mail me at john@example.com", "token_ids": [7]}
+    stream.found += stream.redactor.add(stream.batch, stream.batch.add(0, 0, record), record)
+    (line,) = stream.archived()
+    assert line["text"] == "mail me at [REDACTED:email]" and line["token_ids"] == []
+    assert stream.found == 1
+
+
+def test_a_duplicate_chunk_is_redacted_as_its_first_copy_and_lends_no_digits() -> None:
+    stream = Stream()
+    for seq, text in enumerate(["call 415", "-555-", "0100"]):
+        record = {"type": "chat.token", "request_id": "r1", "seq": seq, "text": text}
+        stream.redactor.add(stream.batch, stream.batch.add(seq, 0, record), record)
+    again = {"type": "chat.token", "request_id": "r1", "seq": 1, "text": "-555-"}
+    stream.redactor.add(stream.batch, stream.batch.add(3, 0, again), again)
+    after = {"type": "chat.token", "request_id": "r1", "seq": 3, "text": " ok 12"}
+    stream.redactor.add(stream.batch, stream.batch.add(4, 0, after), after)
+    texts = [line["text"] for line in stream.archived()]
+    assert texts == ["call [REDACTED:phone]", "[REDACTED:phone]", "[REDACTED:phone]",
+                     "[REDACTED:phone]", " ok 12"]
+
+
+def test_context_read_before_a_resume_point_redacts_the_rest_of_a_number() -> None:
+    stream = Stream()
+    for seq, text in enumerate(["card 4111", " 1111"]):  # archived before the restart
+        stream.redactor.context({"type": "chat.token", "request_id": "r1", "seq": seq,
+                                 "text": text})
+    stream.send("r1", " 1111", " 1111 thanks")
+    assert text_of(stream.archived(), "r1") == "[REDACTED:payment_card]" * 2 + " thanks"
+
+
+def test_an_uploaded_batch_is_not_kept_alive_by_an_unfinished_answer() -> None:
+    import gc
+    import weakref
+
+    stream = Stream()
+    stream.send("r1", "still going")
+    uploaded = weakref.ref(stream.batch)
+    stream.flush()
+    gc.collect()
+    assert uploaded() is None and len(stream.redactor) == 1
