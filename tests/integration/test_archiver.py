@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -19,14 +20,17 @@ from aiokafka import TopicPartition
 from chatbus.health import Health
 from chatbus.kafka.lag import group_offsets, log_offsets
 from chatbus.kafka.publisher import EventPublisher
+from chatbus.kafka.topic_setup import ensure_topics
 from chatbus.object_store import ObjectStore
 from chatbus.polling import eventually, poll_until
 from chatbus.settings import Settings
+from infra.local import manager
 from schemas.archive import ManifestEntry, PendingRange, manifest_prefix, parse_object_key
 from schemas.events import ChatMessage, ChatRequest, Completion, ReplyTo, TokenChunk, Usage
 from schemas.topics import TopicName
 from stream_processors.archiver.archiver import Archiver
 from stream_processors.archiver.verify import broker_positions, verify_archive
+from tests.integration.private_stack import private_settings
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -217,3 +221,37 @@ async def test_sigkill_in_the_middle_of_a_flush_then_restart_archives_every_offs
     report = verify_archive(settings, broker=await broker_positions(settings))
     assert report.ok, report.as_dict()
     assert report.records == total
+
+
+async def test_an_archive_lost_with_the_local_object_store_is_rebuilt_from_kafka(
+        tmp_path: Path) -> None:
+    """moto keeps objects in memory; Kafka keeps its log on disk. Restarting the local S3 moves
+    the archiver group back, and archiving again writes the same objects under the same keys."""
+    settings = private_settings(tmp_path / "state", archive_flush_s=0.3,
+                                session_timeout_ms=6000)
+    try:
+        await asyncio.to_thread(manager.up, settings, ["kafka", "s3"])
+        await ensure_topics(settings)
+        async with EventPublisher(settings) as publisher:
+            for i in range(30):
+                await publisher.publish(TopicName.COMPLETIONS, _completion(i), key=f"conv-{i}")
+        async with Archiver(settings) as archiver:
+            await eventually(lambda: _archived_count(archiver, 30), timeout_s=60,
+                             what="30 records archived")
+        before = _objects(settings)
+        assert sum(len(records) for records in before.values()) == 30
+
+        await asyncio.to_thread(manager.down, settings, ["s3"])
+        await asyncio.to_thread(manager.up, settings, ["s3"])  # empty again
+        assert _objects(settings) == {}
+        group = settings.topic(settings.archive_group)
+        assert set((await group_offsets(settings, group)).values()) == {0}  # moved back
+
+        async with Archiver(settings) as archiver:
+            await eventually(lambda: _archived_count(archiver, 30), timeout_s=60,
+                             what="the 30 records archived again")
+        assert _objects(settings) == before  # object for object, line for line
+        report = verify_archive(settings, broker=await broker_positions(settings))
+        assert report.ok and report.records == 30, report.as_dict()
+    finally:
+        await asyncio.to_thread(manager.down, settings)

@@ -18,25 +18,9 @@ from chatbus.errors import ConfigurationError
 from chatbus.polling import poll_until
 from chatbus.settings import Settings
 from infra.local import manager, process
+from tests.integration.private_stack import private_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _private_settings(state_dir: Path, **overrides: object) -> Settings:
-    ports = {
-        name: _free_port()
-        for name in ("kafka_port", "kafka_controller_port", "kafka_secure_port", "redis_port",
-                     "mongo_port", "s3_port")
-    }
-    fields: dict[str, object] = {"state_dir": state_dir, "log_json": False, **ports}
-    fields.update(overrides)
-    return Settings(**fields)  # type: ignore[arg-type]
 
 
 def _gone(pid: int) -> bool:
@@ -53,7 +37,7 @@ def _wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
 
 @pytest.fixture(scope="module")
 def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = _private_settings(tmp_path_factory.mktemp("infra") / "state")
+    settings = private_settings(tmp_path_factory.mktemp("infra") / "state")
     try:
         yield settings
     finally:
@@ -96,7 +80,7 @@ def test_taken_port_names_the_port_and_the_setting(tmp_path: Path) -> None:
         foreign.bind(("127.0.0.1", 0))
         foreign.listen()
         port = foreign.getsockname()[1]
-        settings = _private_settings(tmp_path / "state", kafka_port=port)
+        settings = private_settings(tmp_path / "state", kafka_port=port)
 
         with pytest.raises(ConfigurationError) as info:
             manager.up(settings, ["kafka"])
@@ -109,7 +93,7 @@ def test_taken_port_names_the_port_and_the_setting(tmp_path: Path) -> None:
 
 
 def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:
-    settings = _private_settings(tmp_path / "state")
+    settings = private_settings(tmp_path / "state")
     pid = process.spawn(settings, "sleeper", ["sh", "-c", "sleep 60 & sleep 60 & wait"])
     assert process.running_pid(settings, "sleeper") == pid
     with pytest.raises(ConfigurationError):
@@ -127,7 +111,7 @@ def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:
 
 
 def test_stale_pid_file_of_another_program_is_ignored(tmp_path: Path) -> None:
-    settings = _private_settings(tmp_path / "state")
+    settings = private_settings(tmp_path / "state")
     settings.run_dir.mkdir(parents=True)
     # this test's own PID: alive, but not the program the metadata says we started
     process.pid_file(settings, "redis").write_text(f"{os.getpid()}\n")
