@@ -249,21 +249,6 @@ def archive_verify(as_json: bool, no_broker: bool) -> None:
         sys.exit(1)
 
 
-@archive.command("rewind")
-def archive_rewind() -> None:
-    """Move the archiver group back to the first offset of every log, so the archive is written
-    again (same keys) from what Kafka holds: for a bucket that lost its objects. Stop the
-    archivers first."""
-    from stream_processors.archiver.rewind import rewind_archiver
-
-    try:
-        moved = asyncio.run(rewind_archiver(_settings()))
-    except ChatbusError as exc:
-        _fail(exc)
-        return
-    click.echo(f"{moved} partition(s) moved back to their first offset; start the archiver "
-               "to write the archive again" if moved else "nothing to move back")
-
 
 # --- users ----------------------------------------------------------------------------------
 @main.group()

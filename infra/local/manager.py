@@ -7,7 +7,6 @@ only the processes we started (by verified PID file). Services run concurrently 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -124,29 +123,11 @@ def up(settings: Settings, services: Iterable[str] | None = None) -> list[Servic
     chosen = select(services)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    fresh = {svc.name for svc in chosen if process.running_pid(settings, svc.name) is None}
     result = _in_parallel(lambda svc: _up_one(settings, svc), chosen)
     log.info("services up", services=[s.name for s in chosen],
              seconds=round(time.monotonic() - started, 2))
-    if "s3" in fresh and process.running_pid(settings, "kafka") is not None:
-        _rebuild_archive(settings)
     return result
 
-
-def _rebuild_archive(settings: Settings) -> None:
-    """The local S3 starts empty (moto keeps objects in memory) while Kafka keeps its log on
-    disk: move the archiver group back, so the archiver writes the archive again, object for
-    object, from what Kafka still holds."""
-    from stream_processors.archiver.rewind import rewind_archiver
-
-    try:
-        moved = asyncio.run(rewind_archiver(settings))
-    except ChatbusError as exc:
-        say(f"warning: the local S3 started empty and the archive cannot be rebuilt: {exc}")
-        return
-    if moved:
-        say(f"local S3 started empty: the archiver rebuilds the archive from Kafka "
-            f"({moved} partition(s) moved back to their first offset)")
 
 
 def _down_one(settings: Settings, svc: Service) -> bool:

@@ -6,6 +6,11 @@ offsets. A crash anywhere in between leaves the committed offset at the range's 
 * the manifest already lists the range → it is archived: skip past it (and commit that);
 * it does not → re-archive **exactly** that range, so the object is rewritten under the same key
   (same offsets, same first timestamp) rather than a second object overlapping it.
+
+The pending range outlives its flush, so a partition whose group committed offsets past the log's
+start but whose archive holds no pending range has lost its archive (an emptied bucket, the local
+S3 restarted: it keeps objects in memory) or moved to a new prefix: it is archived again from the
+log's start, from whatever Kafka still holds.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ def resume_point(committed: int | None, log_start: int, pending: PendingRange | 
                  manifest_lists_pending: bool) -> ResumePoint:
     """Decide from the committed offset, the log's first offset and the pending range."""
     start = committed if committed is not None else log_start
+    if pending is None and start > log_start:
+        return ResumePoint(log_start, None, "the archive holds nothing of this partition though "
+                           "its group committed: re-archiving from the log's start")
     if pending is None or pending.last_offset < start:
         return ResumePoint(None, None, "clean")
     if pending.first_offset != start:

@@ -86,6 +86,12 @@ def test_resume_after_a_clean_stop_starts_at_the_committed_offset() -> None:
     assert resume_point(None, 0, None, False).reason == "clean"
 
 
+def test_an_archive_that_lost_everything_is_written_again_from_the_log_start() -> None:
+    lost = resume_point(50, 10, None, manifest_lists_pending=False)  # committed, no trace in S3
+    assert (lost.seek_to, lost.close_at) == (10, None) and "log's start" in lost.reason
+    assert resume_point(10, 10, None, False).reason == "clean"  # nothing past the start: new
+
+
 def test_resume_after_a_crash_before_the_manifest_rearchives_exactly_the_pending_range() -> None:
     point = resume_point(50, 0, _pending(50, 80), manifest_lists_pending=False)
     assert (point.seek_to, point.close_at) == (None, 80)
