@@ -6,16 +6,28 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from chatbus.errors import ChatbusError
 from chatbus.settings import Settings, get_settings
 
+T = TypeVar("T")
 
-def _fail(message: str) -> None:
+
+def _fail(message: str) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(1)
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; our errors end the command with their message and exit status 1."""
+    try:
+        return asyncio.run(work)
+    except ChatbusError as exc:
+        _fail(str(exc))
 
 
 @click.group()
@@ -29,11 +41,7 @@ def ops_topics(as_json: bool) -> None:
     """The bus's topics as the broker has them: partitions, replicas, retention."""
     from chatbus.ops.topics import describe_topics
 
-    try:
-        topics = asyncio.run(describe_topics(get_settings()))
-    except ChatbusError as exc:
-        _fail(str(exc))
-        return
+    topics = _run(describe_topics(get_settings()))
     if as_json:
         click.echo(json.dumps([_topic_dict(t) for t in topics], indent=2))
         return
@@ -60,11 +68,7 @@ def ops_lag(groups: tuple[str, ...], as_json: bool) -> None:
     """Lag per consumer group and partition, from the broker: end offset minus committed."""
     from chatbus.kafka.lag import group_lag
 
-    try:
-        rows = asyncio.run(group_lag(get_settings(), list(groups) or None))
-    except ChatbusError as exc:
-        _fail(str(exc))
-        return
+    rows = _run(group_lag(get_settings(), list(groups) or None))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
@@ -207,11 +211,7 @@ def ops_dlq_list(as_json: bool) -> None:
     """Count the dead letters by consumer, original topic and reason."""
     from chatbus.ops.dlq import read_letters, summarise
 
-    try:
-        letters = asyncio.run(read_letters(get_settings()))
-    except ChatbusError as exc:
-        _fail(str(exc))
-        return
+    letters = _run(read_letters(get_settings()))
     if as_json:
         click.echo(json.dumps([{"dlq_partition": i.partition, "dlq_offset": i.offset,
                                 "problem": i.problem or None,
@@ -234,12 +234,8 @@ def ops_dlq_replay(consumer: str | None, topic: str | None, error_contains: str 
     """Republish matching dead letters that are valid events now to their original topic."""
     from chatbus.ops.dlq import replay
 
-    try:
-        report = asyncio.run(replay(get_settings(), consumer=consumer, topic=topic,
-                                    error_contains=error_contains, dry_run=dry_run))
-    except ChatbusError as exc:
-        _fail(str(exc))
-        return
+    report = _run(replay(get_settings(), consumer=consumer, topic=topic,
+                         error_contains=error_contains, dry_run=dry_run))
     verb = "would send" if dry_run else "sent"
     for where in report.sent:
         click.echo(f"{verb.upper():10} {where}")

@@ -62,11 +62,16 @@ async def api_key(settings: Settings, user: str) -> AsyncIterator[str]:
     try:
         yield key
     finally:
-        store = ApiKeyStore(settings)
-        try:
-            await store.delete_user(user)
-        finally:
-            await store.stop()
+        await delete_keys_of(settings, user)
+
+
+async def delete_keys_of(settings: Settings, user: str) -> None:
+    """Every API key of ``user`` gone (a test's cleanup)."""
+    store = ApiKeyStore(settings)
+    try:
+        await store.delete_user(user)
+    finally:
+        await store.stop()
 
 
 # --- fixtures: a real worker on the demo model and a real gateway in front of it -------------

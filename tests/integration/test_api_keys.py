@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from chatbus.settings import Settings
-from producers.gateway.api_keys import ApiKeyStore, create_key, list_keys, revoke_key
-from tests.integration.gateway_fixtures import running_gateway
+from producers.gateway.api_keys import create_key, list_keys, revoke_key
+from tests.integration.gateway_fixtures import delete_keys_of, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,4 @@ async def test_a_revoked_key_is_refused_and_the_other_key_keeps_working(
         assert [doc["_id"] for doc in await asyncio.to_thread(list_keys, settings, user)] == [
             new_principal.key_id]
     finally:
-        store = ApiKeyStore(settings)
-        try:
-            await store.delete_user(user)
-        finally:
-            await store.stop()
+        await delete_keys_of(settings, user)
