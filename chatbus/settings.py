@@ -88,9 +88,13 @@ class Settings(BaseSettings):
     # --- model and inference -------------------------------------------------------------
     model_path: Path | None = Field(
         default=None,
-        description="A Hugging Face causal LM folder; defaults to the demo model in the cache.",
+        description="A Hugging Face causal LM folder; defaults to the model of that name that "
+        "`make model` builds into the cache.",
     )
-    model_name: str = Field("chatbus-tiny", description="The name requests use for this model.")
+    model_name: str = Field(
+        "smollm2-135m-instruct", description="The name requests use for this model; "
+        "'smollm2-135m-instruct' (real, the default) and 'chatbus-tiny' (random weights, for "
+        "fast tests) are built offline by `make model`.")
     device: str = Field(
         "auto", description="'auto' (CUDA with bf16 when present, else CPU), 'cpu' or 'cuda'."
     )
@@ -205,6 +209,10 @@ class Settings(BaseSettings):
     # --- the local supervisor (infra/local/supervisor.py, `make run`, `chatbus ops`) -------
     local_worker_replicas: int = Field(1, ge=0, description="Inference workers the local "
                                        "supervisor starts (change it live: chatbus ops scale).")
+    local_models: tuple[str, ...] = Field(
+        (), description="Models the local supervisor serves side by side, one consumer group "
+        "each (JSON list, e.g. [\"smollm2-135m-instruct\", \"chatbus-tiny\"]); empty: just "
+        "model_name. Each has its own worker component (worker, worker@<model>).")
     local_metrics_base_port: int = Field(
         39100, ge=1024, le=65000, description="Local components serve /metrics, /livez and "
         "/readyz from here up: processors +0, archiver +1, worker-N +1+N (the gateway: its port).")
@@ -251,12 +259,23 @@ class Settings(BaseSettings):
 
     @property
     def resolved_model_path(self) -> Path:
-        return self.model_path or (self.cache_dir / "models" / self.model_name)
+        return self.model_path or self.model_folder(self.model_name)
+
+    def model_folder(self, name: str) -> Path:
+        """Where ``make model`` keeps the model called ``name``."""
+        if name == self.model_name and self.model_path is not None:
+            return self.model_path
+        return self.cache_dir / "models" / name
+
+    @property
+    def local_model_names(self) -> tuple[str, ...]:
+        """The models run locally: ``model_name`` first, then the rest of ``local_models``."""
+        return tuple(dict.fromkeys((self.model_name, *self.local_models)))
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        """The models the gateway serves (``gateway_models``, or just ``model_name``)."""
-        return self.gateway_models or (self.model_name,)
+        """The models the gateway serves (``gateway_models``, or the local models)."""
+        return self.gateway_models or self.local_model_names
 
     @property
     def run_dir(self) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import sysconfig
@@ -28,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbus.errors import ConfigurationError
+from inference_consumers.model_folder import install_folder, read_marker, save_quietly, umask
 
 if TYPE_CHECKING:  # heavy imports happen inside the build, so ``--help`` and no-op runs are instant
-    from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 __all__ = [
     "BUILD_VERSION",
@@ -86,11 +86,7 @@ _STEPS = (
 
 def is_demo_model(path: Path) -> bool:
     """Whether ``path`` holds a complete demo model of the current build version."""
-    try:
-        marker = json.loads((path / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("build_version") == BUILD_VERSION
+    return read_marker(path / MARKER_FILE).get("build_version") == BUILD_VERSION
 
 
 def _corpus_files() -> list[Path]:
@@ -173,43 +169,6 @@ def _build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     return model.eval()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _save_quietly(model: PreTrainedModel, target: Path) -> None:
-    """``save_pretrained`` without transformers' own shard progress bar (ours covers the build)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(target)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _install(tmp_dir: Path, path: Path) -> None:
-    """Rename the finished ``tmp_dir`` into ``path``, replacing an older build there."""
-    old: Path | None = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        path.rename(old)
-    try:
-        tmp_dir.rename(path)
-    except OSError:
-        if not is_demo_model(path):  # not a concurrent builder that won the race: put it back
-            if old is not None and not path.exists():
-                old.rename(path)
-            raise
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    if old is not None and old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) -> Path:
     """Build the demo model into ``path`` (a no-op when a complete build is there) and return it.
 
@@ -252,7 +211,7 @@ def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) 
         bar.update()
 
         bar.set_postfix_str(_STEPS[4])
-        _save_quietly(model, tmp_dir)
+        save_quietly(model, tmp_dir)
         bar.update()
 
         bar.set_postfix_str(_STEPS[5])
@@ -266,8 +225,8 @@ def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) 
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (tmp_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        tmp_dir.chmod(0o777 & ~_umask())  # mkdtemp made it private
-        _install(tmp_dir, path)
+        tmp_dir.chmod(0o777 & ~umask())  # mkdtemp made it private
+        install_folder(tmp_dir, path, is_complete=is_demo_model)
         bar.update()
     finally:
         bar.close()
@@ -289,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         from chatbus.settings import get_settings
 
-        path = get_settings().resolved_model_path
+        path = get_settings().model_folder("chatbus-tiny")
     built = build_demo_model(path, progress=not args.quiet, force=args.force)
     print(built)
     return 0

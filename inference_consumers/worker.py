@@ -22,6 +22,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from chatbus.errors import ChatbusError, InvalidEvent
 from chatbus.kafka import EventPublisher, decode_event, make_consumer
 from chatbus.kafka.dlq import send_to_dlq
+from chatbus.kafka.groups import inference_group
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace, now_ms
@@ -42,7 +43,7 @@ _RECENT_CANCELS = 10_000
 
 def group_id_for(settings: Settings, model_name: str) -> str:
     """One consumer group per model."""
-    return f"{settings.topic_prefix}chatbus.inference.{model_name}"
+    return inference_group(settings, model_name)
 
 
 def default_worker_id() -> str:
@@ -90,6 +91,8 @@ class InferenceWorker:
         self._paused = False
         self.peak_inflight = 0  # most requests held at once
         self.admission_pauses = 0  # times the partitions were paused for want of a slot
+        self.completed = 0  # requests this worker answered to the end
+        self.left_to_other_models = 0  # requests for a model another group serves
         self.ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -260,6 +263,12 @@ class InferenceWorker:
             await self._commit()
             return
         assert isinstance(event, ChatRequest)
+        if event.model != self._engine.model_name and event.model in self._settings.served_models:
+            # Another model's request: its own group (another model's workers) serves it.
+            self.left_to_other_models += 1
+            self._offsets.finished(tp, record.offset)
+            await self._commit()
+            return
         if event.request_id in self._active:  # a redelivery of what we already serve
             self._offsets.finished(tp, record.offset)
             return
@@ -301,6 +310,7 @@ class InferenceWorker:
                     bound.info("handed_off", next_seq=state.next_seq)
                     return  # the offset stays uncommitted: the partition's next owner resumes
                 await self._progress.done(request.request_id)
+                self.completed += 1
                 bound.info("request_done", finish_reason=completion.finish_reason,
                            completion_tokens=completion.usage.completion_tokens,
                            ttft_ms=completion.timings.time_to_first_token_ms,

@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def base_settings(**overrides: object) -> Settings:
-    """Settings as the suite uses them: the checkout's state dir, logs readable by humans."""
-    fields: dict[str, object] = {"state_dir": REPO / ".chatbus", "log_json": False}
+    """Settings as the suite uses them: the checkout's state dir, logs readable by humans, and the
+    tiny random model (tests of the real model name it)."""
+    fields: dict[str, object] = {"state_dir": REPO / ".chatbus", "log_json": False,
+                                 "model_name": "chatbus-tiny"}
     fields.update(overrides)
     return Settings(**fields)  # type: ignore[arg-type]
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from chatbus.kafka.factories import kafka_unreachable, partitions_of
+from chatbus.kafka.groups import inference_group
 from chatbus.kafka.security import client_options
 from chatbus.kafka.topic_setup import admin_client
 from chatbus.logging import get_logger
@@ -84,7 +85,7 @@ def known_subscriptions(settings: Settings) -> dict[str, set[str]]:
     every = {settings.topic(t.value) for t in TopicName}
     out = {settings.topic(settings.archive_group): every}
     for model in settings.served_models:
-        out[f"{settings.topic_prefix}chatbus.inference.{model}"] = {
+        out[inference_group(settings, model)] = {
             settings.topic(settings.inference_input_topic)}
     return out
 

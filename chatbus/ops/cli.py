@@ -104,16 +104,22 @@ def ops_status(as_json: bool) -> None:
 
 
 @ops.command("scale")
-@click.argument("component", type=click.Choice(["worker", "archiver"]))
+@click.argument("component")
 @click.option("--replicas", type=click.IntRange(min=0), required=True)
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the replicas run and are ready.")
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None:
-    """Run REPLICAS processes of COMPONENT under the local supervisor; the group rebalances."""
+    """Run REPLICAS processes of COMPONENT (worker, worker@<model>, archiver) under the local
+    supervisor; the group rebalances."""
     from infra.local import process, supervisor
 
     settings = get_settings()
+    scalable = ["worker", *(supervisor.model_worker(m) for m in settings.local_model_names[1:]),
+                "archiver"]
+    if component not in scalable:
+        _fail(f"cannot scale {component!r}: scalable components are {', '.join(scalable)} "
+              "(a further model is added with CHATBUS_LOCAL_MODELS)")
     if process.running_pid(settings, "supervisor") is None:
         _fail("the local supervisor is not running: start the pipeline with `make run` or "
               "`chatbus pipeline up` (on Kubernetes: kubectl scale / KEDA, see docs/runbook.md)")
@@ -142,7 +148,7 @@ def ops_drain(replica: str, timeout: float) -> None:
         _fail(f"no running replica {replica!r}; running: {running or 'none'}")
         return
     component = supervisor.component_of(replica)
-    if not supervisor.COMPONENTS[component].scalable:
+    if not supervisor.spec_of(component).scalable:
         _fail(f"{replica} is the only {component}; stop the pipeline instead (make down)")
     supervisor.update_desired(settings, lambda d: d.model_copy(update={
         "replicas": dict(d.replicas) | {component: max(0, d.count(component) - 1)},
@@ -165,7 +171,7 @@ def ops_drain(replica: str, timeout: float) -> None:
 def _warn_over_partitions(settings: Settings, component: str, replicas: int) -> None:
     from chatbus.ops.topics import describe_topics
 
-    if component != "worker":
+    if not component.startswith("worker"):
         return
     try:
         topics = {t.name: t for t in asyncio.run(describe_topics(settings))}

@@ -9,11 +9,12 @@ What the 5.x manager can and cannot do per request, and what this engine does ab
 
 - ``max_new_tokens`` and the EOS ids: per request, natively.
 - ``temperature`` and ``top_p``: per request through its per-request logits processors. The manager
-  has one ``do_sample`` flag, so it always samples; a greedy request (``temperature == 0``) gets
-  ``top_p < 0``, which leaves one candidate, so sampling returns exactly the argmax token.
-  This costs a sort of the logits and a multinomial draw per step: on the 2-core CPU, 8 streams
-  of the demo model ran ~25% slower than a greedy-only manager. ``sampling=False`` builds that
-  greedy-only manager instead (every request is greedy; temperature and top_p are ignored).
+  has one ``do_sample`` flag; a greedy request (``temperature == 0``) gets ``top_p < 0``, which
+  leaves one candidate, so sampling returns exactly the argmax token. Sampling costs a sort of the
+  logits and a multinomial draw per step, so while **every** request in flight is greedy the
+  engine switches the manager's model runner to plain argmax (:class:`GreedySwitch`), and back
+  before the next sampled request is queued. ``sampling=False`` builds a greedy-only manager
+  (every request is greedy; temperature and top_p are ignored).
 - ``seed``: ignored. The manager draws from one process-wide torch generator shared by the whole
   batch, so a per-request seed cannot make a request reproducible.
 - cancel: ``cancel_request`` frees the request's cache blocks before the next step but sends no
@@ -104,6 +105,47 @@ def finish_reason(output: GenerationOutput, eos_token_ids: frozenset[int]) -> En
     return "stop" if tokens and tokens[-1] in eos_token_ids else "length"
 
 
+class GreedySwitch:
+    """Runs the manager's decode steps as plain argmax while no sampled request is in flight.
+
+    The model runner reads ``do_sample`` and its processors' ``do_processing`` on every step (the
+    varlen path on CPU, not a captured graph), so flipping them between steps is safe in both
+    directions: sampling is switched on *before* a sampled request is queued, so no step that holds
+    it runs greedy; it is switched off only once no sampled request is left, and a greedy request
+    gets the same token from argmax as from its top-p-of-one sampling. On a CUDA-graph path, or a
+    transformers without these attributes, the switch stays on sampling (correct, just slower).
+    """
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+        self._runner: Any = None
+        self._processing = False
+        self.greedy = False
+
+    def _resolve(self) -> Any:
+        """The manager's model runner, once its batch processor exists (after the first step)."""
+        if self._runner is None:
+            batch_processor = getattr(self._manager, "batch_processor", None)
+            runner = getattr(batch_processor, "model_runner", None)
+            processors: Any = getattr(runner, "logit_processor", None)
+            if (runner is not None and hasattr(runner, "do_sample")
+                    and hasattr(processors, "do_processing")
+                    and not getattr(runner, "use_cuda_graph_varlen", False)
+                    and getattr(runner, "_compiled_varlen", None) is None):
+                self._runner, self._processing = runner, bool(processors.do_processing)
+        return self._runner
+
+    def set_greedy(self, greedy: bool) -> None:
+        if greedy == self.greedy:
+            return
+        runner = self._resolve()
+        if runner is None:
+            return
+        runner.do_sample = not greedy
+        runner.logit_processor.do_processing = self._processing and not greedy
+        self.greedy = greedy
+
+
 class TransformersEngine(InferenceEngine):
     """``InferenceEngine`` over a Hugging Face causal LM folder, with continuous batching.
 
@@ -148,6 +190,8 @@ class TransformersEngine(InferenceEngine):
         self._model: Any = None
         self._manager: ContinuousBatchingManager | None = None
         self._streams: dict[str, _Stream] = {}
+        self._sampled: set[str] = set()  # requests in flight that sample (not greedy)
+        self._greedy_switch: GreedySwitch | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TransformersEngine:
@@ -235,6 +279,9 @@ class TransformersEngine(InferenceEngine):
         except BaseException:
             self._shutdown()
             raise
+        if self.sampling:
+            self._greedy_switch = GreedySwitch(manager)
+            self._greedy_switch.set_greedy(True)  # nothing in flight (needs the warm-up's step)
         log.info(
             "engine started: %s on %s (%s), max_context=%d, max_batch=%d",
             self.model_name,
@@ -351,6 +398,13 @@ class TransformersEngine(InferenceEngine):
 
         stream = _Stream(request_id, self.eos_token_ids)
         self._streams[request_id] = stream
+        switch = self._greedy_switch
+        if self.sampling and request.temperature > 0:
+            self._sampled.add(request_id)
+            if switch is not None:
+                switch.set_greedy(False)  # before the request can be scheduled
+        elif switch is not None and not self._sampled:
+            switch.set_greedy(True)
         try:
             manager.register_result_handler(request_id, lambda out: self._on_output(stream, out))
         except RuntimeError as exc:  # no running event loop
@@ -437,6 +491,9 @@ class TransformersEngine(InferenceEngine):
     def _forget(self, stream: _Stream) -> None:
         if self._streams.get(stream.request_id) is stream:
             del self._streams[stream.request_id]
+            self._sampled.discard(stream.request_id)
+            if not self._sampled and self._greedy_switch is not None:
+                self._greedy_switch.set_greedy(True)
         manager = self._manager
         if manager is not None:
             # A request that ends without a final output (cancelled) keeps its handler otherwise.
@@ -456,6 +513,11 @@ class TransformersEngine(InferenceEngine):
                 output_queue.get_nowait()
             except queue.Empty:
                 return
+
+    @property
+    def greedy_path(self) -> bool:
+        """Whether decode steps run as plain argmax right now (no sampled request in flight)."""
+        return not self.sampling or bool(self._greedy_switch and self._greedy_switch.greedy)
 
     @property
     def inflight(self) -> int:

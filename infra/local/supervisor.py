@@ -59,6 +59,43 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component("gateway", scalable=False, stop_timeout_s=20.0, port_offset=None),
 )}
 START_ORDER = ("processors", "archiver", "worker", "gateway")
+# The workers of a further local model are the component ``worker@<model>`` (one consumer group
+# per model); their ports follow the first model's, ten per model.
+MODEL_WORKER_PREFIX = "worker@"
+MODEL_WORKER_PORT_OFFSET = 40
+
+
+def model_worker(model: str) -> str:
+    """The component that serves ``model`` beside the default one."""
+    return f"{MODEL_WORKER_PREFIX}{model}"
+
+
+def start_order(settings: Settings) -> tuple[str, ...]:
+    """Every component of this settings' pipeline, in start order (extra models' workers after
+    the first model's)."""
+    extra = tuple(model_worker(m) for m in settings.local_model_names[1:])
+    return ("processors", "archiver", "worker", *extra, "gateway")
+
+
+def is_component(name: str) -> bool:
+    return name in COMPONENTS or (name.startswith(MODEL_WORKER_PREFIX)
+                                  and len(name) > len(MODEL_WORKER_PREFIX))
+
+
+def spec_of(component: str) -> Component:
+    """The :class:`Component` of ``component`` (``worker@<model>`` is a worker)."""
+    if component.startswith(MODEL_WORKER_PREFIX):
+        return COMPONENTS["worker"]
+    return COMPONENTS[component]
+
+
+def model_of(settings: Settings, component: str) -> str | None:
+    """The model a worker component serves (None for the other components)."""
+    if component == "worker":
+        return settings.model_name
+    if component.startswith(MODEL_WORKER_PREFIX):
+        return component[len(MODEL_WORKER_PREFIX):]
+    return None
 
 
 class Desired(BaseModel):
@@ -71,9 +108,10 @@ class Desired(BaseModel):
         return self.replicas.get(component, 0)
 
 
-def default_desired(settings: Settings, components: tuple[str, ...] = START_ORDER) -> Desired:
-    return Desired(replicas={c: (settings.local_worker_replicas if c == "worker" else 1)
-                             for c in components})
+def default_desired(settings: Settings, components: tuple[str, ...] | None = None) -> Desired:
+    names = start_order(settings) if components is None else components
+    return Desired(replicas={c: (settings.local_worker_replicas if model_of(settings, c) else 1)
+                             for c in names})
 
 
 def desired_path(settings: Settings) -> Path:
@@ -125,9 +163,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def component_of(replica: str) -> str:
-    """``worker-2`` → ``worker``; ``gateway`` → ``gateway``."""
+    """``worker-2`` → ``worker``; ``worker@chatbus-tiny-1`` → ``worker@chatbus-tiny``;
+    ``gateway`` → ``gateway``."""
     base, _, index = replica.rpartition("-")
-    return base if index.isdigit() and base in COMPONENTS else replica
+    return base if index.isdigit() and is_component(base) else replica
 
 
 def index_of(replica: str) -> int:
@@ -137,10 +176,15 @@ def index_of(replica: str) -> int:
 
 def replica_port(settings: Settings, replica: str) -> int:
     """The port ``replica`` serves /metrics, /livez and /readyz on."""
-    component = COMPONENTS[component_of(replica)]
+    name = component_of(replica)
+    component = spec_of(name)
     if component.port_offset is None:
         return settings.gateway_port
-    return settings.local_metrics_base_port + component.port_offset + (
+    offset = component.port_offset
+    if name.startswith(MODEL_WORKER_PREFIX):
+        extra = [model_worker(m) for m in settings.local_model_names[1:]]
+        offset = MODEL_WORKER_PORT_OFFSET + 10 * (extra.index(name) if name in extra else 0)
+    return settings.local_metrics_base_port + offset + (
         index_of(replica) if component.scalable else 0)
 
 
@@ -149,8 +193,9 @@ def wanted_replicas(desired: Desired, running: set[str]) -> list[str]:
     ``desired.retire`` first, then the highest-numbered; scaling up fills the lowest free index
     (pure logic)."""
     out: list[str] = []
-    for name in START_ORDER:
-        spec, count = COMPONENTS[name], desired.count(name)
+    extra = sorted(c for c in desired.replicas if c.startswith(MODEL_WORKER_PREFIX))
+    for name in ("processors", "archiver", "worker", *extra, "gateway"):
+        spec, count = spec_of(name), desired.count(name)
         if not spec.scalable:
             out += [name] if count > 0 else []
             continue
@@ -214,7 +259,7 @@ class Supervisor:
         """Replicas a previous supervisor started and that still run are ours again."""
         for path in self.settings.run_dir.glob("*.pid"):
             name = path.stem
-            if component_of(name) in COMPONENTS:
+            if is_component(component_of(name)):
                 pid = process.running_pid(self.settings, name)
                 if pid:
                     self.replicas[name] = Replica(name, pid=pid, started_at=time.time(),
@@ -263,10 +308,15 @@ class Supervisor:
     def _start(self, replica: Replica, now: float) -> None:
         name = replica.name
         env = {"CHATBUS_METRICS_PORT": str(replica.port)}
-        if component_of(name) == "worker":
+        component = component_of(name)
+        model = model_of(self.settings, component)
+        if model is not None:
             replica.worker_id = f"{name}.{socket.gethostname()}.{secrets.token_hex(2)}"
             env["CHATBUS_WORKER_ID"] = replica.worker_id
-        argv = [self.python, "-m", "chatbus.cli", component_of(name)]
+            if component != "worker":  # a further model: its own name and folder
+                env["CHATBUS_MODEL_NAME"] = model
+                env["CHATBUS_MODEL_PATH"] = str(self.settings.model_folder(model))
+        argv = [self.python, "-m", "chatbus.cli", spec_of(component).name]
         try:
             replica.pid = process.spawn(self.settings, name, argv, env=env)
         except Exception as exc:  # noqa: BLE001 - a start that fails is a crash: back off

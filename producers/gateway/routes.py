@@ -88,7 +88,7 @@ async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
     await authenticate(request, runtime.keys)
     return ModelList(data=[ModelCard(id=name, created=_STARTED)
-                           for name in runtime.settings.served_models])
+                           for name in await runtime.models.live()])
 
 
 @router.get("/livez")

@@ -20,6 +20,7 @@ from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
 from producers.gateway.conversations import ConversationService
 from producers.gateway.rate_limit import RateLimiter
 from producers.gateway.reply_lease import ReplyPartitionLease
+from producers.gateway.served_models import ServedModels
 from producers.gateway.serving import ChatCompletionService
 from producers.sdk import ChatClient
 
@@ -38,6 +39,7 @@ class GatewayRuntime:
         self._service: ChatCompletionService | None = None
         self._client: ChatClient | None = None
         self._conversations: ConversationService | None = None
+        self.models = ServedModels(settings)
 
     @property
     def keys(self) -> ApiKeyStore:

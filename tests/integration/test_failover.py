@@ -37,6 +37,7 @@ def workers(bus: Settings, demo_model_path: Path, tmp_path: Path) -> Iterator[di
     """Two worker processes of one group; stopped (by PID) whatever the test did to them."""
     runner = Settings(state_dir=tmp_path / "state")
     env = {"CHATBUS_TOPIC_PREFIX": bus.topic_prefix, "CHATBUS_MODEL_PATH": str(demo_model_path),
+           "CHATBUS_MODEL_NAME": bus.model_name,
            "CHATBUS_MAX_INFLIGHT": "8", "CHATBUS_DEVICE": "cpu", "CHATBUS_LOG_JSON": "false",
            "CHATBUS_TOPIC_PARTITIONS": str(bus.topic_partitions),
            "CHATBUS_INFERENCE_INPUT_TOPIC": bus.inference_input_topic}

@@ -67,6 +67,7 @@ def pipeline(local_services: Settings, demo_model_path: Path,
     fields = {"topic_prefix": prefix, "topic_partitions": 2, "state_dir": state,
               "gateway_port": free_port(), "local_metrics_base_port": base_port,
               "mongo_db": f"ops_{uuid.uuid4().hex[:8]}", "model_path": demo_model_path,
+              "model_name": "chatbus-tiny",
               "max_inflight": 4, "archive_prefix": f"test-{prefix.rstrip('.')}",
               "device": "cpu", "log_json": True}
     settings = base_settings(**fields)

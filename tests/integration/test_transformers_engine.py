@@ -196,6 +196,26 @@ async def test_concurrent_greedy_requests_match_generate_alone(
 
 
 @pytest.mark.asyncio
+async def test_sampled_requests_keep_sampling_beside_greedy_ones(
+    engine: TransformersEngine, reference_model: torch.nn.Module
+) -> None:
+    prompt = prompt_of(engine, "one prompt, many answers")
+    greedy = GenerationRequest("greedy", prompt, 16, temperature=0.0)
+    sampled = [GenerationRequest(f"hot-{i}", prompt, 16, temperature=1.5) for i in range(5)]
+    assert engine.greedy_path  # idle: the argmax path
+
+    streams = [engine.generate(r) for r in [greedy, *sampled]]
+    assert not engine.greedy_path  # a sampled request is queued: sampling for the whole batch
+    results = await asyncio.gather(*(collect(s) for s in streams))
+
+    greedy_reference(reference_model, prompt, 16, engine.eos_token_ids).assert_matches(
+        results[0][0], "greedy")
+    answers = {tuple(tokens) for tokens, _ in results[1:]}
+    assert len(answers) > 1, "five answers at temperature 1.5 were identical: not sampled"
+    assert engine.greedy_path  # the last sampled request is gone: back to argmax
+
+
+@pytest.mark.asyncio
 async def test_greedy_only_engine_serves_every_request_greedily(
     demo_model_path: Path, reference_model: torch.nn.Module
 ) -> None:
