@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> f
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
     )
     runtime = moderation.ModerationRuntime(settings, classifier=classifier)
+    app.chatbus_moderation = runtime  # serve's readiness waits for its classifier
     app.add_dependency(runtime)
     moderation.register(app, settings, runtime)
     if settings.moderation_output:

@@ -23,11 +23,17 @@ def run_processors(settings: Settings) -> None:
         server.start()
     app = create_app(settings)
 
-    @app.timer(1.0)
+    moderation = app.chatbus_moderation
+
+    @app.timer(0.25)
     async def beat() -> None:
-        """Runs once the app (its agents, tables and the classifier) has started."""
+        """Runs once the app (its agents and tables) has started; ready once the classifier is
+        loaded and warm too, so the first request after a start is as fast as the next."""
         health.beat("faust")
-        health.set_ready(True, "agents running")
+        if moderation.classifier_ready:
+            health.set_ready(True, "agents running, classifier warm")
+        else:
+            health.set_ready(False, "loading the moderation classifier")
 
     ensure_app_topics_sync(settings, app)
     log.info("processors_starting", app_id=app.conf.id, broker=settings.kafka_bootstrap)

@@ -109,6 +109,14 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         assert self._publisher is not None, "the runtime is not started"
         return self._publisher
 
+    @property
+    def classifier_ready(self) -> bool:
+        """Whether the classifier is loaded and warm (readiness waits for it: no cold first
+        request); a load that failed is not ready."""
+        loading = self._moderator
+        return loading is not None and loading.done() and not loading.cancelled() \
+            and loading.exception() is None
+
     async def on_start(self) -> None:
         self._publisher = EventPublisher(
             self.settings, client_id=f"{self.settings.kafka_client_id}-moderation")

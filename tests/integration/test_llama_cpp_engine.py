@@ -102,7 +102,7 @@ async def test_cancel_mid_stream_frees_the_slot(engine: LlamaCppEngine) -> None:
     first = await anext(events)
     assert first.token_ids and not first.finished
     await engine.cancel("long")
-    tokens, final = await collect(events)
+    _, final = await collect(events)
     assert final.finish_reason == "cancelled"
     assert engine.inflight == 0
     again, done = await collect(engine.generate(GenerationRequest("after", prompt, 4, 0.0)))
