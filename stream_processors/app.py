@@ -21,6 +21,12 @@ def app_id(settings: Settings) -> str:
 
 def create_app(settings: Settings, *, classifier: Classifier | None = None) -> faust.App:
     """The processors' Faust app; ``classifier`` overrides the configured one (tests, plugins)."""
+    return build_app(settings, classifier=classifier)[0]
+
+
+def build_app(settings: Settings, *, classifier: Classifier | None = None
+              ) -> tuple[faust.App, moderation.ModerationRuntime]:
+    """The app and its moderation runtime (whose classifier readiness waits for)."""
     ident = app_id(settings)
     datadir = settings.state_dir / "faust" / ident
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +46,6 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> f
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
     )
     runtime = moderation.ModerationRuntime(settings, classifier=classifier)
-    app.chatbus_moderation = runtime  # serve's readiness waits for its classifier
     app.add_dependency(runtime)
     moderation.register(app, settings, runtime)
     if settings.moderation_output:
@@ -48,4 +53,4 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> f
     history_runtime = history.HistoryRuntime(settings)
     app.add_dependency(history_runtime)
     history.register(app, settings, history_runtime)
-    return app
+    return app, runtime

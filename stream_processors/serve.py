@@ -9,7 +9,7 @@ import faust
 from chatbus.health import Health, HealthServer
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
-from stream_processors.app import create_app
+from stream_processors.app import build_app
 from stream_processors.topic_setup import ensure_app_topics_sync
 
 log = get_logger(__name__)
@@ -21,9 +21,7 @@ def run_processors(settings: Settings) -> None:
     server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
     if server:
         server.start()
-    app = create_app(settings)
-
-    moderation = app.chatbus_moderation
+    app, moderation = build_app(settings)
 
     @app.timer(0.25)
     async def beat() -> None:
