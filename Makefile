@@ -99,8 +99,8 @@ check-schemas: install ## Fail when schemas/json is stale
 
 bench: bench-inference bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
-bench-inference: model up ## Inference: ceiling vs transformers serve vs chatbus (BENCH_ARGS=--quick)
-	@$(UV) pip install -q $(UV_FLAGS) -e '.[bench]'
+bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
+	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -e '.[dev,llama,bench]'
 	@$(BIN)/python -m inference_consumers.bench $(BENCH_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,18 @@ from inference_consumers.bench import report
 from inference_consumers.bench.bus import BusSystem
 from inference_consumers.bench.ceiling import CeilingSystem
 from inference_consumers.bench.config import ServingConfig, serving_config
+from inference_consumers.bench.cpu import cpu_times, used
+from inference_consumers.bench.gateway import GatewaySystem
+from inference_consumers.bench.llama_server import LlamaServerSystem
 from inference_consumers.bench.machine import machine_info, model_info
 from inference_consumers.bench.peer import PeerSystem
 from inference_consumers.bench.runner import Progress, System, measure
-from inference_consumers.bench.stages import StageSummary, split_ttft
+from inference_consumers.bench.stages import (
+    GatewayStageSummary,
+    StageSummary,
+    split_gateway_ttft,
+    split_ttft,
+)
 from inference_consumers.bench.stats import LevelSummary, summarize
 from inference_consumers.bench.targets import evaluate
 from inference_consumers.bench.workload import QUICK, Workload
@@ -31,8 +40,21 @@ from inference_consumers.bench.workload import QUICK, Workload
 SYSTEMS: dict[str, Callable[[ServingConfig, float], System]] = {
     "ceiling": lambda config, _timeout: CeilingSystem(config),
     "peer": lambda config, timeout: PeerSystem(config, ready_timeout_s=timeout),
-    "chatbus": lambda config, timeout: BusSystem(config, ready_timeout_s=timeout),
+    "llama.cpp": lambda config, timeout: LlamaServerSystem(config, ready_timeout_s=timeout),
+    "chatbus-gateway": lambda config, timeout: GatewaySystem(config, ready_timeout_s=timeout),
+    "chatbus-bus": lambda config, timeout: BusSystem(config, ready_timeout_s=timeout),
 }
+DEFAULT_SYSTEMS = "ceiling,peer,llama.cpp,chatbus-gateway,chatbus-bus"
+
+
+@dataclass
+class SystemRun:
+    """What one system's measurement gave besides its level summaries."""
+
+    stages: list[StageSummary] = field(default_factory=list)
+    gateway_stages: list[GatewayStageSummary] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -43,25 +65,35 @@ def _ints(value: str) -> tuple[int, ...]:
 
 
 async def _run_system(system: System, workload: Workload,
-                      progress: Progress) -> tuple[dict[int, LevelSummary], list[StageSummary]]:
+                      progress: Progress) -> tuple[dict[int, LevelSummary], SystemRun]:
+    run = SystemRun()
     async with system:
+        processes = system.processes()
+        before, started = cpu_times(processes), time.perf_counter()
         rounds = await measure(system, workload, progress)
-        stages: list[StageSummary] = []
+        run.wall_s = round(time.perf_counter() - started, 1)
+        run.cpu_s = used(before, cpu_times(processes))
         if isinstance(system, BusSystem):
             for level in rounds.values():
                 ids = [t.request_id for r in level for t in r.traces if t.request_id]
                 stage = split_ttft(level, await system.worker_timings(ids))
                 if stage is not None:
-                    stages.append(stage)
-    return {c: summarize(r) for c, r in rounds.items()}, stages
+                    run.stages.append(stage)
+        if isinstance(system, GatewaySystem):
+            lines = system.stage_lines()
+            for level in rounds.values():
+                found = split_gateway_ttft(level, lines)
+                if found is not None:
+                    run.gateway_stages.append(found)
+    return {c: summarize(r) for c, r in rounds.items()}, run
 
 
 async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
                    ready_timeout_s: float
-                   ) -> tuple[dict[str, dict[int, LevelSummary]], list[StageSummary]]:
+                   ) -> tuple[dict[str, dict[int, LevelSummary]], dict[str, SystemRun]]:
     steps = len(names) * (1 + workload.rounds * len(workload.concurrency))
     results: dict[str, dict[int, LevelSummary]] = {}
-    stages: list[StageSummary] = []
+    runs: dict[str, SystemRun] = {}
     with tqdm(total=steps, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
         def progress(message: str) -> None:
             bar.write(message, file=sys.stderr)
@@ -72,9 +104,8 @@ async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
         for name in names:
             bar.set_description(name)
             system = SYSTEMS[name](config, ready_timeout_s)
-            results[name], found = await _run_system(system, workload, progress)
-            stages.extend(found)
-    return results, stages
+            results[name], runs[name] = await _run_system(system, workload, progress)
+    return results, runs
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,8 +117,11 @@ async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
               help="Rounds per level; tokens/s is their median.")
 @click.option("--min-requests", type=int, default=16, show_default=True,
               help="Requests per round at least (each stream sends ceil(min/streams)).")
-@click.option("--systems", default="ceiling,peer,chatbus", show_default=True,
+@click.option("--systems", default=DEFAULT_SYSTEMS, show_default=True,
               help="Which systems to run, comma-separated.")
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="Every request's temperature: 0 is greedy, above it samples.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--max-inflight", type=int, default=None,
               help="Batch slots of every system (default: the highest concurrency).")
 @click.option("--ready-timeout", type=float, default=300.0, show_default=True,
@@ -98,9 +132,11 @@ async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
               help="Smoke run: streams 1,4, 16 tokens, 1 round (flags given explicitly win).")
 @click.pass_context
 def main(ctx: click.Context, concurrency: str, max_tokens: int, rounds: int, min_requests: int,
-         systems: str, max_inflight: int | None, ready_timeout: float, output: Path | None,
-         quick: bool) -> None:
-    """Benchmark chatbus against the model's in-process ceiling and `transformers serve`."""
+         systems: str, temperature: float, top_p: float, max_inflight: int | None,
+         ready_timeout: float, output: Path | None, quick: bool) -> None:
+    """Benchmark chatbus (through the gateway and on the bus) against the engine's in-process
+    ceiling, `transformers serve` and the llama.cpp server, on the same prompts and batch slots.
+    """
     settings = get_settings()
     configure_logging(settings.model_copy(update={"log_json": False, "log_level": "WARNING"}),
                       component="bench")
@@ -122,34 +158,46 @@ def main(ctx: click.Context, concurrency: str, max_tokens: int, rounds: int, min
     unknown = sorted(set(names) - set(SYSTEMS))
     if unknown:
         raise click.BadParameter(f"unknown systems {unknown}; choose from {sorted(SYSTEMS)}")
-    config = serving_config(settings, max_inflight or workload.max_concurrency)
+    config = serving_config(settings, max_inflight or workload.max_concurrency,
+                            temperature=temperature, top_p=top_p)
     output = output or settings.state_dir / "bench" / "inference.json"
 
-    click.echo(f"model {config.model_path} on {config.device} ({config.dtype}); "
+    click.echo(f"model {config.model_path} ({config.engine} engine) on {config.device} "
+               f"({config.dtype}); temperature {temperature}, top_p {top_p}; "
                f"batch slots {config.max_batch}; systems {', '.join(names)}; "
                f"streams {workload.concurrency}; {workload.max_new_tokens} tokens; "
                f"{workload.rounds} round(s)", err=True)
     try:
-        results, stages = asyncio.run(_run_all(names, config, workload, ready_timeout))
+        results, runs = asyncio.run(_run_all(names, config, workload, ready_timeout))
     except (ChatbusError, TimeoutError) as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
 
-    targets = evaluate(results)
+    stages = [s for run in runs.values() for s in run.stages]
+    gateway_stages = [s for run in runs.values() for s in run.gateway_stages]
+    cpu = {name: {"wall_s": run.wall_s, "cpu_s": run.cpu_s} for name, run in runs.items()}
+    targets = evaluate(results, cpu)
     run_config = {**asdict(workload), "max_inflight": config.max_batch,
                   "num_blocks": config.num_blocks, "max_batch_tokens": config.max_batch_tokens,
-                  "block_size": config.block_size, "temperature": 0.0,
+                  "block_size": config.block_size, "temperature": temperature, "top_p": top_p,
+                  "engine": config.engine, "model_name": config.model_name,
                   "chunk_max_tokens": settings.chunk_max_tokens,
                   "chunk_max_ms": settings.chunk_max_ms, "systems": names}
     data = report.payload(machine=machine_info(config), model=model_info(config),
-                          config=run_config, results=results, stages=stages, targets=targets,
+                          config=run_config, results=results, stages=stages,
+                          gateway_stages=gateway_stages, cpu=cpu, targets=targets,
                           command=sys.argv,
                           created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     report.write_json(output, data)
     click.echo(report.table(results))
+    if gateway_stages:
+        click.echo("\nchatbus-gateway time to first token by stage (ms, p50 / p99):")
+        click.echo(report.gateway_stages_text(gateway_stages))
     if stages:
-        click.echo("\nchatbus time to first token by stage (ms):")
+        click.echo("\nchatbus-bus time to first token by stage (ms):")
         click.echo(report.stages_text(stages))
+    click.echo("\nCPU seconds per process while measured:")
+    click.echo(report.cpu_text(cpu))
     click.echo("\n" + report.targets_text(targets))
     click.echo(f"\nwritten: {output}")
 

@@ -38,7 +38,7 @@ STOP_TIMEOUT_S = 60.0
 class BusSystem:
     """Requests over Kafka to a worker process this object starts and stops."""
 
-    name = "chatbus"
+    name = "chatbus-bus"
 
     def __init__(self, config: ServingConfig, *, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         self._config = config
@@ -61,6 +61,7 @@ class BusSystem:
                 "CHATBUS_MODEL_PATH": str(s.resolved_model_path),
                 "CHATBUS_MODEL_NAME": s.model_name,
                 "CHATBUS_DEVICE": s.device,
+                "CHATBUS_ENGINE": s.engine,
                 "CHATBUS_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                 "CHATBUS_WORKER_ID": self._process_name,
                 "CHATBUS_METRICS_PORT": "0",
@@ -69,6 +70,11 @@ class BusSystem:
     @property
     def worker_pid(self) -> int | None:
         return process.running_pid(self.settings, self._process_name)
+
+    def processes(self) -> dict[str, int]:
+        found = {"worker": self.worker_pid, "kafka": process.running_pid(self._config.settings,
+                                                                         "kafka")}
+        return {name: pid for name, pid in found.items() if pid}
 
     async def __aenter__(self) -> BusSystem:
         try:
@@ -160,7 +166,8 @@ class BusSystem:
         client = self._client
         if client is None:
             raise BenchError("the chatbus client is not started")
-        sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        sampling = SamplingParams(temperature=self._config.temperature,
+                                  top_p=self._config.top_p, max_tokens=max_new_tokens)
         trace = StreamTrace(sent_at=time.perf_counter())
         request = await client.send(messages, model=self.settings.model_name, sampling=sampling)
         trace.request_id = request.request_id

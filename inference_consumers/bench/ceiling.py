@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 from inference_consumers.bench.config import ServingConfig
@@ -34,6 +35,9 @@ class CeilingSystem:
         if engine is not None:
             await engine.stop()
 
+    def processes(self) -> dict[str, int]:
+        return {"bench (engine in-process)": os.getpid()}
+
     async def stream(self, messages: Messages, max_new_tokens: int) -> StreamTrace:
         engine = self._engine
         if engine is None:
@@ -42,7 +46,8 @@ class CeilingSystem:
         # Tokenizing is part of the request's cost, as it is in the worker and the peer.
         prompt = engine.encode_chat(messages)
         request = GenerationRequest(f"ceiling-{next(self._ids)}", prompt, max_new_tokens,
-                                    temperature=0.0)
+                                    temperature=self._config.temperature,
+                                    top_p=self._config.top_p)
         async for event in engine.generate(request):
             now = time.perf_counter()
             trace.add(now, len(event.token_ids))

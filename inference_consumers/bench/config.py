@@ -26,6 +26,15 @@ class ServingConfig:
     num_blocks: int | None  # None: automatic sizing (CUDA)
     max_batch_tokens: int | None
     block_size: int = BLOCK_SIZE
+    temperature: float = 0.0  # every request of every system: 0 greedy, else sampled ...
+    top_p: float = 1.0  # ... with this nucleus
+
+    @property
+    def engine(self) -> str:
+        """The engine the worker (and the ceiling) run: ``transformers`` or ``llama.cpp``."""
+        from inference_consumers.serve import engine_kind
+
+        return engine_kind(self.settings)
 
     @property
     def model_path(self) -> Path:
@@ -40,7 +49,8 @@ class ServingConfig:
         return self.settings.max_inflight
 
 
-def serving_config(settings: Settings, max_inflight: int) -> ServingConfig:
+def serving_config(settings: Settings, max_inflight: int, *, temperature: float = 0.0,
+                   top_p: float = 1.0) -> ServingConfig:
     """The shared configuration for ``max_inflight`` batch slots."""
     device = settings.device
     if device == "auto":
@@ -52,4 +62,6 @@ def serving_config(settings: Settings, max_inflight: int) -> ServingConfig:
         dtype="float32" if on_cpu else "bfloat16",
         num_blocks=CPU_NUM_BLOCKS if on_cpu else None,
         max_batch_tokens=CPU_MAX_BATCH_TOKENS if on_cpu else None,
+        temperature=temperature,
+        top_p=top_p,
     )

@@ -9,21 +9,19 @@ gets a temporary one; a server started on one model answers only that model's na
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from chatbus.polling import eventually
 from inference_consumers.bench.config import ServingConfig
 from inference_consumers.bench.errors import BenchError
+from inference_consumers.bench.openai_http import chat_body, stream_chat
 from inference_consumers.bench.stats import StreamTrace
 from inference_consumers.bench.workload import Messages
 from infra.local import process
@@ -61,7 +59,7 @@ def serve_argv(config: ServingConfig, port: int) -> list[str]:
 class PeerSystem:
     """A ``transformers serve`` subprocess and a streaming HTTP client for it."""
 
-    name = "peer"
+    name = "peer"  # transformers serve
 
     def __init__(self, config: ServingConfig, *, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         self._config = config
@@ -125,40 +123,10 @@ class PeerSystem:
         client = self._client
         if client is None:
             raise BenchError("the peer server is not started")
-        body = {"model": self._model_id, "messages": messages, "stream": True,
-                "max_tokens": max_new_tokens, "temperature": 0.0,
-                "stream_options": {"include_usage": True}}
-        trace = StreamTrace(sent_at=time.perf_counter())
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != httpx.codes.OK:
-                detail = (await response.aread()).decode(errors="replace")[:500]
-                raise BenchError(f"peer answered HTTP {response.status_code}: {detail}")
-            async for line in response.aiter_lines():
-                if _on_sse_line(trace, line, time.perf_counter()):
-                    break
-        if trace.finished_at is None:
-            raise BenchError("the peer's stream ended without a finish_reason")
-        return trace
+        config = self._config
+        return await stream_chat(client, chat_body(self._model_id, messages, max_new_tokens,
+                                                   config.temperature, config.top_p),
+                                 who="transformers serve")
 
-
-def _on_sse_line(trace: StreamTrace, line: str, now: float) -> bool:
-    """Record one SSE line; True when the stream is over (its ``finish_reason`` chunk)."""
-    if not line.startswith("data:"):
-        return False
-    data = line[5:].strip()
-    if data == "[DONE]":
-        trace.finish(now, trace.finish_reason or "done")
-        return True
-    payload: dict[str, Any] = json.loads(data)
-    if "error" in payload:
-        raise BenchError(f"peer stream error: {payload['error']}")
-    usage = payload.get("usage")
-    if usage:
-        trace.reported_tokens = int(usage.get("completion_tokens", 0))
-    for choice in payload.get("choices", []):
-        if choice.get("delta", {}).get("content"):
-            trace.add(now, 1)  # one delta per decoded piece; usage gives the exact count
-        if choice.get("finish_reason"):
-            trace.finish(now, str(choice["finish_reason"]))
-            return True
-    return False
+    def processes(self) -> dict[str, int]:
+        return {"transformers serve": self._pid} if self._pid else {}

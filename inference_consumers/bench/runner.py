@@ -25,7 +25,11 @@ class System(AbstractAsyncContextManager["System"], Protocol):
     name: str
 
     async def stream(self, messages: Messages, max_new_tokens: int) -> StreamTrace:
-        """Send one greedy request and collect its answer as the client sees it."""
+        """Send one request (the run's sampling) and collect its answer as the client sees it."""
+        ...
+
+    def processes(self) -> dict[str, int]:
+        """The processes whose CPU seconds count for this system, by name (once started)."""
         ...
 
 

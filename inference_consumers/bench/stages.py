@@ -55,3 +55,36 @@ def split_ttft(rounds: Sequence[RoundResult],
         return None
     return StageSummary(rounds[0].concurrency, len(client), _p(client), _p(queue), _p(worker),
                         _p(rest))
+
+
+GATEWAY_STAGES = ("gateway_ms", "bus_ms", "moderation_ms", "queue_ms", "prefill_ms",
+                  "delivery_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStageSummary:
+    """p50/p99 of each stage of the gateway's trace over one concurrency level's requests."""
+
+    concurrency: int
+    requests: int
+    client_ttft_ms: dict[str, float]
+    stages_ms: dict[str, dict[str, float]]  # stage → {"p50", "p99"}
+
+
+def split_gateway_ttft(rounds: Sequence[RoundResult],
+                       lines: Mapping[str, Mapping[str, float]]) -> GatewayStageSummary | None:
+    """Stage percentiles over every request of ``rounds`` the gateway logged a breakdown of."""
+    client: list[float] = []
+    stages: dict[str, list[float]] = {s: [] for s in GATEWAY_STAGES}
+    for trace in (t for r in rounds for t in r.traces):
+        ttft = ttft_s(trace)
+        found = lines.get(trace.request_id or "")
+        if ttft is None or found is None:
+            continue
+        client.append(ttft * 1000.0)
+        for stage in GATEWAY_STAGES:
+            stages[stage].append(found.get(stage, 0.0))
+    if not client:
+        return None
+    return GatewayStageSummary(rounds[0].concurrency, len(client), _p(client),
+                               {s: _p(v) for s, v in stages.items()})

@@ -56,6 +56,12 @@ QUICK = Workload(concurrency=(1, 4), max_new_tokens=16, rounds=1, min_requests=4
                  warmup_requests=2)
 
 
+# Sent by every system, so each renders the very same prompt (chatbus's default system prompt,
+# which the others do not add on their own).
+SYSTEM = "You are a helpful assistant."
+
+
 def messages_for(index: int) -> Messages:
     """The chat of request number ``index`` (the prompts cycle)."""
-    return [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]

@@ -143,9 +143,10 @@ def chunk(content: str | None, finish: str | None = None) -> dict[str, object]:
 
 
 async def test_moderation_shows_a_notice(
-        settings: Settings, gateway: RunningGateway, key: str, page: Page,
-        artifacts: Path) -> None:
-    """Answers the moderation stage would produce, fed to the page by request routing."""
+        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
+        page: Page, artifacts: Path) -> None:
+    """Answers the moderation stage would produce, fed to the page by request routing (a worker
+    runs so that /v1/models lists the model it serves)."""
     refused = {"error": {"message": "the request was blocked by input moderation",
                          "type": "invalid_request_error", "param": "messages.0.content",
                          "code": "content_policy_violation"}}

@@ -101,16 +101,26 @@ def test_targets_pass_miss_and_not_measured() -> None:
     results = {
         "ceiling": {1: summarize([_level(1, 100, 0.010)]), 32: summarize([_level(32, 1000, 0.1)])},
         "peer": {32: summarize([_level(32, 800, 0.1)])},
-        "chatbus": {1: summarize([_level(1, 90, 0.030)]), 32: summarize([_level(32, 850, 0.1)])},
+        "llama.cpp": {1: summarize([_level(1, 95, 0.010)]), 32: summarize([_level(32, 300, 9.0)])},
+        "chatbus-gateway": {1: summarize([_level(1, 90, 0.040)]),
+                            32: summarize([_level(32, 850, 0.1)])},
     }
-    verdicts = {r.target.name: r for r in evaluate(results)}
-    vs_ceiling = verdicts["chatbus/ceiling tokens/s @32"]
+    cpu = {"chatbus-gateway": {"wall_s": 10.0, "cpu_s": {"worker-1": 20.0, "processors": 1.0,
+                                                         "gateway": 0.5, "kafka": 3.0}}}
+    verdicts = {r.target.name: r for r in evaluate(results, cpu)}
+    vs_ceiling = verdicts["gateway/ceiling tokens/s @32"]
     assert vs_ceiling.verdict == "MISS" and vs_ceiling.gap == pytest.approx(-0.05)
-    assert verdicts["chatbus/peer tokens/s @32"].verdict == "PASS"
-    added = verdicts["bus-added TTFT p50 @1"]
-    assert added.measured == pytest.approx(20.0) and added.verdict == "MISS"
+    best_peer = verdicts["gateway/best peer tokens/s @32"]  # the faster peer: transformers serve
+    assert best_peer.measured == pytest.approx(850 / 800) and best_peer.verdict == "PASS"
+    assert verdicts["gateway/llama.cpp tokens/s @1"].measured == pytest.approx(90 / 95)
+    added = verdicts["gateway-added TTFT p50 @1"]
+    assert added.measured == pytest.approx(30.0) and added.verdict == "MISS"
     assert added.gap == pytest.approx(-5.0)
-    assert evaluate({})[0].verdict == "NOT MEASURED"
+    # p99 at 32 against the lower of the two peers' p99 (0.1 s), not llama.cpp's 9 s
+    assert verdicts["gateway/peer TTFT p99 @32"].measured == pytest.approx(1.0)
+    share = verdicts["(processors+gateway)/worker CPU"]
+    assert share.measured == pytest.approx(0.075) and share.verdict == "PASS"
+    assert all(r.verdict == "NOT MEASURED" for r in evaluate({}))
 
 
 def test_ttft_is_split_into_stages_with_the_workers_timings() -> None:

@@ -259,7 +259,11 @@
     const saved = sessionStorage.getItem(MODEL_STORAGE);
     if (saved && ids.includes(saved)) el.model.value = saved;
     el.send.disabled = ids.length === 0;
-    if (!ids.length) showNotice("The gateway serves no model.", "error");
+    if (!ids.length) {
+      showNotice("No model is being served right now: no inference worker is up. " +
+                 "Start one (make run, or chatbus ops scale worker --replicas 1) and reload.",
+                 "error");
+    }
   }
 
   function listOf(body) {
