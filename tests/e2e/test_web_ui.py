@@ -185,7 +185,8 @@ async def test_moderation_shows_a_notice(
 
 
 async def test_the_conversation_list_opens_a_conversation(
-        settings: Settings, gateway: RunningGateway, key: str, page: Page) -> None:
+        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
+        page: Page) -> None:
     """The list and the opened conversation, from answers shaped like the history endpoints'."""
     def summary(id: str, title: str) -> dict[str, object]:
         return {"id": id, "object": "conversation", "title": title, "created_at": 1767225600,

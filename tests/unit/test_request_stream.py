@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from chatbus.settings import Settings
 from inference_consumers.engine.scripted import ScriptedEngine
-from inference_consumers.request_stream import RequestStreamer, StreamState
+from inference_consumers.request_stream import RequestStreamer, StreamState, with_default_system
 from inference_consumers.resume import Published
 from schemas.events import ChatRequest, Completion, SamplingParams, TokenChunk
 
@@ -49,7 +49,9 @@ class Recorder:
 
 def streamer(script: str, **settings: Any) -> tuple[RequestStreamer, ScriptedEngine, Recorder]:
     engine, recorder = ScriptedEngine(script, max_context=64), Recorder()
-    config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, **settings)
+    # No default system prompt: these tests count the prompt's bytes exactly.
+    config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, default_system_prompt="",
+                      **settings)
     return RequestStreamer(config, engine, recorder, "w1"), engine, recorder  # type: ignore[arg-type]
 
 
@@ -165,3 +167,12 @@ async def test_a_request_handed_off_and_resumed_on_the_same_engine_runs_again() 
     assert again.engine_id != first.engine_id, "each attempt has its own id in the engine"
     assert completion is not None and completion.finish_reason == "length"
     assert completion.usage.completion_tokens == 16
+
+
+def test_the_default_system_prompt_goes_first_only_when_there_is_none() -> None:
+    user = [{"role": "user", "content": "hi"}]
+    assert with_default_system(user, "Be kind.") == [
+        {"role": "system", "content": "Be kind."}, *user]
+    own = [{"role": "system", "content": "Be terse."}, *user]
+    assert with_default_system(own, "Be kind.") == own
+    assert with_default_system(user, "") == user

@@ -10,7 +10,10 @@ from infra.local.supervisor import (
     Replica,
     Supervisor,
     component_of,
+    default_desired,
+    model_of,
     replica_port,
+    start_order,
     wanted_replicas,
 )
 
@@ -26,6 +29,24 @@ def test_each_replica_has_its_own_health_port_and_the_gateway_uses_its_own() -> 
     ports = [replica_port(settings, r)
              for r in ("processors", "archiver-1", "worker-1", "worker-2", "gateway")]
     assert ports == [40000, 40011, 40021, 40022, 8123]
+
+
+def test_a_further_local_model_gets_its_own_worker_component_and_ports() -> None:
+    settings = Settings(local_metrics_base_port=40000, model_name="smollm2-135m-instruct",
+                        local_models=("smollm2-135m-instruct", "chatbus-tiny"))
+    assert start_order(settings) == ("processors", "archiver", "worker",
+                                     "worker@chatbus-tiny", "gateway")
+    assert component_of("worker@chatbus-tiny-2") == "worker@chatbus-tiny"
+    assert model_of(settings, "worker") == "smollm2-135m-instruct"
+    assert model_of(settings, "worker@chatbus-tiny") == "chatbus-tiny"
+    assert model_of(settings, "gateway") is None
+    ports = [replica_port(settings, r) for r in ("worker-1", "worker@chatbus-tiny-1",
+                                                 "worker@chatbus-tiny-2")]
+    assert ports == [40021, 40041, 40042]
+    desired = default_desired(settings)
+    assert desired.count("worker@chatbus-tiny") == 1
+    assert wanted_replicas(desired, set()) == ["processors", "archiver-1", "worker-1",
+                                               "worker@chatbus-tiny-1", "gateway"]
 
 
 def test_scaling_up_fills_the_lowest_free_index_in_start_order() -> None:
