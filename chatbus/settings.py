@@ -170,6 +170,9 @@ class Settings(BaseSettings):
         "left out use moderation_default_threshold).",
     )
     moderation_default_threshold: float = Field(0.65, gt=0, le=1)
+    moderation_threads: int = Field(
+        1, ge=0, description="CPU threads of the moderation classifier (torch); 0: one per "
+        "core. One leaves the other cores to a worker on the same machine.")
     moderation_output: bool = Field(True, description="Judge answers while they stream.")
     moderation_output_window_chars: int = Field(
         120, ge=8, description="New answer text that triggers a judgement of the answer so far."

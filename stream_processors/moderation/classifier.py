@@ -48,7 +48,7 @@ def build_classifier(settings: Settings) -> Classifier:
     )
     from stream_processors.moderation.seed import load_seed
 
-    encoder = MiniLMEncoder("cpu")
+    encoder = MiniLMEncoder("cpu", threads=settings.moderation_threads)
     embedding = EmbeddingClassifier(encoder, load_or_train_heads(encoder, load_seed(),
                                                                  settings.cache_dir))
     if settings.moderation_classifier == "embedding":

