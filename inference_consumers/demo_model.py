@@ -16,18 +16,15 @@ folder next to the target and are renamed into place, so a crash never leaves a 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbus.errors import ConfigurationError
-from inference_consumers.model_folder import install_folder, read_marker, save_quietly, umask
+from inference_consumers.model_folder import building, finish_build, read_marker, save_quietly
 
 if TYPE_CHECKING:  # heavy imports happen inside the build, so ``--help`` and no-op runs are instant
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -187,13 +184,9 @@ def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) 
             "Point CHATBUS_MODEL_PATH elsewhere, or pass force=True (--force) to replace it."
         )
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     started = time.perf_counter()
-    bar = tqdm(
-        total=len(_STEPS), desc="demo model", unit="step", file=sys.stderr, disable=not progress
-    )
-    try:
+    with building(path) as tmp_dir, tqdm(total=len(_STEPS), desc="demo model", unit="step",
+                                         file=sys.stderr, disable=not progress) as bar:
         bar.set_postfix_str(_STEPS[0])
         files = _corpus_files()
         bar.update()
@@ -224,14 +217,8 @@ def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) 
             "python": sys.version.split()[0],
             "build_seconds": round(time.perf_counter() - started, 2),
         }
-        (tmp_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        tmp_dir.chmod(0o777 & ~umask())  # mkdtemp made it private
-        install_folder(tmp_dir, path, is_complete=is_demo_model)
+        finish_build(tmp_dir, path, MARKER_FILE, marker, is_complete=is_demo_model)
         bar.update()
-    finally:
-        bar.close()
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["install_folder", "read_marker", "save_quietly", "umask"]
+__all__ = ["building", "finish_build", "install_folder", "read_marker", "save_quietly", "umask"]
 
 
 def read_marker(marker: Path) -> dict[str, Any]:
@@ -64,3 +66,23 @@ def install_folder(tmp_dir: Path, path: Path, *, is_complete: Callable[[Path], b
         shutil.rmtree(tmp_dir, ignore_errors=True)
     if old is not None and old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def building(path: Path) -> Iterator[Path]:
+    """A private temporary folder beside ``path`` to build into; removed unless installed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp_dir
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def finish_build(tmp_dir: Path, path: Path, marker_file: str, marker: dict[str, Any], *,
+                 is_complete: Callable[[Path], bool]) -> None:
+    """Write the marker last, open the folder up (mkdtemp made it private), install it."""
+    (tmp_dir / marker_file).write_text(json.dumps(marker, indent=2) + "\n")
+    tmp_dir.chmod(0o777 & ~umask())
+    install_folder(tmp_dir, path, is_complete=is_complete)

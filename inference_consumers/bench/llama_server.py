@@ -2,7 +2,8 @@
 
 What a CPU user would run instead of chatbus. ``--chat_format chatml`` renders the same ChatML
 prompt as the model's Hugging Face template (without it, its template detection answered the
-capital-of-France prompt with nonsense). It serves one sequence at a time.
+capital-of-France prompt with nonsense). It serves one sequence at a time, and by default a new
+request interrupts the one streaming (``--interrupt_requests``): here they queue.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class LlamaServerSystem:
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
                 "--model_alias", self._config.model_name, "--chat_format", "chatml",
                 "--n_ctx", str(CTX_PER_SLOT), "--n_threads", str(os.cpu_count() or 1),
+                # its default lets each new request cut the one streaming: queue them instead
+                "--interrupt_requests", "False",
                 "--host", "127.0.0.1", "--port", str(port)]
 
     async def __aenter__(self) -> LlamaServerSystem:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from inference_consumers.engine.base import (
     InferenceEngine,
     TokenEvent,
 )
+from inference_consumers.engine.hf_chat import EngineState, HuggingFaceChat, eos_ids, room_for
 from inference_consumers.engine.llama_batch_loop import BatchLoop, LoopOutput
 
 __all__ = ["LlamaCppEngine", "find_gguf", "llama_cpp_available"]
@@ -57,12 +57,6 @@ def find_gguf(model_path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    STOPPED = "stopped"
-
-
 @dataclass(eq=False, slots=True)
 class _Stream:
     request_id: str
@@ -70,7 +64,7 @@ class _Stream:
     done: bool = False
 
 
-class LlamaCppEngine(InferenceEngine):
+class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
     """``InferenceEngine`` over a GGUF with llama.cpp's batched decoding, on CPU threads."""
 
     def __init__(self, model_path: Path | str, *, model_name: str, max_batch: int = 8,
@@ -86,7 +80,7 @@ class LlamaCppEngine(InferenceEngine):
         self.warmup = warmup
         self.max_context = 0
         self.eos_token_ids = frozenset()
-        self._state = _State.NEW
+        self._state = EngineState.NEW
         self._lock = asyncio.Lock()
         self._tokenizer: Any = None
         self._llama: Any = None
@@ -99,9 +93,9 @@ class LlamaCppEngine(InferenceEngine):
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         async with self._lock:
-            if self._state is _State.STARTED:
+            if self._state is EngineState.STARTED:
                 return
-            if self._state is _State.STOPPED:
+            if self._state is EngineState.STOPPED:
                 raise EngineError("this engine was stopped; create a new LlamaCppEngine")
             self._loop = asyncio.get_running_loop()
             loading = asyncio.ensure_future(asyncio.to_thread(self._load))
@@ -112,21 +106,21 @@ class LlamaCppEngine(InferenceEngine):
                     await loading
                 await asyncio.to_thread(self._shutdown)
                 raise
-            self._state = _State.STARTED
+            self._state = EngineState.STARTED
             try:
                 if self.warmup:
                     await self._warm_up()
             except BaseException:
-                self._state = _State.STOPPED
+                self._state = EngineState.STOPPED
                 await asyncio.to_thread(self._shutdown)
                 raise
 
     async def stop(self) -> None:
         async with self._lock:
-            if self._state is not _State.STARTED:
-                self._state = _State.STOPPED
+            if self._state is not EngineState.STARTED:
+                self._state = EngineState.STOPPED
                 return
-            self._state = _State.STOPPED
+            self._state = EngineState.STOPPED
             for stream in list(self._streams.values()):
                 self._finish(stream, "cancelled")
             await asyncio.to_thread(self._shutdown)
@@ -206,42 +200,17 @@ class LlamaCppEngine(InferenceEngine):
         self._ctx = self._model = None
 
     # ------------------------------------------------------------------ text
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        tokenizer = self._require_tokenizer()
-        try:
-            ids = tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False)
-        except Exception as exc:  # jinja's raise_exception, a message without role/content
-            raise EngineError(f"cannot apply the chat template: {exc}") from exc
-        return [int(i) for i in ids]
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._require_tokenizer().decode(list(token_ids), skip_special_tokens=True))
-
-    def _require_tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise EngineError("engine not started: call start() first")
-        return self._tokenizer
-
     # ------------------------------------------------------------------ generation
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         batch_loop = self._batch_loop
-        if self._state is not _State.STARTED or batch_loop is None:
+        if self._state is not EngineState.STARTED or batch_loop is None:
             raise EngineError("engine not started: call start() first")
         if not batch_loop.alive:
             raise EngineError(f"the llama.cpp loop stopped: {batch_loop.fatal_error}")
         request_id = request.request_id
         if request_id in self._streams:
             raise EngineError(f"request {request_id!r} is already running")
-        if not request.prompt_ids:
-            raise EngineError("prompt_ids is empty")
-        if request.max_new_tokens < 1:
-            raise EngineError(f"max_new_tokens must be at least 1, got {request.max_new_tokens}")
-        room = self.max_context - len(request.prompt_ids)
-        if room < 1:
-            raise EngineError(
-                f"prompt of {len(request.prompt_ids)} tokens leaves no room to generate in the "
-                f"context of {self.max_context} tokens")
+        room = room_for(request, self.max_context)
         if request.max_new_tokens > room:
             request = GenerationRequest(request.request_id, request.prompt_ids, room,
                                         request.temperature, request.top_p, request.seed)
@@ -305,11 +274,7 @@ class LlamaCppEngine(InferenceEngine):
 
 
 def _eos_ids(folder: Path, tokenizer: Any, generation_config: Any) -> frozenset[int]:
-    ids: set[int] = set()
+    configured = None
     with contextlib.suppress(OSError, ValueError):
-        eos = generation_config.from_pretrained(folder).eos_token_id
-        if eos is not None:
-            ids.update(int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]))
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return frozenset(i for i in ids if i >= 0)
+        configured = generation_config.from_pretrained(folder).eos_token_id
+    return eos_ids(configured, tokenizer.eos_token_id)

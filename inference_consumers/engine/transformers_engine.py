@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import importlib.util
 import logging
 import queue
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from inference_consumers.engine.base import (
     InferenceEngine,
     TokenEvent,
 )
+from inference_consumers.engine.hf_chat import EngineState, HuggingFaceChat, eos_ids, room_for
 
 if TYPE_CHECKING:
     from transformers.generation.continuous_batching import ContinuousBatchingManager
@@ -63,12 +63,6 @@ log = logging.getLogger(__name__)
 CPU_NUM_BLOCKS = 64
 CPU_MAX_BATCH_TOKENS = 512
 STOP_TIMEOUT_S = 30.0
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    STOPPED = "stopped"
 
 
 @dataclass(eq=False, slots=True)
@@ -146,7 +140,7 @@ class GreedySwitch:
         self.greedy = greedy
 
 
-class TransformersEngine(InferenceEngine):
+class TransformersEngine(HuggingFaceChat, InferenceEngine):
     """``InferenceEngine`` over a Hugging Face causal LM folder, with continuous batching.
 
     ``generate`` raises ``EngineError`` at once for a request it cannot take (engine not started,
@@ -184,7 +178,7 @@ class TransformersEngine(InferenceEngine):
         self.max_context = 0
         self.eos_token_ids = frozenset()
         self.device: torch.device | None = None
-        self._state = _State.NEW
+        self._state = EngineState.NEW
         self._lock = asyncio.Lock()
         self._tokenizer: Any = None
         self._model: Any = None
@@ -206,9 +200,9 @@ class TransformersEngine(InferenceEngine):
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         async with self._lock:
-            if self._state is _State.STARTED:
+            if self._state is EngineState.STARTED:
                 return
-            if self._state is _State.STOPPED:
+            if self._state is EngineState.STOPPED:
                 raise EngineError("this engine was stopped; create a new TransformersEngine")
             loading = asyncio.ensure_future(asyncio.to_thread(self._load_and_start))
             try:
@@ -219,14 +213,14 @@ class TransformersEngine(InferenceEngine):
                     await loading
                 await asyncio.to_thread(self._shutdown)
                 raise
-            self._state = _State.STARTED
+            self._state = EngineState.STARTED
 
     async def stop(self) -> None:
         async with self._lock:
-            if self._state is not _State.STARTED:
-                self._state = _State.STOPPED
+            if self._state is not EngineState.STARTED:
+                self._state = EngineState.STOPPED
                 return
-            self._state = _State.STOPPED
+            self._state = EngineState.STOPPED
             for stream in list(self._streams.values()):
                 self._finish(stream, "cancelled")
             await asyncio.to_thread(self._shutdown)
@@ -357,43 +351,16 @@ class TransformersEngine(InferenceEngine):
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ text
-    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        tokenizer = self._require_tokenizer()
-        try:
-            ids = tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        except Exception as exc:  # jinja's raise_exception, a message without role/content
-            raise EngineError(f"cannot apply the chat template: {exc}") from exc
-        return [int(i) for i in ids]
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._require_tokenizer().decode(list(token_ids), skip_special_tokens=True))
-
-    def _require_tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise EngineError("engine not started: call start() first")
-        return self._tokenizer
-
     # ------------------------------------------------------------------ generation
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         manager = self._manager
-        if self._state is not _State.STARTED or manager is None:
+        if self._state is not EngineState.STARTED or manager is None:
             raise EngineError("engine not started: call start() first")
         request_id = request.request_id
         if request_id in self._streams:
             raise EngineError(f"request {request_id!r} is already running")
         prompt = [int(i) for i in request.prompt_ids]
-        if not prompt:
-            raise EngineError("prompt_ids is empty")
-        if request.max_new_tokens < 1:
-            raise EngineError(f"max_new_tokens must be at least 1, got {request.max_new_tokens}")
-        room = self.max_context - len(prompt)
-        if room < 1:
-            raise EngineError(
-                f"prompt of {len(prompt)} tokens leaves no room to generate in the "
-                f"context of {self.max_context} tokens"
-            )
+        room = room_for(request, self.max_context)
         self._discard_unrouted_outputs()
 
         stream = _Stream(request_id, self.eos_token_ids)
@@ -526,9 +493,4 @@ class TransformersEngine(InferenceEngine):
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
-        if source is None:
-            continue
-        ids.update(int(i) for i in (source if isinstance(source, (list, tuple)) else [source]))
-    return frozenset(i for i in ids if i >= 0)
+    return eos_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)

@@ -14,6 +14,7 @@ import time
 
 from aiokafka.errors import KafkaError
 
+from chatbus.errors import ChatbusError
 from chatbus.kafka.groups import inference_group, live_groups
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -52,7 +53,7 @@ class ServedModels:
         try:
             async with asyncio.timeout(LOOKUP_TIMEOUT_S):
                 live = await live_groups(self._settings, groups)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, ChatbusError, OSError, TimeoutError) as exc:
             # The broker cannot say: list what is configured rather than nothing.
             log.warning("served_models_unknown", error=repr(exc))
             return self.configured

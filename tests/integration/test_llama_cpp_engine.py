@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from inference_consumers.engine.base import EngineError, GenerationRequest, TokenEvent
+from inference_consumers.engine.base import EngineError, GenerationRequest
 from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
 from inference_consumers.local_models import DEFAULT_MODEL, build_model
 from inference_consumers.request_stream import with_default_system
 from tests.conftest import base_settings
+from tests.integration.engine_streams import collect
 
 pytestmark = pytest.mark.model
 
-DEADLINE_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,6 @@ def real_model_path() -> Path:
 async def engine(real_model_path: Path) -> AsyncIterator[LlamaCppEngine]:
     async with LlamaCppEngine(real_model_path, model_name=DEFAULT_MODEL, max_batch=8) as engine:
         yield engine
-
-
-async def collect(events: AsyncIterator[TokenEvent]) -> tuple[list[int], TokenEvent]:
-    tokens: list[int] = []
-    async with asyncio.timeout(DEADLINE_S):
-        async for event in events:
-            tokens.extend(event.token_ids)
-            if event.finished:
-                return tokens, event
-    raise AssertionError("stream ended without a finished event")
 
 
 def ask(engine: LlamaCppEngine, text: str) -> list[int]:

@@ -20,8 +20,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inference_consumers.demo_model import MARKER_FILE, build_demo_model
-from inference_consumers.engine.base import EngineError, GenerationRequest, TokenEvent
+from inference_consumers.engine.base import EngineError, GenerationRequest
 from inference_consumers.engine.transformers_engine import TransformersEngine
+from tests.integration.engine_streams import collect
 
 pytestmark = pytest.mark.model
 
@@ -97,17 +98,6 @@ def greedy_reference(
         top2 = logits[0].float().topk(2).values
         gaps.append(float(top2[0] - top2[1]))
     return Reference(out.sequences[0, len(prompt) :].tolist(), gaps)
-
-
-async def collect(events: AsyncIterator[TokenEvent]) -> tuple[list[int], TokenEvent]:
-    """All token ids of a stream and its final event, within the deadline."""
-    tokens: list[int] = []
-    async with asyncio.timeout(DEADLINE_S):
-        async for event in events:
-            tokens.extend(event.token_ids)
-            if event.finished:
-                return tokens, event
-    raise AssertionError("stream ended without a finished event")
 
 
 def prompt_of(engine: TransformersEngine, text: str) -> list[int]:
