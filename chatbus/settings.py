@@ -103,6 +103,8 @@ class Settings(BaseSettings):
         "auto", description="Inference engine: 'auto' runs llama.cpp on a machine without CUDA "
         "when the model folder holds a .gguf and llama-cpp-python is installed, else "
         "transformers (the GPU engine and the reference).")
+    engine_threads: int = Field(
+        0, ge=0, description="CPU threads of the llama.cpp engine; 0: one per core.")
     engine_sampling: bool = Field(
         True, description="Honour temperature/top_p per request. False: every request is "
         "decoded greedily, ~25% faster on CPU (no per-step top-p sort and random draw)."

@@ -42,7 +42,8 @@ def build_engine(settings: Settings) -> InferenceEngine:
         from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(path, model_name=settings.model_name,
-                              max_batch=settings.max_inflight)
+                              max_batch=settings.max_inflight,
+                              n_threads=settings.engine_threads or None)
     if not (path / "config.json").exists():
         raise ConfigurationError(
             f"no model at {path}: build the models with `make model`, or set "

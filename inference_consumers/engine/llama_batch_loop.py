@@ -61,28 +61,45 @@ class _Sequence:
         return self.prefilled + self.generated
 
 
+# The top-p nucleus is looked for first among the tokens at least this likely relative to the
+# most likely one: every token outside that set is less likely than every token in it, so when
+# the set reaches top_p the nucleus lies inside it (exactly), with no sort of the vocabulary.
+NUCLEUS_RELATIVE_FLOOR = 1e-4
+
+
 def sample_token(logits: np.ndarray, temperature: float, top_p: float,
                  rng: np.random.Generator) -> int:
     """Next token from one row of logits: argmax when ``temperature <= 0``, else temperature and
-    nucleus (top-p) sampling."""
-    if temperature <= 0:
+    nucleus (top-p) sampling.
+
+    A full sort of a 49k vocabulary per token (2.7 ms) cost more than the model's step at 32
+    streams; the nucleus is found among the tokens above :data:`NUCLEUS_RELATIVE_FLOOR` first.
+    """
+    if temperature <= 0 or top_p <= 0:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    if top_p <= 0:
-        return int(np.argmax(scaled))
-    if top_p < 1.0:
-        order = np.argsort(scaled)[::-1]
-        probs = np.exp(scaled[order] - scaled[order[0]])
-        probs /= probs.sum()
-        keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1
-        # Draw over the nucleus in token-id order, not probability order: then a near-tie that
-        # float noise flips moves the draw's boundaries by that noise only.
-        by_id = np.argsort(order[:keep])
-        kept = probs[:keep][by_id]
-        return int(order[:keep][by_id][rng.choice(keep, p=kept / kept.sum())])
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    return int(rng.choice(probs.shape[0], p=probs))
+    scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    weights = np.exp(scaled - scaled.max())
+    total = float(weights.sum(dtype=np.float64))
+    if top_p >= 1.0:
+        return int(rng.choice(weights.shape[0], p=weights / total))
+    candidates = np.flatnonzero(weights >= NUCLEUS_RELATIVE_FLOOR)
+    if float(weights[candidates].sum(dtype=np.float64)) / total >= top_p:
+        return _draw_nucleus(candidates, weights[candidates] / total, top_p, rng)
+    return _draw_nucleus(np.arange(weights.shape[0]), weights / total, top_p, rng)
+
+
+def _draw_nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float,
+                  rng: np.random.Generator) -> int:
+    """Draw from the smallest most-likely set of ``ids`` whose probability reaches ``top_p``."""
+    order = np.argsort(probs)[::-1]
+    keep = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
+    keep = min(keep, order.shape[0])
+    kept_ids, kept = ids[order[:keep]], probs[order[:keep]].astype(np.float64)
+    # Draw in token-id order, not probability order: then a near-tie that float noise flips
+    # moves the draw's boundaries by that noise only.
+    by_id = np.argsort(kept_ids)
+    kept_ids, kept = kept_ids[by_id], kept[by_id]
+    return int(kept_ids[rng.choice(keep, p=kept / kept.sum())])
 
 
 class BatchLoop:

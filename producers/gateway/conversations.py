@@ -24,7 +24,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chatbus.errors import ServiceUnavailable
+from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from producers.gateway.admission import authenticate, response_headers
@@ -121,11 +121,18 @@ class ConversationService:
         self._settings = settings
         self._repository = repository or HistoryRepository(settings)
         self._context = ContextStore(settings, self._repository)
+        # Claims of new conversations still being written, by id: a new conversation's request
+        # goes on the bus without waiting for the document store (its id is fresh and random,
+        # nobody else can claim it); continuing it waits for its claim here.
+        self._claiming: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         await asyncio.to_thread(self._repository.ensure_indexes)
 
     async def stop(self) -> None:
+        pending = list(self._claiming.values())
+        if pending:  # claims in flight land before the store closes
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._context.close()
         self._repository.close()
 
@@ -133,18 +140,27 @@ class ConversationService:
                    messages: list[ChatMessage]) -> OpenedConversation:
         """Continue ``conversation_id`` (404 unless it is the user's) or start a new one."""
         if conversation_id is not None:
+            claiming = self._claiming.get(conversation_id)
+            if claiming is not None:
+                await asyncio.gather(claiming, return_exceptions=True)
             owner = await asyncio.to_thread(self._repository.owner_of, conversation_id)
             if owner != user:
                 raise not_found(conversation_id)
             return OpenedConversation(conversation_id, continued=True)
         conversation_id = new_id("conv")
+        task = asyncio.create_task(self._claim_in_background(
+            user, conversation_id, title_of(messages, self._settings.history_title_chars)),
+            name=f"claim-{conversation_id}")
+        self._claiming[conversation_id] = task
+        task.add_done_callback(lambda _: self._claiming.pop(conversation_id, None))
+        return OpenedConversation(conversation_id, continued=False)
+
+    async def _claim_in_background(self, user: str, conversation_id: str, title: str) -> None:
         try:
-            await self._claim(user, conversation_id,
-                              title_of(messages, self._settings.history_title_chars))
-        except ServiceUnavailable as exc:  # chat keeps working: the processor records it later
+            await self._claim(user, conversation_id, title)
+        except ChatbusError as exc:  # chat keeps working: the processor records it later
             log.warning("conversation_not_claimed", conversation_id=conversation_id,
                         error=str(exc))
-        return OpenedConversation(conversation_id, continued=False)
 
     async def create(self, user: str, title: str = "") -> str:
         conversation_id = new_id("conv")
