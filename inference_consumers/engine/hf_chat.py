@@ -3,13 +3,14 @@ out, the same ids the gateway's prompt counter sees), request checks, and the EO
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from inference_consumers.engine.base import EngineError, GenerationRequest
+from inference_consumers.engine.base import EngineError, GenerationRequest, TokenEvent
 
-__all__ = ["EngineState", "HuggingFaceChat", "eos_ids", "room_for"]
+__all__ = ["EngineState", "HuggingFaceChat", "eos_ids", "read_events", "room_for"]
 
 
 class EngineState(enum.Enum):
@@ -64,3 +65,18 @@ def eos_ids(*sources: int | Iterable[int] | None) -> frozenset[int]:
             continue
         ids.update(int(i) for i in ([source] if isinstance(source, int) else source))
     return frozenset(i for i in ids if i >= 0)
+
+
+async def read_events(queue: asyncio.Queue[TokenEvent], *,
+                      abandoned: Callable[[], None]) -> AsyncIterator[TokenEvent]:
+    """A request's events from its queue up to the finished one; ``abandoned`` runs when the
+    consumer stops reading before that (it went away: the engine frees the slot)."""
+    finished = False
+    try:
+        while not finished:
+            event = await queue.get()
+            finished = event.finished
+            yield event
+    finally:
+        if not finished:
+            abandoned()

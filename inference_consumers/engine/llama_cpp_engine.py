@@ -30,7 +30,13 @@ from inference_consumers.engine.base import (
     InferenceEngine,
     TokenEvent,
 )
-from inference_consumers.engine.hf_chat import EngineState, HuggingFaceChat, eos_ids, room_for
+from inference_consumers.engine.hf_chat import (
+    EngineState,
+    HuggingFaceChat,
+    eos_ids,
+    read_events,
+    room_for,
+)
 from inference_consumers.engine.llama_batch_loop import BatchLoop, LoopOutput
 
 __all__ = ["LlamaCppEngine", "find_gguf", "llama_cpp_available"]
@@ -219,19 +225,15 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
         batch_loop.submit(request)
         return self._events(stream)
 
-    async def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
-        try:
-            while True:
-                event = await stream.queue.get()
-                yield event
-                if event.finished:
-                    return
-        finally:
-            if not stream.done:  # the consumer went away: free the slot
+    def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+        def abandoned() -> None:
+            if not stream.done:
                 stream.done = True
                 self._streams.pop(stream.request_id, None)
                 if self._batch_loop is not None:
                     self._batch_loop.cancel(stream.request_id)
+
+        return read_events(stream.queue, abandoned=abandoned)
 
     async def cancel(self, request_id: str) -> None:
         stream = self._streams.get(request_id)

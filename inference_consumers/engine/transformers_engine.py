@@ -46,7 +46,13 @@ from inference_consumers.engine.base import (
     InferenceEngine,
     TokenEvent,
 )
-from inference_consumers.engine.hf_chat import EngineState, HuggingFaceChat, eos_ids, room_for
+from inference_consumers.engine.hf_chat import (
+    EngineState,
+    HuggingFaceChat,
+    eos_ids,
+    read_events,
+    room_for,
+)
 
 if TYPE_CHECKING:
     from transformers.generation.continuous_batching import ContinuousBatchingManager
@@ -394,16 +400,12 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
             raise EngineError(f"the engine refused request {request_id!r}: generation loop stopped")
         return self._events(stream)
 
-    async def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
-        try:
-            while True:
-                event = await stream.queue.get()
-                yield event
-                if event.finished:
-                    return
-        finally:
-            if not stream.done:  # the consumer went away: free the slot
+    def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+        def abandoned() -> None:
+            if not stream.done:
                 self._cancel_stream(stream, emit=False)
+
+        return read_events(stream.queue, abandoned=abandoned)
 
     async def cancel(self, request_id: str) -> None:
         stream = self._streams.get(request_id)
