@@ -180,8 +180,10 @@
       messages: state.conversationId ? [{ role: "user", content: text }] : state.transcript,
       stream: true,
       max_tokens: Math.max(1, Math.round(numberOr(el.maxTokens, 128))),
-      temperature: numberOr(el.temperature, 0.7),
+      temperature: numberOr(el.temperature, 0.2),
     };
+    // A small model rambles once its long tail is sampled: keep the most likely 90% only.
+    if (request.temperature > 0) request.top_p = 0.9;
     if (state.conversationId) request.conversation_id = state.conversationId;
     try {
       const response = await fetch("/v1/chat/completions", {
