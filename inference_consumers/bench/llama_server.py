@@ -18,7 +18,7 @@ import httpx
 from chatbus.polling import eventually
 from inference_consumers.bench.config import ServingConfig
 from inference_consumers.bench.errors import BenchError
-from inference_consumers.bench.openai_http import chat_body, stream_chat
+from inference_consumers.bench.openai_http import chat_body, server_ready, stream_chat
 from inference_consumers.bench.peer import free_port
 from inference_consumers.bench.stats import StreamTrace
 from inference_consumers.bench.workload import Messages
@@ -69,16 +69,11 @@ class LlamaServerSystem:
         return self
 
     async def _ready(self) -> bool:
-        settings, name = self._config.settings, self._process_name
-        if await asyncio.to_thread(process.running_pid, settings, name) is None:
-            raise BenchError("the llama.cpp server exited (is llama-cpp-python[server] "
-                             f"installed?); see {process.log_file(settings, name)}")
         assert self._client is not None
-        try:
-            response = await self._client.get("/v1/models", timeout=2.0)
-        except httpx.TransportError:
-            return False
-        return response.status_code == httpx.codes.OK
+        return await server_ready(self._client, "/v1/models", settings=self._config.settings,
+                                  process_name=self._process_name,
+                                  who="the llama.cpp server (is llama-cpp-python[server] "
+                                      "installed?)")
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -9,9 +10,24 @@ from typing import Any
 
 import httpx
 
+from chatbus.settings import Settings
 from inference_consumers.bench.errors import BenchError
 from inference_consumers.bench.stats import StreamTrace
 from inference_consumers.bench.workload import Messages
+from infra.local import process
+
+
+async def server_ready(client: httpx.AsyncClient, path: str, *, settings: Settings,
+                       process_name: str, who: str) -> bool:
+    """Whether the server process ``process_name`` answers ``path`` with 200; raises
+    :class:`BenchError` (pointing at its log) once the process has exited."""
+    if await asyncio.to_thread(process.running_pid, settings, process_name) is None:
+        raise BenchError(f"{who} exited; see {process.log_file(settings, process_name)}")
+    try:
+        response = await client.get(path, timeout=2.0)
+    except httpx.TransportError:
+        return False
+    return response.status_code == httpx.codes.OK
 
 
 def chat_body(model: str, messages: Messages, max_new_tokens: int, temperature: float,

@@ -21,7 +21,7 @@ import httpx
 from chatbus.polling import eventually
 from inference_consumers.bench.config import ServingConfig
 from inference_consumers.bench.errors import BenchError
-from inference_consumers.bench.openai_http import chat_body, stream_chat
+from inference_consumers.bench.openai_http import chat_body, server_ready, stream_chat
 from inference_consumers.bench.stats import StreamTrace
 from inference_consumers.bench.workload import Messages
 from infra.local import process
@@ -98,15 +98,9 @@ class PeerSystem:
                          what=f"transformers serve at {base_url}")
 
     async def _ready(self) -> bool:
-        settings, name = self._config.settings, self._process_name
-        if await asyncio.to_thread(process.running_pid, settings, name) is None:
-            raise BenchError(f"transformers serve exited; see {process.log_file(settings, name)}")
         assert self._client is not None
-        try:
-            response = await self._client.get("/health", timeout=2.0)
-        except httpx.TransportError:
-            return False
-        return response.status_code == httpx.codes.OK
+        return await server_ready(self._client, "/health", settings=self._config.settings,
+                                  process_name=self._process_name, who="transformers serve")
 
     async def _stop(self) -> None:
         if self._client is not None:

@@ -6,7 +6,6 @@ conversation. Two models served side by side, each by its own consumer group.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.local_models import DEFAULT_MODEL, TINY_MODEL, build_model
 from inference_consumers.worker import InferenceWorker
-from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
+from tests.integration.gateway_fixtures import RunningGateway
 from tests.integration.processors import delete_internal_topics, stop_processors
 from tests.integration.test_history import Processors
 
@@ -38,7 +37,8 @@ def real_model_path() -> Path:
 @pytest.fixture
 def settings(history_settings: Settings, real_model_path: Path,
              demo_model_path: Path) -> Settings:
-    """The real model as the default, the tiny one served beside it."""
+    """The real model as the default, the tiny one served beside it (the ``gateway`` and ``key``
+    fixtures of ``gateway_fixtures`` take these settings)."""
     return history_settings.model_copy(update={
         "model_name": DEFAULT_MODEL, "model_path": real_model_path,
         "local_models": (DEFAULT_MODEL, TINY_MODEL),
@@ -56,18 +56,6 @@ async def real_worker(settings: Settings, real_model_path: Path
                       ) -> AsyncIterator[InferenceWorker]:
     async with _worker(settings, DEFAULT_MODEL, real_model_path) as running:
         yield running
-
-
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings) as running:
-        yield running
-
-
-@pytest.fixture
-async def key(settings: Settings) -> AsyncIterator[str]:
-    async with api_key(settings, f"real-{uuid.uuid4().hex[:8]}") as created:
-        yield created
 
 
 async def test_the_capital_of_france_is_paris(real_worker: InferenceWorker,
