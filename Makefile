@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every extra of pyproject.toml resolved to exact versions (`make lock`): installs take them as
+# constraints, so `make install`, CI, the images and the install test get the same set.
+LOCK := requirements.lock
 # uv installs into .venv by hard-linking files from its cache (~/.cache/uv): torch's CUDA wheels
 # from PyPI take ~8 GB once, not once in the cache and again in every checkout's .venv.
 UV_REQ := uv>=0.9,<1
@@ -26,25 +29,31 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install model up down status topics run pipeline-up pipeline-down test test-unit \
+.PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
         lint schemas check-schemas chat clean bench bench-inference bench-archiver bench-analytics \
         report
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q '$(UV_REQ)'
+
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
 	@echo "==> installing chatbus and its dependencies into $(VENV) (first time: a minute or two)"
 	@infra/local/disk_check.sh "$(UV_CACHE)" $(MIN_FREE_GB)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q '$(UV_REQ)'
 	@infra/local/llama_cpp_wheel.sh "$(LOCAL_WHEELS)" "$(LLAMA_CPP_REQ)" $(BIN)/python
-	@$(UV) pip install $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -e '.[dev,llama]'
+	@$(UV) pip install $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama]'
 	@$(UV) pip check --python $(BIN)/python
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install chatbus with its dependencies
+install: $(STAMP) ## Create .venv and install chatbus with every extra, at the versions of requirements.lock
+
+lock: | $(UV) ## Re-resolve requirements.lock (every extra) after editing pyproject.toml's dependencies
+	@$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 $(UV_FLAGS) \
+	  --find-links $(LOCAL_WHEELS) --custom-compile-command 'make lock' -o $(LOCK)
 
 model: install ## Build the models offline into ~/.cache/chatbus: SmolLM2-135M-Instruct and chatbus-tiny
 	@$(BIN)/chatbus model build
@@ -87,9 +96,10 @@ test: model ## Run the whole suite (starts the services it needs, stops what it 
 test-unit: install ## Run the unit tests only (no services)
 	@$(BIN)/python -m pytest tests/unit
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import layers (import-linter: pyproject's [tool.importlinter])
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --no-cache
 
 schemas: install ## Export the events' JSON Schema to schemas/json
 	@$(BIN)/chatbus schemas
@@ -100,14 +110,14 @@ check-schemas: install ## Fail when schemas/json is stale
 bench: bench-inference bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
-	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -e '.[dev,llama,bench]'
-	@$(BIN)/python -m inference_consumers.bench $(BENCH_ARGS)
+	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
+	@$(BIN)/python -m benchmarks.inference $(BENCH_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
-	@$(BIN)/python -m stream_processors.archiver.bench $(ARCHIVER_BENCH_ARGS)
+	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)
 
 bench-analytics: install ## Analytics: the five Spark jobs over 1 million archived events
-	@$(BIN)/python -m analytics.bench $(ANALYTICS_BENCH_ARGS)
+	@$(BIN)/python -m benchmarks.analytics $(ANALYTICS_BENCH_ARGS)
 
 report: install ## The analytics report over the archive (HTML with charts)
 	@$(BIN)/chatbus analytics report

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from chatbus import programs
+from chatbus.console import say
 from chatbus.errors import ConfigurationError
 from chatbus.settings import Settings
-from infra.local import tools
-from infra.local.console import say
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -102,15 +102,15 @@ def s3a_jars(settings: Settings) -> list[Path]:
     marker = home / ".installed"
     pom = _pom(version)
     stamp = f"{version} {hashlib.sha256(pom.encode()).hexdigest()[:16]}"
-    if not tools.marker_ok(marker, stamp):
-        mvn = tools.require("mvn", MAVEN_HINT)
+    if not programs.marker_ok(marker, stamp):
+        mvn = programs.require("mvn", MAVEN_HINT)
         say(f"resolving hadoop-aws {version} and the AWS SDK modules for s3a:// from Maven "
             f"Central into {home} (once)…")
         shutil.rmtree(home, ignore_errors=True)
         jars_dir.mkdir(parents=True)
         (home / "pom.xml").write_text(pom)
         bundled = sorted({_artifact_of(j.name) for j in pyspark_jars_dir().glob("*.jar")})
-        tools.run([mvn, "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
+        programs.run([mvn, "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
                    "-DincludeScope=runtime", f"-DoutputDirectory={jars_dir}",
                    f"-DexcludeArtifactIds={','.join(bundled)}"],
                   f"resolving org.apache.hadoop:hadoop-aws:{version} from Maven Central")
@@ -120,7 +120,7 @@ def s3a_jars(settings: Settings) -> list[Path]:
                 f"CHATBUS_HADOOP_AWS_VERSION ({version}) a released Hadoop version?")
         size = sum(j.stat().st_size for j in jars_dir.glob("*.jar"))
         say(f"s3a jars ready: {len(list(jars_dir.glob('*.jar')))} jars, {size / 1e6:.1f} MB")
-        tools.write_marker(marker, stamp)
+        programs.write_marker(marker, stamp)
     return sorted(jars_dir.glob("*.jar"))
 
 
@@ -161,7 +161,7 @@ def build_spark(settings: Settings, app_name: str = "chatbus-analytics", *,
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    tools.require("java", JAVA_HINT)
+    programs.require("java", JAVA_HINT)
     submitted = SparkConf()  # spark-submit passes its --master / --conf here
     master = submitted.get("spark.master", settings.spark_master)
     local = master.startswith("local")

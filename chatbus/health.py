@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,11 +30,16 @@ log = get_logger(__name__)
 
 
 class Health:
-    """What a process reports about itself: liveness by heartbeats, readiness by a flag."""
+    """What a process reports about itself: liveness by heartbeats, readiness by a flag.
 
-    def __init__(self, component: str, *, stall_s: float = 60.0) -> None:
+    ``clock`` (monotonic seconds) is injectable, so a test can let time pass without waiting.
+    """
+
+    def __init__(self, component: str, *, stall_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.component = component
         self.stall_s = stall_s
+        self._clock = clock
         self._beats: dict[str, float] = {}
         self._ready = False
         self._reason = "starting"
@@ -42,7 +48,7 @@ class Health:
     def beat(self, loop: str) -> None:
         """Loop ``loop`` is alive (call it at least every ``stall_s`` seconds)."""
         with self._lock:
-            self._beats[loop] = time.monotonic()
+            self._beats[loop] = self._clock()
 
     def forget(self, loop: str) -> None:
         """Loop ``loop`` ended on purpose (stopping): no longer counted."""
@@ -54,7 +60,7 @@ class Health:
             self._ready, self._reason = ready, reason or ("ready" if ready else "not ready")
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             ages = {loop: round(now - at, 1) for loop, at in self._beats.items()}
         stalled = sorted(loop for loop, age in ages.items() if age > self.stall_s)

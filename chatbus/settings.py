@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     )
     abuse_block_s: float = Field(900.0, gt=0, description="How long a block lasts.")
 
-    # --- conversation history (stream_processors/history) ---------------------------------
+    # --- conversation history (chatbus/history) -------------------------------------------
     history_context_max_turns: int = Field(
         20, ge=1, description="Most recent turns of a conversation kept as prompt context.")
     history_context_max_chars: int = Field(

@@ -21,8 +21,6 @@ TTFT = Histogram("chatbus_inference_time_to_first_token_seconds",
                  buckets=_LATENCY_BUCKETS)
 ITL = Histogram("chatbus_inference_inter_token_seconds", "Time between tokens", ["model"],
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
-DEAD_LETTERS = Counter("chatbus_dead_letters_total", "Messages sent to the DLQ",
-                       ["consumer", "topic"])
 CANCELLATIONS = Counter("chatbus_inference_cancellations_total", "Requests cancelled", ["model"])
 FAILOVERS = Counter("chatbus_inference_failovers_total",
                     "Requests resumed after another member died or handed them over", ["model"])

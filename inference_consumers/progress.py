@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.stores import redis_client
 
 log = get_logger(__name__)
 
@@ -36,8 +36,7 @@ class ProgressStore:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._redis = aioredis.from_url(settings.redis_url, socket_timeout=2,
-                                        socket_connect_timeout=2)
+        self._redis = redis_client(settings)
         self._prefix = f"{settings.topic_prefix}chatbus:progress:"
 
     async def stop(self) -> None:

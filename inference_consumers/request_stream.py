@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from aiokafka.structs import RecordMetadata
 
 from chatbus.errors import ServiceUnavailable
+from chatbus.history.context import ContextStore
+from chatbus.history.turns import ContextTurn, context_messages
 from chatbus.kafka import EventPublisher
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace
@@ -33,8 +35,6 @@ from schemas.events import (
     Usage,
 )
 from schemas.topics import TopicName
-from stream_processors.history.context import ContextStore
-from stream_processors.history.turns import ContextTurn, context_messages
 
 
 def with_default_system(messages: list[dict[str, str]], system_prompt: str

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 from chatbus.errors import ConfigurationError
-from chatbus.health import Health, HealthServer
-from chatbus.kafka.lag import LagReporter
+from chatbus.health import Health
+from chatbus.kafka.serve import serve
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from inference_consumers.engine import InferenceEngine
-from inference_consumers.worker import InferenceWorker, group_id_for
+from inference_consumers.worker import InferenceWorker
 
 log = get_logger(__name__)
 
@@ -54,40 +51,14 @@ def build_engine(settings: Settings) -> InferenceEngine:
                               max_batch=settings.max_inflight, sampling=settings.engine_sampling)
 
 
-async def _beat(health: Health, worker: InferenceWorker) -> None:
-    """Liveness: the event loop turns and the worker's loops run."""
-    while True:
-        if worker.running:
-            health.beat("worker")
-        await asyncio.sleep(1.0)
-
-
-async def run_worker(settings: Settings) -> None:
-    health = Health("worker")
-    server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
-    if server:
-        server.start()
+def build_worker(settings: Settings, health: Health) -> InferenceWorker:
+    """The worker of the configured model, on its engine, reporting to ``health``."""
     engine = build_engine(settings)
     log.info("engine_chosen", engine=type(engine).__name__, model=settings.model_name,
              setting=settings.engine)
-    worker = InferenceWorker(settings, engine)
-    lag = LagReporter(settings, group_id_for(settings, settings.model_name))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    beat = asyncio.create_task(_beat(health, worker), name="health-beat")
-    try:
-        await worker.start()
-        await lag.start()
-        health.set_ready(True, f"model {settings.model_name} loaded, consuming")
-        await stop.wait()
-        log.info("stop_signal", worker_id=worker.worker_id, inflight=worker.inflight)
-        health.set_ready(False, "draining")
-    finally:
-        await lag.stop()
-        await worker.stop()
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
-        if server:
-            server.stop()
+    return InferenceWorker(settings, engine, health=health)
+
+
+async def run_worker(settings: Settings) -> None:
+    await serve(settings, "worker", lambda health: build_worker(settings, health),
+                ready=f"model {settings.model_name} loaded, consuming")

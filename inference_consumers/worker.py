@@ -3,26 +3,32 @@
 It holds at most ``max_inflight`` requests; when full it pauses its partitions, so overload shows
 as consumer lag on the group. Offsets are committed only after a request's completion is on the
 broker. Cancels arrive on ``chat.control``, which every worker reads in full.
+
+The consumer plumbing (lifecycle, poll loop, pause on back-pressure, commits, rebalance hooks,
+heartbeats) is :class:`chatbus.kafka.consumer_runtime.ConsumerRuntime`'s; this module is what a
+worker does with a request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from chatbus.errors import ChatbusError, InvalidEvent
+from chatbus.health import Health
+from chatbus.history import ContextStore, HistoryRepository
 from chatbus.kafka import EventPublisher, decode_event, make_consumer
-from chatbus.kafka.dlq import send_to_dlq
+from chatbus.kafka.consumer_runtime import ConsumerRuntime, Fetched
+from chatbus.kafka.dlq import reject_request
 from chatbus.kafka.groups import inference_group
+from chatbus.kafka.startup import start_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace, now_ms
@@ -32,9 +38,8 @@ from inference_consumers.offsets import OffsetTracker
 from inference_consumers.progress import ProgressStore
 from inference_consumers.request_stream import RequestStreamer, StreamState
 from inference_consumers.resume import published_so_far
-from schemas.events import CancelRequest, ChatRequest, ErrorInfo, ReplyTo, TokenChunk
+from schemas.events import CancelRequest, ChatRequest, ErrorInfo
 from schemas.topics import TopicName
-from stream_processors.history import ContextStore, HistoryRepository
 
 log = get_logger(__name__)
 
@@ -50,33 +55,28 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: InferenceWorker) -> None:
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._worker._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}"
-                                                          for tp in assigned))
-
-
-class InferenceWorker:
+class InferenceWorker(ConsumerRuntime):
     """Consumes requests for one model and serves them on an engine."""
 
+    component = "worker"
+    dlq_consumer = "inference"
+    restart_on = (KafkaError, ChatbusError)  # a broker hiccup restarts a loop, with backoff
+
     def __init__(self, settings: Settings, engine: InferenceEngine, *,
-                 input_topic: str | None = None, worker_id: str | None = None) -> None:
-        self._settings = settings
+                 input_topic: str | None = None, worker_id: str | None = None,
+                 health: Health | None = None) -> None:
+        worker_id = worker_id or settings.worker_id or default_worker_id()
+        super().__init__(settings, group=group_id_for(settings, engine.model_name),
+                         topics=[settings.topic(input_topic or settings.inference_input_topic)],
+                         client_id=f"worker-{worker_id}", health=health,
+                         max_poll_interval_ms=300_000)
         self._engine = engine
-        self._input_topic = input_topic or settings.inference_input_topic
-        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self.worker_id = worker_id
         self._publisher = EventPublisher(settings, client_id=f"worker-{self.worker_id}")
         self._history = HistoryRepository(settings)
         self._context = ContextStore(settings, self._history)
         self._streamer = RequestStreamer(settings, engine, self._publisher, self.worker_id,
                                          context=self._context)
-        self._consumer: AIOKafkaConsumer | None = None
         self._control: AIOKafkaConsumer | None = None
         self._offsets = OffsetTracker()
         self._active: dict[str, StreamState] = {}
@@ -84,144 +84,80 @@ class InferenceWorker:
         self._by_partition: dict[TopicPartition, set[str]] = {}
         self._recent_cancels: OrderedDict[str, str] = OrderedDict()  # request_id → reason
         self._progress = ProgressStore(settings)
-        self._slot_freed = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
-        self._started = False
-        self._stopping = False
-        self._paused = False
+        self._drain_timeout_s = 30.0
         self.peak_inflight = 0  # most requests held at once
-        self.admission_pauses = 0  # times the partitions were paused for want of a slot
         self.completed = 0  # requests this worker answered to the end
         self.left_to_other_models = 0  # requests for a model another group serves
-        self.ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
+    async def on_start(self) -> None:
+        """Engine, stores, publisher and the control topic's reader, before joining the group
+        (closed in reverse order on stop)."""
         await self._engine.start()
+        self.closing(self._engine.stop)
+        self.closing(self._history.close)
+        self.closing(self._context.close)
+        self.closing(self._progress.stop)
         await self._publisher.start()
-        self._control = make_consumer(self._settings, group_id=None,
+        self.closing(self._publisher.stop)
+        self._control = make_consumer(self.settings, group_id=None,
                                       client_id=f"worker-{self.worker_id}-control",
                                       auto_offset_reset="latest")
-        await self._control.start()
-        control_tps = [TopicPartition(self._settings.topic(TopicName.CONTROL), p)
+        await start_client(self.settings, self._control)
+        self.closing(self._control.stop)
+        control_tps = [TopicPartition(self.settings.topic(TopicName.CONTROL), p)
                        for p in sorted(await self._publisher.partitions_for(TopicName.CONTROL))]
         self._control.assign(control_tps)
         await self._control.seek_to_end(*control_tps)
-        self._consumer = make_consumer(
-            self._settings, group_id=group_id_for(self._settings, self._engine.model_name),
-            client_id=f"worker-{self.worker_id}", max_poll_interval_ms=300_000,
-            session_timeout_ms=self._settings.session_timeout_ms,
-            heartbeat_interval_ms=self._settings.heartbeat_interval_ms)
-        self._consumer.subscribe([self._settings.topic(self._input_topic)],
-                                 listener=_Rebalance(self))
-        await self._consumer.start()
-        self._background = [
-            asyncio.create_task(self._supervised(self._consume_loop), name="consume"),
-            asyncio.create_task(self._supervised(self._control_loop), name="control")]
-        log.info("worker_started", worker_id=self.worker_id, model=self._engine.model_name,
-                 max_inflight=self._settings.max_inflight)
+        self.spawn_loop("control", self._control_loop)
+        log.info("worker_serving", worker_id=self.worker_id, model=self._engine.model_name,
+                 max_inflight=self.settings.max_inflight)
 
     async def stop(self, *, drain_timeout_s: float = 30.0) -> None:
         """Stop taking work, finish what is in flight (up to the timeout), leave the group."""
-        if not self._started or self._stopping:
-            return
-        self._stopping = True
-        self._slot_freed.set()
-        if self._consumer is not None and self._consumer.assignment():
-            self._consumer.pause(*self._consumer.assignment())
+        self._drain_timeout_s = drain_timeout_s
+        await super().stop()
+
+    async def on_stop(self) -> None:
+        """Finish what is in flight (up to the drain timeout); hand the rest to the group."""
         pending = list(self._tasks.values())
-        if pending:
-            log.info("draining", inflight=len(pending))
-            _, late = await asyncio.wait(pending, timeout=drain_timeout_s)
-            if late:  # not finished in time: hand them to the group instead
-                await self._hand_off(set(self._active))
-        for task in self._background:
+        if not pending:
+            return
+        log.info("draining", inflight=len(pending))
+        _, late = await asyncio.wait(pending, timeout=self._drain_timeout_s)
+        if late:  # not finished in time: hand them to the group instead
+            await self._hand_off(set(self._active))
+        left = [task for task in self._tasks.values() if not task.done()]
+        for task in left:  # not even handed over: uncommitted, so served again elsewhere
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def on_loops_ended(self) -> None:
         await self._commit()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._control is not None:
-            await self._control.stop()
-        await self._publisher.stop()
-        await self._progress.stop()
-        await self._context.close()
-        self._history.close()
-        await self._engine.stop()
-        self._started = False
-        log.info("worker_stopped", worker_id=self.worker_id)
-
-    async def __aenter__(self) -> InferenceWorker:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def inflight(self) -> int:
         return len(self._active)
 
     @property
-    def running(self) -> bool:
-        """Started, not stopping, and its consume and control loops are alive."""
-        return (self._started and not self._stopping and bool(self._background)
-                and not any(task.done() for task in self._background))
+    def admission_pauses(self) -> int:
+        """Times the partitions were paused for want of a slot (or to stop)."""
+        return self.back_pressure_pauses
 
     # --- loops -----------------------------------------------------------------------------
-    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run ``loop``; a broker hiccup restarts it with backoff instead of killing the worker."""
-        backoff = 0.1
-        while not self._stopping:
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, ChatbusError) as exc:
-                log.warning("loop_restarting", loop=loop.__name__, error=repr(exc),
-                            retry_in_s=backoff)
-                await asyncio.sleep(backoff)  # backoff before retrying the broker
-                backoff = min(backoff * 2, 5.0)
+    def capacity(self) -> int:
+        return self.settings.max_inflight - len(self._active)
 
-    async def _consume_loop(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        capacity = self._settings.max_inflight
-        while not self._stopping:
-            free = capacity - len(self._active)
-            if free <= 0:
-                self._set_paused(consumer, True)
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            self._set_paused(consumer, False)
-            batches = await consumer.getmany(timeout_ms=200, max_records=free)
-            self.ready.set()
-            for tp, records in batches.items():
-                for record in records:
-                    await self._admit(tp, record)
-
-    def _set_paused(self, consumer: AIOKafkaConsumer, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        assignment = consumer.assignment()
-        if paused:
-            consumer.pause(*assignment)
-            self.admission_pauses += 1
-        else:
-            consumer.resume(*assignment)
-        self._paused = paused
-        log.debug("admission_paused" if paused else "admission_resumed",
-                  inflight=len(self._active))
+    async def on_batch(self, fetched: Fetched) -> None:
+        for tp, records in fetched.items():
+            for record in records:
+                await self._admit(tp, record)
 
     async def _control_loop(self) -> None:
         control = self._control
         assert control is not None
-        while not self._stopping:
+        while not self.stopping:
+            self.beat("control")
             batches = await control.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
@@ -249,7 +185,7 @@ class InferenceWorker:
     def _report_inflight(self) -> None:
         model = self._engine.model_name
         metrics.INFLIGHT.labels(model).set(len(self._active))
-        metrics.OCCUPANCY.labels(model).set(len(self._active) / self._settings.max_inflight)
+        metrics.OCCUPANCY.labels(model).set(len(self._active) / self.settings.max_inflight)
 
     # --- one request -----------------------------------------------------------------------
     async def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -263,7 +199,7 @@ class InferenceWorker:
             await self._commit()
             return
         assert isinstance(event, ChatRequest)
-        if event.model != self._engine.model_name and event.model in self._settings.served_models:
+        if event.model != self._engine.model_name and event.model in self.settings.served_models:
             # Another model's request: its own group (another model's workers) serves it.
             self.left_to_other_models += 1
             self._offsets.finished(tp, record.offset)
@@ -300,7 +236,7 @@ class InferenceWorker:
             else:
                 if progress.kind == "started":  # a member died or handed it over: continue it
                     state.resumed = await published_so_far(
-                        self._settings, request.reply_to.partition, request.request_id,
+                        self.settings, request.reply_to.partition, request.request_id,
                         progress.since_ms)
                     metrics.FAILOVERS.labels(self._engine.model_name).inc()
                     bound.info("resuming", next_seq=state.resumed.next_seq,
@@ -334,25 +270,16 @@ class InferenceWorker:
             self._tasks.pop(request.request_id, None)
             self._by_partition.get(tp, set()).discard(request.request_id)
             self._report_inflight()
-            self._slot_freed.set()
+            self.capacity_freed()
         self._offsets.finished(tp, offset)
         await self._commit()
 
     async def _reject_invalid(self, record: ConsumerRecord[bytes, bytes],
                               exc: InvalidEvent) -> None:
         """DLQ the message and, when the requester can be told, end its stream with the reason."""
-        consumer_name = f"inference:{self.worker_id}"
-        await send_to_dlq(self._publisher, record, error=exc.reason, consumer=consumer_name)
-        metrics.DEAD_LETTERS.labels(consumer_name, record.topic).inc()
-        reply = _reply_address(record.value)
-        if reply is None:
-            return
-        request_id, conversation_id, reply_to = reply
-
-        chunk = TokenChunk(request_id=request_id, conversation_id=conversation_id, seq=0,
-                           finish_reason="error", worker_id=self.worker_id,
-                           error=ErrorInfo(code="invalid_request", message=exc.reason))
-        await self._publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
+        await reject_request(self._publisher, record, error=exc.reason,
+                             consumer=self.dlq_consumer, member=self.worker_id,
+                             worker_id=self.worker_id)
 
     async def _hand_off(self, request_ids: set[str]) -> None:
         tasks = [self._tasks[i] for i in request_ids if i in self._tasks]
@@ -368,21 +295,12 @@ class InferenceWorker:
 
     # --- offsets ---------------------------------------------------------------------------
     async def _commit(self) -> None:
-        consumer = self._consumer
-        offsets = self._offsets.committable()
-        if consumer is None or not offsets:
-            return
-        assigned = consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-            self._offsets.mark_committed(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            log.warning("commit_failed", error=repr(exc))
+        """Commit what is answered to the end, up to the first request still in flight."""
+        committed = await self.commit(self._offsets.committable())
+        if committed:
+            self._offsets.mark_committed(committed)
 
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Hand over what we hold of the revoked partitions, commit, then let them go.
 
         Generation stops within a decode step and what was streamed stays on the reply
@@ -397,15 +315,3 @@ class InferenceWorker:
         for tp in revoked:
             self._by_partition.pop(tp, None)
 
-
-def _reply_address(value: bytes | None) -> tuple[str, str, ReplyTo] | None:
-    """request_id, conversation_id and reply_to of a message that failed validation, if any."""
-    try:
-        raw = json.loads(value or b"")
-        reply_to = ReplyTo.model_validate(raw["reply_to"])
-        request_id, conversation_id = str(raw["request_id"]), str(raw["conversation_id"])
-
-        TokenChunk(request_id=request_id, conversation_id=conversation_id, seq=0)
-    except Exception:  # noqa: BLE001 - anything unusable means: nobody to tell
-        return None
-    return request_id, conversation_id, reply_to

@@ -1,1 +1,2 @@
-"""What puts chat requests on the bus: the client SDK (and, later, the gateway and web UI)."""
+"""What puts chat requests on the bus: the client SDK, and the OpenAI-compatible gateway with
+its web UI."""

@@ -18,16 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from chatbus.errors import ChatbusError, InvalidEvent
 from chatbus.kafka import (
     EventPublisher,
     decode_event,
-    kafka_unreachable,
     make_consumer,
 )
+from chatbus.kafka.startup import start_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import STAMPS_HEADER, Hop, RequestTrace, header_value, now_ms
@@ -107,12 +106,7 @@ class ChatClient:
         consumer = make_consumer(self._settings, group_id=None,
                                  client_id=f"{self._client_id}-replies",
                                  auto_offset_reset="latest")
-        try:
-            await consumer.start()
-        except KafkaConnectionError as exc:
-            await consumer.stop()
-            await self._publisher.stop()
-            raise await kafka_unreachable(self._settings, exc) from exc
+        await start_client(self._settings, consumer, self._publisher)
         try:
             partitions = await self._publisher.partitions_for(TopicName.TOKENS)
             if self._reply_partition is None and self._choose_partition is not None:

@@ -1,4 +1,5 @@
-"""Faust stream processors: input/output moderation and conversation history (issue 4).
+"""The stream processors: the Faust app (input and output moderation, the history agent that
+records turns into :mod:`chatbus.history`) and the archiver.
 
-Until moderation lands, requests flow from ``chat.requests`` straight to the inference workers.
+Requests flow ``chat.requests`` → moderation → ``chat.requests.approved`` → the inference workers.
 """

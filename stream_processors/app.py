@@ -1,4 +1,4 @@
-"""The Faust app of chatbus's stream processors (moderation now; history later).
+"""The Faust app of chatbus's stream processors: input and output moderation, and history.
 
 ``create_app(settings)`` builds an app whose broker, topic names, app id (= consumer group and
 internal-topic prefix) and table state all come from the settings, so a test's topic prefix

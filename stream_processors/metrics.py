@@ -10,8 +10,6 @@ FLAGGED = Counter("chatbus_moderation_flagged_total",
                   "Requests flagged, by category (a request can count in several)",
                   ["stage", "category"])
 PII = Counter("chatbus_moderation_pii_spans_total", "Personal data spans found", ["kind"])
-DEAD_LETTERS = Counter("chatbus_processor_dead_letters_total",
-                       "Messages the stream processors sent to the DLQ", ["consumer", "topic"])
 CLASSIFY_SECONDS = Histogram("chatbus_moderation_classify_seconds",
                              "Time to classify one request (in the executor)",
                              buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))

@@ -1,4 +1,9 @@
-"""Run the processors' Faust worker in this process until SIGTERM/SIGINT."""
+"""Run the processors' Faust worker in this process until SIGTERM/SIGINT.
+
+Faust's worker owns the event loop and the signals here, so the process uses the shared pieces of
+:mod:`chatbus.kafka.serve` inside it: the same health endpoint, beaten by an app timer, and the
+same lag reporter (``chatbus_consumer_lag_records`` of the app's consumer group) on a timer.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import logging
 
 import faust
 
-from chatbus.health import Health, HealthServer
+from chatbus.health import Health
+from chatbus.kafka.lag import LagReporter
+from chatbus.kafka.serve import health_endpoint
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
-from stream_processors.app import build_app
+from stream_processors.app import app_id, build_app
 from stream_processors.topic_setup import ensure_app_topics_sync
 
 log = get_logger(__name__)
@@ -17,11 +24,14 @@ log = get_logger(__name__)
 
 def run_processors(settings: Settings) -> None:
     """Start the app as a Faust worker; returns (exits) when the worker stops."""
-    health = Health("processors")
-    server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
-    if server:
-        server.start()
+    with health_endpoint(settings, "processors") as health:
+        _run(settings, health)
+
+
+def _run(settings: Settings, health: Health) -> None:
     app, moderation = build_app(settings)
+    lag = LagReporter(settings, app_id(settings),
+                      topics={t for agent in app.agents.values() for t in agent.channel.topics})
 
     @app.timer(0.25)
     async def beat() -> None:
@@ -32,6 +42,10 @@ def run_processors(settings: Settings) -> None:
             health.set_ready(True, "agents running, classifier warm")
         else:
             health.set_ready(False, "loading the moderation classifier")
+
+    @app.timer(lag.interval_s)
+    async def report_lag() -> None:
+        await lag.report_once()
 
     ensure_app_topics_sync(settings, app)
     log.info("processors_starting", app_id=app.conf.id, broker=settings.kafka_bootstrap)

@@ -15,12 +15,17 @@ from aiokafka.protocol.api import Request
 from chatbus.kafka.topic_setup import admin_client
 from chatbus.settings import Settings
 
-__all__ = ["inference_group", "live_groups"]
+__all__ = ["archiver_group", "inference_group", "live_groups"]
 
 
 def inference_group(settings: Settings, model: str) -> str:
     """The consumer group of the workers that serve ``model`` (one group per model)."""
     return f"{settings.topic_prefix}chatbus.inference.{model}"
+
+
+def archiver_group(settings: Settings) -> str:
+    """The consumer group of the archivers (``CHATBUS_ARCHIVE_GROUP`` under the topic prefix)."""
+    return settings.topic(settings.archive_group)
 
 
 class _DescribeGroups(Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1

@@ -1,22 +1,23 @@
 """Consumer-group lag as the broker sees it: end offset minus committed offset, per partition.
 
-``chatbus ops lag`` prints it, the workers and the archiver export it as
-``chatbus_consumer_lag_records`` (a group with no live member still has lag on the broker, which
-is what an autoscaler such as KEDA reads too).
+``chatbus ops lag`` prints it; every long-lived consumer (workers, archiver, processors) exports
+its group's as ``chatbus_consumer_lag_records`` (a group with no live member still has lag on the
+broker, which is what an autoscaler such as KEDA reads too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from chatbus.kafka.factories import kafka_unreachable, partitions_of
-from chatbus.kafka.groups import inference_group
+from chatbus.kafka.factories import partitions_of
+from chatbus.kafka.groups import archiver_group, inference_group
 from chatbus.kafka.security import client_options
+from chatbus.kafka.startup import start_client
 from chatbus.kafka.topic_setup import admin_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -49,11 +50,7 @@ async def log_offsets(settings: Settings, topics: list[str]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 client_id=f"{settings.kafka_client_id}-offsets",
                                 **client_options(settings))
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        await consumer.stop()
-        raise await kafka_unreachable(settings, exc) from exc
+    await start_client(settings, consumer)
     try:
         tps = await partitions_of(consumer, *topics)
         if not tps:
@@ -83,18 +80,23 @@ def known_subscriptions(settings: Settings) -> dict[str, set[str]]:
     from schemas.topics import TopicName
 
     every = {settings.topic(t.value) for t in TopicName}
-    out = {settings.topic(settings.archive_group): every}
+    out = {archiver_group(settings): every}
     for model in settings.served_models:
         out[inference_group(settings, model)] = {
             settings.topic(settings.inference_input_topic)}
     return out
 
 
-async def group_lag(settings: Settings, groups: list[str] | None = None) -> list[PartitionLag]:
+async def group_lag(settings: Settings, groups: list[str] | None = None, *,
+                    subscriptions: Mapping[str, Iterable[str]] | None = None
+                    ) -> list[PartitionLag]:
     """Lag of ``groups`` (default: every group on the broker whose name starts with the
     deployment's topic prefix, plus chatbus's own groups) on every partition of the topics they
-    committed on or, for chatbus's groups, subscribe to."""
+    committed on or, for chatbus's groups and those in ``subscriptions`` (group → topics),
+    subscribe to."""
     known = known_subscriptions(settings)
+    for group, topics in (subscriptions or {}).items():
+        known[group] = known.get(group, set()) | set(topics)
     if groups is None:
         on_broker = [g for g in await list_groups(settings) if g.startswith(settings.topic_prefix)]
         groups = sorted(set(on_broker) | set(known))
@@ -111,10 +113,14 @@ async def group_lag(settings: Settings, groups: list[str] | None = None) -> list
 
 
 class LagReporter:
-    """Exports ``chatbus_consumer_lag_records`` for one group every ``interval_s`` seconds."""
+    """Exports ``chatbus_consumer_lag_records`` for one group every ``interval_s`` seconds, on
+    the topics it committed on and ``topics`` (what it subscribes to: lag shows before the
+    group's first commit)."""
 
-    def __init__(self, settings: Settings, group: str, *, interval_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, group: str, *, topics: Iterable[str] = (),
+                 interval_s: float = 10.0) -> None:
         self.settings, self.group, self.interval_s = settings, group, interval_s
+        self.topics = frozenset(topics)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -128,13 +134,19 @@ class LagReporter:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
+    async def report_once(self) -> None:
+        """Export the group's lag now (a failure is a warning: a metric never stops a process)."""
         from chatbus.metrics import CONSUMER_LAG
 
+        try:
+            rows = await group_lag(self.settings, [self.group],
+                                   subscriptions={self.group: self.topics})
+            for row in rows:
+                CONSUMER_LAG.labels(row.group, row.topic, str(row.partition)).set(row.lag)
+        except Exception as exc:  # noqa: BLE001 - a metric must never stop the process
+            log.warning("lag_report_failed", group=self.group, error=str(exc))
+
+    async def _run(self) -> None:
         while True:
-            try:
-                for row in await group_lag(self.settings, [self.group]):
-                    CONSUMER_LAG.labels(row.group, row.topic, str(row.partition)).set(row.lag)
-            except Exception as exc:  # noqa: BLE001 - a metric must never stop the process
-                log.warning("lag_report_failed", group=self.group, error=str(exc))
-            await asyncio.sleep(self.interval_s)
+            await self.report_once()
+            await asyncio.sleep(self.interval_s)  # the reporting period

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from chatbus.errors import ConfigurationError
 from chatbus.kafka.codec import encode_event, event_headers
-from chatbus.kafka.factories import kafka_unavailable, kafka_unreachable, make_producer
+from chatbus.kafka.factories import kafka_unavailable, make_producer
+from chatbus.kafka.startup import start_client
 from chatbus.settings import Settings
 from schemas.topics import topic as topic_entry
 
@@ -28,11 +29,7 @@ class EventPublisher:
     async def start(self) -> None:
         if self._started:
             return
-        try:
-            await self._producer.start()
-        except KafkaConnectionError as exc:
-            await self._producer.stop()
-            raise await kafka_unreachable(self._settings, exc) from exc
+        await start_client(self._settings, self._producer)
         self._started = True
 
     async def stop(self) -> None:

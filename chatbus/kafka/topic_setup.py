@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 
-from chatbus.kafka.factories import kafka_unreachable
 from chatbus.kafka.security import client_options
+from chatbus.kafka.startup import start_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from schemas.topics import TOPICS
@@ -25,11 +25,7 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
                                 client_id=f"{settings.kafka_client_id}-admin",
                                 **client_options(settings))
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        await admin.close()
-        raise await kafka_unreachable(settings, exc) from exc
+    await start_client(settings, admin)
     try:
         yield admin
     finally:

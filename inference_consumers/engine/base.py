@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
 from chatbus.errors import ChatbusError
 
@@ -75,7 +75,7 @@ class InferenceEngine(abc.ABC):
     async def cancel(self, request_id: str) -> None:
         """Stop ``request_id`` at the next decode step; its stream ends with ``cancelled``."""
 
-    async def __aenter__(self) -> InferenceEngine:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -11,9 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+from chatbus import programs
+from chatbus.console import say
 from chatbus.errors import ConfigurationError
-from infra.local import tools
-from infra.local.console import say
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = "install it with: sudo apt-get install -y chromium"
@@ -57,12 +57,12 @@ def ensure_chromium() -> Path:
     argv = [apt, "install", "-y", "--no-install-recommends", "chromium"]
     say("installing chromium from Debian's packages (apt-get)…")
     try:
-        tools.run(argv, "apt-get install chromium", env=env)
+        programs.run(argv, "apt-get install chromium", env=env)
     except ConfigurationError:
         say("apt-get install failed; running apt-get update and retrying…")
         try:
-            tools.run([apt, "update"], "apt-get update", env=env)
-            tools.run(argv, "apt-get install chromium", env=env)
+            programs.run([apt, "update"], "apt-get update", env=env)
+            programs.run(argv, "apt-get install chromium", env=env)
         except ConfigurationError as exc:
             raise BrowserUnavailable(f"{exc}; {INSTALL_HINT}") from exc
     found = find_chromium()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import structlog
 
+from chatbus import ports, programs
+from chatbus.console import say
 from chatbus.errors import ServiceUnavailable
 from chatbus.settings import Settings
-from infra.local import ports, tools
-from infra.local.console import say
 from infra.local.service import Command, Service
 
 log = structlog.get_logger(__name__)
@@ -49,9 +49,9 @@ class FerretDB(Service):
         version = settings.ferretdb_version
         target = binary(settings)
         marker = target.with_name("ferretdb.version")
-        if target.exists() and tools.marker_ok(marker, version):
+        if target.exists() and programs.marker_ok(marker, version):
             return
-        go = tools.require("go", GO_HINT)
+        go = programs.require("go", GO_HINT)
         say(f"building FerretDB {version} from its Go module (a minute or two)…")
         mod = module_dir(settings)
         mod.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ class FerretDB(Service):
                     stderr=subprocess.DEVNULL,
                     check=False,
                 )
-        tools.write_marker(marker, version)
+        programs.write_marker(marker, version)
 
     def prepare(self, settings: Settings) -> None:
         (self.data_dir(settings) / "data").mkdir(parents=True, exist_ok=True)
@@ -123,14 +123,14 @@ class FerretDB(Service):
 
 def _build(go: str, version: str, mod: Path, src: Path, target: Path, env: dict[str, str]) -> None:
     """Fetch FerretDB ``version`` as a Go tool of module ``mod`` and build it into ``target``."""
-    tools.run(
+    programs.run(
         [go, "get", "-tool", f"{PACKAGE}@{version}"],
         f"go get {PACKAGE}@{version}",
         cwd=mod,
         env=env,
     )
     src_in_cache = (
-        tools.run(
+        programs.run(
             [go, "list", "-m", "-f", "{{.Dir}}", MODULE], "go list FerretDB", cwd=mod, env=env
         )
         .strip()
@@ -144,13 +144,13 @@ def _build(go: str, version: str, mod: Path, src: Path, target: Path, env: dict[
         path.chmod(path.stat().st_mode | 0o200)
     (src / "build" / "version" / "version.txt").write_text(version + "\n")
     tmp = target.with_name("ferretdb.tmp")
-    tools.run(
+    programs.run(
         [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "./cmd/ferretdb"],
         f"go build FerretDB {version}",
         cwd=src,
         env=env,
     )
-    out = tools.run([str(tmp), "--version"], "ferretdb --version")
+    out = programs.run([str(tmp), "--version"], "ferretdb --version")
     if f"version: {version}" not in out:
         raise ServiceUnavailable(f"built ferretdb reports an unexpected version:\n{out}")
     tmp.replace(target)

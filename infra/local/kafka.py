@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
+from chatbus import ports, programs
+from chatbus.console import say
 from chatbus.errors import ConfigurationError, ServiceUnavailable
 from chatbus.settings import Settings
-from infra.local import ports, tools
-from infra.local.console import say
 from infra.local.service import Command, Service
 from infra.local.tls import ServerTLS, ensure_server_tls
 
@@ -39,7 +39,7 @@ def libs(settings: Settings) -> Path:
 
 
 def java_major(java: str) -> int:
-    out = tools.run([java, "-version"], "java -version")
+    out = programs.run([java, "-version"], "java -version")
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not match:
         return 0
@@ -74,21 +74,21 @@ class Kafka(Service):
     # --- install ----------------------------------------------------------------------------
 
     def install(self, settings: Settings) -> None:
-        java = tools.require("java", JAVA_HINT)
+        java = programs.require("java", JAVA_HINT)
         if java_major(java) < 17:
             raise ConfigurationError(f"Kafka {settings.kafka_version} needs Java 17+; {JAVA_HINT}")
         marker = home(settings) / ".installed"
         # the marker names the version and the pom's hash: editing the pom re-resolves the jars
         stamp = f"{settings.kafka_version} {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
-        if tools.marker_ok(marker, stamp):
+        if programs.marker_ok(marker, stamp):
             log.debug("kafka jars present", libs=str(libs(settings)))
             return
-        mvn = tools.require("mvn", MAVEN_HINT)
+        mvn = programs.require("mvn", MAVEN_HINT)
         say(f"installing Kafka {settings.kafka_version} jars from Maven Central…")
         # start from an empty folder: copy-dependencies never removes jars that are no longer wanted
         shutil.rmtree(libs(settings), ignore_errors=True)
         libs(settings).mkdir(parents=True, exist_ok=True)
-        tools.run(
+        programs.run(
             [
                 mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
                 "-DincludeScope=runtime", f"-DoutputDirectory={libs(settings)}",
@@ -102,7 +102,7 @@ class Kafka(Service):
                 f"Maven finished but {jar} is missing; is CHATBUS_KAFKA_VERSION "
                 f"({settings.kafka_version}) a released Kafka version?"
             )
-        tools.write_marker(marker, stamp)
+        programs.write_marker(marker, stamp)
 
     # --- config and storage -----------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class Kafka(Service):
             return
         cluster_id = random_cluster_id()
         say(f"formatting Kafka storage in {data} (cluster {cluster_id})…")
-        tools.run(
+        programs.run(
             [
                 *self._java(settings), "kafka.tools.StorageTool", "format",
                 "--cluster-id", cluster_id, "--config", str(self.properties_file(settings)),

@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import structlog
 
+from chatbus import ports
+from chatbus.console import say
 from chatbus.errors import ChatbusError, ConfigurationError, ServiceUnavailable
 from chatbus.settings import Settings
-from infra.local import ports, process
-from infra.local.console import say
+from infra.local import process
 from infra.local.ferretdb import FerretDB
 from infra.local.kafka import Kafka
 from infra.local.redis import Redis

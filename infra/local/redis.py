@@ -7,10 +7,10 @@ import shutil
 
 import structlog
 
+from chatbus import ports, programs
+from chatbus.console import say
 from chatbus.errors import ConfigurationError, ServiceUnavailable
 from chatbus.settings import Settings
-from infra.local import ports, tools
-from infra.local.console import say
 from infra.local.service import Command, Service
 
 log = structlog.get_logger(__name__)
@@ -41,16 +41,16 @@ class Redis(Service):
             return
         if os.geteuid() != 0:
             raise ConfigurationError(f"redis-server is not installed; {INSTALL_HINT}")
-        apt = tools.require("apt-get", f"this is not a Debian-like system; {INSTALL_HINT}")
+        apt = programs.require("apt-get", f"this is not a Debian-like system; {INSTALL_HINT}")
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         say("installing redis-server from Debian's packages (apt-get)…")
         argv = [apt, "install", "-y", "--no-install-recommends", "redis-server"]
         try:
-            tools.run(argv, "apt-get install redis-server", env=env)
+            programs.run(argv, "apt-get install redis-server", env=env)
         except ConfigurationError:
             say("apt-get install failed; running apt-get update and retrying…")
-            tools.run([apt, "update"], "apt-get update", env=env)
-            tools.run(argv, "apt-get install redis-server", env=env)
+            programs.run([apt, "update"], "apt-get update", env=env)
+            programs.run(argv, "apt-get install redis-server", env=env)
         if not find_redis_server():
             raise ConfigurationError(f"redis-server still not found after apt-get; {INSTALL_HINT}")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
+from chatbus import ports
 from chatbus.errors import ConfigurationError
 from chatbus.settings import Settings
-from infra.local import ports
 from infra.local.service import Command, Service
 
 log = structlog.get_logger(__name__)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatbus.errors import ServiceUnavailable
+from chatbus.programs import tail
 from chatbus.settings import Settings
 from infra.local import process
-from infra.local.tools import tail
 
 
 @dataclass(frozen=True)

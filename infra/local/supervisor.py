@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from chatbus.kafka.backoff import Backoff
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from infra.local import process
@@ -322,7 +323,7 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - a start that fails is a crash: back off
             log.error("replica_start_failed", replica=name, error=str(exc))
             replica.crashes_in_a_row += 1
-            replica.next_start_at = now + self._backoff(replica)
+            replica.next_start_at = now + self.restart_delay(replica)
             return
         replica.started_at, replica._started_mono = time.time(), now
         log.info("replica_started", replica=name, pid=replica.pid, port=replica.port,
@@ -335,15 +336,17 @@ class Supervisor:
         replica.pid = None
         replica.restarts += 1
         replica.crashes_in_a_row += 1
-        delay = self._backoff(replica)
+        delay = self.restart_delay(replica)
         replica.next_start_at = now + delay
         log.warning("replica_crashed", replica=replica.name, exit_code=replica.last_exit,
                     restart_in_s=delay, restarts=replica.restarts,
                     log=str(process.log_file(self.settings, replica.name)))
 
-    def _backoff(self, replica: Replica) -> float:
-        return float(min(self.settings.local_restart_backoff_max_s,
-                         2 ** max(0, replica.crashes_in_a_row - 1)))
+    def restart_delay(self, replica: Replica) -> float:
+        """Seconds before restarting ``replica``: 1 s after its first crash in a row, doubling
+        per crash up to ``local_restart_backoff_max_s`` (the shared backoff policy)."""
+        policy = Backoff(initial_s=1.0, max_s=self.settings.local_restart_backoff_max_s)
+        return policy.delay(replica.crashes_in_a_row - 1)
 
     def _terminate(self, replica: Replica, now: float) -> None:
         log.info("replica_stopping", replica=replica.name, pid=replica.pid)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from chatbus.api_keys import ApiKeyStore, Principal
 from producers.gateway import metrics
-from producers.gateway.api_keys import ApiKeyStore, Principal
 from producers.gateway.errors import APIError
 from producers.gateway.protocol import UsageInfo
 from producers.gateway.rate_limit import Decision, Kind, RateLimiter

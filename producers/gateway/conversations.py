@@ -25,13 +25,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatbus.errors import ChatbusError
+from chatbus.history import ContextStore, Conversation, HistoryRepository
+from chatbus.history.repository import title_of
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.stores import Document
 from producers.gateway.admission import authenticate, response_headers
 from producers.gateway.errors import APIError, from_validation
 from schemas.events import ChatMessage, new_id
-from stream_processors.history import ContextStore, Conversation, HistoryRepository
-from stream_processors.history.repository import Document, title_of
 
 log = get_logger(__name__)
 

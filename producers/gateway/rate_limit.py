@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from chatbus.errors import ServiceUnavailable
+from chatbus.stores import redis_errors
 
 WINDOW_S = 60
 
@@ -96,21 +95,15 @@ class RateLimiter:
         window = int(now // WINDOW_S)
         reset = (window + 1) * WINDOW_S - now
         limit = self._limits[kind]
-        try:
+        with redis_errors("check rate limits"):
             allowed, used = await self._admit(keys=[self._key(key_id, kind, window)],
                                               args=[amount, limit, WINDOW_S * 2])
-        except RedisError as exc:
-            raise ServiceUnavailable(f"rate limits unavailable: cannot reach Redis "
-                                     f"({exc.__class__.__name__}: {exc}); check "
-                                     "CHATBUS_REDIS_URL or `make up`") from exc
         return Decision(bool(allowed), Quota(kind, limit, int(used), reset), window)
 
     async def settle(self, key_id: str, window: int, reserved: int, actual: int) -> None:
         """Replace a token reservation made in ``window`` by the tokens actually used."""
         if actual == reserved:
             return
-        try:
+        with redis_errors("settle token usage"):
             await self._settle(keys=[self._key(key_id, "tokens", window)],
                                args=[actual - reserved])
-        except RedisError as exc:
-            raise ServiceUnavailable(f"cannot settle token usage in Redis: {exc}") from exc

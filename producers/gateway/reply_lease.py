@@ -18,9 +18,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatbus.errors import ConfigurationError, ServiceUnavailable
+from chatbus.errors import ConfigurationError
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from chatbus.stores import redis_errors
 from schemas.topics import TopicName
 
 log = get_logger(__name__)
@@ -69,11 +70,9 @@ class ReplyPartitionLease:
         order = sorted(partitions)
         random.shuffle(order)  # spread concurrent starters over the partitions
         for partition in order:
-            try:
+            with redis_errors("lease a reply partition"):
                 won = await self._redis.set(self._key(partition), self.owner, nx=True,
                                             px=self._ttl_ms)
-            except RedisError as exc:
-                raise _redis_unavailable(exc) from exc
             if won:
                 self.partition = partition
                 self._renewer = asyncio.create_task(self._renew_loop(), name="reply-lease")
@@ -123,8 +122,3 @@ class ReplyPartitionLease:
             elif ok and self.lost:
                 self.lost = False
 
-
-def _redis_unavailable(exc: RedisError) -> ServiceUnavailable:
-    return ServiceUnavailable(f"cannot reach Redis to lease a reply partition "
-                              f"({exc.__class__.__name__}: {exc}); check CHATBUS_REDIS_URL or "
-                              "`make up`")

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from chatbus.errors import ServiceUnavailable
+from chatbus.api_keys import ApiKeyStore
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
-from producers.gateway.api_keys import ApiKeyStore
+from chatbus.stores import redis_client, redis_errors
 from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
 from producers.gateway.conversations import ConversationService
 from producers.gateway.rate_limit import RateLimiter
@@ -77,15 +74,10 @@ class GatewayRuntime:
         stack = AsyncExitStack()
         self._stack = stack
         try:
-            redis = aioredis.from_url(settings.redis_url, socket_timeout=3,
-                                      socket_connect_timeout=3)
+            redis = redis_client(settings)
             stack.push_async_callback(redis.aclose)
-            try:
+            with redis_errors(f"start the gateway ({settings.redis_url})"):
                 await redis.ping()
-            except RedisError as exc:
-                raise ServiceUnavailable(f"cannot reach Redis at {settings.redis_url} "
-                                         f"({exc.__class__.__name__}: {exc}); start it with "
-                                         "`make up` or set CHATBUS_REDIS_URL") from exc
             self._limiter = RateLimiter(
                 redis, prefix=settings.topic_prefix,
                 requests_per_minute=settings.gateway_requests_per_minute,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from chatbus.ports import ensure_free
 from chatbus.settings import Settings
-from infra.local.ports import ensure_free
 from producers.gateway.app import create_app
 
 

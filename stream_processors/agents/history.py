@@ -22,15 +22,14 @@ import faust
 from mode import Service
 
 from chatbus.errors import InvalidEvent, ServiceUnavailable
+from chatbus.history import ContextStore, ConversationOwnedByOther, HistoryRepository
 from chatbus.kafka import EventPublisher, decode_event
+from chatbus.kafka.backoff import Backoff, retrying
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from schemas.events import ChatRequest, Completion, ModerationVerdict
 from schemas.topics import TopicName
-from stream_processors import metrics
-from stream_processors.agents.moderation import record_of
-from stream_processors.history import ContextStore, ConversationOwnedByOther, HistoryRepository
 
 log = get_logger(__name__)
 
@@ -41,8 +40,7 @@ T = TypeVar("T")
 class HistoryRuntime(Service):  # type: ignore[misc]
     """What the history agents share: repository, context cache, DLQ publisher, thread pool."""
 
-    retry_initial_s = 0.2
-    retry_max_s = 5.0
+    retry_backoff = Backoff(initial_s=0.2, max_s=5.0)  # while MongoDB is unavailable
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -87,22 +85,16 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         log.info("history_stopped")
 
     async def _retrying(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        """Run a repository call in the pool; retry while MongoDB is unavailable."""
+        """Run a repository call in the pool; retry the same event (its offset uncommitted)
+        while MongoDB is unavailable."""
         loop = asyncio.get_running_loop()
-        delay = self.retry_initial_s
-        while True:
-            try:
-                return await loop.run_in_executor(self._executor, call, *args)
-            except ServiceUnavailable as exc:
-                log.warning("history_retrying", action=what, retry_in_s=delay, error=str(exc))
-                await asyncio.sleep(delay)  # backoff before retrying the same event
-                delay = min(delay * 2, self.retry_max_s)
+        return await retrying(lambda: loop.run_in_executor(self._executor, call, *args),
+                              retry_on=(ServiceUnavailable,), backoff=self.retry_backoff,
+                              what=what)
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
         assert self._publisher is not None
-        await send_to_dlq(self._publisher, record_of(message), error=reason,
-                          consumer=CONSUMER_NAME)
-        metrics.DEAD_LETTERS.labels(CONSUMER_NAME, message.topic).inc()
+        await send_to_dlq(self._publisher, message, error=reason, consumer=CONSUMER_NAME)
 
     async def _decode(self, message: Any, expected: str) -> Any | None:
         try:

@@ -20,30 +20,21 @@ that: at-least-once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from chatbus.errors import InvalidEvent
 from chatbus.kafka import EventPublisher, decode_event
-from chatbus.kafka.dlq import send_to_dlq
+from chatbus.kafka.dlq import reject_request
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace, header_list, with_trace
-from schemas.events import (
-    CancelRequest,
-    ChatRequest,
-    ErrorInfo,
-    ModerationVerdict,
-    ReplyTo,
-    TokenChunk,
-)
+from schemas.events import CancelRequest, ChatRequest, ModerationVerdict
 from schemas.topics import TopicName
 from stream_processors import metrics
 from stream_processors.moderation.abuse import AbusePolicy, AbuseState
@@ -60,28 +51,6 @@ from stream_processors.moderation.output_watch import Window, judge_output
 log = get_logger(__name__)
 
 CONSUMER_NAME = "moderation"
-
-
-def record_of(message: Any) -> ConsumerRecord[bytes, bytes]:
-    """An aiokafka record from a Faust message (what our DLQ routing takes)."""
-    return ConsumerRecord(
-        topic=message.topic, partition=message.partition, offset=message.offset,
-        timestamp=int(message.timestamp * 1000) if message.timestamp else 0,
-        timestamp_type=message.timestamp_type or 0, key=message.key, value=message.value,
-        checksum=None, serialized_key_size=message.serialized_key_size or 0,
-        serialized_value_size=message.serialized_value_size or 0,
-        headers=tuple(message.headers or ()),
-    )
-
-
-def reply_address(value: bytes | None) -> tuple[str, str, ReplyTo] | None:
-    """request_id, conversation_id and reply_to of an invalid request, when they are readable."""
-    try:
-        raw = json.loads(value or b"")
-        return (str(raw["request_id"]), str(raw["conversation_id"]),
-                ReplyTo.model_validate(raw["reply_to"]))
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class ModerationRuntime(Service):  # type: ignore[misc]
@@ -158,17 +127,8 @@ class ModerationRuntime(Service):  # type: ignore[misc]
 
     async def reject_invalid(self, message: Any, exc: InvalidEvent) -> None:
         """DLQ the message; when its requester can be told, end its stream with the reason."""
-        await send_to_dlq(self.publisher, record_of(message), error=exc.reason,
-                          consumer=CONSUMER_NAME)
-        metrics.DEAD_LETTERS.labels(CONSUMER_NAME, message.topic).inc()
-        reply = reply_address(message.value)
-        if reply is None:
-            return
-        request_id, conversation_id, reply_to = reply
-        chunk = TokenChunk(request_id=request_id, conversation_id=conversation_id, seq=0,
-                           finish_reason="error", worker_id=MODERATION_WORKER_ID,
-                           error=ErrorInfo(code="invalid_request", message=exc.reason))
-        await self.publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
+        await reject_request(self.publisher, message, error=exc.reason, consumer=CONSUMER_NAME,
+                             worker_id=MODERATION_WORKER_ID)
 
     async def publish(self, request: ChatRequest, raw: bytes, decision: Decision,
                       trace: RequestTrace | None = None,

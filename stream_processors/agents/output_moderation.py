@@ -1,9 +1,14 @@
 """Output moderation on the bus: judge answers while they stream, stop the GPU on a violation.
 
-``chat.tokens`` ──windows──► classify ──► ``chat.moderation`` (stage ``output``)
+``chat.tokens`` ──windows──► classify ──► nothing while the answer passes (a window that
+                                          passes publishes no verdict)
                                      └─ flagged → ``chat.control`` cancel(reason=content_filter)
+                                                  + ``chat.moderation`` verdict (stage ``output``)
                                         the worker stops within a decode step and ends the
                                         stream with ``finish_reason=content_filter``
+
+A chunk that is not a valid event is skipped with a warning, not dead-lettered: the token stream
+is the workers' own output, and the client skips such a chunk too.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ revoked partition is never written after it moved.
 
 An object store that cannot be reached pauses every partition (the records wait on the broker,
 uncommitted), marks the process unready and is retried with backoff.
+
+The archiver is a batching sink on :class:`chatbus.kafka.consumer_runtime.ConsumerRuntime`
+(lifecycle, poll loop, pause/resume, commits, rebalance hooks, heartbeats): :meth:`Archiver.add`
+puts a record in its partition's batch, :meth:`Archiver.flush` uploads and commits one, and the
+store's outages are the back-pressure.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from chatbus.errors import ServiceUnavailable
 from chatbus.health import Health
-from chatbus.kafka.factories import kafka_unreachable, make_consumer
+from chatbus.kafka.backoff import Backoff
+from chatbus.kafka.consumer_runtime import ConsumerRuntime, Fetched
 from chatbus.logging import get_logger
 from chatbus.object_store import ObjectStore
 from chatbus.settings import Settings
@@ -45,30 +50,24 @@ from stream_processors.archiver.uploader import read_pending, upload_batch
 
 log = get_logger(__name__)
 
-_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+STORE_DOWN = "object store unavailable"
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, archiver: Archiver) -> None:
-        self.archiver = archiver
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.archiver._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.archiver._on_assigned(assigned)
-
-
-class Archiver:
+class Archiver(ConsumerRuntime):
     """One member of the archiver group. ``start()``/``stop()`` are idempotent."""
+
+    component = "archiver"
+    max_records = 5000
+    store_backoff = Backoff(initial_s=0.5, max_s=10.0)
 
     def __init__(self, settings: Settings, *, health: Health | None = None,
                  store: ObjectStore | None = None) -> None:
-        self.settings = settings
-        self.health = health or Health("archiver")
+        registry = {settings.topic(t.value): t.value for t in TopicName}
+        super().__init__(settings, group=settings.topic(settings.archive_group),
+                         topics=sorted(registry), client_id="chatbus-archiver", health=health,
+                         max_poll_records=self.max_records, fetch_max_wait_ms=200)
         self.store = store or ObjectStore(settings, timeout_s=10.0, attempts=2)
-        self.group = settings.topic(settings.archive_group)
-        self._registry = {settings.topic(t.value): t.value for t in TopicName}
+        self._registry = registry
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._streams: dict[TopicPartition, TokenStreamRedactor] = {}  # chat.tokens partitions
         self._close_at: dict[TopicPartition, int] = {}  # re-archive exactly up to this offset
@@ -77,102 +76,48 @@ class Archiver:
         self._lock = asyncio.Lock()  # batches and uploads vs. the rebalance callbacks
         self._store_down_until = 0.0  # monotonic
         self._store_failures = 0
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self.archived_records = 0
 
     # --- lifecycle ------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._consumer is not None:
-            return
-        for state in (self._batches, self._streams, self._close_at, self._next):
-            state.clear()
-        self._unresolved.clear()
-        consumer = make_consumer(self.settings, group_id=self.group,
-                                 client_id="chatbus-archiver", max_poll_records=5000,
-                                 fetch_max_wait_ms=200,
-                                 session_timeout_ms=self.settings.session_timeout_ms,
-                                 heartbeat_interval_ms=self.settings.heartbeat_interval_ms)
-        consumer.subscribe(topics=sorted(self._registry), listener=_Rebalance(self))
-        self._consumer = consumer  # the first assignment may arrive while start() runs
-        try:
-            await consumer.start()
-        except KafkaError as exc:
-            self._consumer = None
-            await consumer.stop()
-            raise await kafka_unreachable(self.settings, exc) from exc
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="archiver")
-        log.info("archiver_started", group=self.group, topics=sorted(self._registry.values()),
+    async def on_start(self) -> None:
+        log.info("archive_target", topics=sorted(self._registry.values()),
                  bucket=self.store.bucket, prefix=self.settings.archive_prefix,
                  redact=self.settings.archive_redact)
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The consuming loop; done before ``stop()`` only when it failed."""
-        return self._task
-
-    async def stop(self) -> None:
-        """Flush every batch (upload, then commit) and leave the group."""
-        if self._consumer is None:
-            return
-        self._stopping.set()
-        consumer = self._consumer
-        try:
-            if self._task is not None:
+    async def on_loops_ended(self) -> None:
+        """Flush every batch (upload, then commit) before leaving the group."""
+        async with self._lock:
+            for tp in list(self._batches):
+                if tp in self._close_at or tp in self._unresolved:
+                    self._batches.pop(tp)  # an unfinished re-archive: the next run redoes it
+                    continue
                 try:
-                    await self._task
-                except asyncio.CancelledError:
-                    pass
-                except Exception as exc:  # noqa: BLE001 - reported; leaving the group matters
-                    log.error("archiver_loop_failed", error=f"{type(exc).__name__}: {exc}")
-            async with self._lock:
-                for tp in list(self._batches):
-                    if tp in self._close_at or tp in self._unresolved:
-                        self._batches.pop(tp)  # an unfinished re-archive: the next run redoes it
-                        continue
-                    try:
-                        await self._flush(tp)
-                    except ServiceUnavailable as exc:
-                        log.error("archive_final_flush_failed", error=str(exc),
-                                  hint="the records stay uncommitted; a restart re-reads them")
-                        break
-        finally:
-            self._consumer, self._task = None, None
-            await consumer.stop()
-            self.health.forget("consume")
-            self.health.set_ready(False, "stopped")
-            log.info("archiver_stopped", archived_records=self.archived_records)
+                    await self.flush(tp)
+                except ServiceUnavailable as exc:
+                    log.error("archive_final_flush_failed", error=str(exc),
+                              hint="the records stay uncommitted; a restart re-reads them")
+                    break
+        log.info("archive_flushed", archived_records=self.archived_records)
 
-    async def __aenter__(self) -> Archiver:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    # --- the loop -------------------------------------------------------------------------
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        while not self._stopping.is_set():
-            self.health.beat("consume")
-            if self._store_failures and not self._store_down() and not self._batches:
-                self._store_recovered()  # nothing to retry with: the next read or flush tells
-            if self._unresolved and not self._store_down():
-                await self._resolve(consumer)
-            fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
-            async with self._lock:
-                for tp, records in fetched.items():
-                    for record in records:
-                        await self._add(tp, record)
-                if not self._store_down():
-                    now, limits = time.monotonic(), self._limits
-                    for tp, batch in list(self._batches.items()):
-                        if tp not in self._close_at and batch.due(**limits, now=now):
-                            await self._flush_or_back_off(tp)
-            self._report_lag(consumer)
+    # --- each poll ------------------------------------------------------------------------
+    async def on_batch(self, fetched: Fetched) -> None:
+        """Add what was fetched, flush what is due; then, the store back, resume; decide where
+        newly assigned partitions start; report lag."""
+        consumer = self.consumer
+        async with self._lock:
+            for tp, records in fetched.items():
+                for record in records:
+                    await self.add(tp, record)
+            if not self._store_down():
+                now, limits = time.monotonic(), self._limits
+                for tp, batch in list(self._batches.items()):
+                    if tp not in self._close_at and batch.due(**limits, now=now):
+                        await self._flush_or_back_off(tp)
+        if self._store_failures and not self._store_down() and not self._batches:
+            self._store_recovered()  # nothing to retry with: the next read or flush tells
+        if self._unresolved and not self._store_down():
+            await self._resolve(consumer)
+        self._report_lag(consumer)
 
     def _context_records(self, tp: TopicPartition) -> int:
         """How many records before its start a partition is read from again, as context only:
@@ -180,7 +125,8 @@ class Archiver:
         streamed = self.settings.archive_redact and self._registry[tp.topic] == TopicName.TOKENS
         return CONTEXT_RECORDS if streamed else 0
 
-    async def _add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Put ``record`` in its partition's batch; flush the batch when it is full."""
         start = self._next.get(tp)
         if start is None or tp in self._unresolved:
             return  # fetched before this partition's start was decided
@@ -194,8 +140,7 @@ class Archiver:
         if close_at is not None and batch and record.offset > close_at:
             # the pending range ended in a gap of the log: close it before this record
             if not await self._flush_or_back_off(tp):
-                assert self._consumer is not None
-                self._consumer.seek(tp, record.offset)  # fetch it again once the store is back
+                self.consumer.seek(tp, record.offset)  # fetch it again once the store is back
                 return
             batch = None
         if batch is None:
@@ -224,7 +169,7 @@ class Archiver:
     async def _flush_or_back_off(self, tp: TopicPartition) -> bool:
         """Flush ``tp``; on a store that cannot be reached, pause everything and back off."""
         try:
-            await self._flush(tp)
+            await self.flush(tp)
         except ServiceUnavailable as exc:
             self._store_failed(exc)
             return False
@@ -234,18 +179,16 @@ class Archiver:
 
     def _store_recovered(self) -> None:
         self._store_failures = 0
-        if self._consumer is not None:
-            self._consumer.resume(*(set(self._consumer.assignment()) - self._unresolved))
+        self.gate.resume_all(STORE_DOWN)  # those whose start is not decided stay held
         if not self._unresolved:
             self.health.set_ready(True, "object store reachable again")
         log.info("archive_store_back")
 
     def _store_failed(self, exc: ServiceUnavailable) -> None:
-        delay = _RETRY_S[min(self._store_failures, len(_RETRY_S) - 1)]
+        delay = self.store_backoff.delay(self._store_failures)
         self._store_failures += 1
         self._store_down_until = time.monotonic() + delay
-        if self._consumer is not None and self._consumer.assignment():
-            self._consumer.pause(*self._consumer.assignment())
+        self.gate.pause_all(STORE_DOWN)
         self.health.set_ready(False, f"object store unavailable: {exc}")
         log.warning("archive_store_unavailable", error=str(exc), retry_in_s=delay,
                     failures=self._store_failures)
@@ -253,7 +196,7 @@ class Archiver:
     def _store_down(self) -> bool:
         return time.monotonic() < self._store_down_until
 
-    async def _flush(self, tp: TopicPartition) -> None:
+    async def flush(self, tp: TopicPartition) -> None:
         """Upload ``tp``'s batch (pending range, object, manifest entry), then commit it; on
         failure the batch stays for the next attempt."""
         batch = self._batches.get(tp)
@@ -277,17 +220,12 @@ class Archiver:
                  bytes=entry.compressed_bytes, key=entry.object_key)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        if self._consumer is None:
-            return
-        try:
-            await self._consumer.commit({tp: offset})
-        except KafkaError as exc:
-            # the partition moved: its next owner finds the range in the manifest and skips it
-            log.warning("archive_commit_failed", topic=tp.topic, partition=tp.partition,
-                        offset=offset, error=str(exc))
+        # a failed commit (the partition moved) is logged: its next owner finds the range in
+        # the manifest and skips it
+        await self.commit({tp: offset})
 
     # --- rebalancing ----------------------------------------------------------------------
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # waits for an upload in flight (one attempt) to finish
             for tp in revoked:
                 dropped = self._batches.pop(tp, None)
@@ -301,10 +239,9 @@ class Archiver:
                     log.info("archive_batch_dropped_on_revoke", topic=dropped.topic,
                              partition=tp.partition, records=len(dropped))
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """No I/O here (heartbeats wait for this callback): pause the partitions; the loop
-        decides where each starts (:meth:`_resolve`) and resumes it."""
-        assert self._consumer is not None
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """No I/O here (heartbeats wait for this callback): hold the partitions; the loop
+        decides where each starts (:meth:`_resolve`) and releases it."""
         for tp in assigned:
             self._batches.pop(tp, None)
             self._streams.pop(tp, None)
@@ -312,7 +249,7 @@ class Archiver:
             self._next.pop(tp, None)
         self._unresolved |= set(assigned)
         if assigned:
-            self._consumer.pause(*assigned)
+            self.gate.hold(assigned)
         else:
             self.health.set_ready(True, "joined; no partition assigned")
 
@@ -352,8 +289,7 @@ class Archiver:
                              partition=tp.partition, committed=committed[tp], start=start,
                              reason=point.reason)
                 self._unresolved.discard(tp)
-                if not self._store_down():
-                    consumer.resume(tp)
+                self.gate.release([tp])
         if not self._unresolved:
             self.health.set_ready(True, f"{len(self._next)} partition(s) assigned")
 
@@ -368,10 +304,6 @@ class Archiver:
     def _limits(self) -> dict[str, Any]:
         return {"max_bytes": self.settings.archive_flush_bytes,
                 "max_age_s": self.settings.archive_flush_s}
-
-    @property
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment()) if self._consumer else set()
 
 
 def _labels(registry: dict[str, str], tp: TopicPartition) -> tuple[str, str]:

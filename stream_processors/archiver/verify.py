@@ -120,12 +120,13 @@ def verify_archive(settings: Settings, *, broker: dict[tuple[str, int], dict[str
 
 async def broker_positions(settings: Settings) -> dict[tuple[str, int], dict[str, int | None]]:
     """(registry topic, partition) → the log's first offset and the archiver's committed one."""
+    from chatbus.kafka.groups import archiver_group
     from chatbus.kafka.lag import group_offsets, log_offsets
     from schemas.topics import TopicName
 
     registry = {settings.topic(t.value): t.value for t in TopicName}
     starts, _ends = await log_offsets(settings, list(registry))
-    committed = await group_offsets(settings, settings.topic(settings.archive_group))
+    committed = await group_offsets(settings, archiver_group(settings))
     return {(registry[tp.topic], tp.partition): {"log_start": start,
                                                   "committed": committed.get(tp)}
             for tp, start in starts.items()}

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -38,7 +42,7 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
-async def page(chromium: Path) -> AsyncIterator[playwright_api.Page]:
+async def page(chromium: Path) -> AsyncIterator[Page]:
     """A fresh page in a fresh headless Chromium (Playwright gives it a new profile dir).
 
     Script errors and console errors (a Content-Security-Policy refusal, say) fail the test;

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from chatbus.api_keys import ApiKeyStore, create_key
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
 from producers.gateway import GatewayRuntime, create_app
-from producers.gateway.api_keys import ApiKeyStore, create_key
 
 
 @dataclass

@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
+from chatbus.api_keys import create_key, list_keys, revoke_key
 from chatbus.settings import Settings
-from producers.gateway.api_keys import create_key, list_keys, revoke_key
 from tests.integration.gateway_fixtures import delete_keys_of, running_gateway
 
 pytestmark = pytest.mark.integration

@@ -111,8 +111,10 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
     chunks = [r for r in records if r["kafka_topic"] == "chat.tokens"]
     chunk = next(r for r in chunks if r["request_id"] == "req-1")
     assert chunk["text"] == "call [REDACTED:phone]"
-    card = sorted((r for r in chunks if r["request_id"] == "req-2"), key=lambda r: r["seq"])
-    assert "".join(r["text"] for r in card) == "pay with " + "[REDACTED:payment_card]" * 4 + " ok"
+    card = sorted((r for r in chunks if r["request_id"] == "req-2"),
+                  key=lambda r: int(str(r["seq"])))
+    assert "".join(str(r["text"]) for r in card) == (
+        "pay with " + "[REDACTED:payment_card]" * 4 + " ok")
     assert [r["token_ids"] for r in card] == [[0], [], [], [], [], [5]]
     dlq = {r["kafka_key"]: r for r in records if r["kafka_topic"] == "chat.dlq"}
     garbage, too_deep = dlq["k"], dlq["d"]

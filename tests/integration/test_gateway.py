@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
@@ -25,7 +26,7 @@ from tests.integration.test_inference_worker import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 def sse_data(lines: list[str]) -> list[str]:

@@ -19,12 +19,12 @@ import pytest
 import redis
 from openai import OpenAI
 
+from chatbus.history import context_key
+from chatbus.history.erase import erase_user_history
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
-from stream_processors.history import context_key
-from stream_processors.history.erase import erase_user_history
 from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
 from tests.integration.processors import STARTUP_S, delete_internal_topics, stop_processors
 from tests.integration.test_history import Processors

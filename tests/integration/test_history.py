@@ -20,6 +20,7 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
+from chatbus.history import HistoryRepository, context_key
 from chatbus.kafka import EventPublisher
 from chatbus.polling import eventually
 from chatbus.settings import Settings
@@ -38,7 +39,6 @@ from schemas.events import (
     TokenChunk,
 )
 from schemas.topics import TopicName
-from stream_processors.history import HistoryRepository, context_key
 from tests.integration.processors import (
     STARTUP_S,
     delete_internal_topics,

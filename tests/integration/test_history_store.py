@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from chatbus.history import ContextStore, ContextTurn, HistoryRepository, context_key
+from chatbus.history.repository import ConversationOwnedByOther
 from chatbus.settings import Settings
 from schemas.events import ChatMessage, ChatRequest, Completion, ModerationVerdict, ReplyTo
-from stream_processors.history import ContextStore, ContextTurn, HistoryRepository, context_key
-from stream_processors.history.repository import ConversationOwnedByOther
 
 pytestmark = [pytest.mark.integration]
 

@@ -99,8 +99,11 @@ def test_spawn_and_stop_a_process_group(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         process.spawn(settings, "sleeper", ["sleep", "1"])
 
-    members = poll_until(lambda: len(process.group_members(pid)) >= 3 and
-                         process.group_members(pid), timeout_s=5, what="both children")
+    def all_three() -> list[int] | None:
+        members = process.group_members(pid)
+        return members if len(members) >= 3 else None
+
+    members = poll_until(all_three, timeout_s=5, what="both children")
     assert len(members) == 3
 
     assert process.stop(settings, "sleeper", timeout=5)

@@ -27,9 +27,9 @@ from chatbus.kafka.factories import make_consumer, make_producer
 from chatbus.kafka.lag import group_lag
 from chatbus.object_store import ObjectStore
 from chatbus.polling import eventually, poll_until
+from chatbus.ports import free_port
 from chatbus.settings import Settings
 from infra.local import process
-from infra.local.ports import free_port
 from producers.sdk import ChatClient
 from schemas.events import SamplingParams, TokenChunk
 from schemas.topics import TopicName

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
+from chatbus.cli.ops.dlq import REPLAY_HEADER, replay
 from chatbus.kafka.factories import make_consumer, partitions_of
 from chatbus.kafka.publisher import EventPublisher
-from chatbus.ops.dlq import REPLAY_HEADER, replay
 from chatbus.settings import Settings
 from schemas.events import ChatMessage, ChatRequest, DeadLetter, ReplyTo, parse_event
 from schemas.topics import TopicName

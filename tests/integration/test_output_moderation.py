@@ -41,6 +41,7 @@ async def first_event(settings: Settings, topic: str, kind: type, timeout_s: flo
                 event = decode_event(record.topic, record.value)
                 if isinstance(event, kind):
                     return event
+            raise AssertionError(f"{topic} ended without a {kind.__name__}")
 
         return await asyncio.wait_for(find(), timeout_s)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -43,7 +44,7 @@ def tokenizer(real_model_path: Path) -> object:
 
 
 @pytest.fixture(scope="module")
-def folder_model(real_model_path: Path) -> torch.nn.Module:
+def folder_model(real_model_path: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(real_model_path).eval()
 
 
@@ -86,7 +87,7 @@ async def _collect(events: AsyncIterator[TokenEvent]) -> list[int]:
     raise AssertionError("stream ended without a finished event")
 
 
-def _generate(model: torch.nn.Module, prompt: list[int], n: int, eos: frozenset[int]) -> list[int]:
+def _generate(model: Any, prompt: list[int], n: int, eos: frozenset[int]) -> list[int]:
     with torch.inference_mode():
         out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
                              dtype=torch.long), max_new_tokens=n, do_sample=False,

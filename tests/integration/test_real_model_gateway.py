@@ -12,6 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
@@ -24,7 +25,6 @@ from tests.integration.test_history import Processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
-GREEDY = {"temperature": 0}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ async def test_the_capital_of_france_is_paris(real_worker: InferenceWorker,
     client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     stream = await client.chat.completions.create(
         model=DEFAULT_MODEL, messages=[{"role": "user", "content": "What is the capital of "
-                                        "France?"}], max_tokens=24, stream=True, **GREEDY)
+                                        "France?"}], max_tokens=24, stream=True, temperature=0)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     print(f"answer: {text!r}")
     assert "Paris" in text
@@ -76,14 +76,16 @@ async def test_a_second_turn_sees_the_first(settings: Settings, real_worker: Inf
     Once with the turns sent by the client (the Chat Completions way), once from the stored
     conversation (the history processor's context)."""
     client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
-    first = [{"role": "user", "content": "Tell me about the planet Mars."}]
+    first: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Tell me about the planet Mars."}]
     answer = await client.chat.completions.create(model=DEFAULT_MODEL, messages=first,
-                                                  max_tokens=40, **GREEDY)
+                                                  max_tokens=40, temperature=0)
     said = answer.choices[0].message.content or ""
-    follow_up = {"role": "user", "content": "How far is it from the Sun?"}
+    follow_up: ChatCompletionUserMessageParam = {
+        "role": "user", "content": "How far is it from the Sun?"}
     second = await client.chat.completions.create(
         model=DEFAULT_MODEL, messages=[*first, {"role": "assistant", "content": said}, follow_up],
-        max_tokens=32, **GREEDY)
+        max_tokens=32, temperature=0)
     sent_back = second.choices[0].message.content or ""
     print(f"turn 1: {said!r}\nturn 2 (client sends the turns): {sent_back!r}")
     assert "Mars" in sent_back
@@ -93,13 +95,13 @@ async def test_a_second_turn_sees_the_first(settings: Settings, real_worker: Inf
         sdk = OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
         raw = await asyncio.to_thread(
             sdk.chat.completions.with_raw_response.create, model=DEFAULT_MODEL,
-            messages=first, max_tokens=40, **GREEDY)
+            messages=first, max_tokens=40, temperature=0)
         conversation = raw.headers["x-conversation-id"]
 
         async def stored_turn_answers() -> str | None:
             again = await asyncio.to_thread(
                 sdk.chat.completions.create, model=DEFAULT_MODEL, messages=[follow_up],
-                max_tokens=32, extra_body={"conversation_id": conversation}, **GREEDY)
+                max_tokens=32, extra_body={"conversation_id": conversation}, temperature=0)
             usage = again.usage
             # the first turn is in the context once the history processor has stored it
             return (again.choices[0].message.content or "") if usage and \
@@ -124,12 +126,13 @@ async def test_two_models_side_by_side_each_by_its_own_group(
             return listed if listed == sorted([DEFAULT_MODEL, TINY_MODEL]) else None
 
         await eventually(both_listed, timeout_s=30, what="both models in /v1/models")
-        question = [{"role": "user", "content": "What is the capital of France?"}]
+        question: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": "What is the capital of France?"}]
         real, random = await asyncio.gather(
             client.chat.completions.create(model=DEFAULT_MODEL, messages=question,
-                                           max_tokens=16, **GREEDY),
+                                           max_tokens=16, temperature=0),
             client.chat.completions.create(model=TINY_MODEL, messages=question,
-                                           max_tokens=16, **GREEDY))
+                                           max_tokens=16, temperature=0))
         assert real.model == DEFAULT_MODEL and "Paris" in (real.choices[0].message.content or "")
         assert random.model == TINY_MODEL and random.usage and random.usage.completion_tokens
 

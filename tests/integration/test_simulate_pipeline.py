@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analytics.simulate.generator import Profile
-from analytics.simulate.pipeline_sink import simulate_to_pipeline
+from chatbus.cli.pipeline_sink import simulate_to_pipeline
 from chatbus.settings import Settings
 from inference_consumers.worker import InferenceWorker
 

@@ -153,15 +153,15 @@ async def test_the_trace_of_one_request_shows_every_stage_in_order(
     assert done is not None and done.parent == trace.replied_by
 
     # one log line per request, and every stage measured once more on /metrics
-    (line,) = [e for e in logs if e["event"] == "trace_breakdown"
-               and e["request_id"] == request_id]
-    assert line["trace_id"] == caller.trace_id and line["stream"] is True
-    assert line["ttft_ms"] == pytest.approx(breakdown.total_ms, abs=0.01)
+    (logged,) = [e for e in logs if e["event"] == "trace_breakdown"
+                 and e["request_id"] == request_id]
+    assert logged["trace_id"] == caller.trace_id and logged["stream"] is True
+    assert logged["ttft_ms"] == pytest.approx(breakdown.total_ms, abs=0.01)
     for stage in STAGES:
         assert any(line.startswith("chatbus_stage_latency_seconds_bucket{")
                    and f'stage="{stage}"' in line for line in buckets.splitlines()), stage
         assert after[stage] == before[stage] + 1, stage
-        assert line[f"{stage}_ms"] == pytest.approx(stages[stage], abs=0.01)
+        assert logged[f"{stage}_ms"] == pytest.approx(stages[stage], abs=0.01)
 
 
 async def test_without_moderation_the_sdk_trace_has_no_moderation_stage(

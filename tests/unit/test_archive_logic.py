@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from schemas.archive import (
     ManifestEntry,
@@ -45,7 +46,7 @@ def test_redaction_replaces_each_span_with_its_kind() -> None:
 
 
 def test_redaction_covers_every_text_an_event_carries() -> None:
-    request = {"type": "chat.request", "messages": [
+    request: dict[str, Any] = {"type": "chat.request", "messages": [
         {"role": "user", "content": "card 4111 1111 1111 1111 please"}]}
     chunk = {"type": "chat.token", "text": "ada@example.com", "token_ids": [1, 2, 3]}
     letter = {"type": "chat.dead_letter",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inference_consumers.bench.stages import WorkerTimings, split_ttft
-from inference_consumers.bench.stats import (
+from benchmarks.inference.stages import WorkerTimings, split_ttft
+from benchmarks.inference.stats import (
     RoundResult,
     StreamTrace,
     inter_token_gaps_s,
@@ -14,7 +14,7 @@ from inference_consumers.bench.stats import (
     summarize,
     ttft_s,
 )
-from inference_consumers.bench.targets import evaluate
+from benchmarks.inference.targets import evaluate
 
 
 def trace(sent: float, arrivals: list[tuple[float, int]], *, reported: int | None = None,

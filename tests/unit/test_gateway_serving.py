@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chatbus.tracing import RequestTrace
 from producers.gateway.backend import ChatBackend, PromptCounter
 from producers.gateway.errors import APIError
 from producers.gateway.protocol import ChatCompletionRequest, UsageInfo
@@ -31,7 +32,7 @@ class ScriptedBackend(ChatBackend):
 
     async def send(self, messages: Sequence[ChatMessage], *, model: str,
                    sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False) -> str:
+                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
         self.sent.append((list(messages), sampling, user_id))
         return f"req-{len(self.sent):032x}"
 

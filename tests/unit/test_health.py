@@ -9,11 +9,22 @@ import urllib.request
 from chatbus.health import Health, HealthServer
 
 
+class Clock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_process_is_live_while_its_loops_beat_and_not_once_one_stalls() -> None:
-    health = Health("worker", stall_s=5.0)
+    clock = Clock()
+    health = Health("worker", stall_s=5.0, clock=clock)
     health.beat("consume")
     assert health.liveness()[0]
-    health._beats["consume"] -= 6.0  # the loop last beat 6 s ago
+    clock.now += 6.0  # the loop last beat 6 s ago
     live, detail = health.liveness()
     assert not live and detail["stalled"] == ["consume"]
     health.forget("consume")
@@ -21,12 +32,13 @@ def test_a_process_is_live_while_its_loops_beat_and_not_once_one_stalls() -> Non
 
 
 def test_ready_needs_the_flag_and_live_loops() -> None:
-    health = Health("archiver", stall_s=5.0)
+    clock = Clock()
+    health = Health("archiver", stall_s=5.0, clock=clock)
     assert health.readiness() == (False, {"component": "archiver", "reason": "starting"})
     health.set_ready(True, "4 partitions assigned")
     assert health.readiness()[0]
     health.beat("consume")
-    health._beats["consume"] -= 10.0
+    clock.now += 10.0
     ready, detail = health.readiness()
     assert not ready and "stalled" in detail["reason"]
 

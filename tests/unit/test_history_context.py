@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from chatbus.history.turns import ContextTurn, context_messages, select_context
 from schemas.events import ChatMessage
-from stream_processors.history.turns import ContextTurn, context_messages, select_context
 
 
 def turn(n: int, *, answer: str = "answer", finish: str | None = "stop",

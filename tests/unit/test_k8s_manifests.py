@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,7 @@ def test_every_workload_reads_the_configmap_and_secret(main_docs: list[dict[str,
             refs = {(k, v["name"]) for e in c.get("envFrom", []) for k, v in e.items()}
             assert refs == {("configMapRef", "chatbus-config"),
                             ("secretRef", "chatbus-credentials")}, doc["metadata"]["name"]
-            assert c["image"] == "registry.example.com/chatbus:0.1.0"
+            assert re.fullmatch(r"registry\.example\.com/chatbus-[a-z]+:0\.1\.0", c["image"])
 
 
 def test_commands_are_chatbus_cli_commands(main_docs: list[dict[str, Any]]) -> None:
@@ -289,6 +290,17 @@ def test_commands_are_chatbus_cli_commands(main_docs: list[dict[str, Any]]) -> N
 
 COMPONENTS = {"chatbus-gateway": "gateway", "chatbus-processors": "processors",
               "chatbus-worker": "worker", "chatbus-archiver": "archiver"}
+
+
+@pytest.mark.parametrize(("name", "component"), COMPONENTS.items())
+def test_each_component_runs_the_image_of_its_own_extra(main_docs: list[dict[str, Any]],
+                                                         name: str, component: str) -> None:
+    """infra/k8s/Containerfile builds ``chatbus-<component>`` with ``chatbus[<component>]``."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    (c,) = pod_spec(find(main_docs, "Deployment", name))["containers"]
+    assert c["image"] == f"registry.example.com/chatbus-{component}:0.1.0"
+    assert component in extras, f"pyproject.toml has no extra {component!r}"
 
 
 @pytest.mark.parametrize("name", COMPONENTS)

@@ -259,7 +259,7 @@ def test_dashboard_queries_use_known_series(dashboard: dict[str, Any],
                    "chatbus_stage_latency_seconds_bucket", "chatbus_inference_tokens_total",
                    "chatbus_inference_inflight", "chatbus_inference_batch_occupancy",
                    "chatbus_consumer_lag_records", "chatbus_dead_letters_total",
-                   "chatbus_processor_dead_letters_total", "chatbus_moderation_flagged_total",
+                   "chatbus_moderation_flagged_total",
                    "chatbus_archive_lag_records"):
         assert series in used, f"no panel shows {series}"
 

@@ -68,7 +68,8 @@ def test_each_conversation_is_in_time_order_and_keeps_its_ids(
     for conv in conversations:
         stamps = [e.timestamp_ms for e in conv]
         assert stamps == sorted(stamps)
-        requests = [e.event for e in conv if e.topic == TopicName.REQUESTS]
+        requests = [e.event for e in conv
+                    if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)]
         assert len({r.conversation_id for r in requests}) == 1
         assert [r.use_history for r in requests] == [i > 0 for i in range(len(requests))]
         assert len({r.user_id for r in requests}) == 1
@@ -135,7 +136,8 @@ def test_blocked_requests_get_the_moderation_refusal_and_never_reach_a_worker(
     events = _all(conversations)
     blocked = {e.event.request_id for e in events if isinstance(e.event, ModerationVerdict)
                and e.event.action == "block"}
-    approved = {e.event.request_id for e in events if e.topic == TopicName.REQUESTS_APPROVED}
+    approved = {e.event.request_id for e in events if e.topic == TopicName.REQUESTS_APPROVED
+                and isinstance(e.event, ChatRequest)}
     assert blocked and not blocked & approved
     for e in events:
         if isinstance(e.event, Completion) and e.event.request_id in blocked:

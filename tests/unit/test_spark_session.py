@@ -53,7 +53,7 @@ def test_importing_the_cli_does_not_import_pyspark() -> None:
     import subprocess
     import sys
 
-    code = "import sys, analytics.cli, analytics.report; print('pyspark' in sys.modules)"
+    code = "import sys, chatbus.cli.analytics, analytics.report; print('pyspark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

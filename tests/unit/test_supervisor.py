@@ -70,5 +70,6 @@ def test_a_drained_name_is_not_reused_while_it_is_being_retired() -> None:
 
 def test_restart_backoff_doubles_per_crash_in_a_row_up_to_the_limit(tmp_path: Path) -> None:
     supervisor = Supervisor(Settings(state_dir=tmp_path, local_restart_backoff_max_s=10))
-    delays = [supervisor._backoff(Replica("worker-1", crashes_in_a_row=n)) for n in range(1, 7)]
+    delays = [supervisor.restart_delay(Replica("worker-1", crashes_in_a_row=n))
+              for n in range(1, 7)]
     assert delays == [1, 2, 4, 8, 10, 10]

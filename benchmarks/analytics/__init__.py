@@ -1,0 +1,1 @@
+"""The analytics benchmark (``python -m benchmarks.analytics``; see its ``__main__``)."""

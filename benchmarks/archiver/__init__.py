@@ -1,0 +1,1 @@
+"""The archiver benchmark (``python -m benchmarks.archiver``; see its ``__main__``)."""

@@ -1,0 +1,183 @@
+"""chatbus as users call it: the whole local pipeline (processors with moderation, archiver,
+worker, gateway) under its own supervisor, driven through the gateway's ``/v1/chat/completions``
+with an API key, exactly as the ``openai`` package does.
+
+It runs on fresh topics, its own state folder, ports and MongoDB database, beside whatever else
+runs, and is stopped (by PID) and cleaned up afterwards. The gateway's ``trace_breakdown`` log
+lines give each request's time to first token by stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+
+from benchmarks.inference.config import ServingConfig
+from benchmarks.inference.errors import BenchError
+from benchmarks.inference.openai_http import chat_body, stream_chat
+from benchmarks.inference.peer import free_port
+from benchmarks.inference.stats import StreamTrace
+from benchmarks.inference.workload import Messages
+from chatbus.kafka.topic_setup import admin_client, ensure_topics
+from chatbus.settings import Settings
+from infra.local import process
+from infra.local.supervisor import read_status
+from schemas.topics import TOPICS
+
+READY_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 600.0
+SERVICES = ("kafka", "ferretdb", "redis", "s3")
+STAGES = ("gateway_ms", "bus_ms", "moderation_ms", "queue_ms", "prefill_ms", "delivery_ms",
+          "ttft_ms")
+
+
+def free_port_block(size: int = 64) -> int:
+    """The first port of ``size`` consecutive loopback ports nobody listens on."""
+    for _ in range(50):
+        base = free_port()
+        if base + size > 65000:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise BenchError(f"no block of {size} free ports on 127.0.0.1")
+
+
+class GatewaySystem:
+    """A private ``chatbus pipeline up`` and an HTTP client with an API key."""
+
+    name = "chatbus-gateway"
+
+    def __init__(self, config: ServingConfig, *, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        self._config = config
+        self._ready_timeout_s = ready_timeout_s
+        run_id = uuid.uuid4().hex[:10]
+        self._state = Path(tempfile.mkdtemp(prefix="chatbus-bench-gateway-"))
+        s = config.settings
+        self.settings: Settings = s.model_copy(update={
+            "topic_prefix": f"bench-{run_id}.", "state_dir": self._state,
+            "gateway_port": free_port(), "local_metrics_base_port": free_port_block(),
+            "mongo_db": f"bench_{run_id}"})
+        n = self.settings
+        self._env = {
+            "CHATBUS_STATE_DIR": str(n.state_dir), "CHATBUS_TOPIC_PREFIX": n.topic_prefix,
+            "CHATBUS_GATEWAY_PORT": str(n.gateway_port),
+            "CHATBUS_LOCAL_METRICS_BASE_PORT": str(n.local_metrics_base_port),
+            "CHATBUS_MONGO_DB": n.mongo_db, "CHATBUS_KAFKA_BOOTSTRAP": n.kafka_bootstrap,
+            "CHATBUS_MAX_INFLIGHT": str(n.max_inflight), "CHATBUS_MODEL_NAME": n.model_name,
+            "CHATBUS_MODEL_PATH": str(n.resolved_model_path), "CHATBUS_DEVICE": n.device,
+            "CHATBUS_ENGINE": n.engine, "CHATBUS_CACHE_DIR": str(n.cache_dir),
+            "CHATBUS_ARCHIVE_PREFIX": f"bench-{run_id}",
+            "CHATBUS_GATEWAY_REQUESTS_PER_MINUTE": "1000000",
+            "CHATBUS_GATEWAY_TOKENS_PER_MINUTE": "1000000000",
+            "CHATBUS_LOG_JSON": "true", "HF_HUB_OFFLINE": "1"}
+        self._client: httpx.AsyncClient | None = None
+        self._key = ""
+        self._up = False
+
+    def _cli(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chatbus.cli", *args],
+                              env=os.environ | self._env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    async def __aenter__(self) -> GatewaySystem:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        await ensure_topics(self.settings)
+        self._up = True
+        up = await asyncio.to_thread(self._cli, "pipeline", "up", "--timeout",
+                                     str(int(self._ready_timeout_s)),
+                                     timeout=self._ready_timeout_s + 60)
+        if up.returncode != 0:
+            raise BenchError(f"the bench pipeline did not come up: {up.stderr.strip()[-800:]} "
+                             f"(logs: {self.settings.log_dir})")
+        made = await asyncio.to_thread(self._cli, "keys", "create", "--user", "bench",
+                                       timeout=60)
+        if made.returncode != 0:
+            raise BenchError(f"could not create an API key: {made.stderr.strip()[-400:]}")
+        self._key = made.stdout.strip().splitlines()[-1]
+        self._client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.settings.gateway_port}",
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._up:
+            self._up = False
+            await asyncio.to_thread(self._cli, "pipeline", "down", timeout=300)
+            await self._cleanup()
+        shutil.rmtree(self._state, ignore_errors=True)
+
+    async def _cleanup(self) -> None:
+        async with admin_client(self.settings) as admin:
+            await admin.delete_topics([self.settings.topic(t) for t in TOPICS])
+        from chatbus.stores import mongo_client
+
+        mongo = mongo_client(self.settings)
+        try:
+            mongo.drop_database(self.settings.mongo_db)
+        finally:
+            mongo.close()
+
+    def processes(self) -> dict[str, int]:
+        """The pipeline's processes and the services it uses (for CPU seconds)."""
+        found = {name: row.get("pid") for name, row in read_status(self.settings).items()
+                 if row.get("state") == "running"}
+        for service in SERVICES:
+            found[service] = process.running_pid(self._config.settings, service)
+        return {name: int(pid) for name, pid in found.items() if isinstance(pid, int)}
+
+    async def stream(self, messages: Messages, max_new_tokens: int) -> StreamTrace:
+        if self._client is None:
+            raise BenchError("the gateway is not started")
+        config = self._config
+        trace = await stream_chat(
+            self._client, chat_body(config.model_name, messages, max_new_tokens,
+                                    config.temperature, config.top_p),
+            who="chatbus gateway", headers={"Authorization": f"Bearer {self._key}"})
+        if trace.request_id:  # chatcmpl-<id> names request req-<id>
+            trace.request_id = "req-" + trace.request_id.removeprefix("chatcmpl-")
+        return trace
+
+    def stage_lines(self) -> dict[str, dict[str, float]]:
+        """Each request's TTFT by stage (ms), from the gateway's ``trace_breakdown`` lines."""
+        out: dict[str, dict[str, float]] = {}
+        path = process.log_file(self.settings, "gateway")
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            if '"trace_breakdown"' not in line:
+                continue
+            try:
+                record = json.loads(line[line.index("{"):])
+            except ValueError:
+                continue
+            request_id = record.get("request_id")
+            if isinstance(request_id, str):
+                out[request_id] = {k: float(record[k]) for k in STAGES if k in record}
+        return out
