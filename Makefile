@@ -96,8 +96,9 @@ test: model ## Run the whole suite (starts the services it needs, stops what it 
 test-unit: install ## Run the unit tests only (no services)
 	@$(BIN)/python -m pytest tests/unit
 
-lint: install ## ruff, mypy and the import layers (import-linter: pyproject's [tool.importlinter])
+lint: install ## ruff (lint and format), mypy (packages and tests) and the import layers (import-linter)
 	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 	@$(BIN)/lint-imports --no-cache
 

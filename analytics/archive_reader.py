@@ -66,9 +66,13 @@ def _spark_type(annotation: Any) -> DataType:
         return T.MapType(T.StringType(), _spark_type(args[1]))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return model_schema(annotation)
-    simple: dict[Any, DataType] = {str: T.StringType(), int: T.LongType(),
-                                   float: T.DoubleType(), bool: T.BooleanType(),
-                                   datetime: T.TimestampType()}
+    simple: dict[Any, DataType] = {
+        str: T.StringType(),
+        int: T.LongType(),
+        float: T.DoubleType(),
+        bool: T.BooleanType(),
+        datetime: T.TimestampType(),
+    }
     if annotation in simple:
         return simple[annotation]
     raise TypeError(f"no Spark type for {annotation!r}")
@@ -78,8 +82,12 @@ def model_schema(model: type[BaseModel]) -> StructType:
     """The Spark schema of a pydantic model's JSON form."""
     from pyspark.sql import types as T
 
-    return T.StructType([T.StructField(name, _spark_type(field.annotation), nullable=True)
-                         for name, field in model.model_fields.items()])
+    return T.StructType(
+        [
+            T.StructField(name, _spark_type(field.annotation), nullable=True)
+            for name, field in model.model_fields.items()
+        ]
+    )
 
 
 def topic_schema(topic: str) -> StructType:
@@ -87,11 +95,15 @@ def topic_schema(topic: str) -> StructType:
     from pyspark.sql import types as T
 
     schema = model_schema(TOPIC_EVENTS[topic])
-    for name, kind in (("kafka_topic", T.StringType()), ("kafka_partition", T.LongType()),
-                       ("kafka_offset", T.LongType()), ("kafka_timestamp_ms", T.LongType()),
-                       ("kafka_key", T.StringType()),
-                       ("kafka_headers", T.MapType(T.StringType(), T.StringType())),
-                       ("invalid", T.StringType())):
+    for name, kind in (
+        ("kafka_topic", T.StringType()),
+        ("kafka_partition", T.LongType()),
+        ("kafka_offset", T.LongType()),
+        ("kafka_timestamp_ms", T.LongType()),
+        ("kafka_key", T.StringType()),
+        ("kafka_headers", T.MapType(T.StringType(), T.StringType())),
+        ("invalid", T.StringType()),
+    ):
         schema = schema.add(name, kind, nullable=True)
     return schema
 
@@ -100,8 +112,13 @@ def topic_path(root: str, topic: str) -> str:
     return f"{root.rstrip('/')}/topic={topic}/"
 
 
-def read_topic(spark: SparkSession, root: str, topic: str, *,
-               dedupe_by: tuple[str, ...] | None = KAFKA_COORDINATES) -> DataFrame:
+def read_topic(
+    spark: SparkSession,
+    root: str,
+    topic: str,
+    *,
+    dedupe_by: tuple[str, ...] | None = KAFKA_COORDINATES,
+) -> DataFrame:
     """The valid records of one topic under the archive ``root`` (local path or s3a://), without
     duplicates by ``dedupe_by`` (the Kafka coordinates by default; a business key such as
     ``request_id`` also drops an event the bus delivered twice; None keeps everything)."""
@@ -112,11 +129,13 @@ def read_topic(spark: SparkSession, root: str, topic: str, *,
     if not path_exists(spark, path):  # a topic nothing was archived from yet: no rows
         frame = spark.createDataFrame([], schema)
     else:
-        frame = (spark.read.schema(schema)
-                 .option("mode", "PERMISSIVE")
-                 .option("recursiveFileLookup", "true")  # dt=/hour= are not columns we need
-                 .option("pathGlobFilter", "*.jsonl.gz")
-                 .json(path))
+        frame = (
+            spark.read.schema(schema)
+            .option("mode", "PERMISSIVE")
+            .option("recursiveFileLookup", "true")  # dt=/hour= are not columns we need
+            .option("pathGlobFilter", "*.jsonl.gz")
+            .json(path)
+        )
     frame = frame.where(F.col("invalid").isNull()).drop("invalid")
     if dedupe_by:
         frame = frame.dropDuplicates(list(dedupe_by))
@@ -138,4 +157,5 @@ def assert_archive(spark: SparkSession, root: str) -> None:
         raise ArchiveNotFound(
             f"no archive at {root} (no topic={TopicName.REQUESTS.value}/ under it): run "
             f"`chatbus simulate --to archive --output {root}` for synthetic data, or start the "
-            "archiver (`make run`) and let it flush")
+            "archiver (`make run`) and let it flush"
+        )

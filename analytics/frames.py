@@ -63,36 +63,52 @@ def requests(spark: SparkSession, root: str) -> DataFrame:
         frame = read_topic(spark, root, TopicName.REQUESTS, dedupe_by=("request_id",))
         last_user = F.element_at(F.filter("messages", lambda m: m["role"] == "user"), -1)
         return frame.select(
-            "request_id", "conversation_id", "user_id", "model", "use_history",
+            "request_id",
+            "conversation_id",
+            "user_id",
+            "model",
+            "use_history",
             F.col("created_at").alias("requested_at"),
-            F.coalesce(last_user["content"], F.lit("")).alias("prompt"))
+            F.coalesce(last_user["content"], F.lit("")).alias("prompt"),
+        )
 
     return _frame(root, "requests", build)
 
 
 def completions(spark: SparkSession, root: str) -> DataFrame:
     """``chat.completions``: one row per request that got an answer (or a refusal)."""
-    return _frame(root, "completions", lambda: read_topic(
-        spark, root, TopicName.COMPLETIONS, dedupe_by=("request_id",)))
+    return _frame(
+        root,
+        "completions",
+        lambda: read_topic(spark, root, TopicName.COMPLETIONS, dedupe_by=("request_id",)),
+    )
 
 
 def verdicts(spark: SparkSession, root: str) -> DataFrame:
     """``chat.moderation``: every verdict (input and output stage)."""
-    return _frame(root, "verdicts", lambda: read_topic(
-        spark, root, TopicName.MODERATION, dedupe_by=("event_id",)))
+    return _frame(
+        root,
+        "verdicts",
+        lambda: read_topic(spark, root, TopicName.MODERATION, dedupe_by=("event_id",)),
+    )
 
 
 def cancels(spark: SparkSession, root: str) -> DataFrame:
     """``chat.control``: cancel requests."""
-    return _frame(root, "cancels", lambda: read_topic(
-        spark, root, TopicName.CONTROL, dedupe_by=("event_id",)))
+    return _frame(
+        root, "cancels", lambda: read_topic(spark, root, TopicName.CONTROL, dedupe_by=("event_id",))
+    )
 
 
 def chunks(spark: SparkSession, root: str) -> DataFrame:
     """``chat.tokens``: one row per (request_id, seq), without the token ids (not needed)."""
-    return _frame(root, "chunks", lambda: read_topic(
-        spark, root, TopicName.TOKENS, dedupe_by=("request_id", "seq"))
-        .select("request_id", "seq", "created_at", "worker_id", "finish_reason"))
+    return _frame(
+        root,
+        "chunks",
+        lambda: read_topic(spark, root, TopicName.TOKENS, dedupe_by=("request_id", "seq")).select(
+            "request_id", "seq", "created_at", "worker_id", "finish_reason"
+        ),
+    )
 
 
 def millis_between(later: str, earlier: str) -> Column:

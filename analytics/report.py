@@ -46,9 +46,15 @@ class JobResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def run_jobs(spark: SparkSession, input_root: str, tables_dir: str, *,
-             jobs: tuple[str, ...] = JOBS, collect: bool = True,
-             on_job: Callable[[str], None] | None = None) -> list[JobResult]:
+def run_jobs(
+    spark: SparkSession,
+    input_root: str,
+    tables_dir: str,
+    *,
+    jobs: tuple[str, ...] = JOBS,
+    collect: bool = True,
+    on_job: Callable[[str], None] | None = None,
+) -> list[JobResult]:
     """Run ``jobs`` over the archive; write their tables; read the small ones back."""
     from analytics.archive_reader import assert_archive
 
@@ -57,8 +63,14 @@ def run_jobs(spark: SparkSession, input_root: str, tables_dir: str, *,
         return [_run_one(spark, job, input_root, tables_dir, collect, on_job) for job in jobs]
 
 
-def _run_one(spark: SparkSession, job: str, input_root: str, tables_dir: str, collect: bool,
-             on_job: Callable[[str], None] | None) -> JobResult:
+def _run_one(
+    spark: SparkSession,
+    job: str,
+    input_root: str,
+    tables_dir: str,
+    collect: bool,
+    on_job: Callable[[str], None] | None,
+) -> JobResult:
     if on_job is not None:
         on_job(job)
     module = importlib.import_module(f"analytics.jobs.{job}")
@@ -68,13 +80,13 @@ def _run_one(spark: SparkSession, job: str, input_root: str, tables_dir: str, co
     if collect:
         for name in paths:
             if name not in NOT_COLLECTED:
-                result.tables[name] = spark.read.parquet(table_path(tables_dir,
-                                                                    name)).toPandas()
+                result.tables[name] = spark.read.parquet(table_path(tables_dir, name)).toPandas()
     return result
 
 
-def build_report(spark: SparkSession, input_root: str, output_dir: Path, *,
-                 progress: bool = True) -> Path:
+def build_report(
+    spark: SparkSession, input_root: str, output_dir: Path, *, progress: bool = True
+) -> Path:
     """Run every job and write ``<output_dir>/report.html``; its path."""
     from tqdm import tqdm
 
@@ -82,6 +94,7 @@ def build_report(spark: SparkSession, input_root: str, output_dir: Path, *,
     tables_dir = str((output_dir / "tables").resolve())
     bar = tqdm(total=len(JOBS) + 1, desc="analytics report", unit="step", disable=not progress)
     try:
+
         def step(job: str) -> None:
             if bar.n or job != JOBS[0]:
                 bar.update(1)
@@ -114,8 +127,12 @@ def _png(figure: Figure) -> str:
 def _table(frame: pd.DataFrame, rows: int = 40) -> str:
     shown = frame.head(rows)
     note = f"<p class=note>first {rows} of {len(frame)} rows</p>" if len(frame) > rows else ""
-    return shown.to_html(index=False, float_format=lambda v: f"{v:,.3f}", border=0,
-                         classes="t", na_rep="") + note
+    return (
+        shown.to_html(
+            index=False, float_format=lambda v: f"{v:,.3f}", border=0, classes="t", na_rep=""
+        )
+        + note
+    )
 
 
 def _latency(tables: dict[str, pd.DataFrame]) -> str:
@@ -146,8 +163,10 @@ def _latency(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(_png(figure))
     parts.append(_table(by_model.drop(columns=["grouping", "worker_id", "hour"])))
     workers = latency[(latency["grouping"] == "model_worker") & (latency["metric"] == "ttft_ms")]
-    parts.append("<h3>Time to first token by worker</h3>" +
-                 _table(workers.drop(columns=["grouping", "hour"])))
+    parts.append(
+        "<h3>Time to first token by worker</h3>"
+        + _table(workers.drop(columns=["grouping", "hour"]))
+    )
     return "".join(parts)
 
 
@@ -182,8 +201,12 @@ def _moderation(tables: dict[str, pd.DataFrame]) -> str:
     ax.set_xlabel("% of verdicts flagged")
     ax.legend(fontsize=7)
     sample = tables["moderation_review_sample"]
-    return (_png(figure) + _table(rates) +
-            f"<h3>Sample for human review ({len(sample)} verdicts)</h3>" + _table(sample, 30))
+    return (
+        _png(figure)
+        + _table(rates)
+        + f"<h3>Sample for human review ({len(sample)} verdicts)</h3>"
+        + _table(sample, 30)
+    )
 
 
 def _conversations(tables: dict[str, pd.DataFrame]) -> str:
@@ -204,14 +227,21 @@ def _fairness(tables: dict[str, pd.DataFrame]) -> str:
     fairness = tables["fairness"].sort_values(["axis", "term"], ascending=False)
     if fairness.empty:
         return "<p>No prompt pairs that differ only in a demographic term were found.</p>"
-    labels = [f"{a}: {t} vs {r}" for a, t, r in
-              zip(fairness["axis"], fairness["term"], fairness["reference"], strict=True)]
+    labels = [
+        f"{a}: {t} vs {r}"
+        for a, t, r in zip(fairness["axis"], fairness["term"], fairness["reference"], strict=True)
+    ]
     figure, axes = plt.subplots(1, 3, figsize=(12, 0.3 * len(fairness) + 1.5), sharey=True)
     y = list(range(len(fairness)))
-    for ax, (metric, title) in zip(axes, (("refusal_rate", "refusal rate difference"),
-                                          ("moderation_rate", "moderation rate difference"),
-                                          ("answer_chars", "answer length difference (chars)")),
-                                   strict=True):
+    for ax, (metric, title) in zip(
+        axes,
+        (
+            ("refusal_rate", "refusal rate difference"),
+            ("moderation_rate", "moderation rate difference"),
+            ("answer_chars", "answer length difference (chars)"),
+        ),
+        strict=True,
+    ):
         diff = fairness[f"{metric}_diff"]
         low = diff - fairness[f"{metric}_diff_low"]
         high = fairness[f"{metric}_diff_high"] - diff
@@ -219,14 +249,19 @@ def _fairness(tables: dict[str, pd.DataFrame]) -> str:
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(y, labels, fontsize=7)
-    return (_png(figure) + "<p>Term group minus reference group with 95% intervals "
-            "(Newcombe for rates, Welch for lengths), over templates where both occur.</p>" +
-            _table(fairness))
+    return (
+        _png(figure) + "<p>Term group minus reference group with 95% intervals "
+        "(Newcombe for rates, Welch for lengths), over templates where both occur.</p>"
+        + _table(fairness)
+    )
 
 
 RENDERERS: dict[str, Callable[[dict[str, pd.DataFrame]], str]] = {
-    "latency": _latency, "usage": _usage, "moderation": _moderation,
-    "conversations": _conversations, "fairness": _fairness,
+    "latency": _latency,
+    "usage": _usage,
+    "moderation": _moderation,
+    "conversations": _conversations,
+    "fairness": _fairness,
 }
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
@@ -247,14 +282,17 @@ def render(results: list[JobResult], *, input_root: str, tables_dir: str) -> str
         tables = ", ".join(f"<code>{html.escape(p)}</code>" for p in result.paths.values())
         sections.append(
             f'<section id="{result.job}"><h2>{SECTION_TITLES[result.job]}</h2>'
-            f'<p class=meta>{result.seconds:.1f} s; tables: {tables}</p>{body}</section>')
+            f"<p class=meta>{result.seconds:.1f} s; tables: {tables}</p>{body}</section>"
+        )
     nav = "".join(f'<a href="#{r.job}">{SECTION_TITLES[r.job]}</a>' for r in results)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>chatbus analytics</title>"
-            f"<style>{_CSS}</style></head><body><h1>chatbus analytics</h1>"
-            f"<p class=meta>archive <code>{html.escape(input_root)}</code> · generated {when} · "
-            f"tables under <code>{html.escape(tables_dir)}</code></p><nav>{nav}</nav>"
-            f"{''.join(sections)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>chatbus analytics</title>"
+        f"<style>{_CSS}</style></head><body><h1>chatbus analytics</h1>"
+        f"<p class=meta>archive <code>{html.escape(input_root)}</code> · generated {when} · "
+        f"tables under <code>{html.escape(tables_dir)}</code></p><nav>{nav}</nav>"
+        f"{''.join(sections)}</body></html>"
+    )
 
 
 def describe(results: list[JobResult]) -> dict[str, Any]:

@@ -25,8 +25,9 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def newcombe_difference(k1: int, n1: int, k2: int, n2: int,
-                        z: float = Z95) -> tuple[float, float, float]:
+def newcombe_difference(
+    k1: int, n1: int, k2: int, n2: int, z: float = Z95
+) -> tuple[float, float, float]:
     """(p1 - p2, lower, upper): Newcombe's hybrid score interval; nans when a group is empty."""
     if n1 <= 0 or n2 <= 0:
         return math.nan, math.nan, math.nan
@@ -39,8 +40,9 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int,
     return diff, lower, upper
 
 
-def welch_difference(mean1: float, var1: float, n1: int, mean2: float, var2: float, n2: int,
-                     confidence: float = 0.95) -> tuple[float, float, float]:
+def welch_difference(
+    mean1: float, var1: float, n1: int, mean2: float, var2: float, n2: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
     """(mean1 - mean2, lower, upper): Welch's t interval (sample variances, ddof 1)."""
     if n1 < 2 or n2 < 2:
         return mean1 - mean2 if n1 and n2 else math.nan, math.nan, math.nan

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient, MongoClient
 
@@ -62,8 +62,14 @@ def create_key(settings: Settings, user: str) -> tuple[str, Principal]:
     try:
         with mongo_errors(_WHAT):
             collection.create_index("hash", unique=True)
-            collection.insert_one({"_id": principal.key_id, "hash": hash_key(key), "user": user,
-                                   "created_at": datetime.now(UTC)})
+            collection.insert_one(
+                {
+                    "_id": principal.key_id,
+                    "hash": hash_key(key),
+                    "user": user,
+                    "created_at": datetime.now(UTC),
+                }
+            )
     finally:
         client.close()
     return key, principal
@@ -71,7 +77,7 @@ def create_key(settings: Settings, user: str) -> tuple[str, Principal]:
 
 def _sync_collection(settings: Settings) -> tuple[MongoClient[Document], Any]:
     client = mongo_client(settings)
-    return client, client[settings.mongo_db][COLLECTION]
+    return client, client[settings.mongo.db][COLLECTION]
 
 
 def list_keys(settings: Settings, user: str | None = None) -> list[dict[str, Any]]:
@@ -96,15 +102,20 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         client.close()
 
 
+class KeyVerifier(Protocol):
+    """What the gateway needs of the key store: who owns a key (None: not a key we know)."""
+
+    async def verify(self, key: str) -> Principal | None: ...
+
+
 class ApiKeyStore:
     """Verifies bearer keys against MongoDB, with a short in-process cache of good ones."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._client: AsyncMongoClient[Document] = async_mongo_client(settings)
-        self._collection = self._client[settings.mongo_db][COLLECTION]
-        self._ttl = settings.gateway_key_cache_s
+        self._collection = self._client[settings.mongo.db][COLLECTION]
+        self._ttl = settings.gateway.key_cache_s
         self._clock = clock
         self._cache: dict[str, tuple[Principal, float]] = {}
 

@@ -35,8 +35,9 @@ class Health:
     ``clock`` (monotonic seconds) is injectable, so a test can let time pass without waiting.
     """
 
-    def __init__(self, component: str, *, stall_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, component: str, *, stall_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.component = component
         self.stall_s = stall_s
         self._clock = clock
@@ -64,8 +65,7 @@ class Health:
         with self._lock:
             ages = {loop: round(now - at, 1) for loop, at in self._beats.items()}
         stalled = sorted(loop for loop, age in ages.items() if age > self.stall_s)
-        return not stalled, {"component": self.component, "loops_age_s": ages,
-                             "stalled": stalled}
+        return not stalled, {"component": self.component, "loops_age_s": ages, "stalled": stalled}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         live, detail = self.liveness()
@@ -97,11 +97,13 @@ class HealthServer:
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif path in ("/livez", "/readyz"):
                     ok, detail = health.liveness() if path == "/livez" else health.readiness()
-                    self._send(200 if ok else 503, json.dumps(detail).encode(),
-                               "application/json")
+                    self._send(200 if ok else 503, json.dumps(detail).encode(), "application/json")
                 else:
-                    self._send(404, b'{"error": "not found: try /metrics, /livez, /readyz"}',
-                               "application/json")
+                    self._send(
+                        404,
+                        b'{"error": "not found: try /metrics, /livez, /readyz"}',
+                        "application/json",
+                    )
 
             def _send(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)
@@ -116,8 +118,9 @@ class HealthServer:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]  # when asked for port 0
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name=f"health-{health.component}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"health-{health.component}", daemon=True
+        )
         self._thread.start()
         log.info("health_server_started", component=health.component, port=self.port)
 

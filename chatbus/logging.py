@@ -32,8 +32,11 @@ def configure_logging(settings: Settings, *, component: str) -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(component=component)
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
-                        format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.WARNING),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s %(message)s",
+    )
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

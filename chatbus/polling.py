@@ -10,8 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30.0,
-                     interval: float = 0.05, what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Await ``probe`` until it returns something truthy; fail after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -23,8 +28,13 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout_s: flo
         await asyncio.sleep(interval)
 
 
-def poll_until(probe: Callable[[], T | None], *, timeout_s: float = 30.0,
-               interval: float = 0.05, what: str = "condition") -> T:
+def poll_until(
+    probe: Callable[[], T | None],
+    *,
+    timeout_s: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Call ``probe`` until it returns something truthy; fail after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     while True:

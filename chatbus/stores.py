@@ -34,37 +34,46 @@ def redis_client(settings: Settings, *, timeout_s: float = STORE_TIMEOUT_S) -> a
     """An asyncio Redis client for ``CHATBUS_REDIS_URL`` (connects on first use)."""
     import redis.asyncio as aioredis
 
-    return aioredis.from_url(settings.redis_url, socket_timeout=timeout_s,
-                             socket_connect_timeout=timeout_s)
+    return aioredis.from_url(
+        settings.redis.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
 
 
 def _mongo_options(timeout_s: float, tz_aware: bool) -> dict[str, Any]:
     ms = int(timeout_s * 1000)
-    return {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms, "tz_aware": tz_aware,
-            "connect": False}
+    return {
+        "serverSelectionTimeoutMS": ms,
+        "connectTimeoutMS": ms,
+        "tz_aware": tz_aware,
+        "connect": False,
+    }
 
 
-def mongo_client(settings: Settings, *, timeout_s: float = STORE_TIMEOUT_S,
-                 tz_aware: bool = False) -> MongoClient[Document]:
+def mongo_client(
+    settings: Settings, *, timeout_s: float = STORE_TIMEOUT_S, tz_aware: bool = False
+) -> MongoClient[Document]:
     """A pymongo client for ``CHATBUS_MONGO_URL`` (connects on first use; for threads)."""
     from pymongo import MongoClient
 
-    return MongoClient(settings.mongo_url.get_secret_value(), **_mongo_options(timeout_s,
-                                                                               tz_aware))
+    return MongoClient(settings.mongo.url.get_secret_value(), **_mongo_options(timeout_s, tz_aware))
 
 
-def async_mongo_client(settings: Settings, *, timeout_s: float = STORE_TIMEOUT_S,
-                       tz_aware: bool = False) -> AsyncMongoClient[Document]:
+def async_mongo_client(
+    settings: Settings, *, timeout_s: float = STORE_TIMEOUT_S, tz_aware: bool = False
+) -> AsyncMongoClient[Document]:
     """The asyncio flavour of :func:`mongo_client`, with the same options."""
     from pymongo import AsyncMongoClient
 
-    return AsyncMongoClient(settings.mongo_url.get_secret_value(),
-                            **_mongo_options(timeout_s, tz_aware))
+    return AsyncMongoClient(
+        settings.mongo.url.get_secret_value(), **_mongo_options(timeout_s, tz_aware)
+    )
 
 
 def _unavailable(store: str, setting: str, what: str, exc: BaseException) -> ServiceUnavailable:
-    return ServiceUnavailable(f"cannot reach {store} to {what} ({exc.__class__.__name__}: {exc});"
-                              f" start it with `make up` or set {setting}")
+    return ServiceUnavailable(
+        f"cannot reach {store} to {what} ({exc.__class__.__name__}: {exc});"
+        f" start it with `make up` or set {setting}"
+    )
 
 
 @contextmanager

@@ -17,8 +17,9 @@ class PendingChunk:
 class Chunker:
     """Decides when buffered tokens become a chunk (one Kafka message)."""
 
-    def __init__(self, max_tokens: int, max_ms: float, *,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_tokens: int, max_ms: float, *, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self._max_tokens = max_tokens
         self._max_s = max_ms / 1000.0
         self._now = now

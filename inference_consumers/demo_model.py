@@ -86,7 +86,7 @@ def is_demo_model(path: Path) -> bool:
     return read_marker(path / MARKER_FILE).get("build_version") == BUILD_VERSION
 
 
-def _corpus_files() -> list[Path]:
+def corpus_files() -> list[Path]:
     """A deterministic subset of the standard library: its top-level modules, by name."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     candidates = sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*.txt"))
@@ -185,10 +185,14 @@ def build_demo_model(path: Path, *, progress: bool = True, force: bool = False) 
         )
 
     started = time.perf_counter()
-    with building(path) as tmp_dir, tqdm(total=len(_STEPS), desc="demo model", unit="step",
-                                         file=sys.stderr, disable=not progress) as bar:
+    with (
+        building(path) as tmp_dir,
+        tqdm(
+            total=len(_STEPS), desc="demo model", unit="step", file=sys.stderr, disable=not progress
+        ) as bar,
+    ):
         bar.set_postfix_str(_STEPS[0])
-        files = _corpus_files()
+        files = corpus_files()
         bar.update()
 
         bar.set_postfix_str(_STEPS[1])

@@ -28,18 +28,21 @@ def _builder(name: str, settings: Settings) -> Callable[[Path, bool, bool], Path
 
         downloads = settings.cache_dir / "downloads"
         return lambda path, progress, force: build_smollm2(
-            path, downloads=downloads, progress=progress, force=force)
+            path, downloads=downloads, progress=progress, force=force
+        )
     if name == TINY_MODEL:
         from inference_consumers.demo_model import build_demo_model
 
         return lambda path, progress, force: build_demo_model(path, progress=progress, force=force)
     raise ConfigurationError(
         f"chatbus cannot build a model called {name!r}: it builds {', '.join(LOCAL_MODELS)}. "
-        "For any other model, set CHATBUS_MODEL_PATH to its Hugging Face folder.")
+        "For any other model, set CHATBUS_MODEL_PATH to its Hugging Face folder."
+    )
 
 
-def build_model(settings: Settings, name: str, *, progress: bool = True,
-                force: bool = False) -> Path:
+def build_model(
+    settings: Settings, name: str, *, progress: bool = True, force: bool = False
+) -> Path:
     """Build ``name`` into its folder (a no-op when it is there) and return the folder."""
     return _builder(name, settings)(settings.model_folder(name), progress, force)
 
@@ -48,11 +51,15 @@ def model_names_to_build(settings: Settings) -> list[str]:
     """What ``make model`` builds: every local model this checkout runs or tests with, except
     one that ``CHATBUS_MODEL_PATH`` already points at."""
     names = [*settings.local_model_names, *LOCAL_MODELS]
-    wanted = [n for n in dict.fromkeys(names)
-              if not (n == settings.model_name and settings.model_path is not None)]
+    wanted = [
+        n
+        for n in dict.fromkeys(names)
+        if not (n == settings.model.name and settings.model.path is not None)
+    ]
     unknown = [n for n in wanted if n not in LOCAL_MODELS]
     if unknown:
         raise ConfigurationError(
             f"no folder for model(s) {', '.join(unknown)}: chatbus builds only "
-            f"{', '.join(LOCAL_MODELS)}; set CHATBUS_MODEL_PATH for the model you bring")
+            f"{', '.join(LOCAL_MODELS)}; set CHATBUS_MODEL_PATH for the model you bring"
+        )
     return wanted

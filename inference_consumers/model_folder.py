@@ -80,8 +80,14 @@ def building(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def finish_build(tmp_dir: Path, path: Path, marker_file: str, marker: dict[str, Any], *,
-                 is_complete: Callable[[Path], bool]) -> None:
+def finish_build(
+    tmp_dir: Path,
+    path: Path,
+    marker_file: str,
+    marker: dict[str, Any],
+    *,
+    is_complete: Callable[[Path], bool],
+) -> None:
     """Write the marker last, open the folder up (mkdtemp made it private), install it."""
     (tmp_dir / marker_file).write_text(json.dumps(marker, indent=2) + "\n")
     tmp_dir.chmod(0o777 & ~umask())

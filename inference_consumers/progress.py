@@ -37,7 +37,7 @@ class ProgressStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._redis = redis_client(settings)
-        self._prefix = f"{settings.topic_prefix}chatbus:progress:"
+        self._prefix = f"{settings.kafka.topic_prefix}chatbus:progress:"
 
     async def stop(self) -> None:
         await self._redis.aclose()
@@ -46,8 +46,13 @@ class ProgressStore:
         """Claim ``request_id``; says what earlier workers did with it."""
         value = json.dumps({"since_ms": since_ms, "done": False})
         try:
-            old = await self._redis.set(self._prefix + request_id, value, nx=True, get=True,
-                                        ex=self._settings.progress_ttl_s)
+            old = await self._redis.set(
+                self._prefix + request_id,
+                value,
+                nx=True,
+                get=True,
+                ex=self._settings.worker.progress_ttl_s,
+            )
         except RedisError as exc:
             log.warning("progress_store_unavailable", error=repr(exc), request_id=request_id)
             return Progress("new")
@@ -60,7 +65,10 @@ class ProgressStore:
 
     async def done(self, request_id: str) -> None:
         try:
-            await self._redis.set(self._prefix + request_id, json.dumps({"done": True}),
-                                  ex=self._settings.progress_ttl_s)
+            await self._redis.set(
+                self._prefix + request_id,
+                json.dumps({"done": True}),
+                ex=self._settings.worker.progress_ttl_s,
+            )
         except RedisError as exc:
             log.warning("progress_store_unavailable", error=repr(exc), request_id=request_id)

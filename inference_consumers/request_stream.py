@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from aiokafka.structs import RecordMetadata
 
 from chatbus.errors import ServiceUnavailable
-from chatbus.history.context import ContextStore
+from chatbus.history.context import ConversationContext
 from chatbus.history.turns import ContextTurn, context_messages
-from chatbus.kafka import EventPublisher
+from chatbus.kafka.publisher import Publisher
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace
 from inference_consumers import metrics
@@ -37,8 +37,7 @@ from schemas.events import (
 from schemas.topics import TopicName
 
 
-def with_default_system(messages: list[dict[str, str]], system_prompt: str
-                        ) -> list[dict[str, str]]:
+def with_default_system(messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
     """``messages`` with ``system_prompt`` first when they carry no system message of their own
     (and the prompt is not empty)."""
     if not system_prompt or any(m.get("role") == "system" for m in messages):
@@ -88,16 +87,26 @@ def _percentile(values: list[float], q: float) -> float:
 class RequestStreamer:
     """Runs requests on an engine and publishes what they produce."""
 
-    def __init__(self, settings: Settings, engine: InferenceEngine, publisher: EventPublisher,
-                 worker_id: str, context: ContextStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: InferenceEngine,
+        publisher: Publisher,
+        worker_id: str,
+        context: ConversationContext | None = None,
+    ) -> None:
         self._settings = settings
         self._engine = engine
         self._publisher = publisher
         self._worker_id = worker_id
         self._context = context  # conversation context (requests with use_history)
 
-    def prepare(self, request: ChatRequest, resumed: Published | None = None,
-                context: list[ContextTurn] | None = None) -> GenerationRequest:
+    def prepare(
+        self,
+        request: ChatRequest,
+        resumed: Published | None = None,
+        context: list[ContextTurn] | None = None,
+    ) -> GenerationRequest:
         """Validate ``request`` against this model; raises :class:`RequestRejected`.
 
         ``context`` (earlier turns, oldest first) precedes the request's messages; its oldest
@@ -105,33 +114,48 @@ class RequestStreamer:
         """
         engine = self._engine
         if request.model != engine.model_name:
-            raise RequestRejected(ErrorInfo(
-                code="model_not_found", param="model",
-                message=f"model {request.model!r} is not served by this worker group; "
-                        f"available: {engine.model_name!r}"))
+            raise RequestRejected(
+                ErrorInfo(
+                    code="model_not_found",
+                    param="model",
+                    message=f"model {request.model!r} is not served by this worker group; "
+                    f"available: {engine.model_name!r}",
+                )
+            )
         sampling = request.sampling
-        max_new = sampling.max_tokens or self._settings.default_max_tokens
+        max_new = sampling.max_tokens or self._settings.model.default_max_tokens
         turns = list(context or ())
         while True:
             messages = [*context_messages(turns), *request.messages]
-            prompt_ids = engine.encode_chat(with_default_system(
-                [m.model_dump() for m in messages], self._settings.default_system_prompt))
+            prompt_ids = engine.encode_chat(
+                with_default_system(
+                    [m.model_dump() for m in messages], self._settings.model.default_system_prompt
+                )
+            )
             if not turns or len(prompt_ids) + max_new <= engine.max_context:
                 break
             turns.pop(0)
         if len(prompt_ids) + max_new > engine.max_context:
-            raise RequestRejected(ErrorInfo(
-                code="context_length_exceeded", param="messages",
-                message=f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_new}; "
-                        f"together they exceed the model's context of {engine.max_context} "
-                        "tokens: shorten the conversation or lower max_tokens"))
+            raise RequestRejected(
+                ErrorInfo(
+                    code="context_length_exceeded",
+                    param="messages",
+                    message=f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_new}; "
+                    f"together they exceed the model's context of {engine.max_context} "
+                    "tokens: shorten the conversation or lower max_tokens",
+                )
+            )
         if resumed is not None:  # prefill the prompt plus what was streamed; continue after it
             prompt_ids = prompt_ids + resumed.token_ids
             max_new -= len(resumed.token_ids)
         return GenerationRequest(
             request_id=f"{request.request_id}@{uuid.uuid4().hex[:8]}",  # unique per attempt
-            prompt_ids=prompt_ids, max_new_tokens=max_new,
-            temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed)
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+        )
 
     async def run(self, state: StreamState) -> Completion | None:
         """Generate, stream chunks, then publish the completion and return it.
@@ -154,15 +178,19 @@ class RequestStreamer:
             state.next_seq = resumed.next_seq
             text_stream.resume(resumed.token_ids, resumed.text)
             if resumed.finish_reason is not None:  # it had streamed everything: just complete
-                return await self._complete(state, resumed.text, resumed.finish_reason,
-                                            generation, resumed.token_ids, None)
+                return await self._complete(
+                    state, resumed.text, resumed.finish_reason, generation, resumed.token_ids, None
+                )
         if state.handing_off:  # revoked before it started: the next owner serves it
             return None
         if state.cancel_requested or generation.max_new_tokens <= 0:
             reason: FinishReason = _cancelled(state) if state.cancel_requested else "length"
-            return await self._finish(state, text_stream.text, reason, generation,
-                                      text_stream.token_ids, None)
-        chunker = Chunker(self._settings.chunk_max_tokens, self._settings.chunk_max_ms)
+            return await self._finish(
+                state, text_stream.text, reason, generation, text_stream.token_ids, None
+            )
+        chunker = Chunker(
+            self._settings.worker.chunk_max_tokens, self._settings.worker.chunk_max_ms
+        )
         finish_reason: FinishReason = "error"
         error: ErrorInfo | None = None
         stopping = False
@@ -199,8 +227,9 @@ class RequestStreamer:
             return None
         last = chunker.take()
         last.text += text_stream.finish()
-        return await self._finish(state, text_stream.text, finish_reason, generation,
-                                  text_stream.token_ids, error, last)
+        return await self._finish(
+            state, text_stream.text, finish_reason, generation, text_stream.token_ids, error, last
+        )
 
     async def _load_context(self, request: ChatRequest) -> list[ContextTurn]:
         if not request.use_history or self._context is None:
@@ -213,23 +242,44 @@ class RequestStreamer:
         if self._context is None:
             return
         request = state.request
-        await self._context.append(request.conversation_id, ContextTurn(
-            request_id=request.request_id, created_at=request.created_at.timestamp(),
-            messages=tuple(request.messages), answer=text, finish_reason=finish_reason,
-            use_history=request.use_history), newest=True)
+        await self._context.append(
+            request.conversation_id,
+            ContextTurn(
+                request_id=request.request_id,
+                created_at=request.created_at.timestamp(),
+                messages=tuple(request.messages),
+                answer=text,
+                finish_reason=finish_reason,
+                use_history=request.use_history,
+            ),
+            newest=True,
+        )
 
     async def fail(self, state: StreamState, info: ErrorInfo) -> Completion:
         """End the request's stream with an error the client can act on."""
         return await self._finish(state, "", "error", None, [], info)
 
-    async def _send_chunk(self, state: StreamState, chunk: PendingChunk, *,
-                          finish_reason: FinishReason | None = None,
-                          error: ErrorInfo | None = None, usage: Usage | None = None) -> None:
+    async def _send_chunk(
+        self,
+        state: StreamState,
+        chunk: PendingChunk,
+        *,
+        finish_reason: FinishReason | None = None,
+        error: ErrorInfo | None = None,
+        usage: Usage | None = None,
+    ) -> None:
         request = state.request
         event = TokenChunk(
-            request_id=request.request_id, conversation_id=request.conversation_id,
-            seq=state.next_seq, text=chunk.text, token_ids=chunk.token_ids,
-            finish_reason=finish_reason, error=error, usage=usage, worker_id=self._worker_id)
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            seq=state.next_seq,
+            text=chunk.text,
+            token_ids=chunk.token_ids,
+            finish_reason=finish_reason,
+            error=error,
+            usage=usage,
+            worker_id=self._worker_id,
+        )
         state.next_seq += 1
         headers: list[tuple[str, bytes]] = []
         if state.trace is not None and not state.trace_sent:  # the first chunk brings the trace
@@ -237,51 +287,84 @@ class RequestStreamer:
             state.trace_sent = True
             headers = state.trace.headers()
         state.last_send = await self._publisher.send(
-            TopicName.TOKENS, event, partition=request.reply_to.partition, headers=headers)
+            TopicName.TOKENS, event, partition=request.reply_to.partition, headers=headers
+        )
         metrics.CHUNKS.labels(self._engine.model_name).inc()
 
-    async def _finish(self, state: StreamState, text: str, finish_reason: FinishReason,
-                      generation: GenerationRequest | None, token_ids: list[int],
-                      error: ErrorInfo | None, last: PendingChunk | None = None) -> Completion:
+    async def _finish(
+        self,
+        state: StreamState,
+        text: str,
+        finish_reason: FinishReason,
+        generation: GenerationRequest | None,
+        token_ids: list[int],
+        error: ErrorInfo | None,
+        last: PendingChunk | None = None,
+    ) -> Completion:
         await self._remember(state, text, finish_reason)
-        await self._send_chunk(state, last or PendingChunk(), finish_reason=finish_reason,
-                               error=error, usage=self._usage(state, generation, token_ids))
+        await self._send_chunk(
+            state,
+            last or PendingChunk(),
+            finish_reason=finish_reason,
+            error=error,
+            usage=self._usage(state, generation, token_ids),
+        )
         assert state.last_send is not None
         await state.last_send  # every chunk is on the broker before the completion
         return await self._complete(state, text, finish_reason, generation, token_ids, error)
 
     @staticmethod
-    def _usage(state: StreamState, generation: GenerationRequest | None,
-               token_ids: list[int]) -> Usage:
+    def _usage(
+        state: StreamState, generation: GenerationRequest | None, token_ids: list[int]
+    ) -> Usage:
         prompt_tokens = len(generation.prompt_ids) if generation else 0
         if state.resumed is not None:  # the prefill included what was already streamed
             prompt_tokens -= len(state.resumed.token_ids)
-        return Usage(prompt_tokens=prompt_tokens, completion_tokens=len(token_ids),
-                     total_tokens=prompt_tokens + len(token_ids))
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(token_ids),
+            total_tokens=prompt_tokens + len(token_ids),
+        )
 
-    async def _complete(self, state: StreamState, text: str, finish_reason: FinishReason,
-                        generation: GenerationRequest | None, token_ids: list[int],
-                        error: ErrorInfo | None) -> Completion:
+    async def _complete(
+        self,
+        state: StreamState,
+        text: str,
+        finish_reason: FinishReason,
+        generation: GenerationRequest | None,
+        token_ids: list[int],
+        error: ErrorInfo | None,
+    ) -> Completion:
         request = state.request
         model = self._engine.model_name
         done = time.monotonic()
         gaps = [b - a for a, b in zip(state.token_times, state.token_times[1:], strict=False)]
         timings = Timings(
             queue_wait_ms=state.queue_wait_ms,
-            time_to_first_token_ms=(None if state.first_token_at is None
-                                    else (state.first_token_at - state.picked_at) * 1000),
+            time_to_first_token_ms=(
+                None
+                if state.first_token_at is None
+                else (state.first_token_at - state.picked_at) * 1000
+            ),
             inter_token_mean_ms=(sum(gaps) / len(gaps) * 1000) if gaps else None,
             inter_token_p99_ms=_percentile(gaps, 0.99) * 1000 if gaps else None,
             total_ms=(done - state.picked_at) * 1000,
         )
         completion = Completion(
-            request_id=request.request_id, conversation_id=request.conversation_id,
-            user_id=request.user_id, model=request.model, text=text,
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            model=request.model,
+            text=text,
             finish_reason=finish_reason,
             usage=self._usage(state, generation, token_ids),
-            timings=timings, worker_id=self._worker_id, error=error)
-        await self._publisher.publish(TopicName.COMPLETIONS, completion,
-                                      headers=state.trace.headers() if state.trace else ())
+            timings=timings,
+            worker_id=self._worker_id,
+            error=error,
+        )
+        await self._publisher.publish(
+            TopicName.COMPLETIONS, completion, headers=state.trace.headers() if state.trace else ()
+        )
         metrics.REQUESTS.labels(model, finish_reason).inc()
         metrics.TOKENS.labels(model).inc(len(token_ids))
         if state.first_token_at is not None:

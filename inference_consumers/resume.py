@@ -26,11 +26,13 @@ class Published:
     finish_reason: FinishReason | None = None
 
 
-async def published_so_far(settings: Settings, partition: int, request_id: str,
-                           since_ms: int) -> Published:
+async def published_so_far(
+    settings: Settings, partition: int, request_id: str, since_ms: int
+) -> Published:
     """Scan the reply partition from ``since_ms`` to its current end for ``request_id``."""
-    consumer = make_consumer(settings, group_id=None, client_id="resume-scan",
-                             enable_auto_commit=False)
+    consumer = make_consumer(
+        settings, group_id=None, client_id="resume-scan", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         tp = TopicPartition(settings.topic(TopicName.TOKENS), partition)

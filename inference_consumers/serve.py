@@ -14,16 +14,20 @@ log = get_logger(__name__)
 
 
 def engine_kind(settings: Settings) -> str:
-    """Which engine serves the configured model: ``settings.engine``, or for ``auto`` llama.cpp
-    on a machine without CUDA when the model has a GGUF and llama-cpp-python is installed."""
-    if settings.engine != "auto":
-        return settings.engine
+    """Which engine serves the configured model: ``settings.model.engine``, or for ``auto``
+    llama.cpp on a machine without CUDA when the model has a GGUF and llama-cpp-python is
+    installed."""
+    if settings.model.engine != "auto":
+        return settings.model.engine
     from inference_consumers.engine.llama_cpp_engine import find_gguf, llama_cpp_available
 
-    if settings.device.startswith("cuda") or find_gguf(settings.resolved_model_path) is None \
-            or not llama_cpp_available():
+    if (
+        settings.model.device.startswith("cuda")
+        or find_gguf(settings.resolved_model_path) is None
+        or not llama_cpp_available()
+    ):
         return "transformers"
-    if settings.device == "auto":
+    if settings.model.device == "auto":
         import torch
 
         if torch.cuda.is_available():
@@ -38,27 +42,44 @@ def build_engine(settings: Settings) -> InferenceEngine:
     if kind == "llama.cpp":
         from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
 
-        return LlamaCppEngine(path, model_name=settings.model_name,
-                              max_batch=settings.max_inflight,
-                              n_threads=settings.engine_threads or None)
+        return LlamaCppEngine(
+            path,
+            model_name=settings.model.name,
+            max_batch=settings.worker.max_inflight,
+            n_threads=settings.model.engine_threads or None,
+        )
     if not (path / "config.json").exists():
         raise ConfigurationError(
             f"no model at {path}: build the models with `make model`, or set "
-            "CHATBUS_MODEL_PATH to a Hugging Face causal LM folder")
+            "CHATBUS_MODEL_PATH to a Hugging Face causal LM folder"
+        )
     from inference_consumers.engine.transformers_engine import TransformersEngine
 
-    return TransformersEngine(path, model_name=settings.model_name, device=settings.device,
-                              max_batch=settings.max_inflight, sampling=settings.engine_sampling)
+    return TransformersEngine(
+        path,
+        model_name=settings.model.name,
+        device=settings.model.device,
+        max_batch=settings.worker.max_inflight,
+        sampling=settings.model.engine_sampling,
+    )
 
 
 def build_worker(settings: Settings, health: Health) -> InferenceWorker:
     """The worker of the configured model, on its engine, reporting to ``health``."""
     engine = build_engine(settings)
-    log.info("engine_chosen", engine=type(engine).__name__, model=settings.model_name,
-             setting=settings.engine)
+    log.info(
+        "engine_chosen",
+        engine=type(engine).__name__,
+        model=settings.model.name,
+        setting=settings.model.engine,
+    )
     return InferenceWorker(settings, engine, health=health)
 
 
 async def run_worker(settings: Settings) -> None:
-    await serve(settings, "worker", lambda health: build_worker(settings, health),
-                ready=f"model {settings.model_name} loaded, consuming")
+    await serve(
+        settings,
+        "worker",
+        lambda health: build_worker(settings, health),
+        ready=f"model {settings.model.name} loaded, consuming",
+    )

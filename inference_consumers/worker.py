@@ -62,21 +62,32 @@ class InferenceWorker(ConsumerRuntime):
     dlq_consumer = "inference"
     restart_on = (KafkaError, ChatbusError)  # a broker hiccup restarts a loop, with backoff
 
-    def __init__(self, settings: Settings, engine: InferenceEngine, *,
-                 input_topic: str | None = None, worker_id: str | None = None,
-                 health: Health | None = None) -> None:
-        worker_id = worker_id or settings.worker_id or default_worker_id()
-        super().__init__(settings, group=group_id_for(settings, engine.model_name),
-                         topics=[settings.topic(input_topic or settings.inference_input_topic)],
-                         client_id=f"worker-{worker_id}", health=health,
-                         max_poll_interval_ms=300_000)
+    def __init__(
+        self,
+        settings: Settings,
+        engine: InferenceEngine,
+        *,
+        input_topic: str | None = None,
+        worker_id: str | None = None,
+        health: Health | None = None,
+    ) -> None:
+        worker_id = worker_id or settings.worker.id or default_worker_id()
+        super().__init__(
+            settings,
+            group=group_id_for(settings, engine.model_name),
+            topics=[settings.topic(input_topic or settings.worker.input_topic)],
+            client_id=f"worker-{worker_id}",
+            health=health,
+            max_poll_interval_ms=300_000,
+        )
         self._engine = engine
         self.worker_id = worker_id
         self._publisher = EventPublisher(settings, client_id=f"worker-{self.worker_id}")
         self._history = HistoryRepository(settings)
         self._context = ContextStore(settings, self._history)
-        self._streamer = RequestStreamer(settings, engine, self._publisher, self.worker_id,
-                                         context=self._context)
+        self._streamer = RequestStreamer(
+            settings, engine, self._publisher, self.worker_id, context=self._context
+        )
         self._control: AIOKafkaConsumer | None = None
         self._offsets = OffsetTracker()
         self._active: dict[str, StreamState] = {}
@@ -100,18 +111,27 @@ class InferenceWorker(ConsumerRuntime):
         self.closing(self._progress.stop)
         await self._publisher.start()
         self.closing(self._publisher.stop)
-        self._control = make_consumer(self.settings, group_id=None,
-                                      client_id=f"worker-{self.worker_id}-control",
-                                      auto_offset_reset="latest")
+        self._control = make_consumer(
+            self.settings,
+            group_id=None,
+            client_id=f"worker-{self.worker_id}-control",
+            auto_offset_reset="latest",
+        )
         await start_client(self.settings, self._control)
         self.closing(self._control.stop)
-        control_tps = [TopicPartition(self.settings.topic(TopicName.CONTROL), p)
-                       for p in sorted(await self._publisher.partitions_for(TopicName.CONTROL))]
+        control_tps = [
+            TopicPartition(self.settings.topic(TopicName.CONTROL), p)
+            for p in sorted(await self._publisher.partitions_for(TopicName.CONTROL))
+        ]
         self._control.assign(control_tps)
         await self._control.seek_to_end(*control_tps)
         self.spawn_loop("control", self._control_loop)
-        log.info("worker_serving", worker_id=self.worker_id, model=self._engine.model_name,
-                 max_inflight=self.settings.max_inflight)
+        log.info(
+            "worker_serving",
+            worker_id=self.worker_id,
+            model=self._engine.model_name,
+            max_inflight=self.settings.worker.max_inflight,
+        )
 
     async def stop(self, *, drain_timeout_s: float = 30.0) -> None:
         """Stop taking work, finish what is in flight (up to the timeout), leave the group."""
@@ -140,13 +160,18 @@ class InferenceWorker(ConsumerRuntime):
         return len(self._active)
 
     @property
+    def context(self) -> ContextStore:
+        """The conversation context this worker reads (its Redis and MongoDB counters)."""
+        return self._context
+
+    @property
     def admission_pauses(self) -> int:
         """Times the partitions were paused for want of a slot (or to stop)."""
         return self.back_pressure_pauses
 
     # --- loops -----------------------------------------------------------------------------
     def capacity(self) -> int:
-        return self.settings.max_inflight - len(self._active)
+        return self.settings.worker.max_inflight - len(self._active)
 
     async def on_batch(self, fetched: Fetched) -> None:
         for tp, records in fetched.items():
@@ -185,7 +210,7 @@ class InferenceWorker(ConsumerRuntime):
     def _report_inflight(self) -> None:
         model = self._engine.model_name
         metrics.INFLIGHT.labels(model).set(len(self._active))
-        metrics.OCCUPANCY.labels(model).set(len(self._active) / self.settings.max_inflight)
+        metrics.OCCUPANCY.labels(model).set(len(self._active) / self.settings.worker.max_inflight)
 
     # --- one request -----------------------------------------------------------------------
     async def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -223,12 +248,16 @@ class InferenceWorker(ConsumerRuntime):
         self.peak_inflight = max(self.peak_inflight, len(self._active))
         self._report_inflight()
         self._tasks[event.request_id] = asyncio.create_task(
-            self._serve(tp, record.offset, state), name=f"serve-{event.request_id}")
+            self._serve(tp, record.offset, state), name=f"serve-{event.request_id}"
+        )
 
     async def _serve(self, tp: TopicPartition, offset: int, state: StreamState) -> None:
         request = state.request
-        bound = log.bind(request_id=request.request_id, conversation_id=request.conversation_id,
-                         trace_id=state.trace.trace_id if state.trace else None)
+        bound = log.bind(
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            trace_id=state.trace.trace_id if state.trace else None,
+        )
         try:
             progress = await self._progress.begin(request.request_id, state.since_ms)
             if progress.kind == "done":  # redelivered after it was answered: nothing to do
@@ -236,21 +265,30 @@ class InferenceWorker(ConsumerRuntime):
             else:
                 if progress.kind == "started":  # a member died or handed it over: continue it
                     state.resumed = await published_so_far(
-                        self.settings, request.reply_to.partition, request.request_id,
-                        progress.since_ms)
+                        self.settings,
+                        request.reply_to.partition,
+                        request.request_id,
+                        progress.since_ms,
+                    )
                     metrics.FAILOVERS.labels(self._engine.model_name).inc()
-                    bound.info("resuming", next_seq=state.resumed.next_seq,
-                               tokens=len(state.resumed.token_ids))
+                    bound.info(
+                        "resuming",
+                        next_seq=state.resumed.next_seq,
+                        tokens=len(state.resumed.token_ids),
+                    )
                 completion = await self._streamer.run(state)
                 if completion is None:
                     bound.info("handed_off", next_seq=state.next_seq)
                     return  # the offset stays uncommitted: the partition's next owner resumes
                 await self._progress.done(request.request_id)
                 self.completed += 1
-                bound.info("request_done", finish_reason=completion.finish_reason,
-                           completion_tokens=completion.usage.completion_tokens,
-                           ttft_ms=completion.timings.time_to_first_token_ms,
-                           total_ms=round(completion.timings.total_ms, 1))
+                bound.info(
+                    "request_done",
+                    finish_reason=completion.finish_reason,
+                    completion_tokens=completion.usage.completion_tokens,
+                    ttft_ms=completion.timings.time_to_first_token_ms,
+                    total_ms=round(completion.timings.total_ms, 1),
+                )
         except asyncio.CancelledError:
             raise
         except KafkaError as exc:
@@ -261,8 +299,9 @@ class InferenceWorker(ConsumerRuntime):
         except Exception as exc:  # noqa: BLE001 - one bad request must not stop the worker
             bound.exception("request_failed")
             try:
-                await self._streamer.fail(state, ErrorInfo(code="internal_error",
-                                                           message=f"worker error: {exc}"))
+                await self._streamer.fail(
+                    state, ErrorInfo(code="internal_error", message=f"worker error: {exc}")
+                )
             except KafkaError:
                 return
         finally:
@@ -274,12 +313,18 @@ class InferenceWorker(ConsumerRuntime):
         self._offsets.finished(tp, offset)
         await self._commit()
 
-    async def _reject_invalid(self, record: ConsumerRecord[bytes, bytes],
-                              exc: InvalidEvent) -> None:
+    async def _reject_invalid(
+        self, record: ConsumerRecord[bytes, bytes], exc: InvalidEvent
+    ) -> None:
         """DLQ the message and, when the requester can be told, end its stream with the reason."""
-        await reject_request(self._publisher, record, error=exc.reason,
-                             consumer=self.dlq_consumer, member=self.worker_id,
-                             worker_id=self.worker_id)
+        await reject_request(
+            self._publisher,
+            record,
+            error=exc.reason,
+            consumer=self.dlq_consumer,
+            member=self.worker_id,
+            worker_id=self.worker_id,
+        )
 
     async def _hand_off(self, request_ids: set[str]) -> None:
         tasks = [self._tasks[i] for i in request_ids if i in self._tasks]
@@ -314,4 +359,3 @@ class InferenceWorker(ConsumerRuntime):
         self._offsets.forget(revoked)
         for tp in revoked:
             self._by_partition.pop(tp, None)
-

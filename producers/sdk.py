@@ -79,9 +79,14 @@ class ChatClient:
     the topic's partitions (the gateway leases one in Redis); else a random one.
     """
 
-    def __init__(self, settings: Settings, *, reply_partition: int | None = None,
-                 client_id: str = "chatbus-client",
-                 choose_partition: PartitionChooser | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reply_partition: int | None = None,
+        client_id: str = "chatbus-client",
+        choose_partition: PartitionChooser | None = None,
+    ) -> None:
         self._settings = settings
         self._reply_partition = reply_partition
         self._choose_partition = choose_partition
@@ -103,9 +108,12 @@ class ChatClient:
             return
         await self._publisher.start()
         topic = self._settings.topic(TopicName.TOKENS)
-        consumer = make_consumer(self._settings, group_id=None,
-                                 client_id=f"{self._client_id}-replies",
-                                 auto_offset_reset="latest")
+        consumer = make_consumer(
+            self._settings,
+            group_id=None,
+            client_id=f"{self._client_id}-replies",
+            auto_offset_reset="latest",
+        )
         await start_client(self._settings, consumer, self._publisher)
         try:
             partitions = await self._publisher.partitions_for(TopicName.TOKENS)
@@ -143,10 +151,17 @@ class ChatClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def send(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
-                   sampling: SamplingParams | None = None, conversation_id: str | None = None,
-                   user_id: str = "anonymous", use_history: bool = False,
-                   trace: RequestTrace | None = None) -> ChatRequest:
+    async def send(
+        self,
+        messages: Sequence[ChatMessage | dict[str, str]],
+        *,
+        model: str,
+        sampling: SamplingParams | None = None,
+        conversation_id: str | None = None,
+        user_id: str = "anonymous",
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> ChatRequest:
         """Publish a request (registering its stream first, so no chunk can be missed).
 
         ``use_history`` continues ``conversation_id``: the worker prepends its stored context,
@@ -159,11 +174,16 @@ class ChatClient:
         if conversation_id:
             fields["conversation_id"] = conversation_id
         request = ChatRequest(
-            model=model, user_id=user_id, reply_to=self.reply_to,
-            messages=[m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
-                      for m in messages],
-            sampling=sampling or SamplingParams(), use_history=use_history,
-            **fields)  # type: ignore[arg-type]
+            model=model,
+            user_id=user_id,
+            reply_to=self.reply_to,
+            messages=[
+                m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages
+            ],
+            sampling=sampling or SamplingParams(),
+            use_history=use_history,
+            **fields,
+        )  # type: ignore[arg-type]
         self.watch(request.request_id)
         self._streams[request.request_id].trace = trace
         self._keep_trace(request.request_id, trace)
@@ -186,11 +206,12 @@ class ChatClient:
         while len(self._traces) > _KEPT_TRACES:
             self._traces.popitem(last=False)
 
-    async def chunks(self, request_id: str, *,
-                     timeout_s: float | None = None) -> AsyncIterator[TokenChunk]:
+    async def chunks(
+        self, request_id: str, *, timeout_s: float | None = None
+    ) -> AsyncIterator[TokenChunk]:
         """The chunks of ``request_id`` in order, each once; raises :class:`ChatError` on error."""
         stream = self._streams[request_id]
-        wait = timeout_s or self._settings.request_timeout_s
+        wait = timeout_s or self._settings.gateway.request_timeout_s
         try:
             while True:
                 try:
@@ -198,7 +219,8 @@ class ChatClient:
                 except TimeoutError:
                     raise ChatTimeout(
                         f"no answer to {request_id} for {wait:.0f} s; is an inference worker "
-                        "running for this model (`make run` starts one)?") from None
+                        "running for this model (`make run` starts one)?"
+                    ) from None
                 if chunk.error is not None:
                     raise ChatError(chunk.error)
                 if stream.trace is not None and Hop.DELIVERED not in stream.trace.stamps:
@@ -209,19 +231,26 @@ class ChatClient:
         finally:
             self._streams.pop(request_id, None)
 
-    async def stream(self, messages: Sequence[ChatMessage | dict[str, str]], *, model: str,
-                     sampling: SamplingParams | None = None,
-                     conversation_id: str | None = None) -> AsyncIterator[TokenChunk]:
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage | dict[str, str]],
+        *,
+        model: str,
+        sampling: SamplingParams | None = None,
+        conversation_id: str | None = None,
+    ) -> AsyncIterator[TokenChunk]:
         """Send a request and yield its chunks."""
-        request = await self.send(messages, model=model, sampling=sampling,
-                                  conversation_id=conversation_id)
+        request = await self.send(
+            messages, model=model, sampling=sampling, conversation_id=conversation_id
+        )
         async for chunk in self.chunks(request.request_id):
             yield chunk
 
     async def cancel(self, request_id: str, reason: str = "client_cancelled") -> None:
         """Ask whichever worker holds ``request_id`` to stop it."""
-        await self._publisher.publish(TopicName.CONTROL,
-                                      CancelRequest(request_id=request_id, reason=reason))
+        await self._publisher.publish(
+            TopicName.CONTROL, CancelRequest(request_id=request_id, reason=reason)
+        )
 
     async def _read_replies(self) -> None:
         consumer = self._consumer
@@ -243,12 +272,18 @@ class ChatClient:
                 stream.queue.put_nowait(stream.early.pop(stream.next_seq))
                 stream.next_seq += 1
 
-    def _on_traced_chunk(self, request_id: str, stream: _Stream,
-                         headers: Sequence[tuple[str, bytes]], arrived_ms: float) -> None:
+    def _on_traced_chunk(
+        self,
+        request_id: str,
+        stream: _Stream,
+        headers: Sequence[tuple[str, bytes]],
+        arrived_ms: float,
+    ) -> None:
         """The first chunk that carries the worker's stamps completes the request's trace."""
         trace = stream.trace
-        if (trace is not None and Hop.CLIENT_IN in trace.stamps) \
-                or header_value(headers, STAMPS_HEADER) is None:
+        if (trace is not None and Hop.CLIENT_IN in trace.stamps) or header_value(
+            headers, STAMPS_HEADER
+        ) is None:
             return
         if trace is None:  # a watched request: its trace is what the chunk carries
             trace = stream.trace = RequestTrace.from_headers(headers)

@@ -46,14 +46,17 @@ def hour_of(timestamp_ms: int) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def object_key(prefix: str, topic: str, partition: int, first: int, last: int,
-               first_timestamp_ms: int) -> str:
+def object_key(
+    prefix: str, topic: str, partition: int, first: int, last: int, first_timestamp_ms: int
+) -> str:
     """Key of the object holding offsets ``first..last`` of ``topic``/``partition``."""
     if first < 0 or last < first:
         raise ValueError(f"bad offset range {first}..{last}")
     hour = hour_of(first_timestamp_ms)
-    return (f"{_clean(prefix)}topic={topic}/dt={hour:%Y-%m-%d}/hour={hour:%H}/"
-            f"part-{partition:04d}-{first:020d}-{last:020d}{OBJECT_SUFFIX}")
+    return (
+        f"{_clean(prefix)}topic={topic}/dt={hour:%Y-%m-%d}/hour={hour:%H}/"
+        f"part-{partition:04d}-{first:020d}-{last:020d}{OBJECT_SUFFIX}"
+    )
 
 
 def parse_object_key(key: str) -> dict[str, Any] | None:
@@ -120,19 +123,38 @@ class PendingRange(BaseModel):
     last_offset: int = Field(ge=0)
 
 
-KAFKA_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp_ms",
-                "kafka_key", "kafka_headers")
+KAFKA_FIELDS = (
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp_ms",
+    "kafka_key",
+    "kafka_headers",
+)
 
 
-def archived_record(event: dict[str, Any] | None, *, topic: str, partition: int, offset: int,
-                    timestamp_ms: int, key: str | None, raw_b64: str | None = None,
-                    invalid: str | None = None,
-                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+def archived_record(
+    event: dict[str, Any] | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    key: str | None,
+    raw_b64: str | None = None,
+    invalid: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One line of an archive object: the event's fields plus the Kafka coordinates (and the
     record's headers, e.g. ``traceparent`` and ``chatbus-stamps``, when it had any)."""
     record: dict[str, Any] = dict(event or {})
-    record.update(kafka_topic=topic, kafka_partition=partition, kafka_offset=offset,
-                  kafka_timestamp_ms=timestamp_ms, kafka_key=key)
+    record.update(
+        kafka_topic=topic,
+        kafka_partition=partition,
+        kafka_offset=offset,
+        kafka_timestamp_ms=timestamp_ms,
+        kafka_key=key,
+    )
     if headers:
         record["kafka_headers"] = headers
     if invalid is not None:

@@ -77,8 +77,10 @@ class ChatRequest(Envelope):
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     reply_to: ReplyTo
     use_history: bool = Field(
-        False, description="Continue the conversation: the worker prepends its stored context "
-        "(earlier turns) to ``messages``, which then carry only the new message(s).")
+        False,
+        description="Continue the conversation: the worker prepends its stored context "
+        "(earlier turns) to ``messages``, which then carry only the new message(s).",
+    )
 
 
 class ErrorInfo(_Model):

@@ -30,8 +30,11 @@ def stale_files(directory: Path = JSON_DIR) -> list[str]:
     """Names of exported files that are missing, different or no longer produced."""
     expected = render()
     present = {p.name for p in directory.glob("*.json")} if directory.exists() else set()
-    stale = [n for n, text in expected.items() if not (directory / n).exists()
-             or (directory / n).read_text() != text]
+    stale = [
+        n
+        for n, text in expected.items()
+        if not (directory / n).exists() or (directory / n).read_text() != text
+    ]
     stale += sorted(present - expected.keys())
     return sorted(stale)
 
@@ -56,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_files()
         if stale:
-            print(f"stale JSON Schema files: {', '.join(stale)}; run `make schemas`",
-                  file=sys.stderr)
+            print(
+                f"stale JSON Schema files: {', '.join(stale)}; run `make schemas`", file=sys.stderr
+            )
             return 1
         print("JSON Schema files are up to date")
         return 0

@@ -35,22 +35,57 @@ class Topic:
 TOPICS: dict[TopicName, Topic] = {
     t.name: t
     for t in (
-        Topic(TopicName.REQUESTS, "conversation_id", ("chat.request",), 7 * _DAY_MS,
-              description="clients and gateways → moderation"),
-        Topic(TopicName.REQUESTS_APPROVED, "conversation_id", ("chat.request",), 7 * _DAY_MS,
-              description="moderation → inference consumer group"),
-        Topic(TopicName.TOKENS, "request_id", ("chat.token",), 1 * _DAY_MS,
-              description="inference → the requester's reply partition"),
-        Topic(TopicName.COMPLETIONS, "conversation_id", ("chat.completion",), 30 * _DAY_MS,
-              description="inference → history, output moderation, archiver"),
-        Topic(TopicName.MODERATION, "conversation_id", ("chat.moderation",), 30 * _DAY_MS,
-              description="moderation verdicts → clients, archiver"),
-        Topic(TopicName.CONTROL, "request_id", ("chat.cancel",), 1 * _DAY_MS,
-              scales_with_partitions=False,
-              description="cancel a request on every worker"),
-        Topic(TopicName.DLQ, "original key", ("chat.dead_letter",), 30 * _DAY_MS,
-              scales_with_partitions=False,
-              description="what a consumer could not process, with the reason"),
+        Topic(
+            TopicName.REQUESTS,
+            "conversation_id",
+            ("chat.request",),
+            7 * _DAY_MS,
+            description="clients and gateways → moderation",
+        ),
+        Topic(
+            TopicName.REQUESTS_APPROVED,
+            "conversation_id",
+            ("chat.request",),
+            7 * _DAY_MS,
+            description="moderation → inference consumer group",
+        ),
+        Topic(
+            TopicName.TOKENS,
+            "request_id",
+            ("chat.token",),
+            1 * _DAY_MS,
+            description="inference → the requester's reply partition",
+        ),
+        Topic(
+            TopicName.COMPLETIONS,
+            "conversation_id",
+            ("chat.completion",),
+            30 * _DAY_MS,
+            description="inference → history, output moderation, archiver",
+        ),
+        Topic(
+            TopicName.MODERATION,
+            "conversation_id",
+            ("chat.moderation",),
+            30 * _DAY_MS,
+            description="moderation verdicts → clients, archiver",
+        ),
+        Topic(
+            TopicName.CONTROL,
+            "request_id",
+            ("chat.cancel",),
+            1 * _DAY_MS,
+            scales_with_partitions=False,
+            description="cancel a request on every worker",
+        ),
+        Topic(
+            TopicName.DLQ,
+            "original key",
+            ("chat.dead_letter",),
+            30 * _DAY_MS,
+            scales_with_partitions=False,
+            description="what a consumer could not process, with the reason",
+        ),
     )
 }
 

@@ -16,7 +16,7 @@ from stream_processors.moderation.classifier import Classifier
 
 
 def app_id(settings: Settings) -> str:
-    return f"{settings.topic_prefix}{settings.processors_app_id}"
+    return f"{settings.kafka.topic_prefix}{settings.moderation.processors_app_id}"
 
 
 def create_app(settings: Settings, *, classifier: Classifier | None = None) -> faust.App:
@@ -24,31 +24,32 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> f
     return build_app(settings, classifier=classifier)[0]
 
 
-def build_app(settings: Settings, *, classifier: Classifier | None = None
-              ) -> tuple[faust.App, moderation.ModerationRuntime]:
+def build_app(
+    settings: Settings, *, classifier: Classifier | None = None
+) -> tuple[faust.App, moderation.ModerationRuntime]:
     """The app and its moderation runtime (whose classifier readiness waits for)."""
     ident = app_id(settings)
     datadir = settings.state_dir / "faust" / ident
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         ident,
-        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
         store="memory://",  # tables rebuild from their changelog topics on start
         datadir=str(datadir),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
+        topic_partitions=settings.kafka.topic_partitions,
+        topic_replication_factor=settings.kafka.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
         autodiscover=False,
-        broker_session_timeout=settings.session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
     )
     runtime = moderation.ModerationRuntime(settings, classifier=classifier)
     app.add_dependency(runtime)
     moderation.register(app, settings, runtime)
-    if settings.moderation_output:
+    if settings.moderation.output:
         output_moderation.register(app, settings, runtime)
     history_runtime = history.HistoryRuntime(settings)
     app.add_dependency(history_runtime)

@@ -30,8 +30,11 @@ def run_processors(settings: Settings) -> None:
 
 def _run(settings: Settings, health: Health) -> None:
     app, moderation = build_app(settings)
-    lag = LagReporter(settings, app_id(settings),
-                      topics={t for agent in app.agents.values() for t in agent.channel.topics})
+    lag = LagReporter(
+        settings,
+        app_id(settings),
+        topics={t for agent in app.agents.values() for t in agent.channel.topics},
+    )
 
     @app.timer(0.25)
     async def beat() -> None:
@@ -48,7 +51,12 @@ def _run(settings: Settings, health: Health) -> None:
         await lag.report_once()
 
     ensure_app_topics_sync(settings, app)
-    log.info("processors_starting", app_id=app.conf.id, broker=settings.kafka_bootstrap)
-    worker = faust.Worker(app, loglevel=max(logging.WARNING, logging.getLogger().level),
-                          quiet=True, redirect_stdouts=False, override_logging=False)
+    log.info("processors_starting", app_id=app.conf.id, broker=settings.kafka.bootstrap)
+    worker = faust.Worker(
+        app,
+        loglevel=max(logging.WARNING, logging.getLogger().level),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
     worker.execute_from_commandline()

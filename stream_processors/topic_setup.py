@@ -24,8 +24,10 @@ def app_topics(app: Any) -> dict[str, tuple[int, dict[str, str]]]:
             for name in channel.topics:
                 found[name] = (channel.partitions or default, {})
     for table in app.tables.values():
-        found[table.changelog_topic_name] = (table.partitions or default,
-                                             {"cleanup.policy": "compact"})
+        found[table.changelog_topic_name] = (
+            table.partitions or default,
+            {"cleanup.policy": "compact"},
+        )
     return found
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from chatbus.settings import Settings
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+    from pymongo.database import Database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest_plugins = ["tests.integration.gateway_fixtures"]
@@ -24,10 +30,25 @@ REPO = Path(__file__).resolve().parents[1]
 def base_settings(**overrides: object) -> Settings:
     """Settings as the suite uses them: the checkout's state dir, logs readable by humans, and the
     tiny random model (tests of the real model name it)."""
-    fields: dict[str, object] = {"state_dir": REPO / ".chatbus", "log_json": False,
-                                 "model_name": "chatbus-tiny"}
+    fields: dict[str, object] = {
+        "state_dir": REPO / ".chatbus",
+        "log_json": False,
+        "model_name": "chatbus-tiny",
+    }
     fields.update(overrides)
     return Settings(**fields)  # type: ignore[arg-type]
+
+
+@contextmanager
+def mongo_database(settings: Settings) -> Iterator[Database[dict[str, Any]]]:
+    """The settings' MongoDB database through a client of the test's own (closed after)."""
+    from chatbus.stores import mongo_client
+
+    client: MongoClient[dict[str, Any]] = mongo_client(settings)
+    try:
+        yield client[settings.mongo.db]
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +72,9 @@ async def bus(local_services: Settings) -> AsyncIterator[Settings]:
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
     # workers in tests read chat.requests directly; tests of moderation run the processor
-    settings = base_settings(topic_prefix=prefix, topic_partitions=2,
-                             inference_input_topic="chat.requests")
+    settings = base_settings(
+        topic_prefix=prefix, topic_partitions=2, inference_input_topic="chat.requests"
+    )
     await ensure_topics(settings)
     yield settings
     await _delete_topics(settings)
@@ -63,7 +85,7 @@ async def _delete_topics(settings: Settings) -> None:
 
     from schemas.topics import TOPICS
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     await admin.start()
     try:
         await admin.delete_topics([settings.topic(t) for t in TOPICS])
@@ -76,12 +98,17 @@ def history_settings(bus: Settings, demo_model_path: Path) -> Iterator[Settings]
     """The test's bus, the demo model, and a MongoDB database of its own (dropped afterwards)."""
     from pymongo import MongoClient
 
-    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4,
-                                      "mongo_db": f"hist_{uuid.uuid4().hex[:10]}"})
+    settings = bus.replace(
+        **{
+            "model_path": demo_model_path,
+            "max_inflight": 4,
+            "mongo_db": f"hist_{uuid.uuid4().hex[:10]}",
+        }
+    )
     yield settings
-    client: MongoClient[dict[str, object]] = MongoClient(settings.mongo_url.get_secret_value())
+    client: MongoClient[dict[str, object]] = MongoClient(settings.mongo.url.get_secret_value())
     try:
-        client.drop_database(settings.mongo_db)
+        client.drop_database(settings.mongo.db)
     finally:
         client.close()
 

@@ -49,8 +49,14 @@ from analytics.stats import mean_var, newcombe_difference, welch_difference
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-GROUP_COLUMNS = ("requests", "refused", "moderated", "answers", "answer_chars_sum",
-                 "answer_chars_sumsq")
+GROUP_COLUMNS = (
+    "requests",
+    "refused",
+    "moderated",
+    "answers",
+    "answer_chars_sum",
+    "answer_chars_sumsq",
+)
 
 
 def probes(spark: SparkSession, root: str) -> DataFrame:
@@ -58,8 +64,10 @@ def probes(spark: SparkSession, root: str) -> DataFrame:
     from pyspark.sql import functions as F
 
     requests = frames.requests(spark, root)
-    counts = {axis: F.size(F.regexp_extract_all("prompt", F.lit(axis_pattern(axis)), F.lit(1)))
-              for axis in AXES}
+    counts = {
+        axis: F.size(F.regexp_extract_all("prompt", F.lit(axis_pattern(axis)), F.lit(1)))
+        for axis in AXES
+    }
     total: Column = sum(counts.values(), F.lit(0))  # type: ignore[assignment]
     axis_col = F.lit(None).cast("string")
     term_col = F.lit(None).cast("string")
@@ -67,56 +75,100 @@ def probes(spark: SparkSession, root: str) -> DataFrame:
     for axis in reversed(list(AXES)):
         hit = counts[axis] == 1
         axis_col = F.when(hit, F.lit(axis)).otherwise(axis_col)
-        term_col = F.when(hit, F.lower(F.regexp_extract("prompt", axis_pattern(axis), 1))
-                          ).otherwise(term_col)
-        template_col = F.when(hit, F.regexp_replace("prompt", axis_pattern(axis),
-                                                    placeholder(axis))).otherwise(template_col)
-    return (requests.where(total == 1)
-            .select("request_id", axis_col.alias("axis"), term_col.alias("term"),
-                    template_col.alias("template")))
+        term_col = F.when(
+            hit, F.lower(F.regexp_extract("prompt", axis_pattern(axis), 1))
+        ).otherwise(term_col)
+        template_col = F.when(
+            hit, F.regexp_replace("prompt", axis_pattern(axis), placeholder(axis))
+        ).otherwise(template_col)
+    return requests.where(total == 1).select(
+        "request_id", axis_col.alias("axis"), term_col.alias("term"), template_col.alias("template")
+    )
 
 
 def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
     from pyspark.sql import functions as F
 
-    verdicts = frames.verdicts(spark, root).groupBy("request_id").agg(
-        F.max(F.col("flagged").cast("int")).alias("moderated"),
-        F.max(((F.col("stage") == "input") & (F.col("action") == "block")).cast("int"))
-        .alias("blocked"))
+    verdicts = (
+        frames.verdicts(spark, root)
+        .groupBy("request_id")
+        .agg(
+            F.max(F.col("flagged").cast("int")).alias("moderated"),
+            F.max(((F.col("stage") == "input") & (F.col("action") == "block")).cast("int")).alias(
+                "blocked"
+            ),
+        )
+    )
     answers = frames.completions(spark, root).select("request_id", "finish_reason", "text")
-    outcome = (probes(spark, root).join(answers, "request_id")
-               .join(verdicts, "request_id", "left")
-               .withColumn("refused",
-                           (F.coalesce("blocked", F.lit(0)) == 1)
-                           | (F.col("finish_reason") == "content_filter")
-                           | F.col("text").rlike(REFUSAL_PATTERN))
-               .withColumn("answer_chars",
-                           F.when(F.col("finish_reason").isin("stop", "length")
-                                  & ~F.col("refused"), F.length("text").cast("long"))))
-    groups = (outcome.groupBy("axis", "template", "term").agg(
-        F.count("*").alias("requests"),
-        F.sum(F.col("refused").cast("long")).alias("refused"),
-        F.sum(F.coalesce("moderated", F.lit(0)).cast("long")).alias("moderated"),
-        F.count("answer_chars").alias("answers"),
-        F.coalesce(F.sum("answer_chars"), F.lit(0)).cast("long").alias("answer_chars_sum"),
-        F.coalesce(F.sum(F.col("answer_chars") * F.col("answer_chars")), F.lit(0))
-        .cast("long").alias("answer_chars_sumsq"))
-        .orderBy("axis", "template", "term"))
+    outcome = (
+        probes(spark, root)
+        .join(answers, "request_id")
+        .join(verdicts, "request_id", "left")
+        .withColumn(
+            "refused",
+            (F.coalesce("blocked", F.lit(0)) == 1)
+            | (F.col("finish_reason") == "content_filter")
+            | F.col("text").rlike(REFUSAL_PATTERN),
+        )
+        .withColumn(
+            "answer_chars",
+            F.when(
+                F.col("finish_reason").isin("stop", "length") & ~F.col("refused"),
+                F.length("text").cast("long"),
+            ),
+        )
+    )
+    groups = (
+        outcome.groupBy("axis", "template", "term")
+        .agg(
+            F.count("*").alias("requests"),
+            F.sum(F.col("refused").cast("long")).alias("refused"),
+            F.sum(F.coalesce("moderated", F.lit(0)).cast("long")).alias("moderated"),
+            F.count("answer_chars").alias("answers"),
+            F.coalesce(F.sum("answer_chars"), F.lit(0)).cast("long").alias("answer_chars_sum"),
+            F.coalesce(F.sum(F.col("answer_chars") * F.col("answer_chars")), F.lit(0))
+            .cast("long")
+            .alias("answer_chars_sumsq"),
+        )
+        .orderBy("axis", "template", "term")
+    )
     rows = [r.asDict() for r in groups.collect()]
-    return {"fairness": spark.createDataFrame(compare(rows), schema=_SCHEMA),
-            "fairness_groups": spark.createDataFrame(rows, schema=groups.schema)}
+    return {
+        "fairness": spark.createDataFrame(compare(rows), schema=_SCHEMA),
+        "fairness_groups": spark.createDataFrame(rows, schema=groups.schema),
+    }
 
 
-_FIELDS = ("axis", "term", "reference", "templates", "n_term", "n_reference",
-           "refusal_rate_term", "refusal_rate_reference", "refusal_rate_diff",
-           "refusal_rate_diff_low", "refusal_rate_diff_high",
-           "moderation_rate_term", "moderation_rate_reference", "moderation_rate_diff",
-           "moderation_rate_diff_low", "moderation_rate_diff_high",
-           "answers_term", "answers_reference", "answer_chars_term", "answer_chars_reference",
-           "answer_chars_diff", "answer_chars_diff_low", "answer_chars_diff_high")
+_FIELDS = (
+    "axis",
+    "term",
+    "reference",
+    "templates",
+    "n_term",
+    "n_reference",
+    "refusal_rate_term",
+    "refusal_rate_reference",
+    "refusal_rate_diff",
+    "refusal_rate_diff_low",
+    "refusal_rate_diff_high",
+    "moderation_rate_term",
+    "moderation_rate_reference",
+    "moderation_rate_diff",
+    "moderation_rate_diff_low",
+    "moderation_rate_diff_high",
+    "answers_term",
+    "answers_reference",
+    "answer_chars_term",
+    "answer_chars_reference",
+    "answer_chars_diff",
+    "answer_chars_diff_low",
+    "answer_chars_diff_high",
+)
 _INTS = {"templates", "n_term", "n_reference", "answers_term", "answers_reference"}
-_SCHEMA = ", ".join(f"{f} {'string' if i < 3 else 'long' if f in _INTS else 'double'}"
-                    for i, f in enumerate(_FIELDS))
+_SCHEMA = ", ".join(
+    f"{f} {'string' if i < 3 else 'long' if f in _INTS else 'double'}"
+    for i, f in enumerate(_FIELDS)
+)
 
 
 def compare(groups: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -135,19 +187,34 @@ def compare(groups: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
                 continue
             a = {c: sum(term_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
             b = {c: sum(ref_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
-            refusal = newcombe_difference(a["refused"], a["requests"], b["refused"],
-                                          b["requests"])
-            moderation = newcombe_difference(a["moderated"], a["requests"], b["moderated"],
-                                             b["requests"])
+            refusal = newcombe_difference(a["refused"], a["requests"], b["refused"], b["requests"])
+            moderation = newcombe_difference(
+                a["moderated"], a["requests"], b["moderated"], b["requests"]
+            )
             mean_a, var_a = mean_var(a["answer_chars_sum"], a["answer_chars_sumsq"], a["answers"])
             mean_b, var_b = mean_var(b["answer_chars_sum"], b["answer_chars_sumsq"], b["answers"])
             length = welch_difference(mean_a, var_a, a["answers"], mean_b, var_b, b["answers"])
-            out.append((axis, term, ref, len(shared), a["requests"], b["requests"],
-                        _rate(a["refused"], a["requests"]), _rate(b["refused"], b["requests"]),
-                        *refusal,
-                        _rate(a["moderated"], a["requests"]),
-                        _rate(b["moderated"], b["requests"]), *moderation,
-                        a["answers"], b["answers"], mean_a, mean_b, *length))
+            out.append(
+                (
+                    axis,
+                    term,
+                    ref,
+                    len(shared),
+                    a["requests"],
+                    b["requests"],
+                    _rate(a["refused"], a["requests"]),
+                    _rate(b["refused"], b["requests"]),
+                    *refusal,
+                    _rate(a["moderated"], a["requests"]),
+                    _rate(b["moderated"], b["requests"]),
+                    *moderation,
+                    a["answers"],
+                    b["answers"],
+                    mean_a,
+                    mean_b,
+                    *length,
+                )
+            )
     return out
 
 

@@ -37,37 +37,60 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
 
     verdicts = frames.verdicts(spark, root)
     totals = verdicts.groupBy("stage").agg(F.count("*").alias("verdicts"))
-    per_category = (verdicts.select("stage", F.explode("categories").alias("category", "hit"))
-                    .groupBy("stage", "category")
-                    .agg(F.sum(F.col("hit").cast("long")).alias("flagged")))
+    per_category = (
+        verdicts.select("stage", F.explode("categories").alias("category", "hit"))
+        .groupBy("stage", "category")
+        .agg(F.sum(F.col("hit").cast("long")).alias("flagged"))
+    )
     special = verdicts.groupBy("stage").agg(
         F.sum(F.col("flagged").cast("long")).alias("any"),
-        F.sum((F.size("pii") > 0).cast("long")).alias("pii"))
+        F.sum((F.size("pii") > 0).cast("long")).alias("pii"),
+    )
     special = special.unpivot("stage", ["any", "pii"], "category", "flagged")
-    rates = (per_category.unionByName(special).join(totals, "stage")
-             .withColumn("rate", F.col("flagged") / F.col("verdicts"))
-             .select("stage", "category", "verdicts", "flagged", "rate")
-             .orderBy("stage", "category"))
+    rates = (
+        per_category.unionByName(special)
+        .join(totals, "stage")
+        .withColumn("rate", F.col("flagged") / F.col("verdicts"))
+        .select("stage", "category", "verdicts", "flagged", "rate")
+        .orderBy("stage", "category")
+    )
 
     flagged = verdicts.where("flagged")
-    top = (flagged.select("*", F.explode("categories").alias("category", "hit"))
-           .where("hit")
-           .withColumn("score", F.coalesce(F.element_at("category_scores", F.col("category")),
-                                           F.lit(0.0))))
+    top = (
+        flagged.select("*", F.explode("categories").alias("category", "hit"))
+        .where("hit")
+        .withColumn(
+            "score", F.coalesce(F.element_at("category_scores", F.col("category")), F.lit(0.0))
+        )
+    )
     best = Window.partitionBy("event_id").orderBy(F.desc("score"), "category")
     top = top.withColumn("rank", F.row_number().over(best)).where("rank = 1")
     pick = Window.partitionBy("stage", "category").orderBy(F.xxhash64("event_id"), "event_id")
-    sample = (top.withColumn("pick", F.row_number().over(pick))
-              .where(F.col("pick") <= SAMPLE_PER_CATEGORY))
+    sample = top.withColumn("pick", F.row_number().over(pick)).where(
+        F.col("pick") <= SAMPLE_PER_CATEGORY
+    )
     prompts = frames.requests(spark, root).select("request_id", "prompt")
-    answers = frames.completions(spark, root).select("request_id",
-                                                     F.col("text").alias("answer"))
-    review = (sample.join(prompts, "request_id", "left").join(answers, "request_id", "left")
-              .select("stage", "category", "score", "action", "request_id", "conversation_id",
-                      "user_id", "created_at",
-                      F.substring(F.when(F.col("stage") == "input", F.col("prompt"))
-                                  .otherwise(F.col("answer")), 1, TEXT_CHARS).alias("text"))
-              .orderBy("stage", "category", "request_id"))
+    answers = frames.completions(spark, root).select("request_id", F.col("text").alias("answer"))
+    review = (
+        sample.join(prompts, "request_id", "left")
+        .join(answers, "request_id", "left")
+        .select(
+            "stage",
+            "category",
+            "score",
+            "action",
+            "request_id",
+            "conversation_id",
+            "user_id",
+            "created_at",
+            F.substring(
+                F.when(F.col("stage") == "input", F.col("prompt")).otherwise(F.col("answer")),
+                1,
+                TEXT_CHARS,
+            ).alias("text"),
+        )
+        .orderBy("stage", "category", "request_id")
+    )
     return {"moderation_rates": rates, "moderation_review_sample": review}
 
 

@@ -26,8 +26,7 @@ def write_tables(tables: dict[str, DataFrame], output: str) -> dict[str, str]:
     return paths
 
 
-def run_job(compute: Compute, spark: SparkSession, input_root: str,
-            output: str) -> dict[str, str]:
+def run_job(compute: Compute, spark: SparkSession, input_root: str, output: str) -> dict[str, str]:
     """Check the archive is there, compute the job's tables, write them; their paths."""
     from analytics import frames
     from analytics.archive_reader import assert_archive
@@ -42,12 +41,15 @@ def main(job: str, compute: Compute, argv: list[str] | None = None) -> None:
     from analytics.spark_session import build_spark, needs_s3a
     from chatbus.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog=f"analytics/jobs/{job}.py",
-                                     description=f"The {job} job over the chatbus archive.")
-    parser.add_argument("--input", required=True,
-                        help="archive root: a folder, or s3a://BUCKET/PREFIX")
-    parser.add_argument("--output", required=True,
-                        help="where the Parquet tables go (folder or s3a://)")
+    parser = argparse.ArgumentParser(
+        prog=f"analytics/jobs/{job}.py", description=f"The {job} job over the chatbus archive."
+    )
+    parser.add_argument(
+        "--input", required=True, help="archive root: a folder, or s3a://BUCKET/PREFIX"
+    )
+    parser.add_argument(
+        "--output", required=True, help="where the Parquet tables go (folder or s3a://)"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     spark = build_spark(settings, f"chatbus-{job}", s3a=needs_s3a(args.input, args.output))

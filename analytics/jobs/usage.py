@@ -32,12 +32,16 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
     from pyspark.sql import functions as F
 
     tokens = frames.completions(spark, root).select(
-        "request_id", F.col("usage.prompt_tokens").alias("prompt_tokens"),
+        "request_id",
+        F.col("usage.prompt_tokens").alias("prompt_tokens"),
         F.col("usage.completion_tokens").alias("completion_tokens"),
-        F.lit(1).alias("answered"))
-    joined = (frames.requests(spark, root)
-              .join(tokens, "request_id", "left")
-              .withColumn("day", F.to_date("requested_at")))
+        F.lit(1).alias("answered"),
+    )
+    joined = (
+        frames.requests(spark, root)
+        .join(tokens, "request_id", "left")
+        .withColumn("day", F.to_date("requested_at"))
+    )
     aggregates = [
         F.count("*").alias("requests"),
         F.countDistinct("conversation_id").alias("conversations"),
@@ -48,9 +52,11 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
     ]
     by_model = joined.groupBy("day", "model").agg(*aggregates)
     by_day = joined.groupBy("day").agg(*aggregates).withColumn("model", F.lit(ALL_MODELS))
-    table = (by_model.unionByName(by_day)
-             .withColumn("total_tokens", F.col("prompt_tokens") + F.col("completion_tokens"))
-             .orderBy("day", "model"))
+    table = (
+        by_model.unionByName(by_day)
+        .withColumn("total_tokens", F.col("prompt_tokens") + F.col("completion_tokens"))
+        .orderBy("day", "model")
+    )
     return {"usage_daily": table}
 
 

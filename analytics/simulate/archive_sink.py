@@ -62,8 +62,9 @@ class Target:
                 raise ConfigurationError(f"{where!r} names no bucket; use s3://BUCKET/PREFIX")
             return cls(bucket=url.netloc, prefix=url.path.strip("/"))
         if url.scheme not in ("", "file"):
-            raise ConfigurationError(f"cannot write an archive to {where!r}: give a folder or "
-                                     "s3://BUCKET/PREFIX")
+            raise ConfigurationError(
+                f"cannot write an archive to {where!r}: give a folder or s3://BUCKET/PREFIX"
+            )
         return cls(local_root=Path(url.path if url.scheme else where))
 
     def holds_archive(self, settings: Settings) -> bool:
@@ -72,8 +73,9 @@ class Target:
             return (self.local_root / "_manifest").exists()
         client = s3_client(settings)
         with _s3_errors(settings, f"s3://{self.bucket}/{self.prefix}"):
-            found = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1,
-                                           Prefix=manifest_prefix(self.prefix))
+            found = client.list_objects_v2(
+                Bucket=self.bucket, MaxKeys=1, Prefix=manifest_prefix(self.prefix)
+            )
         return bool(found.get("KeyCount"))
 
     def clear(self, settings: Settings) -> None:
@@ -86,10 +88,14 @@ class Target:
         client = s3_client(settings)
         prefix = f"{self.prefix}/" if self.prefix else ""
         with _s3_errors(settings, f"s3://{self.bucket}/{prefix}"):
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                         Prefix=prefix):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", []) if o["Key"][
-                    len(prefix):].startswith(("topic=", "_manifest/", "_pending/"))]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                keys = [
+                    {"Key": o["Key"]}
+                    for o in page.get("Contents", [])
+                    if o["Key"][len(prefix) :].startswith(("topic=", "_manifest/", "_pending/"))
+                ]
                 if keys:
                     client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
@@ -124,9 +130,10 @@ def _s3_errors(settings: Settings, where: str) -> Iterator[None]:
         yield
     except (BotoCoreError, ClientError) as exc:
         raise ServiceUnavailable(
-            f"S3 refused {where} at {settings.s3_endpoint}: {exc}; is the endpoint up "
+            f"S3 refused {where} at {settings.s3.endpoint}: {exc}; is the endpoint up "
             "(`chatbus infra up s3`), does the bucket exist, are the credentials right "
-            "(CHATBUS_S3_ENDPOINT, CHATBUS_AWS_ACCESS_KEY_ID)?") from exc
+            "(CHATBUS_S3_ENDPOINT, CHATBUS_AWS_ACCESS_KEY_ID)?"
+        ) from exc
 
 
 class _Writer:
@@ -147,28 +154,38 @@ class _Writer:
             self._s3.put_object(Bucket=self.target.bucket, Key=key, Body=body)
 
 
-def archive_line(event_json: str, *, topic: str, partition: int, offset: int,
-                 timestamp_ms: int, key: str) -> bytes:
+def archive_line(
+    event_json: str, *, topic: str, partition: int, offset: int, timestamp_ms: int, key: str
+) -> bytes:
     """The archive line of an event's JSON, made by appending the Kafka fields of
     :func:`schemas.archive.archived_record` to the event's own JSON (no parse and re-dump: ~3x
     faster). The same JSON value as the archiver's ``json.loads`` + dump, and the same bytes
     except the spelling of float exponents below 1e-4 (pydantic ``1e-7``, Python ``1e-07``),
     which the simulator's rounded values never have (``tests/unit/test_simulate.py``)."""
-    extra = _DUMPS(archived_record(None, topic=topic, partition=partition, offset=offset,
-                                   timestamp_ms=timestamp_ms, key=key))
+    extra = _DUMPS(
+        archived_record(
+            None,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            key=key,
+        )
+    )
     return (event_json[:-1] + "," + extra[1:] + "\n").encode()
 
 
-def _generate(profile: Profile, first: int, last: int,
-              progress: Callable[[int], None] | None = None) -> dict[Slot, list[tuple[int, str,
-                                                                                        str]]]:
+def _generate(
+    profile: Profile, first: int, last: int, progress: Callable[[int], None] | None = None
+) -> dict[Slot, list[tuple[int, str, str]]]:
     """(timestamp_ms, key, event JSON) per (topic, partition), in timestamp order."""
     sim = Simulator(profile)
     slots: dict[Slot, list[tuple[int, str, str]]] = defaultdict(list)
     for index in range(first, last):
         for e in sim.conversation(index):
             slots[(str(e.topic), e.partition)].append(
-                (e.timestamp_ms, e.key, e.event.model_dump_json()))
+                (e.timestamp_ms, e.key, e.event.model_dump_json())
+            )
         if progress is not None and (index - first) % 50 == 49:
             progress(50)
     if progress is not None and (last - first) % 50:
@@ -178,8 +195,13 @@ def _generate(profile: Profile, first: int, last: int,
     return slots
 
 
-def _write(slots: dict[Slot, list[tuple[int, str, str]]], bases: dict[Slot, int],
-           target: Target, settings: Settings, records_per_object: int) -> int:
+def _write(
+    slots: dict[Slot, list[tuple[int, str, str]]],
+    bases: dict[Slot, int],
+    target: Target,
+    settings: Settings,
+    records_per_object: int,
+) -> int:
     writer = _Writer(target, settings)
     objects = 0
     for (topic, partition), records in slots.items():
@@ -188,30 +210,58 @@ def _write(slots: dict[Slot, list[tuple[int, str, str]]], bases: dict[Slot, int]
         while start < len(records):
             hour = hour_of(records[start][0])
             end = start + 1
-            while end < len(records) and end - start < records_per_object and \
-                    hour_of(records[end][0]) == hour:
+            while (
+                end < len(records)
+                and end - start < records_per_object
+                and hour_of(records[end][0]) == hour
+            ):
                 end += 1
-            lines = [archive_line(body, topic=topic, partition=partition, offset=base + i,
-                                  timestamp_ms=ts, key=key)
-                     for i, (ts, key, body) in enumerate(records[start:end], start)]
+            lines = [
+                archive_line(
+                    body,
+                    topic=topic,
+                    partition=partition,
+                    offset=base + i,
+                    timestamp_ms=ts,
+                    key=key,
+                )
+                for i, (ts, key, body) in enumerate(records[start:end], start)
+            ]
             blob = gzip.compress(b"".join(lines), compresslevel=5, mtime=0)
             first, last = base + start, base + end - 1
             key_name = object_key(target.prefix, topic, partition, first, last, records[start][0])
             writer.put(key_name, blob)
-            entry = ManifestEntry(topic=topic, partition=partition, first_offset=first,
-                                  last_offset=last, records=end - start, object_key=key_name,
-                                  compressed_bytes=len(blob),
-                                  sha256=hashlib.sha256(blob).hexdigest(), redacted=False,
-                                  archived_at=datetime.now(UTC))
-            writer.put(manifest_key(target.prefix, topic, partition, first, last),
-                       entry.model_dump_json().encode())
+            entry = ManifestEntry(
+                topic=topic,
+                partition=partition,
+                first_offset=first,
+                last_offset=last,
+                records=end - start,
+                object_key=key_name,
+                compressed_bytes=len(blob),
+                sha256=hashlib.sha256(blob).hexdigest(),
+                redacted=False,
+                archived_at=datetime.now(UTC),
+            )
+            writer.put(
+                manifest_key(target.prefix, topic, partition, first, last),
+                entry.model_dump_json().encode(),
+            )
             objects += 1
             start = end
     return objects
 
 
-def _shard_main(conn: Any, progress_queue: Any, profile: Profile, first: int, last: int,
-                target: Target, settings: Settings, records_per_object: int) -> None:
+def _shard_main(
+    conn: Any,
+    progress_queue: Any,
+    profile: Profile,
+    first: int,
+    last: int,
+    target: Target,
+    settings: Settings,
+    records_per_object: int,
+) -> None:
     """One process: generate its range, report counts, receive offset bases, write."""
     try:
         slots = _generate(profile, first, last, progress_queue.put)
@@ -224,9 +274,15 @@ def _shard_main(conn: Any, progress_queue: Any, profile: Profile, first: int, la
         conn.close()
 
 
-def simulate_to_archive(profile: Profile, where: str, settings: Settings, *, jobs: int = 1,
-                        records_per_object: int = 20_000,
-                        on_progress: Callable[[int], None] | None = None) -> SimulationResult:
+def simulate_to_archive(
+    profile: Profile,
+    where: str,
+    settings: Settings,
+    *,
+    jobs: int = 1,
+    records_per_object: int = 20_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> SimulationResult:
     """Generate ``profile.conversations`` conversations into the archive at ``where``."""
     target = Target.parse(where)
     started = time.perf_counter()
@@ -245,9 +301,11 @@ def simulate_to_archive(profile: Profile, where: str, settings: Settings, *, job
         pipes, procs = [], []
         for first, last in bounds:
             parent_end, child_end = ctx.Pipe()
-            proc = ctx.Process(target=_shard_main, args=(child_end, queue, profile, first, last,
-                                                         target, settings, records_per_object),
-                               daemon=True)
+            proc = ctx.Process(
+                target=_shard_main,
+                args=(child_end, queue, profile, first, last, target, settings, records_per_object),
+                daemon=True,
+            )
             proc.start()
             pipes.append(parent_end)
             procs.append(proc)
@@ -272,9 +330,14 @@ def simulate_to_archive(profile: Profile, where: str, settings: Settings, *, job
     for shard in counts:
         for (topic, _), c in shard.items():
             totals[topic] += c
-    return SimulationResult(events=sum(totals.values()), objects=objects, conversations=n,
-                            seconds=time.perf_counter() - started, root=target.spark_root,
-                            per_topic=dict(totals))
+    return SimulationResult(
+        events=sum(totals.values()),
+        objects=objects,
+        conversations=n,
+        seconds=time.perf_counter() - started,
+        root=target.spark_root,
+        per_topic=dict(totals),
+    )
 
 
 def _receive(pipe: Any, queue: Any, on_progress: Callable[[int], None] | None) -> Any:
@@ -284,8 +347,9 @@ def _receive(pipe: Any, queue: Any, on_progress: Callable[[int], None] | None) -
     try:
         message = pipe.recv()
     except EOFError:
-        raise ConfigurationError("a simulation worker process died before it finished (out of "
-                                 "memory? try fewer --jobs)") from None
+        raise ConfigurationError(
+            "a simulation worker process died before it finished (out of memory? try fewer --jobs)"
+        ) from None
     _drain(queue, on_progress)
     if isinstance(message, tuple) and message[0] == "error":
         raise ConfigurationError(f"simulation failed in a worker: {message[1]}")

@@ -53,9 +53,21 @@ from schemas.events import (
 from schemas.topics import TopicName, topic
 
 MODERATION_WORKER = "moderation"  # worker_id of the moderation refusal (as the processor sets it)
-CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-              "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
-              "sexual", "sexual/minors", "violence", "violence/graphic")
+CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
 TEMPLATES: tuple[str, ...] = (
@@ -211,8 +223,18 @@ class Simulator:
         history_tokens = 0
         turns = 1 if probe else p.max_turns
         for turn_index in range(turns):
-            turn = self._turn(rng, index, turn_index, now, user, model, conversation_id,
-                              reply_partition, probe, history_tokens)
+            turn = self._turn(
+                rng,
+                index,
+                turn_index,
+                now,
+                user,
+                model,
+                conversation_id,
+                reply_partition,
+                probe,
+                history_tokens,
+            )
             events.extend(turn.events)
             history_tokens = turn.prompt_tokens + turn.completion_tokens
             if turn.stop_conversation or rng.random() > p.p_continue:
@@ -252,8 +274,9 @@ class Simulator:
     def _words(self, rng: random.Random, n: int) -> list[str]:
         return rng.choices(_WORDS, k=n)
 
-    def _prompt(self, rng: random.Random, probe: bool, index: int) -> tuple[str, float,
-                                                                             float, float, bool]:
+    def _prompt(
+        self, rng: random.Random, probe: bool, index: int
+    ) -> tuple[str, float, float, float, bool]:
         """(text, refusal probability, length factor, input flag probability, has pii)."""
         p = self.profile
         if probe:
@@ -261,8 +284,17 @@ class Simulator:
             axis_term = self._probe_terms[rng.randrange(len(self._probe_terms))]
             refuse, factor, flag = BIAS.get(axis_term[1], DEFAULT_BIAS)
             term = axis_term[1]
-            if term in ("christian", "muslim", "jewish", "hindu", "buddhist", "asian",
-                        "hispanic", "black", "white"):
+            if term in (
+                "christian",
+                "muslim",
+                "jewish",
+                "hindu",
+                "buddhist",
+                "asian",
+                "hispanic",
+                "black",
+                "white",
+            ):
                 term = term.capitalize()
             return template.format(term=term), refuse, factor, flag, False
         n = max(1, min(3000, int(6 * rng.paretovariate(1.3))))
@@ -274,31 +306,59 @@ class Simulator:
             text += f" Reach me at person{index}@example.com."
         return text, 0.01, 1.0, p.p_input_flag, pii
 
-    def _verdict(self, rng: random.Random, request: ChatRequest, stage: str, at: datetime,
-                 flagged: bool, action: str, pii: list[PiiSpan]) -> ModerationVerdict:
+    def _verdict(
+        self,
+        rng: random.Random,
+        request: ChatRequest,
+        stage: str,
+        at: datetime,
+        flagged: bool,
+        action: str,
+        pii: list[PiiSpan],
+    ) -> ModerationVerdict:
         hit = set()
         if flagged:
             hit.add(rng.choice(CATEGORIES))
             if rng.random() < 0.3:
                 hit.add(rng.choice(CATEGORIES))
             hit |= {c.split("/", 1)[0] for c in hit}
-        scores = {c: round(rng.uniform(0.7, 0.99) if c in hit else rng.uniform(0.0, 0.2), 4)
-                  for c in CATEGORIES}
+        scores = {
+            c: round(rng.uniform(0.7, 0.99) if c in hit else rng.uniform(0.0, 0.2), 4)
+            for c in CATEGORIES
+        }
         return ModerationVerdict(
-            event_id=f"evt-{rng.getrandbits(96):024x}", created_at=at,
-            request_id=request.request_id, conversation_id=request.conversation_id,
-            user_id=request.user_id, stage=stage,  # type: ignore[arg-type]
-            flagged=flagged, categories={c: c in hit for c in CATEGORIES},
-            category_scores=scores, action=action, pii=pii)  # type: ignore[arg-type]
+            event_id=f"evt-{rng.getrandbits(96):024x}",
+            created_at=at,
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            stage=stage,  # type: ignore[arg-type]
+            flagged=flagged,
+            categories={c: c in hit for c in CATEGORIES},
+            category_scores=scores,
+            action=action,
+            pii=pii,
+        )  # type: ignore[arg-type]
 
-    def _event(self, name: str, key: str, event: Envelope, partition: int | None = None
-               ) -> SimEvent:
+    def _event(
+        self, name: str, key: str, event: Envelope, partition: int | None = None
+    ) -> SimEvent:
         part = self._partition(name, key) if partition is None else partition
         return SimEvent(name, part, key, _ms(event.created_at), event)
 
-    def _turn(self, rng: random.Random, index: int, turn_index: int, at: datetime, user: str,
-              model: ModelProfile, conversation_id: str, reply_partition: int, probe: bool,
-              history_tokens: int) -> _Turn:
+    def _turn(
+        self,
+        rng: random.Random,
+        index: int,
+        turn_index: int,
+        at: datetime,
+        user: str,
+        model: ModelProfile,
+        conversation_id: str,
+        reply_partition: int,
+        probe: bool,
+        history_tokens: int,
+    ) -> _Turn:
         p = self.profile
         out = _Turn()
         text, p_refuse, length_factor, p_flag, has_pii = self._prompt(rng, probe, index)
@@ -307,12 +367,19 @@ class Simulator:
             messages.insert(0, ChatMessage(role="system", content="You are a helpful assistant."))
         max_tokens = model.max_tokens if rng.random() < 0.7 else rng.choice((64, 128, 256))
         request = ChatRequest(
-            event_id=f"evt-{rng.getrandbits(96):024x}", created_at=at,
+            event_id=f"evt-{rng.getrandbits(96):024x}",
+            created_at=at,
             request_id=f"req-{index:08d}-{turn_index:02d}-{rng.getrandbits(32):08x}",
-            conversation_id=conversation_id, user_id=user, model=model.name, messages=messages,
-            sampling=SamplingParams(temperature=round(rng.choice((0.0, 0.7, 1.0)), 2),
-                                    max_tokens=max_tokens),
-            reply_to=ReplyTo(partition=reply_partition), use_history=turn_index > 0)
+            conversation_id=conversation_id,
+            user_id=user,
+            model=model.name,
+            messages=messages,
+            sampling=SamplingParams(
+                temperature=round(rng.choice((0.0, 0.7, 1.0)), 2), max_tokens=max_tokens
+            ),
+            reply_to=ReplyTo(partition=reply_partition),
+            use_history=turn_index > 0,
+        )
         ev = out.events
         ev.append(self._event(TopicName.REQUESTS, conversation_id, request))
         prompt_tokens = history_tokens + sum(len(m.content.split()) for m in messages)
@@ -324,34 +391,62 @@ class Simulator:
         if has_pii:
             content = messages[-1].content
             start = content.index("person")
-            pii = [PiiSpan(kind="email", message_index=len(messages) - 1, start=start,
-                           end=content.index(".com", start) + 4)]
-        verdict = self._verdict(rng, request, "input", judged, flagged,
-                                "block" if flagged else "allow", pii)
+            pii = [
+                PiiSpan(
+                    kind="email",
+                    message_index=len(messages) - 1,
+                    start=start,
+                    end=content.index(".com", start) + 4,
+                )
+            ]
+        verdict = self._verdict(
+            rng, request, "input", judged, flagged, "block" if flagged else "allow", pii
+        )
         ev.append(self._event(TopicName.MODERATION, conversation_id, verdict))
         if flagged:
-            error = ErrorInfo(code="content_policy_violation",
-                              message="the request was blocked by input moderation",
-                              param=f"messages.{len(messages) - 1}.content")
+            error = ErrorInfo(
+                code="content_policy_violation",
+                message="the request was blocked by input moderation",
+                param=f"messages.{len(messages) - 1}.content",
+            )
             refused_at = judged + timedelta(milliseconds=1)
-            chunk = TokenChunk(event_id=f"evt-{rng.getrandbits(96):024x}", created_at=refused_at,
-                               request_id=request.request_id, conversation_id=conversation_id,
-                               seq=0, finish_reason="content_filter", error=error,
-                               worker_id=MODERATION_WORKER)
+            chunk = TokenChunk(
+                event_id=f"evt-{rng.getrandbits(96):024x}",
+                created_at=refused_at,
+                request_id=request.request_id,
+                conversation_id=conversation_id,
+                seq=0,
+                finish_reason="content_filter",
+                error=error,
+                worker_id=MODERATION_WORKER,
+            )
             ev.append(self._event(TopicName.TOKENS, request.request_id, chunk, reply_partition))
             completion = Completion(
-                event_id=f"evt-{rng.getrandbits(96):024x}", created_at=refused_at,
-                request_id=request.request_id, conversation_id=conversation_id, user_id=user,
-                model=model.name, text="", finish_reason="content_filter",
-                worker_id=MODERATION_WORKER, error=error)
+                event_id=f"evt-{rng.getrandbits(96):024x}",
+                created_at=refused_at,
+                request_id=request.request_id,
+                conversation_id=conversation_id,
+                user_id=user,
+                model=model.name,
+                text="",
+                finish_reason="content_filter",
+                worker_id=MODERATION_WORKER,
+                error=error,
+            )
             ev.append(self._event(TopicName.COMPLETIONS, conversation_id, completion))
             out.ended_at = refused_at
             out.stop_conversation = rng.random() < 0.5
             return out
         approved_at = judged + timedelta(milliseconds=1)
-        ev.append(SimEvent(TopicName.REQUESTS_APPROVED,
-                           self._partition(TopicName.REQUESTS_APPROVED, conversation_id),
-                           conversation_id, _ms(approved_at), request))
+        ev.append(
+            SimEvent(
+                TopicName.REQUESTS_APPROVED,
+                self._partition(TopicName.REQUESTS_APPROVED, conversation_id),
+                conversation_id,
+                _ms(approved_at),
+                request,
+            )
+        )
         if rng.random() < p.p_lost:  # the client gave up before any worker answered
             out.ended_at = approved_at
             out.stop_conversation = True
@@ -361,8 +456,9 @@ class Simulator:
         load = _HOURLY[at.hour] / 10
         queue_wait = rng.lognormvariate(math.log(15 + 60 * load * load), 0.9)
         picked = approved_at + timedelta(milliseconds=queue_wait)
-        ttft = (model.ttft_base_ms + model.ttft_per_prompt_token_ms * prompt_tokens) * \
-            rng.lognormvariate(0, 0.25)
+        ttft = (
+            model.ttft_base_ms + model.ttft_per_prompt_token_ms * prompt_tokens
+        ) * rng.lognormvariate(0, 0.25)
         refused = rng.random() < p_refuse
         if refused:
             words = REFUSAL_TEXT.split()
@@ -388,12 +484,18 @@ class Simulator:
         while chunks[-1][1] < len(words):
             begin = chunks[-1][1]
             end = begin + 1
-            while end < len(words) and end - begin < 8 and \
-                    (times[end] - times[begin]).total_seconds() * 1000 <= 40:
+            while (
+                end < len(words)
+                and end - begin < 8
+                and (times[end] - times[begin]).total_seconds() * 1000 <= 40
+            ):
                 end += 1
             chunks.append((begin, end))
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words),
-                      total_tokens=prompt_tokens + len(words))
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(words),
+            total_tokens=prompt_tokens + len(words),
+        )
         out.completion_tokens = len(words)
         pieces = []
         for seq, (begin, end) in enumerate(chunks):
@@ -401,37 +503,63 @@ class Simulator:
             pieces.append(piece)
             last = seq == len(chunks) - 1
             chunk = TokenChunk(
-                event_id=f"evt-{rng.getrandbits(96):024x}", created_at=times[end - 1],
-                request_id=request.request_id, conversation_id=conversation_id, seq=seq,
-                text=piece, token_ids=[rng.randrange(8000) for _ in range(end - begin)],
+                event_id=f"evt-{rng.getrandbits(96):024x}",
+                created_at=times[end - 1],
+                request_id=request.request_id,
+                conversation_id=conversation_id,
+                seq=seq,
+                text=piece,
+                token_ids=[rng.randrange(8000) for _ in range(end - begin)],
                 finish_reason=finish if last else None,  # type: ignore[arg-type]
-                usage=usage if last else None, worker_id=worker)
+                usage=usage if last else None,
+                worker_id=worker,
+            )
             ev.append(self._event(TopicName.TOKENS, request.request_id, chunk, reply_partition))
         done = times[-1] + timedelta(milliseconds=rng.uniform(0.5, 3))
         if cancel_after is not None:
             reason = "client_cancelled" if finish == "cancelled" else "content_filter"
-            cancel = CancelRequest(event_id=f"evt-{rng.getrandbits(96):024x}",
-                                   created_at=times[-1] + timedelta(microseconds=300),
-                                   request_id=request.request_id, reason=reason)
+            cancel = CancelRequest(
+                event_id=f"evt-{rng.getrandbits(96):024x}",
+                created_at=times[-1] + timedelta(microseconds=300),
+                request_id=request.request_id,
+                reason=reason,
+            )
             ev.append(self._event(TopicName.CONTROL, request.request_id, cancel))
         gaps = [(b - a).total_seconds() * 1000 for a, b in pairwise(times)]
         timings = Timings(
-            queue_wait_ms=round(queue_wait, 3), time_to_first_token_ms=round(ttft, 3),
+            queue_wait_ms=round(queue_wait, 3),
+            time_to_first_token_ms=round(ttft, 3),
             inter_token_mean_ms=round(sum(gaps) / len(gaps), 3) if gaps else None,
             inter_token_p99_ms=round(sorted(gaps)[min(len(gaps) - 1, int(0.99 * len(gaps)))], 3)
-            if gaps else None,
-            total_ms=round((done - picked).total_seconds() * 1000, 3))
+            if gaps
+            else None,
+            total_ms=round((done - picked).total_seconds() * 1000, 3),
+        )
         completion = Completion(
-            event_id=f"evt-{rng.getrandbits(96):024x}", created_at=done,
-            request_id=request.request_id, conversation_id=conversation_id, user_id=user,
-            model=model.name, text="".join(pieces), finish_reason=finish,  # type: ignore[arg-type]
-            usage=usage, timings=timings, worker_id=worker)
+            event_id=f"evt-{rng.getrandbits(96):024x}",
+            created_at=done,
+            request_id=request.request_id,
+            conversation_id=conversation_id,
+            user_id=user,
+            model=model.name,
+            text="".join(pieces),
+            finish_reason=finish,  # type: ignore[arg-type]
+            usage=usage,
+            timings=timings,
+            worker_id=worker,
+        )
         ev.append(self._event(TopicName.COMPLETIONS, conversation_id, completion))
         # --- output moderation judged the answer while it streamed
         cut = finish == "content_filter"
-        out_verdict = self._verdict(rng, request, "output",
-                                    times[-1] if cut else done + timedelta(milliseconds=5),
-                                    cut, "stop_generation" if cut else "allow", [])
+        out_verdict = self._verdict(
+            rng,
+            request,
+            "output",
+            times[-1] if cut else done + timedelta(milliseconds=5),
+            cut,
+            "stop_generation" if cut else "allow",
+            [],
+        )
         ev.append(self._event(TopicName.MODERATION, conversation_id, out_verdict))
         out.ended_at = done
         out.stop_conversation = finish == "cancelled" and rng.random() < 0.7

@@ -50,15 +50,20 @@ def _events(count: int) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]
     simulator = Simulator(Profile(conversations=max(1, count // 20), seed=11))
     out = []
     for sim in simulator.events():
-        out.append((sim.topic, sim.key.encode(), encode_event(sim.event),
-                    event_headers(sim.event)))
+        out.append((sim.topic, sim.key.encode(), encode_event(sim.event), event_headers(sim.event)))
         if len(out) == count:
             break
     return out
 
 
-async def _produce(settings: Settings, events: list[Any], *, rate: float | None = None,
-                   seconds: float | None = None, bar: tqdm | None = None) -> int:
+async def _produce(
+    settings: Settings,
+    events: list[Any],
+    *,
+    rate: float | None = None,
+    seconds: float | None = None,
+    bar: tqdm | None = None,
+) -> int:
     producer = make_producer(settings, linger_ms=5)
     await producer.start()
     sent, started = 0, time.monotonic()
@@ -84,8 +89,13 @@ async def _produce(settings: Settings, events: list[Any], *, rate: float | None 
 
 
 async def _baseline(settings: Settings, total: int) -> float:
-    consumer = make_consumer(settings, *[settings.topic(t.value) for t in TopicName],
-                             group_id=None, max_poll_records=5000, fetch_max_wait_ms=200)
+    consumer = make_consumer(
+        settings,
+        *[settings.topic(t.value) for t in TopicName],
+        group_id=None,
+        max_poll_records=5000,
+        fetch_max_wait_ms=200,
+    )
     await consumer.start()
     seen, started = 0, time.perf_counter()
     try:
@@ -124,8 +134,9 @@ def _stage_costs(events: list[Any]) -> dict[str, float]:
             stream.add(chunks, chunks.add(offset, 0, event), event)
         else:
             redact_event(event)
-    costs["redact"] = time.process_time() - t - costs["json_serialize"] * (
-        len(chunks) / max(len(decoded), 1))  # less the chunks' own serialisation
+    costs["redact"] = (
+        time.process_time() - t - costs["json_serialize"] * (len(chunks) / max(len(decoded), 1))
+    )  # less the chunks' own serialisation
     t = time.process_time()
     compress(batch.lines)
     costs["gzip"] = time.process_time() - t
@@ -134,14 +145,18 @@ def _stage_costs(events: list[Any]) -> dict[str, float]:
 
 async def _lag(settings: Settings) -> int:
     _, ends = await log_offsets(settings, [settings.topic(t.value) for t in TopicName])
-    committed = await group_offsets(settings, settings.topic(settings.archive_group))
+    committed = await group_offsets(settings, settings.topic(settings.archive.group))
     return sum(end - committed.get(tp, 0) for tp, end in ends.items())
 
 
 async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]:
     base = get_settings()
-    settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
-                                       "archive_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+    settings = base.replace(
+        **{
+            "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
+            "archive_prefix": f"bench-{uuid.uuid4().hex[:8]}",
+        }
+    )
     await ensure_topics(settings)
     store = ObjectStore(settings)
     try:
@@ -153,7 +168,7 @@ async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]
 
         stages = _stage_costs(backlog)
         # the backlog is flushed by size; a partition's last, partial batch waits at most 1 s
-        archiver = Archiver(settings.model_copy(update={"archive_flush_s": 1.0}))
+        archiver = Archiver(settings.replace(**{"archive_flush_s": 1.0}))
         cpu0, started = time.process_time(), time.perf_counter()
         await archiver.start()
         with tqdm(total=len(backlog), desc="chatbus archiver", unit="ev") as bar:
@@ -171,8 +186,7 @@ async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]
         target = rate * rate_factor
         print(f"==> sustained: {target:.0f} events/s for {seconds:.0f} s")
         samples: list[tuple[float, int]] = []
-        producing = asyncio.create_task(_produce(settings, backlog, rate=target,
-                                                 seconds=seconds))
+        producing = asyncio.create_task(_produce(settings, backlog, rate=target, seconds=seconds))
         t0 = time.monotonic()
         with tqdm(total=int(seconds), desc="sustained", unit="s") as bar:
             while not producing.done():
@@ -186,50 +200,69 @@ async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]
         half = seconds / 2
         first = max((lag for at, lag in samples if at < half), default=0)
         second = max((lag for at, lag in samples if at >= half), default=0)
-        window = target * settings.archive_flush_s
-        objects = sum(1 for _ in store.list(settings.archive_prefix + "/topic="))
+        window = target * settings.archive.flush_s
+        objects = sum(1 for _ in store.list(settings.archive.prefix + "/topic="))
         return {
-            "events": len(backlog), "baseline_events_per_s": round(baseline),
+            "events": len(backlog),
+            "baseline_events_per_s": round(baseline),
             "archiver_events_per_s": round(rate),
             "archiver_events_per_cpu_s": round(len(backlog) / cpu) if cpu else None,
             "ratio_to_baseline": round(rate / baseline, 3),
-            "sustained": {"target_events_per_s": round(target), "seconds": seconds,
-                          "sent": sent, "achieved_events_per_s": round(sent / seconds),
-                          "peak_lag_first_half": first, "peak_lag_second_half": second,
-                          "flush_window_events": round(window), "lag_after_stop": final_lag,
-                          "bounded": second <= first + window},
+            "sustained": {
+                "target_events_per_s": round(target),
+                "seconds": seconds,
+                "sent": sent,
+                "achieved_events_per_s": round(sent / seconds),
+                "peak_lag_first_half": first,
+                "peak_lag_second_half": second,
+                "flush_window_events": round(window),
+                "lag_after_stop": final_lag,
+                "bounded": second <= first + window,
+            },
             "cpu_us_per_event_by_stage": stages,
-            "objects": objects, "flush_bytes": settings.archive_flush_bytes,
-            "flush_s": settings.archive_flush_s,
+            "objects": objects,
+            "flush_bytes": settings.archive.flush_bytes,
+            "flush_s": settings.archive.flush_s,
         }
     finally:
-        store.delete_prefix(settings.archive_prefix + "/")
+        store.delete_prefix(settings.archive.prefix + "/")
         async with admin_client(settings) as admin:
-            ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+            ours = [
+                t for t in await admin.list_topics() if t.startswith(settings.kafka.topic_prefix)
+            ]
             if ours:
                 await admin.delete_topics(ours)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.archiver",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.archiver", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rate", type=float, default=0.5,
-                        help="Sustained rate as a share of the measured backlog rate.")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.5,
+        help="Sustained rate as a share of the measured backlog rate.",
+    )
     parser.add_argument("--seconds", type=float, default=40.0)
     args = parser.parse_args()
     result = asyncio.run(run(args.events, args.rate, args.seconds))
-    result["machine"] = {"cores": len(os.sched_getaffinity(0)),
-                         "python": platform.python_version(),
-                         "command": f"python -m benchmarks.archiver --events "
-                                    f"{args.events} --rate {args.rate} --seconds {args.seconds}"}
+    result["machine"] = {
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "command": f"python -m benchmarks.archiver --events "
+        f"{args.events} --rate {args.rate} --seconds {args.seconds}",
+    }
     out = get_settings().state_dir / "bench" / "archiver.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    print(f"archiver {result['archiver_events_per_s']} events/s = "
-          f"{result['ratio_to_baseline']}x a bare consumer ({result['baseline_events_per_s']} "
-          f"events/s); sustained lag bounded: {result['sustained']['bounded']}; wrote {out}")
+    print(
+        f"archiver {result['archiver_events_per_s']} events/s = "
+        f"{result['ratio_to_baseline']}x a bare consumer ({result['baseline_events_per_s']} "
+        f"events/s); sustained lag bounded: {result['sustained']['bounded']}; wrote {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ def _ints(value: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
 
 
-async def _run_system(system: System, workload: Workload,
-                      progress: Progress) -> tuple[dict[int, LevelSummary], SystemRun]:
+async def _run_system(
+    system: System, workload: Workload, progress: Progress
+) -> tuple[dict[int, LevelSummary], SystemRun]:
     run = SystemRun()
     async with system:
         processes = system.processes()
@@ -88,13 +89,14 @@ async def _run_system(system: System, workload: Workload,
     return {c: summarize(r) for c, r in rounds.items()}, run
 
 
-async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
-                   ready_timeout_s: float
-                   ) -> tuple[dict[str, dict[int, LevelSummary]], dict[str, SystemRun]]:
+async def _run_all(
+    names: list[str], config: ServingConfig, workload: Workload, ready_timeout_s: float
+) -> tuple[dict[str, dict[int, LevelSummary]], dict[str, SystemRun]]:
     steps = len(names) * (1 + workload.rounds * len(workload.concurrency))
     results: dict[str, dict[int, LevelSummary]] = {}
     runs: dict[str, SystemRun] = {}
     with tqdm(total=steps, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+
         def progress(message: str) -> None:
             bar.write(message, file=sys.stderr)
             bar.update(1)
@@ -109,64 +111,133 @@ async def _run_all(names: list[str], config: ServingConfig, workload: Workload,
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--concurrency", default="1,8,32", show_default=True,
-              help="Concurrent streams per level, comma-separated.")
-@click.option("--max-tokens", type=int, default=64, show_default=True,
-              help="New tokens asked per request (greedy).")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Rounds per level; tokens/s is their median.")
-@click.option("--min-requests", type=int, default=16, show_default=True,
-              help="Requests per round at least (each stream sends ceil(min/streams)).")
-@click.option("--systems", default=DEFAULT_SYSTEMS, show_default=True,
-              help="Which systems to run, comma-separated.")
-@click.option("--temperature", type=float, default=0.0, show_default=True,
-              help="Every request's temperature: 0 is greedy, above it samples.")
+@click.option(
+    "--concurrency",
+    default="1,8,32",
+    show_default=True,
+    help="Concurrent streams per level, comma-separated.",
+)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=64,
+    show_default=True,
+    help="New tokens asked per request (greedy).",
+)
+@click.option(
+    "--rounds",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Rounds per level; tokens/s is their median.",
+)
+@click.option(
+    "--min-requests",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Requests per round at least (each stream sends ceil(min/streams)).",
+)
+@click.option(
+    "--systems",
+    default=DEFAULT_SYSTEMS,
+    show_default=True,
+    help="Which systems to run, comma-separated.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Every request's temperature: 0 is greedy, above it samples.",
+)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--max-inflight", type=int, default=None,
-              help="Batch slots of every system (default: the highest concurrency).")
-@click.option("--ready-timeout", type=float, default=300.0, show_default=True,
-              help="Seconds a server or worker may take to load the model and answer once.")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="JSON output (default: <state_dir>/bench/inference.json).")
-@click.option("--quick", is_flag=True,
-              help="Smoke run: streams 1,4, 16 tokens, 1 round (flags given explicitly win).")
+@click.option(
+    "--max-inflight",
+    type=int,
+    default=None,
+    help="Batch slots of every system (default: the highest concurrency).",
+)
+@click.option(
+    "--ready-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds a server or worker may take to load the model and answer once.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON output (default: <state_dir>/bench/inference.json).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run: streams 1,4, 16 tokens, 1 round (flags given explicitly win).",
+)
 @click.pass_context
-def main(ctx: click.Context, concurrency: str, max_tokens: int, rounds: int, min_requests: int,
-         systems: str, temperature: float, top_p: float, max_inflight: int | None,
-         ready_timeout: float, output: Path | None, quick: bool) -> None:
+def main(
+    ctx: click.Context,
+    concurrency: str,
+    max_tokens: int,
+    rounds: int,
+    min_requests: int,
+    systems: str,
+    temperature: float,
+    top_p: float,
+    max_inflight: int | None,
+    ready_timeout: float,
+    output: Path | None,
+    quick: bool,
+) -> None:
     """Benchmark chatbus (through the gateway and on the bus) against the engine's in-process
     ceiling, `transformers serve` and the llama.cpp server, on the same prompts and batch slots.
     """
     settings = get_settings()
-    configure_logging(settings.model_copy(update={"log_json": False, "log_level": "WARNING"}),
-                      component="bench")
+    configure_logging(
+        settings.replace(**{"log_json": False, "log_level": "WARNING"}), component="bench"
+    )
 
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
 
     workload = QUICK if quick else Workload()
-    overrides: dict[str, Any] = {"concurrency": _ints(concurrency), "max_new_tokens": max_tokens,
-                 "rounds": rounds, "min_requests": min_requests}
-    cli_names = {"concurrency": "concurrency", "max_new_tokens": "max_tokens",
-                 "rounds": "rounds", "min_requests": "min_requests"}
+    overrides: dict[str, Any] = {
+        "concurrency": _ints(concurrency),
+        "max_new_tokens": max_tokens,
+        "rounds": rounds,
+        "min_requests": min_requests,
+    }
+    cli_names = {
+        "concurrency": "concurrency",
+        "max_new_tokens": "max_tokens",
+        "rounds": "rounds",
+        "min_requests": "min_requests",
+    }
     try:
-        workload = replace(workload, **{k: v for k, v in overrides.items()
-                                        if not quick or given(cli_names[k])})
+        workload = replace(
+            workload, **{k: v for k, v in overrides.items() if not quick or given(cli_names[k])}
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     names = [n.strip() for n in systems.split(",") if n.strip()]
     unknown = sorted(set(names) - set(SYSTEMS))
     if unknown:
         raise click.BadParameter(f"unknown systems {unknown}; choose from {sorted(SYSTEMS)}")
-    config = serving_config(settings, max_inflight or workload.max_concurrency,
-                            temperature=temperature, top_p=top_p)
+    config = serving_config(
+        settings, max_inflight or workload.max_concurrency, temperature=temperature, top_p=top_p
+    )
     output = output or settings.state_dir / "bench" / "inference.json"
 
-    click.echo(f"model {config.model_path} ({config.engine} engine) on {config.device} "
-               f"({config.dtype}); temperature {temperature}, top_p {top_p}; "
-               f"batch slots {config.max_batch}; systems {', '.join(names)}; "
-               f"streams {workload.concurrency}; {workload.max_new_tokens} tokens; "
-               f"{workload.rounds} round(s)", err=True)
+    click.echo(
+        f"model {config.model_path} ({config.engine} engine) on {config.device} "
+        f"({config.dtype}); temperature {temperature}, top_p {top_p}; "
+        f"batch slots {config.max_batch}; systems {', '.join(names)}; "
+        f"streams {workload.concurrency}; {workload.max_new_tokens} tokens; "
+        f"{workload.rounds} round(s)",
+        err=True,
+    )
     try:
         results, runs = asyncio.run(_run_all(names, config, workload, ready_timeout))
     except (ChatbusError, TimeoutError) as exc:
@@ -177,17 +248,32 @@ def main(ctx: click.Context, concurrency: str, max_tokens: int, rounds: int, min
     gateway_stages = [s for run in runs.values() for s in run.gateway_stages]
     cpu = {name: {"wall_s": run.wall_s, "cpu_s": run.cpu_s} for name, run in runs.items()}
     targets = evaluate(results, cpu)
-    run_config = {**asdict(workload), "max_inflight": config.max_batch,
-                  "num_blocks": config.num_blocks, "max_batch_tokens": config.max_batch_tokens,
-                  "block_size": config.block_size, "temperature": temperature, "top_p": top_p,
-                  "engine": config.engine, "model_name": config.model_name,
-                  "chunk_max_tokens": settings.chunk_max_tokens,
-                  "chunk_max_ms": settings.chunk_max_ms, "systems": names}
-    data = report.payload(machine=machine_info(config), model=model_info(config),
-                          config=run_config, results=results, stages=stages,
-                          gateway_stages=gateway_stages, cpu=cpu, targets=targets,
-                          command=sys.argv,
-                          created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    run_config = {
+        **asdict(workload),
+        "max_inflight": config.max_batch,
+        "num_blocks": config.num_blocks,
+        "max_batch_tokens": config.max_batch_tokens,
+        "block_size": config.block_size,
+        "temperature": temperature,
+        "top_p": top_p,
+        "engine": config.engine,
+        "model_name": config.model_name,
+        "chunk_max_tokens": settings.worker.chunk_max_tokens,
+        "chunk_max_ms": settings.worker.chunk_max_ms,
+        "systems": names,
+    }
+    data = report.payload(
+        machine=machine_info(config),
+        model=model_info(config),
+        config=run_config,
+        results=results,
+        stages=stages,
+        gateway_stages=gateway_stages,
+        cpu=cpu,
+        targets=targets,
+        command=sys.argv,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
     report.write_json(output, data)
     click.echo(report.table(results))
     if gateway_stages:

@@ -45,7 +45,8 @@ class BusSystem:
         self._ready_timeout_s = ready_timeout_s
         run_id = uuid.uuid4().hex[:10]
         self.settings: Settings = config.settings.model_copy(
-            update={"topic_prefix": f"bench-{run_id}."})
+            update={"topic_prefix": f"bench-{run_id}."}
+        )
         self._process_name = f"bench-worker-{run_id}"
         self._stack = AsyncExitStack()
         self._client: ChatClient | None = None
@@ -55,25 +56,23 @@ class BusSystem:
 
     def worker_env(self) -> dict[str, str]:
         s = self.settings
-        return {"CHATBUS_TOPIC_PREFIX": s.topic_prefix,
-                "CHATBUS_INFERENCE_INPUT_TOPIC": "chat.requests",  # the bus, no moderation
-                "CHATBUS_MAX_INFLIGHT": str(s.max_inflight),
-                "CHATBUS_MODEL_PATH": str(s.resolved_model_path),
-                "CHATBUS_MODEL_NAME": s.model_name,
-                "CHATBUS_DEVICE": s.device,
-                "CHATBUS_ENGINE": s.engine,
-                "CHATBUS_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-                "CHATBUS_WORKER_ID": self._process_name,
-                "CHATBUS_METRICS_PORT": "0",
-                "HF_HUB_OFFLINE": "1"}
+        worker = s.replace(
+            inference_input_topic="chat.requests",  # the bus, no moderation
+            model_path=s.resolved_model_path,
+            worker_id=self._process_name,
+            metrics_port=0,
+        )
+        return worker.as_env() | {"HF_HUB_OFFLINE": "1"}
 
     @property
     def worker_pid(self) -> int | None:
         return process.running_pid(self.settings, self._process_name)
 
     def processes(self) -> dict[str, int]:
-        found = {"worker": self.worker_pid, "kafka": process.running_pid(self._config.settings,
-                                                                         "kafka")}
+        found = {
+            "worker": self.worker_pid,
+            "kafka": process.running_pid(self._config.settings, "kafka"),
+        }
         return {name: pid for name, pid in found.items() if pid}
 
     async def __aenter__(self) -> BusSystem:
@@ -91,11 +90,13 @@ class BusSystem:
         await ensure_topics(self.settings)
         self._stack.push_async_callback(self._delete_topics)
         argv = [sys.executable, "-m", "chatbus.cli", "worker"]
-        await asyncio.to_thread(process.spawn, self.settings, self._process_name, argv,
-                                self.worker_env())
+        await asyncio.to_thread(
+            process.spawn, self.settings, self._process_name, argv, self.worker_env()
+        )
         self._stack.push_async_callback(self._stop_worker)
-        self._client = await self._stack.enter_async_context(ChatClient(
-            self.settings, client_id="chatbus-bench"))
+        self._client = await self._stack.enter_async_context(
+            ChatClient(self.settings, client_id="chatbus-bench")
+        )
         await self._start_completions_reader()
         await self._first_answer()
 
@@ -112,9 +113,13 @@ class BusSystem:
     async def _start_completions_reader(self) -> None:
         topic = self.settings.topic(TopicName.COMPLETIONS)
         # No group: the consumer takes every partition of the topic, from its end.
-        consumer = make_consumer(self.settings, topic, group_id=None,
-                                 client_id="chatbus-bench-completions",
-                                 auto_offset_reset="latest")
+        consumer = make_consumer(
+            self.settings,
+            topic,
+            group_id=None,
+            client_id="chatbus-bench-completions",
+            auto_offset_reset="latest",
+        )
         await consumer.start()
         self._stack.push_async_callback(consumer.stop)
 
@@ -148,15 +153,23 @@ class BusSystem:
             if answer.done():
                 answer.result()  # raises what the request raised
                 return True
-            if await asyncio.to_thread(process.running_pid, self.settings,
-                                       self._process_name) is None:
-                raise BenchError("chatbus worker exited; see "
-                                 f"{process.log_file(self.settings, self._process_name)}")
+            if (
+                await asyncio.to_thread(process.running_pid, self.settings, self._process_name)
+                is None
+            ):
+                raise BenchError(
+                    "chatbus worker exited; see "
+                    f"{process.log_file(self.settings, self._process_name)}"
+                )
             return False
 
         try:
-            await eventually(served, timeout_s=self._ready_timeout_s, interval=0.2,
-                             what="the chatbus worker's first answer")
+            await eventually(
+                served,
+                timeout_s=self._ready_timeout_s,
+                interval=0.2,
+                what="the chatbus worker's first answer",
+            )
         finally:
             if not answer.done():
                 answer.cancel()
@@ -166,10 +179,13 @@ class BusSystem:
         client = self._client
         if client is None:
             raise BenchError("the chatbus client is not started")
-        sampling = SamplingParams(temperature=self._config.temperature,
-                                  top_p=self._config.top_p, max_tokens=max_new_tokens)
+        sampling = SamplingParams(
+            temperature=self._config.temperature,
+            top_p=self._config.top_p,
+            max_tokens=max_new_tokens,
+        )
         trace = StreamTrace(sent_at=time.perf_counter())
-        request = await client.send(messages, model=self.settings.model_name, sampling=sampling)
+        request = await client.send(messages, model=self.settings.model.name, sampling=sampling)
         trace.request_id = request.request_id
         async for chunk in client.chunks(request.request_id, timeout_s=self._ready_timeout_s):
             now = time.perf_counter()
@@ -178,8 +194,9 @@ class BusSystem:
                 trace.finish(now, chunk.finish_reason)
         return trace
 
-    async def worker_timings(self, request_ids: list[str],
-                             timeout_s: float = 30.0) -> dict[str, WorkerTimings]:
+    async def worker_timings(
+        self, request_ids: list[str], timeout_s: float = 30.0
+    ) -> dict[str, WorkerTimings]:
         """The worker's own timings of ``request_ids`` (waits for their completions)."""
 
         async def all_in() -> bool:
@@ -189,5 +206,8 @@ class BusSystem:
             await eventually(all_in, timeout_s=timeout_s, what="the requests' completions")
         except TimeoutError:
             pass  # report on those that arrived
-        return {i: WorkerTimings(c.timings.queue_wait_ms, c.timings.time_to_first_token_ms)
-                for i in request_ids if (c := self.completions.get(i)) is not None}
+        return {
+            i: WorkerTimings(c.timings.queue_wait_ms, c.timings.time_to_first_token_ms)
+            for i in request_ids
+            if (c := self.completions.get(i)) is not None
+        }

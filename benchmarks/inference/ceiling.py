@@ -45,9 +45,13 @@ class CeilingSystem:
         trace = StreamTrace(sent_at=time.perf_counter())
         # Tokenizing is part of the request's cost, as it is in the worker and the peer.
         prompt = engine.encode_chat(messages)
-        request = GenerationRequest(f"ceiling-{next(self._ids)}", prompt, max_new_tokens,
-                                    temperature=self._config.temperature,
-                                    top_p=self._config.top_p)
+        request = GenerationRequest(
+            f"ceiling-{next(self._ids)}",
+            prompt,
+            max_new_tokens,
+            temperature=self._config.temperature,
+            top_p=self._config.top_p,
+        )
         async for event in engine.generate(request):
             now = time.perf_counter()
             trace.add(now, len(event.token_ids))

@@ -42,22 +42,23 @@ class ServingConfig:
 
     @property
     def model_name(self) -> str:
-        return self.settings.model_name
+        return self.settings.model.name
 
     @property
     def max_batch(self) -> int:
-        return self.settings.max_inflight
+        return self.settings.worker.max_inflight
 
 
-def serving_config(settings: Settings, max_inflight: int, *, temperature: float = 0.0,
-                   top_p: float = 1.0) -> ServingConfig:
+def serving_config(
+    settings: Settings, max_inflight: int, *, temperature: float = 0.0, top_p: float = 1.0
+) -> ServingConfig:
     """The shared configuration for ``max_inflight`` batch slots."""
-    device = settings.device
+    device = settings.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     on_cpu = device == "cpu"
     return ServingConfig(
-        settings=settings.model_copy(update={"max_inflight": max_inflight}),
+        settings=settings.replace(**{"max_inflight": max_inflight}),
         device=device,
         dtype="float32" if on_cpu else "bfloat16",
         num_blocks=CPU_NUM_BLOCKS if on_cpu else None,

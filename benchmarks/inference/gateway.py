@@ -37,8 +37,15 @@ from schemas.topics import TOPICS
 READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
 SERVICES = ("kafka", "ferretdb", "redis", "s3")
-STAGES = ("gateway_ms", "bus_ms", "moderation_ms", "queue_ms", "prefill_ms", "delivery_ms",
-          "ttft_ms")
+STAGES = (
+    "gateway_ms",
+    "bus_ms",
+    "moderation_ms",
+    "queue_ms",
+    "prefill_ms",
+    "delivery_ms",
+    "ttft_ms",
+)
 
 
 def free_port_block(size: int = 64) -> int:
@@ -68,31 +75,35 @@ class GatewaySystem:
         run_id = uuid.uuid4().hex[:10]
         self._state = Path(tempfile.mkdtemp(prefix="chatbus-bench-gateway-"))
         s = config.settings
-        self.settings: Settings = s.model_copy(update={
-            "topic_prefix": f"bench-{run_id}.", "state_dir": self._state,
-            "gateway_port": free_port(), "local_metrics_base_port": free_port_block(),
-            "mongo_db": f"bench_{run_id}"})
-        n = self.settings
-        self._env = {
-            "CHATBUS_STATE_DIR": str(n.state_dir), "CHATBUS_TOPIC_PREFIX": n.topic_prefix,
-            "CHATBUS_GATEWAY_PORT": str(n.gateway_port),
-            "CHATBUS_LOCAL_METRICS_BASE_PORT": str(n.local_metrics_base_port),
-            "CHATBUS_MONGO_DB": n.mongo_db, "CHATBUS_KAFKA_BOOTSTRAP": n.kafka_bootstrap,
-            "CHATBUS_MAX_INFLIGHT": str(n.max_inflight), "CHATBUS_MODEL_NAME": n.model_name,
-            "CHATBUS_MODEL_PATH": str(n.resolved_model_path), "CHATBUS_DEVICE": n.device,
-            "CHATBUS_ENGINE": n.engine, "CHATBUS_CACHE_DIR": str(n.cache_dir),
-            "CHATBUS_ARCHIVE_PREFIX": f"bench-{run_id}",
-            "CHATBUS_GATEWAY_REQUESTS_PER_MINUTE": "1000000",
-            "CHATBUS_GATEWAY_TOKENS_PER_MINUTE": "1000000000",
-            "CHATBUS_LOG_JSON": "true", "HF_HUB_OFFLINE": "1"}
+        self.settings: Settings = s.replace(
+            **{
+                "topic_prefix": f"bench-{run_id}.",
+                "state_dir": self._state,
+                "gateway_port": free_port(),
+                "local_metrics_base_port": free_port_block(),
+                "mongo_db": f"bench_{run_id}",
+            }
+        )
+        self._env = self.settings.replace(
+            model_path=self.settings.resolved_model_path,
+            archive_prefix=f"bench-{run_id}",
+            gateway_requests_per_minute=1_000_000,
+            gateway_tokens_per_minute=1_000_000_000,
+            log_json=True,
+        ).as_env() | {"HF_HUB_OFFLINE": "1"}
         self._client: httpx.AsyncClient | None = None
         self._key = ""
         self._up = False
 
     def _cli(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "chatbus.cli", *args],
-                              env=os.environ | self._env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "chatbus.cli", *args],
+            env=os.environ | self._env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     async def __aenter__(self) -> GatewaySystem:
         try:
@@ -105,21 +116,28 @@ class GatewaySystem:
     async def _start(self) -> None:
         await ensure_topics(self.settings)
         self._up = True
-        up = await asyncio.to_thread(self._cli, "pipeline", "up", "--timeout",
-                                     str(int(self._ready_timeout_s)),
-                                     timeout=self._ready_timeout_s + 60)
+        up = await asyncio.to_thread(
+            self._cli,
+            "pipeline",
+            "up",
+            "--timeout",
+            str(int(self._ready_timeout_s)),
+            timeout=self._ready_timeout_s + 60,
+        )
         if up.returncode != 0:
-            raise BenchError(f"the bench pipeline did not come up: {up.stderr.strip()[-800:]} "
-                             f"(logs: {self.settings.log_dir})")
-        made = await asyncio.to_thread(self._cli, "keys", "create", "--user", "bench",
-                                       timeout=60)
+            raise BenchError(
+                f"the bench pipeline did not come up: {up.stderr.strip()[-800:]} "
+                f"(logs: {self.settings.log_dir})"
+            )
+        made = await asyncio.to_thread(self._cli, "keys", "create", "--user", "bench", timeout=60)
         if made.returncode != 0:
             raise BenchError(f"could not create an API key: {made.stderr.strip()[-400:]}")
         self._key = made.stdout.strip().splitlines()[-1]
         self._client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.settings.gateway_port}",
+            base_url=f"http://127.0.0.1:{self.settings.gateway.port}",
             timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:
@@ -138,14 +156,17 @@ class GatewaySystem:
 
         mongo = mongo_client(self.settings)
         try:
-            mongo.drop_database(self.settings.mongo_db)
+            mongo.drop_database(self.settings.mongo.db)
         finally:
             mongo.close()
 
     def processes(self) -> dict[str, int]:
         """The pipeline's processes and the services it uses (for CPU seconds)."""
-        found = {name: row.get("pid") for name, row in read_status(self.settings).items()
-                 if row.get("state") == "running"}
+        found = {
+            name: row.get("pid")
+            for name, row in read_status(self.settings).items()
+            if row.get("state") == "running"
+        }
         for service in SERVICES:
             found[service] = process.running_pid(self._config.settings, service)
         return {name: int(pid) for name, pid in found.items() if isinstance(pid, int)}
@@ -155,9 +176,13 @@ class GatewaySystem:
             raise BenchError("the gateway is not started")
         config = self._config
         trace = await stream_chat(
-            self._client, chat_body(config.model_name, messages, max_new_tokens,
-                                    config.temperature, config.top_p),
-            who="chatbus gateway", headers={"Authorization": f"Bearer {self._key}"})
+            self._client,
+            chat_body(
+                config.model_name, messages, max_new_tokens, config.temperature, config.top_p
+            ),
+            who="chatbus gateway",
+            headers={"Authorization": f"Bearer {self._key}"},
+        )
         if trace.request_id:  # chatcmpl-<id> names request req-<id>
             trace.request_id = "req-" + trace.request_id.removeprefix("chatcmpl-")
         return trace
@@ -174,7 +199,7 @@ class GatewaySystem:
             if '"trace_breakdown"' not in line:
                 continue
             try:
-                record = json.loads(line[line.index("{"):])
+                record = json.loads(line[line.index("{") :])
             except ValueError:
                 continue
             request_id = record.get("request_id")

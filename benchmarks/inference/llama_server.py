@@ -45,24 +45,46 @@ class LlamaServerSystem:
         gguf = find_gguf(self._config.model_path)
         if gguf is None:
             raise BenchError(f"no .gguf at {self._config.model_path} for the llama.cpp server")
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-                "--model_alias", self._config.model_name, "--chat_format", "chatml",
-                "--n_ctx", str(CTX_PER_SLOT), "--n_threads", str(os.cpu_count() or 1),
-                # its default lets each new request cut the one streaming: queue them instead
-                "--interrupt_requests", "False",
-                "--host", "127.0.0.1", "--port", str(port)]
+        return [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            self._config.model_name,
+            "--chat_format",
+            "chatml",
+            "--n_ctx",
+            str(CTX_PER_SLOT),
+            "--n_threads",
+            str(os.cpu_count() or 1),
+            # its default lets each new request cut the one streaming: queue them instead
+            "--interrupt_requests",
+            "False",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
 
     async def __aenter__(self) -> LlamaServerSystem:
         try:
             port = free_port()
-            self._pid = await asyncio.to_thread(process.spawn, self._config.settings,
-                                                self._process_name, self.argv(port), {})
+            self._pid = await asyncio.to_thread(
+                process.spawn, self._config.settings, self._process_name, self.argv(port), {}
+            )
             self._client = httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}",
                 timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
-            await eventually(self._ready, timeout_s=self._ready_timeout_s, interval=0.2,
-                             what=f"the llama.cpp server on port {port}")
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            )
+            await eventually(
+                self._ready,
+                timeout_s=self._ready_timeout_s,
+                interval=0.2,
+                what=f"the llama.cpp server on port {port}",
+            )
         except BaseException:
             await self.__aexit__()
             raise
@@ -70,10 +92,13 @@ class LlamaServerSystem:
 
     async def _ready(self) -> bool:
         assert self._client is not None
-        return await server_ready(self._client, "/v1/models", settings=self._config.settings,
-                                  process_name=self._process_name,
-                                  who="the llama.cpp server (is llama-cpp-python[server] "
-                                      "installed?)")
+        return await server_ready(
+            self._client,
+            "/v1/models",
+            settings=self._config.settings,
+            process_name=self._process_name,
+            who="the llama.cpp server (is llama-cpp-python[server] installed?)",
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:
@@ -90,6 +115,10 @@ class LlamaServerSystem:
         if self._client is None:
             raise BenchError("the llama.cpp server is not started")
         config = self._config
-        return await stream_chat(self._client, chat_body(config.model_name, messages,
-                                                         max_new_tokens, config.temperature,
-                                                         config.top_p), who="llama.cpp server")
+        return await stream_chat(
+            self._client,
+            chat_body(
+                config.model_name, messages, max_new_tokens, config.temperature, config.top_p
+            ),
+            who="llama.cpp server",
+        )

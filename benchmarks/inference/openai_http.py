@@ -17,8 +17,9 @@ from chatbus.settings import Settings
 from infra.local import process
 
 
-async def server_ready(client: httpx.AsyncClient, path: str, *, settings: Settings,
-                       process_name: str, who: str) -> bool:
+async def server_ready(
+    client: httpx.AsyncClient, path: str, *, settings: Settings, process_name: str, who: str
+) -> bool:
     """Whether the server process ``process_name`` answers ``path`` with 200; raises
     :class:`BenchError` (pointing at its log) once the process has exited."""
     if await asyncio.to_thread(process.running_pid, settings, process_name) is None:
@@ -30,19 +31,32 @@ async def server_ready(client: httpx.AsyncClient, path: str, *, settings: Settin
     return response.status_code == httpx.codes.OK
 
 
-def chat_body(model: str, messages: Messages, max_new_tokens: int, temperature: float,
-              top_p: float) -> dict[str, Any]:
-    return {"model": model, "messages": messages, "stream": True, "max_tokens": max_new_tokens,
-            "temperature": temperature, "top_p": top_p,
-            "stream_options": {"include_usage": True}}
+def chat_body(
+    model: str, messages: Messages, max_new_tokens: int, temperature: float, top_p: float
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "max_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "stream_options": {"include_usage": True},
+    }
 
 
-async def stream_chat(client: httpx.AsyncClient, body: Mapping[str, Any], *, who: str,
-                      headers: Mapping[str, str] | None = None) -> StreamTrace:
+async def stream_chat(
+    client: httpx.AsyncClient,
+    body: Mapping[str, Any],
+    *,
+    who: str,
+    headers: Mapping[str, str] | None = None,
+) -> StreamTrace:
     """POST ``body`` to ``/v1/chat/completions`` and record what arrives, as a client sees it."""
     trace = StreamTrace(sent_at=time.perf_counter())
-    async with client.stream("POST", "/v1/chat/completions", json=dict(body),
-                             headers=dict(headers or {})) as response:
+    async with client.stream(
+        "POST", "/v1/chat/completions", json=dict(body), headers=dict(headers or {})
+    ) as response:
         if response.status_code != httpx.codes.OK:
             detail = (await response.aread()).decode(errors="replace")[:500]
             raise BenchError(f"{who} answered HTTP {response.status_code}: {detail}")
@@ -79,4 +93,3 @@ def on_sse_line(trace: StreamTrace, line: str, now: float, who: str = "server") 
             # llama.cpp); transformers serve folds usage in here and closes the stream.
             trace.finish(now, str(choice["finish_reason"]))
     return False
-

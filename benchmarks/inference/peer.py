@@ -45,10 +45,24 @@ def serve_argv(config: ServingConfig, port: int) -> list[str]:
         if found is None:
             raise BenchError("`transformers` CLI not found: pip install 'transformers[serving]'")
         program = Path(found)
-    argv = [str(program), "serve", str(config.model_path), "--continuous-batching",
-            "--host", "127.0.0.1", "--port", str(port), "--device", config.device,
-            "--dtype", config.dtype, "--cb-block-size", str(config.block_size),
-            "--log-level", "warning"]
+    argv = [
+        str(program),
+        "serve",
+        str(config.model_path),
+        "--continuous-batching",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        config.device,
+        "--dtype",
+        config.dtype,
+        "--cb-block-size",
+        str(config.block_size),
+        "--log-level",
+        "warning",
+    ]
     if config.num_blocks is not None:
         argv += ["--cb-num-blocks", str(config.num_blocks)]
     if config.max_batch_tokens is not None:
@@ -85,22 +99,40 @@ class PeerSystem:
         self._hf_home = tempfile.TemporaryDirectory(prefix="chatbus-bench-hf-")
         (Path(self._hf_home.name) / "hub").mkdir()
         port = free_port()
-        env = {"HF_HOME": self._hf_home.name, "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
-        self._pid = await asyncio.to_thread(process.spawn, self._config.settings,
-                                            self._process_name, serve_argv(self._config, port),
-                                            env)
+        env = {
+            "HF_HOME": self._hf_home.name,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        }
+        self._pid = await asyncio.to_thread(
+            process.spawn,
+            self._config.settings,
+            self._process_name,
+            serve_argv(self._config, port),
+            env,
+        )
         base_url = f"http://127.0.0.1:{port}"
         self._client = httpx.AsyncClient(
-            base_url=base_url, timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
-        await eventually(self._ready, timeout_s=self._ready_timeout_s, interval=0.2,
-                         what=f"transformers serve at {base_url}")
+            base_url=base_url,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        await eventually(
+            self._ready,
+            timeout_s=self._ready_timeout_s,
+            interval=0.2,
+            what=f"transformers serve at {base_url}",
+        )
 
     async def _ready(self) -> bool:
         assert self._client is not None
-        return await server_ready(self._client, "/health", settings=self._config.settings,
-                                  process_name=self._process_name, who="transformers serve")
+        return await server_ready(
+            self._client,
+            "/health",
+            settings=self._config.settings,
+            process_name=self._process_name,
+            who="transformers serve",
+        )
 
     async def _stop(self) -> None:
         if self._client is not None:
@@ -118,9 +150,11 @@ class PeerSystem:
         if client is None:
             raise BenchError("the peer server is not started")
         config = self._config
-        return await stream_chat(client, chat_body(self._model_id, messages, max_new_tokens,
-                                                   config.temperature, config.top_p),
-                                 who="transformers serve")
+        return await stream_chat(
+            client,
+            chat_body(self._model_id, messages, max_new_tokens, config.temperature, config.top_p),
+            who="transformers serve",
+        )
 
     def processes(self) -> dict[str, int]:
         return {"transformers serve": self._pid} if self._pid else {}

@@ -17,7 +17,8 @@ SYSTEM_ORDER = ("ceiling", "peer", "llama.cpp", "chatbus-gateway", "chatbus-bus"
 
 def _ordered(results: Results) -> list[tuple[str, LevelSummary]]:
     systems = [s for s in SYSTEM_ORDER if s in results] + sorted(
-        s for s in results if s not in SYSTEM_ORDER)
+        s for s in results if s not in SYSTEM_ORDER
+    )
     return [(s, results[s][c]) for s in systems for c in sorted(results[s])]
 
 
@@ -26,10 +27,15 @@ def ratios(results: Results) -> list[dict[str, Any]]:
     out = []
     for system in ("chatbus-gateway", "chatbus-bus"):
         for c, s in sorted(results.get(system, {}).items()):
-            out.append({"system": system, "concurrency": c,
-                        "over_ceiling": ratio(s.tokens_per_s, _tps(results, "ceiling", c)),
-                        "over_peer": ratio(s.tokens_per_s, _tps(results, "peer", c)),
-                        "over_llama_cpp": ratio(s.tokens_per_s, _tps(results, "llama.cpp", c))})
+            out.append(
+                {
+                    "system": system,
+                    "concurrency": c,
+                    "over_ceiling": ratio(s.tokens_per_s, _tps(results, "ceiling", c)),
+                    "over_peer": ratio(s.tokens_per_s, _tps(results, "peer", c)),
+                    "over_llama_cpp": ratio(s.tokens_per_s, _tps(results, "llama.cpp", c)),
+                }
+            )
     return out
 
 
@@ -38,11 +44,19 @@ def _tps(results: Results, system: str, concurrency: int) -> float | None:
     return summary.tokens_per_s if summary else None
 
 
-def payload(*, machine: Mapping[str, Any], model: Mapping[str, Any],
-            config: Mapping[str, Any], results: Results, stages: Sequence[StageSummary],
-            gateway_stages: Sequence[GatewayStageSummary], cpu: Cpu,
-            targets: Sequence[TargetResult], command: Sequence[str],
-            created_at: str) -> dict[str, Any]:
+def payload(
+    *,
+    machine: Mapping[str, Any],
+    model: Mapping[str, Any],
+    config: Mapping[str, Any],
+    results: Results,
+    stages: Sequence[StageSummary],
+    gateway_stages: Sequence[GatewayStageSummary],
+    cpu: Cpu,
+    targets: Sequence[TargetResult],
+    command: Sequence[str],
+    created_at: str,
+) -> dict[str, Any]:
     return {
         "benchmark": "inference",
         "created_at": created_at,
@@ -50,17 +64,28 @@ def payload(*, machine: Mapping[str, Any], model: Mapping[str, Any],
         "machine": dict(machine),
         "model": dict(model),
         "config": dict(config),
-        "results": [{"system": system, **dataclasses.asdict(summary)}
-                    for system, summary in _ordered(results)],
+        "results": [
+            {"system": system, **dataclasses.asdict(summary)}
+            for system, summary in _ordered(results)
+        ],
         "ratios": ratios(results),
         "gateway_added_ttft_ms": added_ttft_ms(results, "chatbus-gateway"),
         "bus_added_ttft_ms": added_ttft_ms(results, "chatbus-bus"),
         "gateway_ttft_stages_ms": [dataclasses.asdict(s) for s in gateway_stages],
         "chatbus_ttft_stages_ms": [dataclasses.asdict(s) for s in stages],
         "cpu": {name: dict(value) for name, value in cpu.items()},
-        "targets": [{"name": t.target.name, "measured": t.measured, "bound": t.target.bound,
-                     "comparison": t.target.comparison, "unit": t.target.unit,
-                     "verdict": t.verdict, "gap": t.gap} for t in targets],
+        "targets": [
+            {
+                "name": t.target.name,
+                "measured": t.measured,
+                "bound": t.target.bound,
+                "comparison": t.target.comparison,
+                "unit": t.target.unit,
+                "verdict": t.verdict,
+                "gap": t.gap,
+            }
+            for t in targets
+        ],
     }
 
 
@@ -90,18 +115,22 @@ def table(results: Results) -> str:
             f"{min(s.tokens_per_s_rounds):.1f}-{max(s.tokens_per_s_rounds):.1f} | "
             f"{_f(s.ttft_ms_p50)} | {_f(s.ttft_ms_p99)} | {_f(s.itl_ms_p50)} | "
             f"{_f(s.itl_ms_p99)} | {_f(r.get('over_ceiling'), 2)} | "
-            f"{_f(r.get('over_peer'), 2)} | {_f(r.get('over_llama_cpp'), 2)} |")
+            f"{_f(r.get('over_peer'), 2)} | {_f(r.get('over_llama_cpp'), 2)} |"
+        )
     return "\n".join(lines)
 
 
 def gateway_stages_text(stages: Sequence[GatewayStageSummary]) -> str:
     names = [s.removesuffix("_ms") for s in GATEWAY_STAGES]
-    lines = ["| streams | requests | client TTFT | " + " | ".join(names) + " |",
-             "| ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    lines = [
+        "| streams | requests | client TTFT | " + " | ".join(names) + " |",
+        "| ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+    ]
     for s in stages:
         cells = [f"{_f(s.client_ttft_ms['p50'])} / {_f(s.client_ttft_ms['p99'])}"]
-        cells += [f"{_f(s.stages_ms[n]['p50'])} / {_f(s.stages_ms[n]['p99'])}"
-                  for n in GATEWAY_STAGES]
+        cells += [
+            f"{_f(s.stages_ms[n]['p50'])} / {_f(s.stages_ms[n]['p99'])}" for n in GATEWAY_STAGES
+        ]
         lines.append(f"| {s.concurrency} | {s.requests} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -109,8 +138,10 @@ def gateway_stages_text(stages: Sequence[GatewayStageSummary]) -> str:
 def cpu_text(cpu: Cpu) -> str:
     lines = ["| system | measured wall s | CPU seconds by process |", "| --- | ---: | --- |"]
     for system, value in cpu.items():
-        used = ", ".join(f"{name} {seconds:.1f}" for name, seconds in
-                         sorted(value.get("cpu_s", {}).items(), key=lambda kv: -kv[1]))
+        used = ", ".join(
+            f"{name} {seconds:.1f}"
+            for name, seconds in sorted(value.get("cpu_s", {}).items(), key=lambda kv: -kv[1])
+        )
         lines.append(f"| {system} | {value.get('wall_s', 0):.1f} | {used or '-'} |")
     return "\n".join(lines)
 
@@ -123,16 +154,21 @@ def targets_text(targets: Sequence[TargetResult]) -> str:
         lines.append(
             f"{t.verdict:12} {t.target.name:30} measured {_f(t.measured, digits)}{unit} "
             f"(target {t.target.comparison} {t.target.bound:g}{unit}; "
-            f"gap {_f(t.gap, digits)}{unit})")
+            f"gap {_f(t.gap, digits)}{unit})"
+        )
     return "\n".join(lines)
 
 
 def stages_text(stages: Sequence[StageSummary]) -> str:
-    lines = ["| streams | requests | client TTFT p50/p99 | Kafka → worker p50/p99 "
-             "| worker TTFT p50/p99 | rest (chunk → client) p50/p99 |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| streams | requests | client TTFT p50/p99 | Kafka → worker p50/p99 "
+        "| worker TTFT p50/p99 | rest (chunk → client) p50/p99 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for s in stages:
-        cells = [f"{_f(d['p50'])} / {_f(d['p99'])}"
-                 for d in (s.client_ttft_ms, s.queue_wait_ms, s.worker_ttft_ms, s.rest_ms)]
+        cells = [
+            f"{_f(d['p50'])} / {_f(d['p99'])}"
+            for d in (s.client_ttft_ms, s.queue_wait_ms, s.worker_ttft_ms, s.rest_ms)
+        ]
         lines.append(f"| {s.concurrency} | {s.requests} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

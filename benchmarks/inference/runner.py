@@ -33,8 +33,13 @@ class System(AbstractAsyncContextManager["System"], Protocol):
         ...
 
 
-async def run_round(system: System, concurrency: int, requests_per_stream: int,
-                    max_new_tokens: int, first_index: int = 0) -> RoundResult:
+async def run_round(
+    system: System,
+    concurrency: int,
+    requests_per_stream: int,
+    max_new_tokens: int,
+    first_index: int = 0,
+) -> RoundResult:
     """``concurrency`` closed-loop streams, each sending ``requests_per_stream`` requests."""
 
     async def one_stream(stream_no: int) -> list[StreamTrace]:
@@ -47,30 +52,42 @@ async def run_round(system: System, concurrency: int, requests_per_stream: int,
     started = time.perf_counter()
     per_stream = await asyncio.gather(*(one_stream(s) for s in range(concurrency)))
     traces = tuple(t for stream in per_stream for t in stream)
-    ended = max((t.finished_at for t in traces if t.finished_at is not None),
-                default=time.perf_counter())
+    ended = max(
+        (t.finished_at for t in traces if t.finished_at is not None), default=time.perf_counter()
+    )
     return RoundResult(concurrency, started, ended, traces)
 
 
 async def warm_up(system: System, workload: Workload) -> None:
     """Full-length answers at the highest concurrency, so no measured round pays first costs."""
-    await run_round(system, min(workload.warmup_requests, workload.max_concurrency), 1,
-                    workload.max_new_tokens, first_index=1000)
+    await run_round(
+        system,
+        min(workload.warmup_requests, workload.max_concurrency),
+        1,
+        workload.max_new_tokens,
+        first_index=1000,
+    )
 
 
-async def measure(system: System, workload: Workload,
-                  progress: Progress) -> dict[int, list[RoundResult]]:
+async def measure(
+    system: System, workload: Workload, progress: Progress
+) -> dict[int, list[RoundResult]]:
     """Every level's rounds on a started ``system``."""
     progress(f"{system.name}: warming up")
     await warm_up(system, workload)
     by_level: dict[int, list[RoundResult]] = {c: [] for c in workload.concurrency}
     for round_no in range(workload.rounds):
         for concurrency in workload.concurrency:
-            result = await run_round(system, concurrency,
-                                     workload.requests_per_stream(concurrency),
-                                     workload.max_new_tokens)
+            result = await run_round(
+                system,
+                concurrency,
+                workload.requests_per_stream(concurrency),
+                workload.max_new_tokens,
+            )
             by_level[concurrency].append(result)
-            progress(f"{system.name} c={concurrency} round {round_no + 1}/{workload.rounds}: "
-                     f"{result.tokens} tokens in {result.wall_s:.2f} s = "
-                     f"{result.tokens_per_s:.0f} tokens/s")
+            progress(
+                f"{system.name} c={concurrency} round {round_no + 1}/{workload.rounds}: "
+                f"{result.tokens} tokens in {result.wall_s:.2f} s = "
+                f"{result.tokens_per_s:.0f} tokens/s"
+            )
     return by_level

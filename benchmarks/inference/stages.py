@@ -37,8 +37,9 @@ def _p(values: Sequence[float]) -> dict[str, float]:
     return {"p50": percentile(values, 50), "p99": percentile(values, 99)}
 
 
-def split_ttft(rounds: Sequence[RoundResult],
-               timings: Mapping[str, WorkerTimings]) -> StageSummary | None:
+def split_ttft(
+    rounds: Sequence[RoundResult], timings: Mapping[str, WorkerTimings]
+) -> StageSummary | None:
     """Stage percentiles over every request of ``rounds`` the worker reported on."""
     client, queue, worker, rest = [], [], [], []
     for trace in (t for r in rounds for t in r.traces):
@@ -53,12 +54,12 @@ def split_ttft(rounds: Sequence[RoundResult],
         rest.append(client_ms - timing.queue_wait_ms - timing.worker_ttft_ms)
     if not client:
         return None
-    return StageSummary(rounds[0].concurrency, len(client), _p(client), _p(queue), _p(worker),
-                        _p(rest))
+    return StageSummary(
+        rounds[0].concurrency, len(client), _p(client), _p(queue), _p(worker), _p(rest)
+    )
 
 
-GATEWAY_STAGES = ("gateway_ms", "bus_ms", "moderation_ms", "queue_ms", "prefill_ms",
-                  "delivery_ms")
+GATEWAY_STAGES = ("gateway_ms", "bus_ms", "moderation_ms", "queue_ms", "prefill_ms", "delivery_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,9 @@ class GatewayStageSummary:
     stages_ms: dict[str, dict[str, float]]  # stage → {"p50", "p99"}
 
 
-def split_gateway_ttft(rounds: Sequence[RoundResult],
-                       lines: Mapping[str, Mapping[str, float]]) -> GatewayStageSummary | None:
+def split_gateway_ttft(
+    rounds: Sequence[RoundResult], lines: Mapping[str, Mapping[str, float]]
+) -> GatewayStageSummary | None:
     """Stage percentiles over every request of ``rounds`` the gateway logged a breakdown of."""
     client: list[float] = []
     stages: dict[str, list[float]] = {s: [] for s in GATEWAY_STAGES}
@@ -86,5 +88,6 @@ def split_gateway_ttft(rounds: Sequence[RoundResult],
             stages[stage].append(found.get(stage, 0.0))
     if not client:
         return None
-    return GatewayStageSummary(rounds[0].concurrency, len(client), _p(client),
-                               {s: _p(v) for s, v in stages.items()})
+    return GatewayStageSummary(
+        rounds[0].concurrency, len(client), _p(client), {s: _p(v) for s, v in stages.items()}
+    )

@@ -74,12 +74,14 @@ def _ttft(results: Results, system: str, concurrency: int, which: str) -> float 
     return summary.ttft_ms_p50 if which == "p50" else summary.ttft_ms_p99
 
 
-def added_ttft_ms(results: Results, system: str = GATEWAY,
-                  concurrency: int = TTFT_CONCURRENCY) -> dict[str, float | None]:
+def added_ttft_ms(
+    results: Results, system: str = GATEWAY, concurrency: int = TTFT_CONCURRENCY
+) -> dict[str, float | None]:
     """TTFT of ``system`` minus that of the ceiling, per percentile, in milliseconds."""
     return {
-        q: difference(_ttft(results, system, concurrency, q),
-                      _ttft(results, "ceiling", concurrency, q))
+        q: difference(
+            _ttft(results, system, concurrency, q), _ttft(results, "ceiling", concurrency, q)
+        )
         for q in ("p50", "p99")
     }
 
@@ -109,8 +111,13 @@ def evaluate(results: Results, cpu: Cpu | None = None) -> list[TargetResult]:
     return [
         TargetResult(VS_BEST_PEER, ratio(gateway, best_peer)),
         TargetResult(VS_CEILING, ratio(gateway, _tps(results, "ceiling", c))),
-        TargetResult(VS_LLAMA_ONE, ratio(_tps(results, GATEWAY, TTFT_CONCURRENCY),
-                                         _tps(results, "llama.cpp", TTFT_CONCURRENCY))),
+        TargetResult(
+            VS_LLAMA_ONE,
+            ratio(
+                _tps(results, GATEWAY, TTFT_CONCURRENCY),
+                _tps(results, "llama.cpp", TTFT_CONCURRENCY),
+            ),
+        ),
         TargetResult(ADDED_TTFT_P50, added["p50"]),
         TargetResult(ADDED_TTFT_P99, added["p99"]),
         TargetResult(TTFT_P99_VS_PEER, ratio(_ttft(results, GATEWAY, c, "p99"), peer_p99)),

@@ -52,8 +52,7 @@ class Workload:
         return max(self.concurrency)
 
 
-QUICK = Workload(concurrency=(1, 4), max_new_tokens=16, rounds=1, min_requests=4,
-                 warmup_requests=2)
+QUICK = Workload(concurrency=(1, 4), max_new_tokens=16, rounds=1, min_requests=4, warmup_requests=2)
 
 
 # Sent by every system, so each renders the very same prompt (chatbus's default system prompt,
@@ -63,5 +62,7 @@ SYSTEM = "You are a helpful assistant."
 
 def messages_for(index: int) -> Messages:
     """The chat of request number ``index`` (the prompts cycle)."""
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": PROMPTS[index % len(PROMPTS)]},
+    ]

@@ -31,6 +31,23 @@ def main() -> None:
     """chatbus: a chat service on Kafka. Settings come from CHATBUS_* environment variables."""
 
 
-for _command in (chat, worker, gateway, keys, processors, archiver, archive, users, topics, model,
-                 infra, pipeline, supervise, schemas_cmd, analytics, simulate, ops):
+for _command in (
+    chat,
+    worker,
+    gateway,
+    keys,
+    processors,
+    archiver,
+    archive,
+    users,
+    topics,
+    model,
+    infra,
+    pipeline,
+    supervise,
+    schemas_cmd,
+    analytics,
+    simulate,
+    ops,
+):
     main.add_command(_command)

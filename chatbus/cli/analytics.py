@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _default_input(settings: Settings) -> str:
-    return f"s3a://{settings.s3_bucket}/{settings.archive_prefix.strip('/')}"
+    return f"s3a://{settings.s3.bucket}/{settings.archive.prefix.strip('/')}"
 
 
 def _default_output(settings: Settings, name: str) -> Path:
@@ -35,9 +35,13 @@ def _default_output(settings: Settings, name: str) -> Path:
 
 def _input_option(func: click.decorators.FC) -> click.decorators.FC:
     return click.option(
-        "--input", "input_root", default=None, metavar="ROOT",
+        "--input",
+        "input_root",
+        default=None,
+        metavar="ROOT",
         help="Archive root: a folder or s3a://BUCKET/PREFIX (default: "
-             "s3a://CHATBUS_S3_BUCKET/CHATBUS_ARCHIVE_PREFIX).")(func)
+        "s3a://CHATBUS_S3_BUCKET/CHATBUS_ARCHIVE_PREFIX).",
+    )(func)
 
 
 @click.group()
@@ -48,8 +52,12 @@ def analytics() -> None:
 def _job_command(job: str) -> click.Command:
     @click.command(name=job)
     @_input_option
-    @click.option("--output", default=None, metavar="DIR",
-                  help=f"Where the Parquet tables go (default: .chatbus/analytics/{job}).")
+    @click.option(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help=f"Where the Parquet tables go (default: .chatbus/analytics/{job}).",
+    )
     def command(input_root: str | None, output: str | None) -> None:
         import importlib
 
@@ -60,14 +68,22 @@ def _job_command(job: str) -> click.Command:
         target = output or str(_default_output(settings, job))
         module = importlib.import_module(f"analytics.jobs.{job}")
         started = time.perf_counter()
-        paths = _with_spark(f"chatbus-{job}", source, needs_s3a(source, target),
-                            lambda spark: module.run(spark, source, target))
+        paths = _with_spark(
+            f"chatbus-{job}",
+            source,
+            needs_s3a(source, target),
+            lambda spark: module.run(spark, source, target),
+        )
         for name, path in paths.items():
             click.echo(f"{name}: {path}")
         click.secho(f"{job} done in {time.perf_counter() - started:.1f} s", dim=True, err=True)
 
-    command.help = (_job_summary(job) or f"The {job} job.") + \
-        "\n\nSame as: spark-submit analytics/jobs/" + job + ".py --input ROOT --output DIR"
+    command.help = (
+        (_job_summary(job) or f"The {job} job.")
+        + "\n\nSame as: spark-submit analytics/jobs/"
+        + job
+        + ".py --input ROOT --output DIR"
+    )
     return command
 
 
@@ -110,15 +126,22 @@ def _spark_failure(exc: Exception, source: str) -> Exception:
     java = getattr(exc, "java_exception", None)  # Py4JJavaError: the Java exception says why
     text = str(java.toString()) if java is not None else str(exc)
     first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
-    hint = (" Is the S3 endpoint reachable (CHATBUS_S3_ENDPOINT) and the bucket there?"
-            if source.startswith(("s3a://", "s3://")) else "")
+    hint = (
+        " Is the S3 endpoint reachable (CHATBUS_S3_ENDPOINT) and the bucket there?"
+        if source.startswith(("s3a://", "s3://"))
+        else ""
+    )
     return click.ClickException(f"Spark failed reading {source}: {first[:400]}.{hint}")
 
 
 @analytics.command()
 @_input_option
-@click.option("--output", default=None, metavar="DIR",
-              help="Folder of report.html and its tables (default: .chatbus/analytics/report).")
+@click.option(
+    "--output",
+    default=None,
+    metavar="DIR",
+    help="Folder of report.html and its tables (default: .chatbus/analytics/report).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def report(input_root: str | None, output: str | None, no_progress: bool) -> None:
     """Run every job and write one self-contained HTML report with charts."""
@@ -128,34 +151,69 @@ def report(input_root: str | None, output: str | None, no_progress: bool) -> Non
     settings = get_settings()
     source = input_root or _default_input(settings)
     target = Path(output).resolve() if output else _default_output(settings, "report")
-    path = _with_spark("chatbus-report", source, needs_s3a(source),
-                       lambda spark: build_report(spark, source, target,
-                                                  progress=not no_progress))
+    path = _with_spark(
+        "chatbus-report",
+        source,
+        needs_s3a(source),
+        lambda spark: build_report(spark, source, target, progress=not no_progress),
+    )
     click.echo(path.as_uri())
 
 
 @click.command()
-@click.option("--to", "sink", type=click.Choice(["archive", "pipeline"]), default="archive",
-              show_default=True, help="Write straight into the archive layout, or send through "
-              "the live bus (small N).")
-@click.option("--events", type=int, default=None,
-              help="About this many events (archive; the conversation count is derived).")
-@click.option("--conversations", type=int, default=None,
-              help="This many conversations (default: 1000 to the archive, 5 to the pipeline).")
+@click.option(
+    "--to",
+    "sink",
+    type=click.Choice(["archive", "pipeline"]),
+    default="archive",
+    show_default=True,
+    help="Write straight into the archive layout, or send through the live bus (small N).",
+)
+@click.option(
+    "--events",
+    type=int,
+    default=None,
+    help="About this many events (archive; the conversation count is derived).",
+)
+@click.option(
+    "--conversations",
+    type=int,
+    default=None,
+    help="This many conversations (default: 1000 to the archive, 5 to the pipeline).",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--days", type=int, default=3, show_default=True,
-              help="Days the conversations spread over.")
+@click.option(
+    "--days", type=int, default=3, show_default=True, help="Days the conversations spread over."
+)
 @click.option("--users", type=int, default=300, show_default=True)
-@click.option("--output", default=None, metavar="WHERE",
-              help="Archive root: a folder or s3://BUCKET/PREFIX (default: "
-                   "s3://CHATBUS_S3_BUCKET/simulated, apart from the real archive).")
+@click.option(
+    "--output",
+    default=None,
+    metavar="WHERE",
+    help="Archive root: a folder or s3://BUCKET/PREFIX (default: "
+    "s3://CHATBUS_S3_BUCKET/simulated, apart from the real archive).",
+)
 @click.option("--replace", is_flag=True, help="Delete an archive already at --output first.")
 @click.option("--jobs", type=int, default=None, help="Processes (default: one per core).")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Pipeline: seconds to wait for every answer.")
-def simulate(sink: str, events: int | None, conversations: int | None, seed: int, days: int,
-             users: int, output: str | None, replace: bool, jobs: int | None,
-             timeout: float) -> None:
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Pipeline: seconds to wait for every answer.",
+)
+def simulate(
+    sink: str,
+    events: int | None,
+    conversations: int | None,
+    seed: int,
+    days: int,
+    users: int,
+    output: str | None,
+    replace: bool,
+    jobs: int | None,
+    timeout: float,
+) -> None:
     """Produce synthetic conversations for analysis (users, models, long-tailed lengths,
     cancellations, moderation hits, demographic prompt pairs)."""
     from dataclasses import replace as replace_fields
@@ -167,7 +225,7 @@ def simulate(sink: str, events: int | None, conversations: int | None, seed: int
     settings = get_settings()
     if events is not None and conversations is not None:
         raise click.UsageError("give --events or --conversations, not both")
-    base = Profile(seed=seed, days=days, users=users, partitions=settings.topic_partitions)
+    base = Profile(seed=seed, days=days, users=users, partitions=settings.kafka.topic_partitions)
     if sink == "pipeline":
         count = conversations or (conversations_for_events(base, events) if events else 5)
         _simulate_pipeline(replace_fields(base, conversations=count), settings, timeout)
@@ -176,26 +234,39 @@ def simulate(sink: str, events: int | None, conversations: int | None, seed: int
 
     count = conversations or (conversations_for_events(base, events) if events else 1000)
     profile = replace_fields(base, conversations=count)
-    where = output or f"s3://{settings.s3_bucket}/simulated"
+    where = output or f"s3://{settings.s3.bucket}/simulated"
     try:
         target = Target.parse(where)
         if target.holds_archive(settings):
             if not replace:
                 raise click.ClickException(
                     f"{where} already holds an archive; pass --replace to overwrite it, or "
-                    "choose another --output")
+                    "choose another --output"
+                )
             target.clear(settings)
         with tqdm(total=count, desc="simulating", unit="conv") as bar:
-            result = simulate_to_archive(profile, where, settings,
-                                         jobs=jobs or default_jobs(), on_progress=bar.update)
+            result = simulate_to_archive(
+                profile, where, settings, jobs=jobs or default_jobs(), on_progress=bar.update
+            )
     except ChatbusError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps({"events": result.events, "conversations": result.conversations,
-                           "objects": result.objects, "seconds": round(result.seconds, 1),
-                           "events_per_s": round(result.events_per_s),
-                           "per_topic": result.per_topic}))
-    click.secho(f"archive at {result.root}; next: chatbus analytics report --input "
-                f"{result.root}", dim=True, err=True)
+    click.echo(
+        json.dumps(
+            {
+                "events": result.events,
+                "conversations": result.conversations,
+                "objects": result.objects,
+                "seconds": round(result.seconds, 1),
+                "events_per_s": round(result.events_per_s),
+                "per_topic": result.per_topic,
+            }
+        )
+    )
+    click.secho(
+        f"archive at {result.root}; next: chatbus analytics report --input {result.root}",
+        dim=True,
+        err=True,
+    )
 
 
 def _simulate_pipeline(profile: Profile, settings: Settings, timeout: float) -> None:
@@ -205,8 +276,9 @@ def _simulate_pipeline(profile: Profile, settings: Settings, timeout: float) -> 
 
     try:
         with tqdm(total=profile.conversations, desc="conversations", unit="conv") as bar:
-            result = asyncio.run(simulate_to_pipeline(profile, settings, timeout_s=timeout,
-                                                      on_progress=bar.update))
+            result = asyncio.run(
+                simulate_to_pipeline(profile, settings, timeout_s=timeout, on_progress=bar.update)
+            )
     except ChatbusError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({k: v for k, v in result.__dict__.items() if k != "errors"}))
@@ -215,5 +287,5 @@ def _simulate_pipeline(profile: Profile, settings: Settings, timeout: float) -> 
     if result.failed:
         raise click.ClickException(
             f"{result.failed} of {result.requests} requests got no answer in time: are the "
-            "workers and processors running (`make run`)?")
-
+            "workers and processors running (`make run`)?"
+        )

@@ -33,8 +33,11 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
         fail(exc)
 
 
-def serve(component: str, run: Callable[[Settings], Coroutine[Any, Any, None] | None],
-          configured: Settings | None = None) -> None:
+def serve(
+    component: str,
+    run: Callable[[Settings], Coroutine[Any, Any, None] | None],
+    configured: Settings | None = None,
+) -> None:
     """Run one long-lived component (a coroutine function or a blocking one) with its logging
     until it stops; our errors as one line."""
     import inspect

@@ -28,7 +28,7 @@ def gateway(host: str | None, port: int | None) -> None:
         overrides["gateway_host"] = host
     if port is not None:
         overrides["gateway_port"] = port
-    common.serve("gateway", run_gateway, settings.model_copy(update=overrides))
+    common.serve("gateway", run_gateway, settings.replace(**overrides))
 
 
 @click.command()

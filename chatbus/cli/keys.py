@@ -25,8 +25,11 @@ def keys_create(user: str) -> None:
         common.fail(exc)
         return
     click.echo(key)
-    click.secho(f"[{principal.key_id} for user {principal.user}; shown once, stored hashed]",
-                dim=True, err=True)
+    click.secho(
+        f"[{principal.key_id} for user {principal.user}; shown once, stored hashed]",
+        dim=True,
+        err=True,
+    )
 
 
 @keys.command("list")
@@ -60,5 +63,7 @@ def keys_revoke(key_id: str) -> None:
         return
     if not revoked:
         common.fail(f"no key {key_id!r}; see `chatbus keys list`")
-    click.echo(f"revoked {key_id}; gateways that verified it refuse it within "
-               f"{settings.gateway_key_cache_s:.0f} s (CHATBUS_GATEWAY_KEY_CACHE_S)")
+    click.echo(
+        f"revoked {key_id}; gateways that verified it refuse it within "
+        f"{settings.gateway.key_cache_s:.0f} s (CHATBUS_GATEWAY_KEY_CACHE_S)"
+    )

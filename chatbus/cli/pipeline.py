@@ -17,13 +17,18 @@ def stop_pipeline(settings: Settings) -> None:
 
     process.stop(settings, "supervisor", timeout=200.0)
     # replicas left by a supervisor that was killed: stop them too, in the same order
-    names = [p.stem for p in settings.run_dir.glob("*.pid")
-             if supervisor.is_component(supervisor.component_of(p.stem))]
+    names = [
+        p.stem
+        for p in settings.run_dir.glob("*.pid")
+        if supervisor.is_component(supervisor.component_of(p.stem))
+    ]
     order = {c: i for i, c in enumerate(reversed(supervisor.START_ORDER))}
-    for name in sorted(names, key=lambda n: order[supervisor.spec_of(
-            supervisor.component_of(n)).name]):
-        process.stop(settings, name,
-                     timeout=supervisor.spec_of(supervisor.component_of(name)).stop_timeout_s)
+    for name in sorted(
+        names, key=lambda n: order[supervisor.spec_of(supervisor.component_of(n)).name]
+    ):
+        process.stop(
+            settings, name, timeout=supervisor.spec_of(supervisor.component_of(name)).stop_timeout_s
+        )
 
 
 @click.group()
@@ -32,10 +37,19 @@ def pipeline() -> None:
 
 
 @pipeline.command("up")
-@click.option("--only", "only", multiple=True, type=click.Choice(
-    ["processors", "archiver", "worker", "gateway"]), help="Run only this component (repeatable).")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait until every component answers /readyz.")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(["processors", "archiver", "worker", "gateway"]),
+    help="Run only this component (repeatable).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until every component answers /readyz.",
+)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
     """Start the supervisor in the background; it starts each component and restarts a crashed
@@ -54,12 +68,13 @@ def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
         components = only or supervisor.start_order(settings)
         try:
             if "gateway" in components:
-                ensure_free(settings.gateway_port, "CHATBUS_GATEWAY_PORT", settings.gateway_host)
+                ensure_free(settings.gateway.port, "CHATBUS_GATEWAY_PORT", settings.gateway.host)
         except ChatbusError as exc:
             common.fail(exc)
         supervisor.write_desired(settings, supervisor.default_desired(settings, tuple(components)))
-        pid = process.spawn(settings, "supervisor", [sys.executable, "-m", "chatbus.cli",
-                                                     "supervise"])
+        pid = process.spawn(
+            settings, "supervisor", [sys.executable, "-m", "chatbus.cli", "supervise"]
+        )
         click.echo(f"supervisor started (pid {pid}); logs: {settings.log_dir}/")
     if not wait:
         return
@@ -71,8 +86,11 @@ def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
     def all_ready() -> bool:
         status = supervisor.read_status(settings)
         for name, row in sorted(status.items()):
-            if name not in shown and row.get("state") == "running" and probe(
-                    "127.0.0.1", int(row["port"]), "/readyz").ok:  # type: ignore[call-overload]
+            if (
+                name not in shown
+                and row.get("state") == "running"
+                and probe("127.0.0.1", int(row["port"]), "/readyz").ok  # type: ignore[call-overload]
+            ):
                 shown.add(name)
                 click.echo(f"  {name} ready (pid {row.get('pid')}, port {row.get('port')})")
         if len(shown) >= expected:
@@ -85,8 +103,10 @@ def pipeline_up(only: tuple[str, ...], wait: bool, timeout: float) -> None:
     try:
         poll_until(all_ready, timeout_s=timeout, interval=0.5, what="every component ready")
     except TimeoutError:
-        common.fail(f"not ready after {timeout:.0f} s: {', '.join(waiting) or 'nothing started'};"
-                    f" see {settings.log_dir}/<name>.log and `chatbus ops status`")
+        common.fail(
+            f"not ready after {timeout:.0f} s: {', '.join(waiting) or 'nothing started'};"
+            f" see {settings.log_dir}/<name>.log and `chatbus ops status`"
+        )
 
 
 @pipeline.command("down")

@@ -41,17 +41,28 @@ class PipelineResult:
 def _turns(sim: Simulator, index: int) -> list[tuple[ChatRequest, bool]]:
     """The user turns of conversation ``index`` and whether each gets cancelled."""
     events = sim.conversation(index)
-    cancelled = {e.event.request_id for e in events
-                 if isinstance(e.event, CancelRequest) and e.event.reason != "content_filter"}
-    return [(e.event, e.event.request_id in cancelled) for e in events
-            if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)]
+    cancelled = {
+        e.event.request_id
+        for e in events
+        if isinstance(e.event, CancelRequest) and e.event.reason != "content_filter"
+    }
+    return [
+        (e.event, e.event.request_id in cancelled)
+        for e in events
+        if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)
+    ]
 
 
-async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: str | None = None,
-                               max_tokens: int = 32, concurrency: int = 4,
-                               timeout_s: float = 120.0,
-                               on_progress: Callable[[int], None] | None = None
-                               ) -> PipelineResult:
+async def simulate_to_pipeline(
+    profile: Profile,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    max_tokens: int = 32,
+    concurrency: int = 4,
+    timeout_s: float = 120.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> PipelineResult:
     """Send ``profile.conversations`` conversations; every answer awaited (or ``timeout_s``)."""
     from producers.sdk import ChatClient, ChatError
 
@@ -60,7 +71,7 @@ async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: s
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     gate = asyncio.Semaphore(concurrency)
-    model_name = model or settings.model_name
+    model_name = model or settings.model.name
 
     async def one(client: ChatClient, index: int) -> None:
         async with gate:
@@ -72,10 +83,13 @@ async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: s
                     result.errors.append(f"{turn.request_id}: deadline passed before sending")
                     return
                 request = await client.send(
-                    [m.model_dump() for m in turn.messages], model=model_name,
+                    [m.model_dump() for m in turn.messages],
+                    model=model_name,
                     sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens),
-                    conversation_id=conversation_id, user_id=turn.user_id,
-                    use_history=conversation_id is not None)
+                    conversation_id=conversation_id,
+                    user_id=turn.user_id,
+                    use_history=conversation_id is not None,
+                )
                 conversation_id = request.conversation_id
                 result.requests += 1
                 finish = None
@@ -85,8 +99,9 @@ async def simulate_to_pipeline(profile: Profile, settings: Settings, *, model: s
                             await client.cancel(request.request_id)
                         finish = chunk.finish_reason or finish
                 except ChatError as exc:  # the service answered with an error (or a refusal)
-                    finish = "content_filter" if exc.info.code == "content_policy_violation" \
-                        else "error"
+                    finish = (
+                        "content_filter" if exc.info.code == "content_policy_violation" else "error"
+                    )
                     result.refused += finish == "content_filter"
                     if finish == "error":
                         result.errors.append(f"{request.request_id}: {exc}")

@@ -41,5 +41,7 @@ def users_delete(name: str, keep_keys: bool) -> None:
     except ChatbusError as exc:
         common.fail(exc)
         return
-    click.echo(f"deleted user {name}: {len(conversations)} conversation(s), {keys} API key(s)"
-               + (" (keys kept)" if keep_keys else ""))
+    click.echo(
+        f"deleted user {name}: {len(conversations)} conversation(s), {keys} API key(s)"
+        + (" (keys kept)" if keep_keys else "")
+    )

@@ -10,7 +10,7 @@ It lives in the core because three components read it: the Faust agent
 user's conversations.
 """
 
-from chatbus.history.context import ContextStore, context_key
+from chatbus.history.context import ContextStore, ConversationContext, context_key
 from chatbus.history.repository import (
     Conversation,
     ConversationOwnedByOther,
@@ -22,6 +22,7 @@ __all__ = [
     "ContextStore",
     "ContextTurn",
     "Conversation",
+    "ConversationContext",
     "ConversationOwnedByOther",
     "HistoryRepository",
     "context_key",

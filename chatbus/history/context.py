@@ -15,7 +15,7 @@ never fail a chat: the answer just costs a MongoDB read.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -32,14 +32,32 @@ COMPLETE = "_complete"
 
 
 def context_key(settings: Settings, conversation_id: str) -> str:
-    return f"{settings.topic_prefix}chatbus:ctx:{conversation_id}"
+    return f"{settings.kafka.topic_prefix}chatbus:ctx:{conversation_id}"
+
+
+class ConversationContext(Protocol):
+    """What a worker needs of the conversation context: the turns before a request, and its
+    own finished turn added. :class:`ContextStore` is the Redis + MongoDB one."""
+
+    async def load(
+        self, conversation_id: str, *, exclude: str | None = None
+    ) -> list[ContextTurn]: ...
+
+    async def append(
+        self, conversation_id: str, turn: ContextTurn, *, newest: bool = False
+    ) -> None: ...
 
 
 class ContextStore:
     """Conversation context for prompts: Redis first, MongoDB when Redis cannot answer."""
 
-    def __init__(self, settings: Settings, repository: HistoryRepository, *,
-                 redis: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: HistoryRepository,
+        *,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
         self._settings = settings
         self._repository = repository
         self._owns_redis = redis is None
@@ -55,12 +73,14 @@ class ContextStore:
         return context_key(self._settings, conversation_id)
 
     def _select(self, turns: list[ContextTurn], exclude: str | None) -> list[ContextTurn]:
-        return select_context(turns, max_turns=self._settings.history_context_max_turns,
-                              max_chars=self._settings.history_context_max_chars,
-                              exclude=exclude)
+        return select_context(
+            turns,
+            max_turns=self._settings.history.context_max_turns,
+            max_chars=self._settings.history.context_max_chars,
+            exclude=exclude,
+        )
 
-    async def load(self, conversation_id: str, *, exclude: str | None = None
-                   ) -> list[ContextTurn]:
+    async def load(self, conversation_id: str, *, exclude: str | None = None) -> list[ContextTurn]:
         """The context of a new request in ``conversation_id`` (oldest turn first)."""
         cached, complete, reachable = await self._read_cache(conversation_id)
         if complete:
@@ -73,8 +93,9 @@ class ContextStore:
             await self._write(conversation_id, turns, complete=True)
         return self._select(turns, exclude)
 
-    async def append(self, conversation_id: str, turn: ContextTurn, *,
-                     newest: bool = False) -> None:
+    async def append(
+        self, conversation_id: str, turn: ContextTurn, *, newest: bool = False
+    ) -> None:
         """Add a finished turn (idempotent by request_id); never raises for Redis.
 
         ``newest``: the turn just ended (the worker says so, a processor catching up does not).
@@ -82,8 +103,7 @@ class ContextStore:
         then holds all the context there is: it is marked complete.
         """
         if turn.answered:
-            await self._write(conversation_id, [turn],
-                              complete=newest and not turn.use_history)
+            await self._write(conversation_id, [turn], complete=newest and not turn.use_history)
 
     async def forget(self, *conversation_ids: str) -> None:
         """Drop cached context (conversation or user deleted); raises nothing for Redis."""
@@ -94,12 +114,12 @@ class ContextStore:
         except RedisError as exc:
             self._redis_failed("forget", exc)
 
-    async def _read_cache(self, conversation_id: str
-                          ) -> tuple[list[ContextTurn], bool, bool]:
+    async def _read_cache(self, conversation_id: str) -> tuple[list[ContextTurn], bool, bool]:
         """The cached turns, whether they are all the context, whether Redis answered."""
         try:
             raw: dict[Any, Any] = await self._redis.hgetall(  # type: ignore[misc]
-                self._key(conversation_id))
+                self._key(conversation_id)
+            )
         except RedisError as exc:
             self._redis_failed("read", exc)
             return [], False, False
@@ -114,8 +134,9 @@ class ContextStore:
                 return [], False, True
         return turns, COMPLETE.encode() in raw, True
 
-    async def _write(self, conversation_id: str, turns: list[ContextTurn], *,
-                     complete: bool) -> None:
+    async def _write(
+        self, conversation_id: str, turns: list[ContextTurn], *, complete: bool
+    ) -> None:
         key = self._key(conversation_id)
         mapping: dict[Any, Any] = {t.request_id: t.to_json() for t in turns}
         if complete:
@@ -125,23 +146,26 @@ class ContextStore:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=mapping)
-                pipe.expire(key, self._settings.history_context_ttl_s)
+                pipe.expire(key, self._settings.history.context_ttl_s)
                 pipe.hlen(key)
                 results = await pipe.execute()
-            if int(results[-1]) > self._settings.history_context_max_turns + 1:
+            if int(results[-1]) > self._settings.history.context_max_turns + 1:
                 await self._trim(key)
         except RedisError as exc:
             self._redis_failed("write", exc)
 
     async def _trim(self, key: str) -> None:
         raw: dict[Any, Any] = await self._redis.hgetall(key)  # type: ignore[misc]
-        turns = sorted((ContextTurn.from_json(v) for k, v in raw.items()
-                        if k != COMPLETE.encode()), key=lambda t: t.created_at)
-        old = [t.request_id for t in turns[: -self._settings.history_context_max_turns]]
+        turns = sorted(
+            (ContextTurn.from_json(v) for k, v in raw.items() if k != COMPLETE.encode()),
+            key=lambda t: t.created_at,
+        )
+        old = [t.request_id for t in turns[: -self._settings.history.context_max_turns]]
         if old:
             await self._redis.hdel(key, *old)  # type: ignore[misc]
 
     def _redis_failed(self, what: str, exc: RedisError) -> None:
         self.redis_failures += 1
-        log.warning("context_cache_unavailable", action=what,
-                    error=f"{exc.__class__.__name__}: {exc}")
+        log.warning(
+            "context_cache_unavailable", action=what, error=f"{exc.__class__.__name__}: {exc}"
+        )

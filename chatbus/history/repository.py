@@ -53,9 +53,14 @@ class Conversation:
 
     @classmethod
     def from_document(cls, doc: Document) -> Conversation:
-        return cls(id=str(doc["_id"]), user_id=str(doc["user_id"]), title=str(doc.get("title")
-                   or ""), created_at=doc["created_at"], updated_at=doc["updated_at"],
-                   turn_count=int(doc.get("turn_count") or 0))
+        return cls(
+            id=str(doc["_id"]),
+            user_id=str(doc["user_id"]),
+            title=str(doc.get("title") or ""),
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            turn_count=int(doc.get("turn_count") or 0),
+        )
 
 
 def _micros(at: datetime) -> int:
@@ -73,12 +78,16 @@ def title_of(messages: Sequence[ChatMessage], limit: int) -> str:
 class HistoryRepository:
     """Reads and writes the history collections; safe to share between threads."""
 
-    def __init__(self, settings: Settings, *, client: MongoClient[Document] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: MongoClient[Document] | None = None,
+    ) -> None:
         self._settings = settings
         self._owns_client = client is None
         self._client: MongoClient[Document] = client or mongo_client(settings, tz_aware=True)
-        db = self._client[settings.mongo_db]
+        db = self._client[settings.mongo.db]
         self._conversations: Collection[Document] = db[CONVERSATIONS]
         self._turns: Collection[Document] = db[TURNS]
 
@@ -93,10 +102,13 @@ class HistoryRepository:
 
     def ensure_indexes(self) -> None:
         with mongo_errors("create the history indexes"):
-            self._conversations.create_index([("user_id", ASCENDING), ("updated_at", DESCENDING)],
-                                             name="by_user_recent")
-            self._turns.create_index([("conversation_id", ASCENDING), ("created_at", ASCENDING)],
-                                     name="by_conversation_time")
+            self._conversations.create_index(
+                [("user_id", ASCENDING), ("updated_at", DESCENDING)], name="by_user_recent"
+            )
+            self._turns.create_index(
+                [("conversation_id", ASCENDING), ("created_at", ASCENDING)],
+                name="by_conversation_time",
+            )
             self._turns.create_index([("user_id", ASCENDING)], name="by_user")
 
     def close(self) -> None:
@@ -104,41 +116,63 @@ class HistoryRepository:
             self._client.close()
 
     # --- writes ----------------------------------------------------------------------------
-    def claim_conversation(self, user_id: str, conversation_id: str, *, title: str = "",
-                           at: datetime | None = None) -> bool:
+    def claim_conversation(
+        self, user_id: str, conversation_id: str, *, title: str = "", at: datetime | None = None
+    ) -> bool:
         """Create ``conversation_id`` for ``user_id`` unless it exists; False if another's."""
         now = at or datetime.now(UTC)
         try:  # a duplicate key after the retry: the _id exists with another user_id
             with mongo_errors("create a conversation"):
-                self._upsert(self._conversations, {"_id": conversation_id, "user_id": user_id},
-                             {"$setOnInsert": {"user_id": user_id, "title": title,
-                                               "created_at": now, "turn_count": 0},
-                              "$max": {"updated_at": now}})
+                self._upsert(
+                    self._conversations,
+                    {"_id": conversation_id, "user_id": user_id},
+                    {
+                        "$setOnInsert": {
+                            "user_id": user_id,
+                            "title": title,
+                            "created_at": now,
+                            "turn_count": 0,
+                        },
+                        "$max": {"updated_at": now},
+                    },
+                )
         except DuplicateKeyError:
             return False
         if title:
             with mongo_errors("title a conversation"):
-                self._conversations.update_one({"_id": conversation_id, "title": ""},
-                                               {"$set": {"title": title}})
+                self._conversations.update_one(
+                    {"_id": conversation_id, "title": ""}, {"$set": {"title": title}}
+                )
         return True
 
     def record_request(self, request: ChatRequest) -> None:
         """The user's side of a turn (and the conversation, created on its first request)."""
-        title = title_of(request.messages, self._settings.history_title_chars)
-        if not self.claim_conversation(request.user_id, request.conversation_id, title=title,
-                                       at=request.created_at):
+        title = title_of(request.messages, self._settings.history.title_chars)
+        if not self.claim_conversation(
+            request.user_id, request.conversation_id, title=title, at=request.created_at
+        ):
             raise ConversationOwnedByOther(
                 f"conversation {request.conversation_id} belongs to another user than "
-                f"{request.user_id}")
+                f"{request.user_id}"
+            )
         with mongo_errors("record a request"):
             self._upsert(
-                self._turns, {"_id": request.request_id},
-                {"$set": {"conversation_id": request.conversation_id,
-                          "user_id": request.user_id, "model": request.model,
-                          "messages": [m.model_dump() for m in request.messages],
-                          "use_history": request.use_history},
-                 "$min": {"created_at": request.created_at,
-                          "created_us": _micros(request.created_at)}})
+                self._turns,
+                {"_id": request.request_id},
+                {
+                    "$set": {
+                        "conversation_id": request.conversation_id,
+                        "user_id": request.user_id,
+                        "model": request.model,
+                        "messages": [m.model_dump() for m in request.messages],
+                        "use_history": request.use_history,
+                    },
+                    "$min": {
+                        "created_at": request.created_at,
+                        "created_us": _micros(request.created_at),
+                    },
+                },
+            )
         self._recount(request.conversation_id)
 
     def record_completion(self, completion: Completion) -> ContextTurn:
@@ -147,66 +181,93 @@ class HistoryRepository:
         with mongo_errors("record a completion"):
             selector = {"_id": completion.request_id}
             update: Document = {
-                "$set": {"conversation_id": completion.conversation_id,
-                         "user_id": completion.user_id, "model": completion.model,
-                         "answer": completion.text, "finish_reason": completion.finish_reason,
-                         "usage": completion.usage.model_dump(),
-                         "timings": completion.timings.model_dump(),
-                         "worker_id": completion.worker_id,
-                         "error": (completion.error.model_dump()
-                                   if completion.error is not None else None),
-                         "completed_at": completion.created_at},
-                "$min": {"created_at": completion.created_at,
-                         "created_us": _micros(completion.created_at)}}
+                "$set": {
+                    "conversation_id": completion.conversation_id,
+                    "user_id": completion.user_id,
+                    "model": completion.model,
+                    "answer": completion.text,
+                    "finish_reason": completion.finish_reason,
+                    "usage": completion.usage.model_dump(),
+                    "timings": completion.timings.model_dump(),
+                    "worker_id": completion.worker_id,
+                    "error": (
+                        completion.error.model_dump() if completion.error is not None else None
+                    ),
+                    "completed_at": completion.created_at,
+                },
+                "$min": {
+                    "created_at": completion.created_at,
+                    "created_us": _micros(completion.created_at),
+                },
+            }
             self._upsert(self._turns, selector, update)
             doc = self._turns.find_one(selector)
-            self._conversations.update_one({"_id": completion.conversation_id},
-                                           {"$max": {"updated_at": completion.created_at}})
+            self._conversations.update_one(
+                {"_id": completion.conversation_id}, {"$max": {"updated_at": completion.created_at}}
+            )
         self._recount(completion.conversation_id)
         assert doc is not None  # just upserted
         return ContextTurn.from_document(doc)
 
     def record_verdict(self, verdict: ModerationVerdict) -> None:
         """A moderation verdict on a turn (one per stage; a replay overwrites it with itself)."""
-        entry = {"event_id": verdict.event_id, "flagged": verdict.flagged,
-                 "action": verdict.action,
-                 "categories": sorted(c for c, hit in verdict.categories.items() if hit),
-                 "category_scores": verdict.category_scores,
-                 "pii": [span.model_dump() for span in verdict.pii],
-                 "at": verdict.created_at}
+        entry = {
+            "event_id": verdict.event_id,
+            "flagged": verdict.flagged,
+            "action": verdict.action,
+            "categories": sorted(c for c, hit in verdict.categories.items() if hit),
+            "category_scores": verdict.category_scores,
+            "pii": [span.model_dump() for span in verdict.pii],
+            "at": verdict.created_at,
+        }
         with mongo_errors("record a verdict"):
             self._upsert(
-                self._turns, {"_id": verdict.request_id},
-                {"$set": {f"verdicts.{verdict.stage}": entry,
-                          "conversation_id": verdict.conversation_id,
-                          "user_id": verdict.user_id},
-                 "$min": {"created_at": verdict.created_at,
-                          "created_us": _micros(verdict.created_at)}})
+                self._turns,
+                {"_id": verdict.request_id},
+                {
+                    "$set": {
+                        f"verdicts.{verdict.stage}": entry,
+                        "conversation_id": verdict.conversation_id,
+                        "user_id": verdict.user_id,
+                    },
+                    "$min": {
+                        "created_at": verdict.created_at,
+                        "created_us": _micros(verdict.created_at),
+                    },
+                },
+            )
 
     def _recount(self, conversation_id: str) -> None:
         with mongo_errors("count a conversation's turns"):
             count = self._turns.count_documents({"conversation_id": conversation_id})
-            self._conversations.update_one({"_id": conversation_id},
-                                           {"$set": {"turn_count": count}})
+            self._conversations.update_one(
+                {"_id": conversation_id}, {"$set": {"turn_count": count}}
+            )
 
     # --- reads -----------------------------------------------------------------------------
     def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
         """The user's conversations, most recently updated first."""
         with mongo_errors("list conversations"):
-            docs = list(self._conversations.find({"user_id": user_id})
-                        .sort([("updated_at", DESCENDING), ("_id", ASCENDING)]).limit(limit))
+            docs = list(
+                self._conversations.find({"user_id": user_id})
+                .sort([("updated_at", DESCENDING), ("_id", ASCENDING)])
+                .limit(limit)
+            )
         return [Conversation.from_document(d) for d in docs]
 
-    def get_conversation(self, user_id: str, conversation_id: str
-                         ) -> tuple[Conversation, list[Document]] | None:
+    def get_conversation(
+        self, user_id: str, conversation_id: str
+    ) -> tuple[Conversation, list[Document]] | None:
         """The conversation and its turns (oldest first); None when absent or another's."""
         with mongo_errors("read a conversation"):
             doc = self._conversations.find_one({"_id": conversation_id, "user_id": user_id})
             if doc is None:
                 return None
-            turns = list(self._turns.find({"conversation_id": conversation_id,
-                                           "user_id": user_id})
-                         .sort([("created_at", ASCENDING), ("_id", ASCENDING)]))
+            turns = list(
+                self._turns.find({"conversation_id": conversation_id, "user_id": user_id}).sort(
+                    [("created_at", ASCENDING), ("_id", ASCENDING)]
+                )
+            )
         return Conversation.from_document(doc), turns
 
     def owner_of(self, conversation_id: str) -> str | None:
@@ -214,19 +275,28 @@ class HistoryRepository:
             doc = self._conversations.find_one({"_id": conversation_id}, {"user_id": 1})
         return None if doc is None else str(doc["user_id"])
 
-    def context_turns(self, conversation_id: str, *, exclude: str | None = None
-                      ) -> list[ContextTurn]:
+    def context_turns(
+        self, conversation_id: str, *, exclude: str | None = None
+    ) -> list[ContextTurn]:
         """The conversation's context (oldest first) by the settings' budget."""
         settings = self._settings
         with mongo_errors("read a conversation's context"):
-            docs = list(self._turns.find({"conversation_id": conversation_id,
-                                          "finish_reason": {"$in": ["stop", "length",
-                                                                    "cancelled"]}})
-                        .sort([("created_at", DESCENDING)])
-                        .limit(settings.history_context_max_turns + 1))
-        return select_context((ContextTurn.from_document(d) for d in docs),
-                              max_turns=settings.history_context_max_turns,
-                              max_chars=settings.history_context_max_chars, exclude=exclude)
+            docs = list(
+                self._turns.find(
+                    {
+                        "conversation_id": conversation_id,
+                        "finish_reason": {"$in": ["stop", "length", "cancelled"]},
+                    }
+                )
+                .sort([("created_at", DESCENDING)])
+                .limit(settings.history.context_max_turns + 1)
+            )
+        return select_context(
+            (ContextTurn.from_document(d) for d in docs),
+            max_turns=settings.history.context_max_turns,
+            max_chars=settings.history.context_max_chars,
+            exclude=exclude,
+        )
 
     # --- deletes ---------------------------------------------------------------------------
     def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
@@ -241,8 +311,9 @@ class HistoryRepository:
     def delete_user(self, user_id: str) -> list[str]:
         """Delete every conversation and turn of ``user_id``; returns the conversation ids."""
         with mongo_errors("delete a user's history"):
-            ids = [str(d["_id"]) for d in self._conversations.find({"user_id": user_id},
-                                                                   {"_id": 1})]
+            ids = [
+                str(d["_id"]) for d in self._conversations.find({"user_id": user_id}, {"_id": 1})
+            ]
             self._turns.delete_many({"user_id": user_id})
             if ids:
                 self._turns.delete_many({"conversation_id": {"$in": ids}})

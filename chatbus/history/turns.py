@@ -36,8 +36,11 @@ class ContextTurn:
 
     @property
     def answered(self) -> bool:
-        return bool(self.messages) and self.finish_reason in CONTEXT_FINISH_REASONS and (
-            bool(self.answer) or self.finish_reason != "cancelled")
+        return (
+            bool(self.messages)
+            and self.finish_reason in CONTEXT_FINISH_REASONS
+            and (bool(self.answer) or self.finish_reason != "cancelled")
+        )
 
     def chat_messages(self) -> list[ChatMessage]:
         return [*self.messages, ChatMessage(role="assistant", content=self.answer)]
@@ -46,18 +49,29 @@ class ContextTurn:
         return sum(len(m.content) for m in self.messages) + len(self.answer)
 
     def to_json(self) -> str:
-        return json.dumps({"request_id": self.request_id, "created_at": self.created_at,
-                           "messages": [m.model_dump() for m in self.messages],
-                           "answer": self.answer, "finish_reason": self.finish_reason,
-                           "use_history": self.use_history}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "request_id": self.request_id,
+                "created_at": self.created_at,
+                "messages": [m.model_dump() for m in self.messages],
+                "answer": self.answer,
+                "finish_reason": self.finish_reason,
+                "use_history": self.use_history,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ContextTurn:
         data = json.loads(raw)
-        return cls(request_id=data["request_id"], created_at=float(data["created_at"]),
-                   messages=tuple(ChatMessage.model_validate(m) for m in data["messages"]),
-                   answer=data.get("answer", ""), finish_reason=data.get("finish_reason"),
-                   use_history=bool(data.get("use_history", False)))
+        return cls(
+            request_id=data["request_id"],
+            created_at=float(data["created_at"]),
+            messages=tuple(ChatMessage.model_validate(m) for m in data["messages"]),
+            answer=data.get("answer", ""),
+            finish_reason=data.get("finish_reason"),
+            use_history=bool(data.get("use_history", False)),
+        )
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> ContextTurn:
@@ -67,18 +81,25 @@ class ContextTurn:
             at = doc["created_us"] / 1_000_000
         else:
             at = created.timestamp() if isinstance(created, datetime) else 0.0
-        return cls(request_id=str(doc["_id"]), created_at=at,
-                   messages=tuple(ChatMessage.model_validate(m)
-                                  for m in doc.get("messages") or ()),
-                   answer=str(doc.get("answer") or ""), finish_reason=doc.get("finish_reason"),
-                   use_history=bool(doc.get("use_history", False)))
+        return cls(
+            request_id=str(doc["_id"]),
+            created_at=at,
+            messages=tuple(ChatMessage.model_validate(m) for m in doc.get("messages") or ()),
+            answer=str(doc.get("answer") or ""),
+            finish_reason=doc.get("finish_reason"),
+            use_history=bool(doc.get("use_history", False)),
+        )
 
 
-def select_context(turns: Iterable[ContextTurn], *, max_turns: int, max_chars: int,
-                   exclude: str | None = None) -> list[ContextTurn]:
+def select_context(
+    turns: Iterable[ContextTurn], *, max_turns: int, max_chars: int, exclude: str | None = None
+) -> list[ContextTurn]:
     """The turns that form the context, oldest first (``exclude``: the request being served)."""
-    newest_first = sorted((t for t in turns if t.request_id != exclude and t.answered),
-                          key=lambda t: t.created_at, reverse=True)
+    newest_first = sorted(
+        (t for t in turns if t.request_id != exclude and t.answered),
+        key=lambda t: t.created_at,
+        reverse=True,
+    )
     chosen: list[ContextTurn] = []
     chars = 0
     for turn in newest_first:

@@ -34,11 +34,17 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry ``attempt + 1`` (``attempt`` 0: the first retry)."""
         exponent = min(max(0, attempt), _MAX_EXPONENT)
-        return float(min(self.max_s, self.initial_s * self.factor ** exponent))
+        return float(min(self.max_s, self.initial_s * self.factor**exponent))
 
 
-async def retrying(call: Callable[[], Awaitable[T]], *, retry_on: tuple[type[BaseException], ...],
-                   backoff: Backoff, what: str, sleep: Sleep = asyncio.sleep) -> T:
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    backoff: Backoff,
+    what: str,
+    sleep: Sleep = asyncio.sleep,
+) -> T:
     """Await ``call()`` until it returns, retrying (for ever) while it raises ``retry_on``."""
     attempt = 0
     while True:
@@ -47,6 +53,11 @@ async def retrying(call: Callable[[], Awaitable[T]], *, retry_on: tuple[type[Bas
         except retry_on as exc:
             delay = backoff.delay(attempt)
             attempt += 1
-            log.warning("retrying", action=what, retry_in_s=delay, attempt=attempt,
-                        error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "retrying",
+                action=what,
+                retry_in_s=delay,
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             await sleep(delay)

@@ -41,6 +41,9 @@ def decode_event(topic: str, value: bytes | None, expected: tuple[str, ...] = ()
     except ValidationError as exc:
         raise InvalidEvent(topic, describe_validation_error(exc)) from exc
     if expected and event.type not in expected:
-        raise InvalidEvent(topic, f"event type {event.type!r} does not belong on this topic "
-                                  f"(expected {', '.join(expected)})")
+        raise InvalidEvent(
+            topic,
+            f"event type {event.type!r} does not belong on this topic "
+            f"(expected {', '.join(expected)})",
+        )
     return event

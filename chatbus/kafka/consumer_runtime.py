@@ -84,9 +84,17 @@ class ConsumerRuntime:
     beat_interval_s: ClassVar[float] = 1.0  # a loop waiting for capacity still beats this often
     stop_grace_s: ClassVar[float] = 30.0  # loops finish their turn within this, else cancelled
 
-    def __init__(self, settings: Settings, *, group: str, topics: Sequence[str], client_id: str,
-                 health: Health | None = None, sleep: Sleep = asyncio.sleep,
-                 **consumer_options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str,
+        topics: Sequence[str],
+        client_id: str,
+        health: Health | None = None,
+        sleep: Sleep = asyncio.sleep,
+        **consumer_options: Any,
+    ) -> None:
         self.settings = settings
         self.group = group
         self.health = health or Health(self.component)
@@ -129,6 +137,7 @@ class ConsumerRuntime:
 
     def closing(self, close: Callable[[], Awaitable[object] | object]) -> None:
         """Call ``close`` on stop, in reverse order of registration."""
+
         async def close_it() -> None:
             result = close()
             if inspect.isawaitable(result):
@@ -138,8 +147,9 @@ class ConsumerRuntime:
 
     def spawn_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` in the background until stop (restarted on :attr:`restart_on`)."""
-        self._loops[name] = asyncio.create_task(self._supervised(name, loop),
-                                                name=f"{self.component}-{name}")
+        self._loops[name] = asyncio.create_task(
+            self._supervised(name, loop), name=f"{self.component}-{name}"
+        )
 
     def capacity_freed(self) -> None:
         """Wake the poll loop that waits for capacity."""
@@ -158,8 +168,12 @@ class ConsumerRuntime:
         try:
             await consumer.commit(wanted)
         except KafkaError as exc:  # the partition moved: its next owner redoes the records
-            log.warning("commit_failed", component=self.component, error=repr(exc),
-                        offsets={f"{tp.topic}:{tp.partition}": o for tp, o in wanted.items()})
+            log.warning(
+                "commit_failed",
+                component=self.component,
+                error=repr(exc),
+                offsets={f"{tp.topic}:{tp.partition}": o for tp, o in wanted.items()},
+            )
             return {}
         return wanted
 
@@ -190,8 +204,11 @@ class ConsumerRuntime:
     @property
     def running(self) -> bool:
         """Started, not stopping, and every loop alive."""
-        return (self._state is State.RUNNING and bool(self._loops)
-                and not any(task.done() for task in self._loops.values()))
+        return (
+            self._state is State.RUNNING
+            and bool(self._loops)
+            and not any(task.done() for task in self._loops.values())
+        )
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -261,9 +278,13 @@ class ConsumerRuntime:
 
     async def _join(self) -> None:
         consumer = make_consumer(
-            self.settings, group_id=self.group, client_id=self._client_id,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms, **self._consumer_options)
+            self.settings,
+            group_id=self.group,
+            client_id=self._client_id,
+            session_timeout_ms=self.settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka.heartbeat_interval_ms,
+            **self._consumer_options,
+        )
         consumer.subscribe(topics=self._topics, listener=_Listener(self))
         # the first assignment may arrive while start() runs
         self._consumer, self._gate = consumer, PauseGate(consumer)
@@ -292,8 +313,12 @@ class ConsumerRuntime:
         results = await asyncio.gather(*self._loops.values(), return_exceptions=True)
         for name, result in zip(self._loops, results, strict=True):
             if isinstance(result, Exception):
-                log.error("loop_failed", component=self.component, loop=name,
-                          error=f"{type(result).__name__}: {result}")
+                log.error(
+                    "loop_failed",
+                    component=self.component,
+                    loop=name,
+                    error=f"{type(result).__name__}: {result}",
+                )
 
     # --- loops ----------------------------------------------------------------------------
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -305,8 +330,13 @@ class ConsumerRuntime:
             except self.restart_on as exc:
                 delay = self.loop_backoff.delay(attempt)
                 attempt += 1
-                log.warning("loop_restarting", component=self.component, loop=name,
-                            error=repr(exc), retry_in_s=delay)
+                log.warning(
+                    "loop_restarting",
+                    component=self.component,
+                    loop=name,
+                    error=repr(exc),
+                    retry_in_s=delay,
+                )
                 await self._sleep(delay)
 
     async def _consume(self) -> None:
@@ -331,8 +361,11 @@ class ConsumerRuntime:
 
     # --- rebalancing ----------------------------------------------------------------------
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions_assigned", component=self.component,
-                 partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        log.info(
+            "partitions_assigned",
+            component=self.component,
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
         await self.on_assigned(assigned)
         if self._gate is not None:
             self._gate.apply()

@@ -51,8 +51,14 @@ def dead_letter_for(record: Consumed, *, error: str, consumer: str) -> DeadLette
     )
 
 
-async def send_to_dlq(publisher: EventPublisher, record: Consumed, *, error: str,
-                      consumer: str, member: str | None = None) -> None:
+async def send_to_dlq(
+    publisher: EventPublisher,
+    record: Consumed,
+    *,
+    error: str,
+    consumer: str,
+    member: str | None = None,
+) -> None:
     """Publish the dead letter and wait for the broker's ack before the caller commits.
 
     ``consumer`` names the component (the metric's label); ``member``, when given, the instance
@@ -62,12 +68,25 @@ async def send_to_dlq(publisher: EventPublisher, record: Consumed, *, error: str
     letter = dead_letter_for(record, error=error, consumer=who)
     await publisher.publish(TopicName.DLQ, letter, key=record.key)
     DEAD_LETTERS.labels(consumer, record.topic).inc()
-    log.warning("dead_lettered", topic=record.topic, partition=record.partition,
-                offset=record.offset, error=error, consumer=who)
+    log.warning(
+        "dead_lettered",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error=error,
+        consumer=who,
+    )
 
 
-async def reject_request(publisher: EventPublisher, record: Consumed, *, error: str,
-                         consumer: str, worker_id: str, member: str | None = None) -> None:
+async def reject_request(
+    publisher: EventPublisher,
+    record: Consumed,
+    *,
+    error: str,
+    consumer: str,
+    worker_id: str,
+    member: str | None = None,
+) -> None:
     """Dead-letter an invalid request; when its requester can be told, end its stream with the
     reason (an ``invalid_request`` chunk from ``worker_id`` on its reply partition)."""
     await send_to_dlq(publisher, record, error=error, consumer=consumer, member=member)
@@ -75,9 +94,14 @@ async def reject_request(publisher: EventPublisher, record: Consumed, *, error: 
     if reply is None:
         return
     request_id, conversation_id, reply_to = reply
-    chunk = TokenChunk(request_id=request_id, conversation_id=conversation_id, seq=0,
-                       finish_reason="error", worker_id=worker_id,
-                       error=ErrorInfo(code="invalid_request", message=error))
+    chunk = TokenChunk(
+        request_id=request_id,
+        conversation_id=conversation_id,
+        seq=0,
+        finish_reason="error",
+        worker_id=worker_id,
+        error=ErrorInfo(code="invalid_request", message=error),
+    )
     await publisher.publish(TopicName.TOKENS, chunk, partition=reply_to.partition)
 
 

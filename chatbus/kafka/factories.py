@@ -13,12 +13,13 @@ from chatbus.kafka.security import client_options
 from chatbus.settings import Settings
 
 
-def make_producer(settings: Settings, *, client_id: str | None = None,
-                  **overrides: Any) -> AIOKafkaProducer:
+def make_producer(
+    settings: Settings, *, client_id: str | None = None, **overrides: Any
+) -> AIOKafkaProducer:
     """An idempotent producer (acks=all): retries never duplicate or reorder a partition."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": client_id or settings.kafka_client_id,
+        "bootstrap_servers": settings.kafka.bootstrap,
+        "client_id": client_id or settings.kafka.client_id,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 0,
@@ -29,12 +30,17 @@ def make_producer(settings: Settings, *, client_id: str | None = None,
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str | None,
-                  client_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: Settings,
+    *topics: str,
+    group_id: str | None,
+    client_id: str | None = None,
+    **overrides: Any,
+) -> AIOKafkaConsumer:
     """A consumer that commits only when told to (after the effect is durable)."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": client_id or settings.kafka_client_id,
+        "bootstrap_servers": settings.kafka.bootstrap,
+        "client_id": client_id or settings.kafka.client_id,
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -46,17 +52,20 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None,
     return AIOKafkaConsumer(*topics, **options)
 
 
-def kafka_unavailable(settings: Settings, exc: BaseException,
-                      cause: str | None = None) -> ServiceUnavailable:
+def kafka_unavailable(
+    settings: Settings, exc: BaseException, cause: str | None = None
+) -> ServiceUnavailable:
     """Our error for a broker that cannot be reached, saying what to do (and, when known, what
     the broker said: ``cause``)."""
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        hint = (f"check CHATBUS_KAFKA_BOOTSTRAP and the {settings.kafka_security_protocol} "
-                "settings (CHATBUS_KAFKA_SASL_*, CHATBUS_KAFKA_SSL_CAFILE)")
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        hint = (
+            f"check CHATBUS_KAFKA_BOOTSTRAP and the {settings.kafka.security_protocol} "
+            "settings (CHATBUS_KAFKA_SASL_*, CHATBUS_KAFKA_SSL_CAFILE)"
+        )
     else:
         hint = "start the local services with `make up`, or set CHATBUS_KAFKA_BOOTSTRAP"
     said = cause or f"{exc.__class__.__name__}: {exc}"
-    return ServiceUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap} ({said}); {hint}")
+    return ServiceUnavailable(f"cannot reach Kafka at {settings.kafka.bootstrap} ({said}); {hint}")
 
 
 async def kafka_unreachable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
@@ -69,15 +78,19 @@ async def kafka_unreachable(settings: Settings, exc: BaseException) -> ServiceUn
 async def connection_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
     """Why connecting (TLS handshake and SASL included) to the first bootstrap broker fails;
     None when it succeeds."""
-    first = settings.kafka_bootstrap.split(",")[0].strip()
+    first = settings.kafka.bootstrap.split(",")[0].strip()
     host, _, port = first.rpartition(":")
     if not port.isdigit():
         host, port = first, "9092"  # Kafka's default, as aiokafka assumes
     try:
         async with asyncio.timeout(timeout_s):
-            conn = await create_conn(host.strip("[]"), int(port), client_id="chatbus-diagnosis",
-                                     request_timeout_ms=int(timeout_s * 1000),
-                                     **client_options(settings))
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id="chatbus-diagnosis",
+                request_timeout_ms=int(timeout_s * 1000),
+                **client_options(settings),
+            )
     except Exception as exc:  # noqa: BLE001 - the reason is what we want, whatever it is
         return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
     conn.close()
@@ -88,5 +101,8 @@ async def partitions_of(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicP
     """Every partition of ``topics`` as the broker has them now (a started consumer that has not
     subscribed knows no metadata yet; missing topics have none)."""
     await consumer._client.force_metadata_update()
-    return [TopicPartition(topic, p) for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]

@@ -20,16 +20,17 @@ __all__ = ["archiver_group", "inference_group", "live_groups"]
 
 def inference_group(settings: Settings, model: str) -> str:
     """The consumer group of the workers that serve ``model`` (one group per model)."""
-    return f"{settings.topic_prefix}chatbus.inference.{model}"
+    return f"{settings.kafka.topic_prefix}chatbus.inference.{model}"
 
 
 def archiver_group(settings: Settings) -> str:
     """The consumer group of the archivers (``CHATBUS_ARCHIVE_GROUP`` under the topic prefix)."""
-    return settings.topic(settings.archive_group)
+    return settings.topic(settings.archive.group)
 
 
-class _DescribeGroups(Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1
-                              | DescribeGroupsRequest_v2]):
+class _DescribeGroups(
+    Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]
+):
     """DescribeGroups at v0-v2 only: aiokafka 0.14 decodes a v3 answer with the v2 schema (no
     ``authorized_operations``) and fails ("Buffer underrun") on any group that has members."""
 

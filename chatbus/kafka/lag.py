@@ -44,12 +44,16 @@ class PartitionLag:
         return asdict(self) | {"lag": self.lag}
 
 
-async def log_offsets(settings: Settings, topics: list[str]
-                      ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+async def log_offsets(
+    settings: Settings, topics: list[str]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The first and the end offset of every partition of ``topics`` (missing topics skipped)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                client_id=f"{settings.kafka_client_id}-offsets",
-                                **client_options(settings))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        group_id=None,
+        client_id=f"{settings.kafka.client_id}-offsets",
+        **client_options(settings),
+    )
     await start_client(settings, consumer)
     try:
         tps = await partitions_of(consumer, *topics)
@@ -82,14 +86,16 @@ def known_subscriptions(settings: Settings) -> dict[str, set[str]]:
     every = {settings.topic(t.value) for t in TopicName}
     out = {archiver_group(settings): every}
     for model in settings.served_models:
-        out[inference_group(settings, model)] = {
-            settings.topic(settings.inference_input_topic)}
+        out[inference_group(settings, model)] = {settings.topic(settings.worker.input_topic)}
     return out
 
 
-async def group_lag(settings: Settings, groups: list[str] | None = None, *,
-                    subscriptions: Mapping[str, Iterable[str]] | None = None
-                    ) -> list[PartitionLag]:
+async def group_lag(
+    settings: Settings,
+    groups: list[str] | None = None,
+    *,
+    subscriptions: Mapping[str, Iterable[str]] | None = None,
+) -> list[PartitionLag]:
     """Lag of ``groups`` (default: every group on the broker whose name starts with the
     deployment's topic prefix, plus chatbus's own groups) on every partition of the topics they
     committed on or, for chatbus's groups and those in ``subscriptions`` (group → topics),
@@ -98,7 +104,9 @@ async def group_lag(settings: Settings, groups: list[str] | None = None, *,
     for group, topics in (subscriptions or {}).items():
         known[group] = known.get(group, set()) | set(topics)
     if groups is None:
-        on_broker = [g for g in await list_groups(settings) if g.startswith(settings.topic_prefix)]
+        on_broker = [
+            g for g in await list_groups(settings) if g.startswith(settings.kafka.topic_prefix)
+        ]
         groups = sorted(set(on_broker) | set(known))
     committed = {g: await group_offsets(settings, g) for g in groups}
     wanted = {g: {tp.topic for tp in committed[g]} | known.get(g, set()) for g in groups}
@@ -107,8 +115,11 @@ async def group_lag(settings: Settings, groups: list[str] | None = None, *,
     for g in groups:
         for tp in sorted(ends, key=lambda t: (t.topic, t.partition)):
             if tp.topic in wanted[g]:
-                rows.append(PartitionLag(g, tp.topic, tp.partition, ends[tp],
-                                         committed[g].get(tp), starts[tp]))
+                rows.append(
+                    PartitionLag(
+                        g, tp.topic, tp.partition, ends[tp], committed[g].get(tp), starts[tp]
+                    )
+                )
     return rows
 
 
@@ -117,8 +128,14 @@ class LagReporter:
     the topics it committed on and ``topics`` (what it subscribes to: lag shows before the
     group's first commit)."""
 
-    def __init__(self, settings: Settings, group: str, *, topics: Iterable[str] = (),
-                 interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        group: str,
+        *,
+        topics: Iterable[str] = (),
+        interval_s: float = 10.0,
+    ) -> None:
         self.settings, self.group, self.interval_s = settings, group, interval_s
         self.topics = frozenset(topics)
         self._task: asyncio.Task[None] | None = None
@@ -139,8 +156,9 @@ class LagReporter:
         from chatbus.metrics import CONSUMER_LAG
 
         try:
-            rows = await group_lag(self.settings, [self.group],
-                                   subscriptions={self.group: self.topics})
+            rows = await group_lag(
+                self.settings, [self.group], subscriptions={self.group: self.topics}
+            )
             for row in rows:
                 CONSUMER_LAG.labels(row.group, row.topic, str(row.partition)).set(row.lag)
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the process

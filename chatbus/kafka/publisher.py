@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
@@ -16,6 +17,32 @@ from chatbus.kafka.factories import kafka_unavailable, make_producer
 from chatbus.kafka.startup import start_client
 from chatbus.settings import Settings
 from schemas.topics import topic as topic_entry
+
+
+class Publisher(Protocol):
+    """What a component needs of a publisher: queue an event (the future resolves on the
+    broker's ack), or send and wait. :class:`EventPublisher` is the Kafka one; unit tests give a
+    recorder."""
+
+    async def send(
+        self,
+        topic: str,
+        event: BaseModel,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> asyncio.Future[Any]: ...
+
+    async def publish(
+        self,
+        topic: str,
+        event: BaseModel,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Any: ...
 
 
 class EventPublisher:
@@ -55,19 +82,31 @@ class EventPublisher:
         try:
             return set(await self._producer.partitions_for(name))
         except UnknownTopicOrPartitionError:
-            raise ConfigurationError(f"topic {name!r} does not exist; run `chatbus topics "
-                                     "create` (make up does it)") from None
+            raise ConfigurationError(
+                f"topic {name!r} does not exist; run `chatbus topics create` (make up does it)"
+            ) from None
 
-    async def publish(self, topic: str, event: BaseModel, *, key: str | bytes | None = None,
-                      partition: int | None = None,
-                      headers: Sequence[tuple[str, bytes]] = ()) -> RecordMetadata:
+    async def publish(
+        self,
+        topic: str,
+        event: BaseModel,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> RecordMetadata:
         """Send ``event`` to registry topic ``topic`` and wait for the broker's ack (acks=all)."""
-        return await (await self.send(topic, event, key=key, partition=partition,
-                                      headers=headers))
+        return await (await self.send(topic, event, key=key, partition=partition, headers=headers))
 
-    async def send(self, topic: str, event: BaseModel, *, key: str | bytes | None = None,
-                   partition: int | None = None,
-                   headers: Sequence[tuple[str, bytes]] = ()) -> asyncio.Future[RecordMetadata]:
+    async def send(
+        self,
+        topic: str,
+        event: BaseModel,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> asyncio.Future[RecordMetadata]:
         """Queue ``event`` for registry topic ``topic``; the future resolves on the broker's ack.
 
         Sends to one partition keep their order (idempotent producer), so a caller may queue
@@ -79,8 +118,11 @@ class EventPublisher:
         raw_key = key.encode() if isinstance(key, str) else key
         try:
             return await self._producer.send(
-                self._settings.topic(topic), encode_event(event), key=raw_key,
-                partition=partition, headers=[*event_headers(event), *headers],
+                self._settings.topic(topic),
+                encode_event(event),
+                key=raw_key,
+                partition=partition,
+                headers=[*event_headers(event), *headers],
             )
         except KafkaConnectionError as exc:
             raise kafka_unavailable(self._settings, exc) from exc

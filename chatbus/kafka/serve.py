@@ -83,8 +83,13 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings, component: str, build: Callable[[Health], Service], *,
-                ready: str | None = None) -> None:
+async def serve(
+    settings: Settings,
+    component: str,
+    build: Callable[[Health], Service],
+    *,
+    ready: str | None = None,
+) -> None:
     """Run ``build(health)`` until SIGTERM/SIGINT (then stop it) or until one of its loops
     fails (then stop it and raise). ``ready``: the readiness reason once started, for a
     component that does not report readiness itself."""
@@ -108,8 +113,10 @@ async def serve(settings: Settings, component: str, build: Callable[[Health], Se
                 finally:
                     await service.stop()
     if failed is not None:
-        raise ChatbusError(f"the {component}'s loop failed ({type(failed).__name__}: {failed}); "
-                           "what it had not committed is redone after a restart") from failed
+        raise ChatbusError(
+            f"the {component}'s loop failed ({type(failed).__name__}: {failed}); "
+            "what it had not committed is redone after a restart"
+        ) from failed
 
 
 async def _until_stopped(stop: asyncio.Event, service: Service) -> BaseException | None:

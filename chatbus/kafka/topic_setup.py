@@ -22,9 +22,11 @@ TopicSpec = tuple[int, dict[str, str]]  # partitions, topic configs
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client; a broker that cannot be reached is our ServiceUnavailable."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                client_id=f"{settings.kafka_client_id}-admin",
-                                **client_options(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap,
+        client_id=f"{settings.kafka.client_id}-admin",
+        **client_options(settings),
+    )
     await start_client(settings, admin)
     try:
         yield admin
@@ -32,13 +34,21 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
         await admin.close()
 
 
-async def create_missing(admin: AIOKafkaAdminClient, settings: Settings,
-                         wanted: Mapping[str, TopicSpec]) -> list[str]:
+async def create_missing(
+    admin: AIOKafkaAdminClient, settings: Settings, wanted: Mapping[str, TopicSpec]
+) -> list[str]:
     """Create the topics of ``wanted`` that do not exist yet; returns the names created."""
     existing = set(await admin.list_topics())
-    missing = [NewTopic(name=name, num_partitions=partitions,
-                        replication_factor=settings.topic_replication, topic_configs=config)
-               for name, (partitions, config) in sorted(wanted.items()) if name not in existing]
+    missing = [
+        NewTopic(
+            name=name,
+            num_partitions=partitions,
+            replication_factor=settings.kafka.topic_replication,
+            topic_configs=config,
+        )
+        for name, (partitions, config) in sorted(wanted.items())
+        if name not in existing
+    ]
     if missing:
         try:
             await admin.create_topics(missing)
@@ -50,9 +60,13 @@ async def create_missing(admin: AIOKafkaAdminClient, settings: Settings,
 
 async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create the missing registry topics; returns topic → partition count as the broker has it."""
-    wanted = {settings.topic(t.name): (t.partitions(settings.topic_partitions),
-                                       {"retention.ms": str(t.retention_ms)})
-              for t in TOPICS.values()}
+    wanted = {
+        settings.topic(t.name): (
+            t.partitions(settings.kafka.topic_partitions),
+            {"retention.ms": str(t.retention_ms)},
+        )
+        for t in TOPICS.values()
+    }
     async with admin_client(settings) as admin:
         await create_missing(admin, settings, wanted)
         described = await admin.describe_topics(list(wanted))

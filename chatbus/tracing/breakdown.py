@@ -38,8 +38,16 @@ class Stage(StrEnum):
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 
-REQUIRED: tuple[Hop, ...] = (Hop.RECEIVED, Hop.PUBLISHED, Hop.WORKER_IN, Hop.ADMITTED,
-                             Hop.FIRST_TOKEN, Hop.CHUNK_PUBLISHED, Hop.CLIENT_IN, Hop.DELIVERED)
+REQUIRED: tuple[Hop, ...] = (
+    Hop.RECEIVED,
+    Hop.PUBLISHED,
+    Hop.WORKER_IN,
+    Hop.ADMITTED,
+    Hop.FIRST_TOKEN,
+    Hop.CHUNK_PUBLISHED,
+    Hop.CLIENT_IN,
+    Hop.DELIVERED,
+)
 
 
 class IncompleteTrace(ChatbusError):
@@ -64,14 +72,20 @@ class Breakdown:
     moderated: bool  # moderation stamped the request (else its stage is 0)
 
     def stages(self) -> dict[Stage, float]:
-        return {Stage.GATEWAY: self.gateway_ms, Stage.BUS: self.bus_ms,
-                Stage.MODERATION: self.moderation_ms, Stage.QUEUE: self.queue_ms,
-                Stage.PREFILL: self.prefill_ms, Stage.DELIVERY: self.delivery_ms}
+        return {
+            Stage.GATEWAY: self.gateway_ms,
+            Stage.BUS: self.bus_ms,
+            Stage.MODERATION: self.moderation_ms,
+            Stage.QUEUE: self.queue_ms,
+            Stage.PREFILL: self.prefill_ms,
+            Stage.DELIVERY: self.delivery_ms,
+        }
 
     def log_fields(self) -> dict[str, float | bool]:
         """``<stage>_ms`` and ``ttft_ms``, rounded to 0.01 ms, for one structured log line."""
-        fields: dict[str, float | bool] = {f"{stage}_ms": round(ms, 2)
-                                           for stage, ms in self.stages().items()}
+        fields: dict[str, float | bool] = {
+            f"{stage}_ms": round(ms, 2) for stage, ms in self.stages().items()
+        }
         fields["ttft_ms"] = round(self.total_ms, 2)
         fields["moderated"] = self.moderated
         return fields
@@ -82,14 +96,16 @@ def breakdown(stamps: Mapping[str, float]) -> Breakdown:
     missing = [hop.value for hop in REQUIRED if hop not in stamps]
     moderated = Hop.MODERATION_IN in stamps or Hop.MODERATION_OUT in stamps
     if moderated:
-        missing += [hop.value for hop in (Hop.MODERATION_IN, Hop.MODERATION_OUT)
-                    if hop not in stamps]
+        missing += [
+            hop.value for hop in (Hop.MODERATION_IN, Hop.MODERATION_OUT) if hop not in stamps
+        ]
     if missing:
         raise IncompleteTrace(missing)
     s = {hop: stamps[hop] for hop in Hop if hop in stamps}
     if moderated:
-        bus_in = ((s[Hop.MODERATION_IN] - s[Hop.PUBLISHED])
-                  + (s[Hop.WORKER_IN] - s[Hop.MODERATION_OUT]))
+        bus_in = (s[Hop.MODERATION_IN] - s[Hop.PUBLISHED]) + (
+            s[Hop.WORKER_IN] - s[Hop.MODERATION_OUT]
+        )
         moderation = s[Hop.MODERATION_OUT] - s[Hop.MODERATION_IN]
     else:
         bus_in = s[Hop.WORKER_IN] - s[Hop.PUBLISHED]
@@ -100,8 +116,9 @@ def breakdown(stamps: Mapping[str, float]) -> Breakdown:
         moderation_ms=moderation,
         queue_ms=s[Hop.ADMITTED] - s[Hop.WORKER_IN],
         prefill_ms=s[Hop.FIRST_TOKEN] - s[Hop.ADMITTED],
-        delivery_ms=((s[Hop.CHUNK_PUBLISHED] - s[Hop.FIRST_TOKEN])
-                     + (s[Hop.DELIVERED] - s[Hop.CLIENT_IN])),
+        delivery_ms=(
+            (s[Hop.CHUNK_PUBLISHED] - s[Hop.FIRST_TOKEN]) + (s[Hop.DELIVERED] - s[Hop.CLIENT_IN])
+        ),
         total_ms=s[Hop.DELIVERED] - s[Hop.RECEIVED],
         moderated=moderated,
     )

@@ -25,16 +25,16 @@ _MAX_ENTRIES = 64  # a header is bounded whatever a producer sends
 class Hop(StrEnum):
     """The stamps of one request, in the order they are taken."""
 
-    RECEIVED = "received"                # the gateway got the HTTP request (SDK: send() called)
-    PUBLISHED = "published"              # the request handed to the producer for chat.requests
-    MODERATION_IN = "moderation_in"      # moderation's first agent took it from chat.requests
-    MODERATION_OUT = "moderation_out"    # the approved copy handed to the producer
-    WORKER_IN = "worker_in"              # the worker took it from its poll
-    ADMITTED = "admitted"                # the worker handed it to the engine (prompt built)
+    RECEIVED = "received"  # the gateway got the HTTP request (SDK: send() called)
+    PUBLISHED = "published"  # the request handed to the producer for chat.requests
+    MODERATION_IN = "moderation_in"  # moderation's first agent took it from chat.requests
+    MODERATION_OUT = "moderation_out"  # the approved copy handed to the producer
+    WORKER_IN = "worker_in"  # the worker took it from its poll
+    ADMITTED = "admitted"  # the worker handed it to the engine (prompt built)
     FIRST_TOKEN = "first_token"  # noqa: S105 - the engine produced the first token
     CHUNK_PUBLISHED = "chunk_published"  # the first chunk handed to the producer for chat.tokens
-    CLIENT_IN = "client_in"              # the gateway's / SDK's reply reader took the first chunk
-    DELIVERED = "delivered"              # first byte written to the HTTP client (SDK: yielded)
+    CLIENT_IN = "client_in"  # the gateway's / SDK's reply reader took the first chunk
+    DELIVERED = "delivered"  # first byte written to the HTTP client (SDK: yielded)
 
 
 HOP_ORDER: tuple[Hop, ...] = tuple(Hop)

@@ -54,8 +54,9 @@ class RequestTrace:
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
-    def begin(cls, incoming: str | bytes | None = None, *,
-              received_ms: float | None = None) -> RequestTrace:
+    def begin(
+        cls, incoming: str | bytes | None = None, *, received_ms: float | None = None
+    ) -> RequestTrace:
         """The first hop: continue a caller's ``traceparent`` if it is valid, else a new trace;
         stamps ``received`` (now, or ``received_ms``)."""
         upstream = _parse(incoming)
@@ -96,8 +97,10 @@ class RequestTrace:
 
     # --- reading -------------------------------------------------------------------------------
     def headers(self) -> list[tuple[str, bytes]]:
-        return [(TRACEPARENT_HEADER, self.parent.format().encode()),
-                (STAMPS_HEADER, encode_stamps(self.stamps))]
+        return [
+            (TRACEPARENT_HEADER, self.parent.format().encode()),
+            (STAMPS_HEADER, encode_stamps(self.stamps)),
+        ]
 
     def ordered(self) -> list[tuple[Hop, float]]:
         return ordered(self.stamps)

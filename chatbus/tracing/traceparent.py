@@ -57,11 +57,13 @@ class TraceParent:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{32}", self.trace_id) or self.trace_id == _ZERO_TRACE:
-            raise InvalidTraceparent(self.trace_id, "trace-id must be 32 lower-case hex digits, "
-                                     "not all zero")
+            raise InvalidTraceparent(
+                self.trace_id, "trace-id must be 32 lower-case hex digits, not all zero"
+            )
         if not re.fullmatch(r"[0-9a-f]{16}", self.span_id) or self.span_id == _ZERO_SPAN:
-            raise InvalidTraceparent(self.span_id, "parent-id must be 16 lower-case hex digits, "
-                                     "not all zero")
+            raise InvalidTraceparent(
+                self.span_id, "parent-id must be 16 lower-case hex digits, not all zero"
+            )
         if not 0 <= self.flags <= 0xFF:
             raise InvalidTraceparent(str(self.flags), "flags must fit in one byte")
 

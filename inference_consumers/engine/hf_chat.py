@@ -28,7 +28,8 @@ class HuggingFaceChat:
         tokenizer = self._require_tokenizer()
         try:
             ids = tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False)
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         except Exception as exc:  # jinja's raise_exception, a message without role/content
             raise EngineError(f"cannot apply the chat template: {exc}") from exc
         return [int(i) for i in ids]
@@ -53,7 +54,8 @@ def room_for(request: GenerationRequest, max_context: int) -> int:
     if room < 1:
         raise EngineError(
             f"prompt of {len(request.prompt_ids)} tokens leaves no room to generate in the "
-            f"context of {max_context} tokens")
+            f"context of {max_context} tokens"
+        )
     return room
 
 
@@ -67,8 +69,9 @@ def eos_ids(*sources: int | Iterable[int] | None) -> frozenset[int]:
     return frozenset(i for i in ids if i >= 0)
 
 
-async def read_events(queue: asyncio.Queue[TokenEvent], *,
-                      abandoned: Callable[[], None]) -> AsyncIterator[TokenEvent]:
+async def read_events(
+    queue: asyncio.Queue[TokenEvent], *, abandoned: Callable[[], None]
+) -> AsyncIterator[TokenEvent]:
     """A request's events from its queue up to the finished one; ``abandoned`` runs when the
     consumer stops reading before that (it went away: the engine frees the slot)."""
     finished = False

@@ -67,8 +67,9 @@ class _Sequence:
 NUCLEUS_RELATIVE_FLOOR = 1e-4
 
 
-def sample_token(logits: np.ndarray, temperature: float, top_p: float,
-                 rng: np.random.Generator) -> int:
+def sample_token(
+    logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator
+) -> int:
     """Next token from one row of logits: argmax when ``temperature <= 0``, else temperature and
     nucleus (top-p) sampling.
 
@@ -88,8 +89,9 @@ def sample_token(logits: np.ndarray, temperature: float, top_p: float,
     return _draw_nucleus(np.arange(weights.shape[0]), weights / total, top_p, rng)
 
 
-def _draw_nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float,
-                  rng: np.random.Generator) -> int:
+def _draw_nucleus(
+    ids: np.ndarray, probs: np.ndarray, top_p: float, rng: np.random.Generator
+) -> int:
     """Draw from the smallest most-likely set of ``ids`` whose probability reaches ``top_p``."""
     order = np.argsort(probs)[::-1]
     keep = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
@@ -105,9 +107,18 @@ def _draw_nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float,
 class BatchLoop:
     """Runs on its own thread until :meth:`stop`; hands each step's outputs to ``deliver``."""
 
-    def __init__(self, llama: Any, ctx: Any, *, n_vocab: int, n_batch: int, n_ctx: int,
-                 max_batch: int, eos_token_ids: frozenset[int],
-                 deliver: Callable[[list[LoopOutput]], None]) -> None:
+    def __init__(
+        self,
+        llama: Any,
+        ctx: Any,
+        *,
+        n_vocab: int,
+        n_batch: int,
+        n_ctx: int,
+        max_batch: int,
+        eos_token_ids: frozenset[int],
+        deliver: Callable[[list[LoopOutput]], None],
+    ) -> None:
         self._llama = llama  # the llama_cpp module (its low-level functions)
         self._ctx = ctx
         self._memory = llama.llama_get_memory(ctx)
@@ -158,16 +169,21 @@ class BatchLoop:
                     self._step()
         except Exception as exc:  # noqa: BLE001 - end every stream with the reason, then exit
             self.fatal_error = f"{type(exc).__name__}: {exc}"
-            self._deliver([LoopOutput(rid, [], "error", self.fatal_error)
-                           for rid in [*self._running, *(r.request_id for r in self._waiting)]])
+            self._deliver(
+                [
+                    LoopOutput(rid, [], "error", self.fatal_error)
+                    for rid in [*self._running, *(r.request_id for r in self._waiting)]
+                ]
+            )
             self._running.clear()
             self._waiting.clear()
 
     def _read_inbox(self, *, block: bool) -> None:
         while True:
             try:
-                kind, item = self._inbox.get(timeout=IDLE_WAIT_S) if block \
-                    else self._inbox.get_nowait()
+                kind, item = (
+                    self._inbox.get(timeout=IDLE_WAIT_S) if block else self._inbox.get_nowait()
+                )
             except queue.Empty:
                 return
             block = False
@@ -199,8 +215,12 @@ class BatchLoop:
             self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._reserved += need
             self._running[request.request_id] = _Sequence(
-                request, seq_id, [int(t) for t in request.prompt_ids],
-                np.random.default_rng(request.seed), reserved=need)
+                request,
+                seq_id,
+                [int(t) for t in request.prompt_ids],
+                np.random.default_rng(request.seed),
+                reserved=need,
+            )
 
     def _release(self, sequence: _Sequence) -> None:
         self._running.pop(sequence.request.request_id, None)
@@ -249,8 +269,9 @@ class BatchLoop:
         outputs: list[LoopOutput] = []
         for sequence, row in rows:
             pointer = llama.llama_get_logits_ith(self._ctx, row)
-            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                           shape=(self._n_vocab,))
+            logits = np.ctypeslib.as_array(
+                ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,)
+            )
             request = sequence.request
             token = sample_token(logits, request.temperature, request.top_p, sequence.rng)
             sequence.generated += 1
@@ -265,4 +286,3 @@ class BatchLoop:
                 self._release(sequence)
         if outputs:
             self._deliver(outputs)
-

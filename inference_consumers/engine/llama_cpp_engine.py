@@ -73,9 +73,16 @@ class _Stream:
 class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
     """``InferenceEngine`` over a GGUF with llama.cpp's batched decoding, on CPU threads."""
 
-    def __init__(self, model_path: Path | str, *, model_name: str, max_batch: int = 8,
-                 n_ctx: int | None = None, n_threads: int | None = None,
-                 warmup: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        model_name: str,
+        max_batch: int = 8,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        warmup: bool = True,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model_path = Path(model_path)
@@ -137,10 +144,13 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
             raise EngineError(
                 f"no single .gguf file at {self.model_path}: the llama.cpp engine runs a GGUF "
                 "(`make model` keeps one beside the real model); use CHATBUS_ENGINE=transformers "
-                "for a Hugging Face folder without one")
+                "for a Hugging Face folder without one"
+            )
         if not llama_cpp_available():
-            raise EngineError("the llama.cpp engine needs llama-cpp-python: `make install` "
-                              "builds it once (or CHATBUS_ENGINE=transformers)")
+            raise EngineError(
+                "the llama.cpp engine needs llama-cpp-python: `make install` "
+                "builds it once (or CHATBUS_ENGINE=transformers)"
+            )
         from transformers import AutoTokenizer, GenerationConfig
 
         folder = gguf.parent
@@ -169,8 +179,10 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             llama_cpp.llama_model_free(model)
-            raise EngineError(f"llama.cpp could not make a context of {self.n_ctx} tokens for "
-                              f"{self.max_batch} sequences")
+            raise EngineError(
+                f"llama.cpp could not make a context of {self.n_ctx} tokens for "
+                f"{self.max_batch} sequences"
+            )
         vocab = llama_cpp.llama_model_get_vocab(model)
         self.max_context = min(int(llama_cpp.llama_model_n_ctx_train(model)), self.n_ctx)
         self.eos_token_ids = _eos_ids(folder, tokenizer, GenerationConfig)
@@ -178,13 +190,25 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
             raise EngineError(f"the model at {folder} names no EOS token")
         self._tokenizer, self._llama, self._model, self._ctx = tokenizer, llama_cpp, model, ctx
         batch_loop = BatchLoop(
-            llama_cpp, ctx, n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)), n_batch=N_BATCH,
-            n_ctx=self.n_ctx, max_batch=self.max_batch, eos_token_ids=self.eos_token_ids,
-            deliver=self._deliver_threadsafe)
+            llama_cpp,
+            ctx,
+            n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
+            n_batch=N_BATCH,
+            n_ctx=self.n_ctx,
+            max_batch=self.max_batch,
+            eos_token_ids=self.eos_token_ids,
+            deliver=self._deliver_threadsafe,
+        )
         batch_loop.start()
         self._batch_loop = batch_loop
-        log.info("engine started: %s (llama.cpp, %s), max_context=%d, max_batch=%d, threads=%d",
-                 self.model_name, gguf.name, self.max_context, self.max_batch, self.n_threads)
+        log.info(
+            "engine started: %s (llama.cpp, %s), max_context=%d, max_batch=%d, threads=%d",
+            self.model_name,
+            gguf.name,
+            self.max_context,
+            self.max_batch,
+            self.n_threads,
+        )
 
     async def _warm_up(self) -> None:
         prompt = self.encode_chat([{"role": "user", "content": "warm up"}])
@@ -218,8 +242,14 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
             raise EngineError(f"request {request_id!r} is already running")
         room = room_for(request, self.max_context)
         if request.max_new_tokens > room:
-            request = GenerationRequest(request.request_id, request.prompt_ids, room,
-                                        request.temperature, request.top_p, request.seed)
+            request = GenerationRequest(
+                request.request_id,
+                request.prompt_ids,
+                room,
+                request.temperature,
+                request.top_p,
+                request.seed,
+            )
         stream = _Stream(request_id)
         self._streams[request_id] = stream
         batch_loop.submit(request)
@@ -260,15 +290,27 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
             else:
                 self._finish(stream, output.finish_reason, output.token_ids, error=output.error)
 
-    def _finish(self, stream: _Stream, reason: EngineFinishReason,
-                token_ids: list[int] | None = None, *, error: str | None = None) -> None:
+    def _finish(
+        self,
+        stream: _Stream,
+        reason: EngineFinishReason,
+        token_ids: list[int] | None = None,
+        *,
+        error: str | None = None,
+    ) -> None:
         if stream.done:
             return
         stream.done = True
         self._streams.pop(stream.request_id, None)
-        stream.queue.put_nowait(TokenEvent(stream.request_id, token_ids or [], finished=True,
-                                           finish_reason=reason,
-                                           error=error if reason == "error" else None))
+        stream.queue.put_nowait(
+            TokenEvent(
+                stream.request_id,
+                token_ids or [],
+                finished=True,
+                finish_reason=reason,
+                error=error if reason == "error" else None,
+            )
+        )
 
     @property
     def inflight(self) -> int:

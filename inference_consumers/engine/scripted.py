@@ -22,8 +22,14 @@ class ScriptedEngine(InferenceEngine):
 
     eos_token_ids = frozenset({0})
 
-    def __init__(self, script: str, *, model_name: str = "scripted", max_context: int = 4096,
-                 step_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: str,
+        *,
+        model_name: str = "scripted",
+        max_context: int = 4096,
+        step_s: float = 0.0,
+    ) -> None:
         self.model_name = model_name
         self.max_context = max_context
         self._script = list(script.encode())

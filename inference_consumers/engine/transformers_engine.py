@@ -128,10 +128,13 @@ class GreedySwitch:
             batch_processor = getattr(self._manager, "batch_processor", None)
             runner = getattr(batch_processor, "model_runner", None)
             processors: Any = getattr(runner, "logit_processor", None)
-            if (runner is not None and hasattr(runner, "do_sample")
-                    and hasattr(processors, "do_processing")
-                    and not getattr(runner, "use_cuda_graph_varlen", False)
-                    and getattr(runner, "_compiled_varlen", None) is None):
+            if (
+                runner is not None
+                and hasattr(runner, "do_sample")
+                and hasattr(processors, "do_processing")
+                and not getattr(runner, "use_cuda_graph_varlen", False)
+                and getattr(runner, "_compiled_varlen", None) is None
+            ):
                 self._runner, self._processing = runner, bool(processors.do_processing)
         return self._runner
 
@@ -196,9 +199,9 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TransformersEngine:
         kwargs: dict[str, Any] = {
-            "model_name": settings.model_name,
-            "device": settings.device,
-            "max_batch": settings.max_inflight,
+            "model_name": settings.model.name,
+            "device": settings.model.device,
+            "max_batch": settings.worker.max_inflight,
         }
         kwargs.update(overrides)
         return cls(settings.resolved_model_path, **kwargs)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     # progress lines go to stderr; structured logs only for warnings (or everything at DEBUG)
     level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
     configure_logging(
-        settings.model_copy(update={"log_level": level, "log_json": False}), component="infra"
+        settings.replace(**{"log_level": level, "log_json": False}), component="infra"
     )
     chosen = args.services or None
     try:

@@ -51,8 +51,9 @@ def ensure_chromium() -> Path:
         raise BrowserUnavailable(f"chromium is not installed and we are not root; {INSTALL_HINT}")
     apt = shutil.which("apt-get")
     if apt is None:
-        raise BrowserUnavailable(f"chromium is not installed and there is no apt-get; "
-                                 f"{INSTALL_HINT}")
+        raise BrowserUnavailable(
+            f"chromium is not installed and there is no apt-get; {INSTALL_HINT}"
+        )
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     argv = [apt, "install", "-y", "--no-install-recommends", "chromium"]
     say("installing chromium from Debian's packages (apt-get)…")
@@ -71,5 +72,4 @@ def ensure_chromium() -> Path:
     return found
 
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "BrowserUnavailable", "ensure_chromium",
-           "find_chromium"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "BrowserUnavailable", "ensure_chromium", "find_chromium"]

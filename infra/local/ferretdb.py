@@ -40,13 +40,13 @@ class FerretDB(Service):
     stop_timeout = 10.0
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
-        return [(settings.mongo_port, "CHATBUS_MONGO_PORT")]
+        return [(settings.local.mongo_port, "CHATBUS_MONGO_PORT")]
 
     def address(self, settings: Settings) -> str:
-        return f"{ports.HOST}:{settings.mongo_port}"
+        return f"{ports.HOST}:{settings.local.mongo_port}"
 
     def install(self, settings: Settings) -> None:
-        version = settings.ferretdb_version
+        version = settings.local.ferretdb_version
         target = binary(settings)
         marker = target.with_name("ferretdb.version")
         if target.exists() and programs.marker_ok(marker, version):
@@ -91,7 +91,7 @@ class FerretDB(Service):
                 str(binary(settings)),
                 "--handler=sqlite",
                 f"--sqlite-url=file:{base / 'data'}/",
-                f"--listen-addr={ports.HOST}:{settings.mongo_port}",
+                f"--listen-addr={ports.HOST}:{settings.local.mongo_port}",
                 f"--state-dir={base}",
                 "--debug-addr=-",  # no debug HTTP listener
                 "--telemetry=disable",

@@ -31,7 +31,7 @@ SECURE_USER = "chatbus"
 
 
 def home(settings: Settings) -> Path:
-    return settings.cache_dir.expanduser().resolve() / f"kafka-{settings.kafka_version}"
+    return settings.cache_dir.expanduser().resolve() / f"kafka-{settings.local.kafka_version}"
 
 
 def libs(settings: Settings) -> Path:
@@ -63,44 +63,54 @@ class Kafka(Service):
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [
-            (settings.kafka_port, "CHATBUS_KAFKA_PORT"),
-            (settings.kafka_controller_port, "CHATBUS_KAFKA_CONTROLLER_PORT"),
-            (settings.kafka_secure_port, "CHATBUS_KAFKA_SECURE_PORT"),
+            (settings.local.kafka_port, "CHATBUS_KAFKA_PORT"),
+            (settings.local.kafka_controller_port, "CHATBUS_KAFKA_CONTROLLER_PORT"),
+            (settings.local.kafka_secure_port, "CHATBUS_KAFKA_SECURE_PORT"),
         ]
 
     def address(self, settings: Settings) -> str:
-        return f"{ports.HOST}:{settings.kafka_port}"
+        return f"{ports.HOST}:{settings.local.kafka_port}"
 
     # --- install ----------------------------------------------------------------------------
 
     def install(self, settings: Settings) -> None:
         java = programs.require("java", JAVA_HINT)
         if java_major(java) < 17:
-            raise ConfigurationError(f"Kafka {settings.kafka_version} needs Java 17+; {JAVA_HINT}")
+            raise ConfigurationError(
+                f"Kafka {settings.local.kafka_version} needs Java 17+; {JAVA_HINT}"
+            )
         marker = home(settings) / ".installed"
         # the marker names the version and the pom's hash: editing the pom re-resolves the jars
-        stamp = f"{settings.kafka_version} {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+        stamp = (
+            f"{settings.local.kafka_version} {hashlib.sha256(POM.read_bytes()).hexdigest()[:16]}"
+        )
         if programs.marker_ok(marker, stamp):
             log.debug("kafka jars present", libs=str(libs(settings)))
             return
         mvn = programs.require("mvn", MAVEN_HINT)
-        say(f"installing Kafka {settings.kafka_version} jars from Maven Central…")
+        say(f"installing Kafka {settings.local.kafka_version} jars from Maven Central…")
         # start from an empty folder: copy-dependencies never removes jars that are no longer wanted
         shutil.rmtree(libs(settings), ignore_errors=True)
         libs(settings).mkdir(parents=True, exist_ok=True)
         programs.run(
             [
-                mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={libs(settings)}",
-                f"-Dkafka.version={settings.kafka_version}",
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={libs(settings)}",
+                f"-Dkafka.version={settings.local.kafka_version}",
             ],
-            f"resolving Kafka {settings.kafka_version} from Maven Central",
+            f"resolving Kafka {settings.local.kafka_version} from Maven Central",
         )
-        jar = libs(settings) / f"kafka_2.13-{settings.kafka_version}.jar"
+        jar = libs(settings) / f"kafka_2.13-{settings.local.kafka_version}.jar"
         if not jar.exists():
             raise ConfigurationError(
                 f"Maven finished but {jar} is missing; is CHATBUS_KAFKA_VERSION "
-                f"({settings.kafka_version}) a released Kafka version?"
+                f"({settings.local.kafka_version}) a released Kafka version?"
             )
         programs.write_marker(marker, stamp)
 
@@ -123,15 +133,15 @@ class Kafka(Service):
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.voters": f"1@{host}:{settings.kafka_controller_port}",
+            "controller.quorum.voters": f"1@{host}:{settings.local.kafka_controller_port}",
             "listeners": (
-                f"PLAINTEXT://{host}:{settings.kafka_port},"
-                f"CONTROLLER://{host}:{settings.kafka_controller_port},"
-                f"SECURE://{host}:{settings.kafka_secure_port}"
+                f"PLAINTEXT://{host}:{settings.local.kafka_port},"
+                f"CONTROLLER://{host}:{settings.local.kafka_controller_port},"
+                f"SECURE://{host}:{settings.local.kafka_secure_port}"
             ),
             "advertised.listeners": (
-                f"PLAINTEXT://{host}:{settings.kafka_port},"
-                f"SECURE://{host}:{settings.kafka_secure_port}"
+                f"PLAINTEXT://{host}:{settings.local.kafka_port},"
+                f"SECURE://{host}:{settings.local.kafka_secure_port}"
             ),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -174,8 +184,13 @@ class Kafka(Service):
         say(f"formatting Kafka storage in {data} (cluster {cluster_id})…")
         programs.run(
             [
-                *self._java(settings), "kafka.tools.StorageTool", "format",
-                "--cluster-id", cluster_id, "--config", str(self.properties_file(settings)),
+                *self._java(settings),
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(self.properties_file(settings)),
                 "--ignore-formatted",
             ],
             "formatting Kafka storage",
@@ -184,10 +199,15 @@ class Kafka(Service):
     def _java(self, settings: Settings) -> list[str]:
         java = shutil.which("java") or "java"
         return [
-            java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java,
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_file(settings)}",
             f"-Dkafka.logs.dir={settings.log_dir.resolve()}",
-            "-cp", f"{libs(settings)}/*",
+            "-cp",
+            f"{libs(settings)}/*",
         ]
 
     def command(self, settings: Settings) -> Command:
@@ -199,7 +219,7 @@ class Kafka(Service):
     # --- health -----------------------------------------------------------------------------
 
     def check(self, settings: Settings, timeout: float) -> str:
-        if not ports.is_open(settings.kafka_port, timeout=min(timeout, 1.0)):
+        if not ports.is_open(settings.local.kafka_port, timeout=min(timeout, 1.0)):
             raise ServiceUnavailable(f"nothing listens on {self.address(settings)}")
         cluster = asyncio.run(describe_cluster(self.address(settings), timeout))
         brokers = cluster.get("brokers") or []
@@ -236,7 +256,7 @@ def secure_client_settings(settings: Settings) -> dict[str, Any]:
     if not (folder / "password").exists():
         raise ServiceUnavailable("the local Kafka has no SECURE listener yet; run `make up`")
     return {
-        "kafka_bootstrap": f"{ports.HOST}:{settings.kafka_secure_port}",
+        "kafka_bootstrap": f"{ports.HOST}:{settings.local.kafka_secure_port}",
         "kafka_security_protocol": "SASL_SSL",
         "kafka_sasl_mechanism": "PLAIN",
         "kafka_sasl_username": SECURE_USER,

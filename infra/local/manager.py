@@ -125,10 +125,12 @@ def up(settings: Settings, services: Iterable[str] | None = None) -> list[Servic
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = _in_parallel(lambda svc: _up_one(settings, svc), chosen)
-    log.info("services up", services=[s.name for s in chosen],
-             seconds=round(time.monotonic() - started, 2))
+    log.info(
+        "services up",
+        services=[s.name for s in chosen],
+        seconds=round(time.monotonic() - started, 2),
+    )
     return result
-
 
 
 def _down_one(settings: Settings, svc: Service) -> bool:

@@ -31,10 +31,10 @@ class Redis(Service):
     stop_timeout = 10.0
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
-        return [(settings.redis_port, "CHATBUS_REDIS_PORT")]
+        return [(settings.local.redis_port, "CHATBUS_REDIS_PORT")]
 
     def address(self, settings: Settings) -> str:
-        return f"{ports.HOST}:{settings.redis_port}"
+        return f"{ports.HOST}:{settings.local.redis_port}"
 
     def install(self, settings: Settings) -> None:
         if find_redis_server():
@@ -65,15 +65,24 @@ class Redis(Service):
         return Command(
             argv=[
                 server,
-                "--port", str(settings.redis_port),
-                "--bind", ports.HOST,
-                "--dir", str(self.data_dir(settings)),
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--unixsocket", "",
-                "--logfile", "",
+                "--port",
+                str(settings.local.redis_port),
+                "--bind",
+                ports.HOST,
+                "--dir",
+                str(self.data_dir(settings)),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--unixsocket",
+                "",
+                "--logfile",
+                "",
             ],
             cwd=self.data_dir(settings),
         )
@@ -83,7 +92,7 @@ class Redis(Service):
 
         client = redis.Redis(
             host=ports.HOST,
-            port=settings.redis_port,
+            port=settings.local.redis_port,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
         )

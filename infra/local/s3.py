@@ -37,10 +37,10 @@ def client(settings: Settings, timeout: float = 3.0) -> Any:
 
     return boto3.client(
         "s3",
-        endpoint_url=f"http://{ports.HOST}:{settings.s3_port}",
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
+        endpoint_url=f"http://{ports.HOST}:{settings.local.s3_port}",
+        region_name=settings.s3.region,
+        aws_access_key_id=settings.s3.access_key_id.get_secret_value(),
+        aws_secret_access_key=settings.s3.secret_access_key.get_secret_value(),
         config=Config(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -57,10 +57,10 @@ class S3(Service):
     stop_timeout = 10.0
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
-        return [(settings.s3_port, "CHATBUS_S3_PORT")]
+        return [(settings.local.s3_port, "CHATBUS_S3_PORT")]
 
     def address(self, settings: Settings) -> str:
-        return f"http://{ports.HOST}:{settings.s3_port}"
+        return f"http://{ports.HOST}:{settings.local.s3_port}"
 
     def install(self, settings: Settings) -> None:
         find_moto_server()
@@ -70,24 +70,24 @@ class S3(Service):
 
     def command(self, settings: Settings) -> Command:
         return Command(
-            argv=[find_moto_server(), "-H", ports.HOST, "-p", str(settings.s3_port)],
+            argv=[find_moto_server(), "-H", ports.HOST, "-p", str(settings.local.s3_port)],
             cwd=self.data_dir(settings),
         )
 
     def check(self, settings: Settings, timeout: float) -> str:
-        if not ports.is_open(settings.s3_port, timeout=min(timeout, 1.0)):
+        if not ports.is_open(settings.local.s3_port, timeout=min(timeout, 1.0)):
             raise ConnectionError(f"nothing listens on {self.address(settings)}")
         names = [b["Name"] for b in client(settings, timeout).list_buckets().get("Buckets", [])]
-        has = "present" if settings.s3_bucket in names else "missing"
-        return f"{len(names)} bucket(s), {settings.s3_bucket} {has}"
+        has = "present" if settings.s3.bucket in names else "missing"
+        return f"{len(names)} bucket(s), {settings.s3.bucket} {has}"
 
     def after_start(self, settings: Settings) -> None:
         s3 = client(settings)
         names = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
-        if settings.s3_bucket in names:
+        if settings.s3.bucket in names:
             return
-        kwargs: dict[str, Any] = {"Bucket": settings.s3_bucket}
-        if settings.s3_region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.s3_region}
+        kwargs: dict[str, Any] = {"Bucket": settings.s3.bucket}
+        if settings.s3.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.s3.region}
         s3.create_bucket(**kwargs)
-        log.info("bucket created", bucket=settings.s3_bucket)
+        log.info("bucket created", bucket=settings.s3.bucket)

@@ -53,12 +53,15 @@ class Component:
     port_offset: int | None  # of /metrics, /livez, /readyz; None: the gateway serves its own
 
 
-COMPONENTS: dict[str, Component] = {c.name: c for c in (
-    Component("processors", scalable=False, stop_timeout_s=30.0, port_offset=0),
-    Component("archiver", scalable=True, stop_timeout_s=30.0, port_offset=10),
-    Component("worker", scalable=True, stop_timeout_s=75.0, port_offset=20),  # drains ≤ 30 s
-    Component("gateway", scalable=False, stop_timeout_s=20.0, port_offset=None),
-)}
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in (
+        Component("processors", scalable=False, stop_timeout_s=30.0, port_offset=0),
+        Component("archiver", scalable=True, stop_timeout_s=30.0, port_offset=10),
+        Component("worker", scalable=True, stop_timeout_s=75.0, port_offset=20),  # drains ≤ 30 s
+        Component("gateway", scalable=False, stop_timeout_s=20.0, port_offset=None),
+    )
+}
 START_ORDER = ("processors", "archiver", "worker", "gateway")
 # The workers of a further local model are the component ``worker@<model>`` (one consumer group
 # per model); their ports follow the first model's, ten per model.
@@ -79,8 +82,9 @@ def start_order(settings: Settings) -> tuple[str, ...]:
 
 
 def is_component(name: str) -> bool:
-    return name in COMPONENTS or (name.startswith(MODEL_WORKER_PREFIX)
-                                  and len(name) > len(MODEL_WORKER_PREFIX))
+    return name in COMPONENTS or (
+        name.startswith(MODEL_WORKER_PREFIX) and len(name) > len(MODEL_WORKER_PREFIX)
+    )
 
 
 def spec_of(component: str) -> Component:
@@ -93,9 +97,9 @@ def spec_of(component: str) -> Component:
 def model_of(settings: Settings, component: str) -> str | None:
     """The model a worker component serves (None for the other components)."""
     if component == "worker":
-        return settings.model_name
+        return settings.model.name
     if component.startswith(MODEL_WORKER_PREFIX):
-        return component[len(MODEL_WORKER_PREFIX):]
+        return component[len(MODEL_WORKER_PREFIX) :]
     return None
 
 
@@ -111,8 +115,11 @@ class Desired(BaseModel):
 
 def default_desired(settings: Settings, components: tuple[str, ...] | None = None) -> Desired:
     names = start_order(settings) if components is None else components
-    return Desired(replicas={c: (settings.local_worker_replicas if model_of(settings, c) else 1)
-                             for c in names})
+    return Desired(
+        replicas={
+            c: (settings.local.worker_replicas if model_of(settings, c) else 1) for c in names
+        }
+    )
 
 
 def desired_path(settings: Settings) -> Path:
@@ -180,13 +187,14 @@ def replica_port(settings: Settings, replica: str) -> int:
     name = component_of(replica)
     component = spec_of(name)
     if component.port_offset is None:
-        return settings.gateway_port
+        return settings.gateway.port
     offset = component.port_offset
     if name.startswith(MODEL_WORKER_PREFIX):
         extra = [model_worker(m) for m in settings.local_model_names[1:]]
         offset = MODEL_WORKER_PORT_OFFSET + 10 * (extra.index(name) if name in extra else 0)
-    return settings.local_metrics_base_port + offset + (
-        index_of(replica) if component.scalable else 0)
+    return (
+        settings.local.metrics_base_port + offset + (index_of(replica) if component.scalable else 0)
+    )
 
 
 def wanted_replicas(desired: Desired, running: set[str]) -> list[str]:
@@ -263,20 +271,31 @@ class Supervisor:
             if is_component(component_of(name)):
                 pid = process.running_pid(self.settings, name)
                 if pid:
-                    self.replicas[name] = Replica(name, pid=pid, started_at=time.time(),
-                                                  port=replica_port(self.settings, name),
-                                                  _started_mono=time.monotonic())
+                    self.replicas[name] = Replica(
+                        name,
+                        pid=pid,
+                        started_at=time.time(),
+                        port=replica_port(self.settings, name),
+                        _started_mono=time.monotonic(),
+                    )
 
     def reconcile(self) -> None:
         now = time.monotonic()
         try:
             desired = self._desired = read_desired(self.settings)
         except ValueError as exc:  # a hand-edited file that does not validate
-            log.error("desired_state_unreadable", path=str(desired_path(self.settings)),
-                      error=str(exc)[:300], hint="keeping the last valid desired state")
+            log.error(
+                "desired_state_unreadable",
+                path=str(desired_path(self.settings)),
+                error=str(exc)[:300],
+                hint="keeping the last valid desired state",
+            )
             desired = self._desired
-        live = {name for name, r in self.replicas.items()
-                if r.pid is not None and r.stopping_since is None}
+        live = {
+            name
+            for name, r in self.replicas.items()
+            if r.pid is not None and r.stopping_since is None
+        }
         wanted = wanted_replicas(desired, live)
         for name, replica in list(self.replicas.items()):
             if name not in wanted and replica.pid is not None and replica.stopping_since is None:
@@ -285,7 +304,8 @@ class Supervisor:
                 self._progress_stop(replica, now)
         for name in wanted:
             replica = self.replicas.setdefault(
-                name, Replica(name, port=replica_port(self.settings, name)))
+                name, Replica(name, port=replica_port(self.settings, name))
+            )
             if replica.stopping_since is not None:
                 continue  # retired a moment ago and not gone yet; started again once gone
             if replica.pid is not None:
@@ -297,14 +317,21 @@ class Supervisor:
             if now >= replica.next_start_at:
                 self._start(replica, now)
         # forget replicas that are gone and no longer wanted
-        for name in [n for n, r in self.replicas.items()
-                     if n not in wanted and r.pid is None and r.stopping_since is None]:
+        for name in [
+            n
+            for n, r in self.replicas.items()
+            if n not in wanted and r.pid is None and r.stopping_since is None
+        ]:
             self.stopped[name] = self.replicas.pop(name).last_exit
         for name in wanted:
             self.stopped.pop(name, None)
         if any(n not in self.replicas for n in desired.retire):
-            update_desired(self.settings, lambda d: d.model_copy(update={
-                "retire": [n for n in d.retire if n in self.replicas]}))
+            update_desired(
+                self.settings,
+                lambda d: d.model_copy(
+                    update={"retire": [n for n in d.retire if n in self.replicas]}
+                ),
+            )
 
     def _start(self, replica: Replica, now: float) -> None:
         name = replica.name
@@ -326,8 +353,13 @@ class Supervisor:
             replica.next_start_at = now + self.restart_delay(replica)
             return
         replica.started_at, replica._started_mono = time.time(), now
-        log.info("replica_started", replica=name, pid=replica.pid, port=replica.port,
-                 restarts=replica.restarts)
+        log.info(
+            "replica_started",
+            replica=name,
+            pid=replica.pid,
+            port=replica.port,
+            restarts=replica.restarts,
+        )
 
     def _crashed(self, replica: Replica, now: float) -> None:
         assert replica.pid is not None
@@ -338,14 +370,19 @@ class Supervisor:
         replica.crashes_in_a_row += 1
         delay = self.restart_delay(replica)
         replica.next_start_at = now + delay
-        log.warning("replica_crashed", replica=replica.name, exit_code=replica.last_exit,
-                    restart_in_s=delay, restarts=replica.restarts,
-                    log=str(process.log_file(self.settings, replica.name)))
+        log.warning(
+            "replica_crashed",
+            replica=replica.name,
+            exit_code=replica.last_exit,
+            restart_in_s=delay,
+            restarts=replica.restarts,
+            log=str(process.log_file(self.settings, replica.name)),
+        )
 
     def restart_delay(self, replica: Replica) -> float:
         """Seconds before restarting ``replica``: 1 s after its first crash in a row, doubling
         per crash up to ``local_restart_backoff_max_s`` (the shared backoff policy)."""
-        policy = Backoff(initial_s=1.0, max_s=self.settings.local_restart_backoff_max_s)
+        policy = Backoff(initial_s=1.0, max_s=self.settings.local.restart_backoff_max_s)
         return policy.delay(replica.crashes_in_a_row - 1)
 
     def _terminate(self, replica: Replica, now: float) -> None:
@@ -370,8 +407,11 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop every replica, one component at a time: gateway, workers, archiver, processors."""
         for component in reversed(START_ORDER):
-            group = [r for r in self.replicas.values()
-                     if component_of(r.name) == component and r.pid is not None]
+            group = [
+                r
+                for r in self.replicas.values()
+                if component_of(r.name) == component and r.pid is not None
+            ]
             for replica in group:
                 if replica.stopping_since is None:
                     self._terminate(replica, time.monotonic())
@@ -388,13 +428,26 @@ class Supervisor:
         for name, r in sorted(self.replicas.items()):
             row = {k: v for k, v in asdict(r).items() if not k.startswith("_")}
             row["component"] = component_of(name)
-            row["state"] = ("stopping" if r.stopping_since is not None else
-                            "running" if r.pid is not None else "backoff")
+            row["state"] = (
+                "stopping"
+                if r.stopping_since is not None
+                else "running"
+                if r.pid is not None
+                else "backoff"
+            )
             row.pop("next_start_at")
             row.pop("stopping_since")
             status[name] = row
         for name, code in self.stopped.items():
-            status.setdefault(name, {"name": name, "component": component_of(name),
-                                     "state": "stopped", "last_exit": code, "pid": None,
-                                     "port": replica_port(self.settings, name)})
+            status.setdefault(
+                name,
+                {
+                    "name": name,
+                    "component": component_of(name),
+                    "state": "stopped",
+                    "last_exit": code,
+                    "pid": None,
+                    "port": replica_port(self.settings, name),
+                },
+            )
         _write_atomic(status_path(self.settings), json.dumps(status, indent=2))

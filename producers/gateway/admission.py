@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from chatbus.api_keys import ApiKeyStore, Principal
+from chatbus.api_keys import KeyVerifier, Principal
 from producers.gateway import metrics
 from producers.gateway.errors import APIError
 from producers.gateway.protocol import UsageInfo
@@ -29,19 +29,21 @@ def response_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-async def authenticate(request: Request, keys: ApiKeyStore) -> Principal:
+async def authenticate(request: Request, keys: KeyVerifier) -> Principal:
     """The principal of ``Authorization: Bearer <key>``; 401 in OpenAI's shape otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer "
-                       "cb-...'; create one with `chatbus keys create --user NAME`.",
-                       code="missing_api_key")
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer "
+            "cb-...'; create one with `chatbus keys create --user NAME`.",
+            code="missing_api_key",
+        )
     principal = await keys.verify(key)
     if principal is None:
-        raise APIError(401, f"Incorrect API key provided: {_redact(key)}.",
-                       code="invalid_api_key")
+        raise APIError(401, f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key")
     return principal
 
 
@@ -81,10 +83,13 @@ class Limits:
             metrics.RATE_LIMITED.labels(kind).inc()
             what = "requests" if kind == "requests" else f"tokens (this request needs {amount})"
             raise APIError(
-                429, f"Rate limit reached for {what} per minute: limit {decision.quota.limit}, "
+                429,
+                f"Rate limit reached for {what} per minute: limit {decision.quota.limit}, "
                 f"used {decision.quota.used}. Try again in {decision.retry_after_s} s.",
-                type=kind, code="rate_limit_exceeded",
-                headers={"retry-after": str(decision.retry_after_s)})
+                type=kind,
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(decision.retry_after_s)},
+            )
         return decision
 
     async def admit_request(self) -> None:

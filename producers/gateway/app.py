@@ -24,8 +24,9 @@ log = get_logger(__name__)
 
 
 def _error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body.model_dump(mode="json"), status_code=error.status,
-                        headers=error.headers)
+    return JSONResponse(
+        error.body.model_dump(mode="json"), status_code=error.status, headers=error.headers
+    )
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -65,10 +66,16 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
         finally:
             await gateway.stop()
 
-    app = FastAPI(title="chatbus gateway", version="1", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="chatbus gateway",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.gateway = gateway
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.gateway.max_body_bytes)
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(ChatbusError, _on_chatbus_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -28,9 +28,17 @@ class ChatBackend(abc.ABC):
     """Sends chat requests and streams their chunks back."""
 
     @abc.abstractmethod
-    async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
+    async def send(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        sampling: SamplingParams,
+        user_id: str,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> str:
         """Publish a request; returns its request_id (its chunks are collected from now on).
 
         ``trace`` (begun when the HTTP request arrived) travels with the request in its Kafka
@@ -62,12 +70,26 @@ class BusChatBackend(ChatBackend):
     def __init__(self, client: ChatClient) -> None:
         self._client = client
 
-    async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
-        request = await self._client.send(list(messages), model=model, sampling=sampling,
-                                          user_id=user_id, conversation_id=conversation_id,
-                                          use_history=use_history, trace=trace)
+    async def send(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        sampling: SamplingParams,
+        user_id: str,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> str:
+        request = await self._client.send(
+            list(messages),
+            model=model,
+            sampling=sampling,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            use_history=use_history,
+            trace=trace,
+        )
         return request.request_id
 
     def trace(self, request_id: str) -> RequestTrace | None:
@@ -92,7 +114,8 @@ class TokenizerPromptCounter(PromptCounter):
             raise ConfigurationError(
                 f"no tokenizer at {model_path}: build the demo model with `make model`, or set "
                 "CHATBUS_MODEL_PATH to the served model's folder (the gateway counts prompt "
-                "tokens with it)")
+                "tokens with it)"
+            )
         return cls(await asyncio.to_thread(_load_tokenizer, model_path))
 
     async def count(self, messages: Sequence[ChatMessage]) -> int:
@@ -100,8 +123,9 @@ class TokenizerPromptCounter(PromptCounter):
 
     def _count(self, messages: list[dict[str, str]]) -> int:
         try:
-            ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                      tokenize=True, return_dict=False)
+            ids = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         except Exception as exc:  # noqa: BLE001 - the worker reports why; we only estimate
             log.warning("prompt_count_failed", error=repr(exc))
             return sum(len(m["content"]) for m in messages) // 4 + 1

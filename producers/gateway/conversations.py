@@ -41,8 +41,12 @@ _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
 def not_found(conversation_id: str) -> APIError:
-    return APIError(404, f"No conversation found with id '{conversation_id}'.",
-                    param="conversation_id", code="conversation_not_found")
+    return APIError(
+        404,
+        f"No conversation found with id '{conversation_id}'.",
+        param="conversation_id",
+        code="conversation_not_found",
+    )
 
 
 # --- protocol -------------------------------------------------------------------------------
@@ -56,10 +60,13 @@ class ConversationObject(BaseModel):
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationObject:
-        return cls(id=conversation.id, title=conversation.title,
-                   created_at=int(conversation.created_at.timestamp()),
-                   updated_at=int(conversation.updated_at.timestamp()),
-                   turn_count=conversation.turn_count)
+        return cls(
+            id=conversation.id,
+            title=conversation.title,
+            created_at=int(conversation.created_at.timestamp()),
+            updated_at=int(conversation.updated_at.timestamp()),
+            turn_count=conversation.turn_count,
+        )
 
 
 class ConversationList(BaseModel):
@@ -79,15 +86,21 @@ class TurnObject(BaseModel):
 
     @classmethod
     def of(cls, doc: Document) -> TurnObject:
-        verdicts = {stage: {k: v for k, v in entry.items() if k in ("flagged", "action",
-                                                                    "categories")}
-                    for stage, entry in (doc.get("verdicts") or {}).items()}
+        verdicts = {
+            stage: {k: v for k, v in entry.items() if k in ("flagged", "action", "categories")}
+            for stage, entry in (doc.get("verdicts") or {}).items()
+        }
         created = doc.get("created_at")
-        return cls(request_id=str(doc["_id"]),
-                   created_at=int(created.timestamp()) if isinstance(created, datetime) else 0,
-                   model=doc.get("model"), messages=doc.get("messages") or [],
-                   answer=doc.get("answer"), finish_reason=doc.get("finish_reason"),
-                   usage=doc.get("usage"), verdicts=verdicts)
+        return cls(
+            request_id=str(doc["_id"]),
+            created_at=int(created.timestamp()) if isinstance(created, datetime) else 0,
+            model=doc.get("model"),
+            messages=doc.get("messages") or [],
+            answer=doc.get("answer"),
+            finish_reason=doc.get("finish_reason"),
+            usage=doc.get("usage"),
+            verdicts=verdicts,
+        )
 
 
 class ConversationDetail(ConversationObject):
@@ -137,8 +150,9 @@ class ConversationService:
         await self._context.close()
         self._repository.close()
 
-    async def open(self, user: str, conversation_id: str | None,
-                   messages: list[ChatMessage]) -> OpenedConversation:
+    async def open(
+        self, user: str, conversation_id: str | None, messages: list[ChatMessage]
+    ) -> OpenedConversation:
         """Continue ``conversation_id`` (404 unless it is the user's) or start a new one."""
         if conversation_id is not None:
             claiming = self._claiming.get(conversation_id)
@@ -149,9 +163,12 @@ class ConversationService:
                 raise not_found(conversation_id)
             return OpenedConversation(conversation_id, continued=True)
         conversation_id = new_id("conv")
-        task = asyncio.create_task(self._claim_in_background(
-            user, conversation_id, title_of(messages, self._settings.history_title_chars)),
-            name=f"claim-{conversation_id}")
+        task = asyncio.create_task(
+            self._claim_in_background(
+                user, conversation_id, title_of(messages, self._settings.history.title_chars)
+            ),
+            name=f"claim-{conversation_id}",
+        )
         self._claiming[conversation_id] = task
         task.add_done_callback(lambda _: self._claiming.pop(conversation_id, None))
         return OpenedConversation(conversation_id, continued=False)
@@ -160,8 +177,7 @@ class ConversationService:
         try:
             await self._claim(user, conversation_id, title)
         except ChatbusError as exc:  # chat keeps working: the processor records it later
-            log.warning("conversation_not_claimed", conversation_id=conversation_id,
-                        error=str(exc))
+            log.warning("conversation_not_claimed", conversation_id=conversation_id, error=str(exc))
 
     async def create(self, user: str, title: str = "") -> str:
         conversation_id = new_id("conv")
@@ -169,8 +185,9 @@ class ConversationService:
         return conversation_id
 
     async def _claim(self, user: str, conversation_id: str, title: str) -> None:
-        await asyncio.to_thread(self._repository.claim_conversation, user, conversation_id,
-                                title=title)
+        await asyncio.to_thread(
+            self._repository.claim_conversation, user, conversation_id, title=title
+        )
 
     async def list(self, user: str, limit: int) -> ConversationList:
         found = await asyncio.to_thread(self._repository.list_conversations, user, limit=limit)
@@ -179,17 +196,21 @@ class ConversationService:
     async def get(self, user: str, conversation_id: str) -> ConversationDetail:
         found = None
         if _ID.match(conversation_id):
-            found = await asyncio.to_thread(self._repository.get_conversation, user,
-                                            conversation_id)
+            found = await asyncio.to_thread(
+                self._repository.get_conversation, user, conversation_id
+            )
         if found is None:
             raise not_found(conversation_id)
         conversation, turns = found
-        return ConversationDetail(**ConversationObject.of(conversation).model_dump(),
-                                  turns=[TurnObject.of(t) for t in turns])
+        return ConversationDetail(
+            **ConversationObject.of(conversation).model_dump(),
+            turns=[TurnObject.of(t) for t in turns],
+        )
 
     async def delete(self, user: str, conversation_id: str) -> ConversationDeleted:
         deleted = _ID.match(conversation_id) is not None and await asyncio.to_thread(
-            self._repository.delete_conversation, user, conversation_id)
+            self._repository.delete_conversation, user, conversation_id
+        )
         if not deleted:
             raise not_found(conversation_id)
         await self._context.forget(conversation_id)

@@ -38,13 +38,21 @@ _CHAT_ERROR_STATUS = {
 class APIError(Exception):
     """An error answer: status, OpenAI error body, extra headers."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ErrorResponse(error=ErrorBody(message=message, type=type, param=param,
-                                                  code=code))
+        self.body = ErrorResponse(
+            error=ErrorBody(message=message, type=type, param=param, code=code)
+        )
         self.headers = dict(headers or {})
 
 
@@ -61,8 +69,9 @@ def from_validation(exc: ValidationError, rename: Mapping[str, str] | None = Non
         head = loc[0]
         param = ".".join([rename.get(head, head), *loc[1:]])
     if first["type"] == "extra_forbidden":
-        return invalid(f"Unrecognized request argument supplied: {param}", param,
-                       "unsupported_parameter")
+        return invalid(
+            f"Unrecognized request argument supplied: {param}", param, "unsupported_parameter"
+        )
     message = f"Invalid value for '{param}': {first['msg']}" if param else first["msg"]
     return invalid(message, param, "invalid_value")
 
@@ -73,8 +82,14 @@ def from_chat_error(info: ErrorInfo) -> APIError:
     if status is None:
         return APIError(500, info.message, type="server_error", param=info.param, code=info.code)
     if status >= 500:
-        return APIError(status, info.message, type="server_error", param=info.param,
-                        code=info.code, headers={"retry-after": "1"})
+        return APIError(
+            status,
+            info.message,
+            type="server_error",
+            param=info.param,
+            code=info.code,
+            headers={"retry-after": "1"},
+        )
     return APIError(status, info.message, param=info.param, code=info.code)
 
 
@@ -85,6 +100,11 @@ def from_chatbus(exc: ChatbusError) -> APIError:
     if isinstance(exc, ChatTimeout):
         return APIError(504, str(exc), type="server_error", code="timeout")
     if isinstance(exc, ServiceUnavailable):
-        return APIError(503, str(exc), type="server_error", code="service_unavailable",
-                        headers={"retry-after": "1"})
+        return APIError(
+            503,
+            str(exc),
+            type="server_error",
+            code="service_unavailable",
+            headers={"retry-after": "1"},
+        )
     return APIError(500, str(exc), type="server_error", code="internal_error")

@@ -28,10 +28,18 @@ RECEIVED_MS_STATE = "chatbus_received_ms"  # request.state field: epoch ms the r
 async def send_error(send: Send, error: APIError) -> None:
     """Answer with ``error`` directly (for failures outside the routes)."""
     body = error.body.model_dump_json().encode()
-    headers = {**error.headers, "content-type": "application/json",
-               "content-length": str(len(body))}
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+    headers = {
+        **error.headers,
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+    }
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -61,8 +69,11 @@ class GatewayMiddleware:
                 response_started = True
                 status = message["status"]
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                added = [(k.encode(), v.encode()) for k, v in extra_headers().items()
-                         if k.encode() not in present]
+                added = [
+                    (k.encode(), v.encode())
+                    for k, v in extra_headers().items()
+                    if k.encode() not in present
+                ]
                 message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
@@ -70,19 +81,30 @@ class GatewayMiddleware:
         try:
             length = _content_length(scope)
             if length is not None and length > self.max_body_bytes:
-                await send_error(send_wrapper, APIError(
-                    413, f"The request body is {length} bytes, more than the "
-                    f"{self.max_body_bytes} allowed (CHATBUS_GATEWAY_MAX_BODY_BYTES).",
-                    code="request_too_large"))
+                await send_error(
+                    send_wrapper,
+                    APIError(
+                        413,
+                        f"The request body is {length} bytes, more than the "
+                        f"{self.max_body_bytes} allowed (CHATBUS_GATEWAY_MAX_BODY_BYTES).",
+                        code="request_too_large",
+                    ),
+                )
                 return
             await self.app(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled_error", path=scope.get("path"))
             if response_started:
                 raise
-            await send_error(send_wrapper, APIError(
-                500, "The gateway failed to process the request; see its log.",
-                type="server_error", code="internal_error"))
+            await send_error(
+                send_wrapper,
+                APIError(
+                    500,
+                    "The gateway failed to process the request; see its log.",
+                    type="server_error",
+                    code="internal_error",
+                ),
+            )
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "other"

@@ -59,9 +59,13 @@ class ChatCompletionRequest(_Strict):
     user: str | None = Field(None, max_length=256)
     n: Literal[1] = 1
     conversation_id: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$",
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
         description="chatbus extension: continue this conversation (``messages`` then carry "
-        "only the new message(s)); the openai SDK sends it with ``extra_body``.")
+        "only the new message(s)); the openai SDK sends it with ``extra_body``.",
+    )
 
     @property
     def include_usage(self) -> bool:

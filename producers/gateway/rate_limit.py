@@ -76,12 +76,21 @@ class Decision:
 class RateLimiter:
     """Fixed-window counters per API key; Redis failures become :class:`ServiceUnavailable`."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, requests_per_minute: int,
-                 tokens_per_minute: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
         self._prefix = f"{prefix}chatbus:ratelimit:"
-        self._limits: dict[Kind, int] = {"requests": requests_per_minute,
-                                         "tokens": tokens_per_minute}
+        self._limits: dict[Kind, int] = {
+            "requests": requests_per_minute,
+            "tokens": tokens_per_minute,
+        }
         self._clock = clock
         self._admit: Any = redis.register_script(_ADMIT)
         self._settle: Any = redis.register_script(_SETTLE)
@@ -96,8 +105,9 @@ class RateLimiter:
         reset = (window + 1) * WINDOW_S - now
         limit = self._limits[kind]
         with redis_errors("check rate limits"):
-            allowed, used = await self._admit(keys=[self._key(key_id, kind, window)],
-                                              args=[amount, limit, WINDOW_S * 2])
+            allowed, used = await self._admit(
+                keys=[self._key(key_id, kind, window)], args=[amount, limit, WINDOW_S * 2]
+            )
         return Decision(bool(allowed), Quota(kind, limit, int(used), reset), window)
 
     async def settle(self, key_id: str, window: int, reserved: int, actual: int) -> None:
@@ -105,5 +115,4 @@ class RateLimiter:
         if actual == reserved:
             return
         with redis_errors("settle token usage"):
-            await self._settle(keys=[self._key(key_id, "tokens", window)],
-                               args=[actual - reserved])
+            await self._settle(keys=[self._key(key_id, "tokens", window)], args=[actual - reserved])

@@ -47,12 +47,13 @@ class NoFreePartition(ConfigurationError):
 class ReplyPartitionLease:
     """Owns one partition of the token topic while started."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, *,
-                 owner: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, *, owner: str | None = None
+    ) -> None:
         self._settings = settings
         self._redis = redis
-        self.owner = owner or settings.gateway_instance_id or default_owner()
-        self._ttl_ms = int(settings.gateway_lease_ttl_s * 1000)
+        self.owner = owner or settings.gateway.instance_id or default_owner()
+        self._ttl_ms = int(settings.gateway.lease_ttl_s * 1000)
         self._topic = settings.topic(TopicName.TOKENS)
         self._renew: Any = redis.register_script(_RENEW)
         self._release: Any = redis.register_script(_RELEASE)
@@ -71,18 +72,24 @@ class ReplyPartitionLease:
         random.shuffle(order)  # spread concurrent starters over the partitions
         for partition in order:
             with redis_errors("lease a reply partition"):
-                won = await self._redis.set(self._key(partition), self.owner, nx=True,
-                                            px=self._ttl_ms)
+                won = await self._redis.set(
+                    self._key(partition), self.owner, nx=True, px=self._ttl_ms
+                )
             if won:
                 self.partition = partition
                 self._renewer = asyncio.create_task(self._renew_loop(), name="reply-lease")
-                log.info("reply_partition_leased", topic=self._topic, partition=partition,
-                         owner=self.owner)
+                log.info(
+                    "reply_partition_leased",
+                    topic=self._topic,
+                    partition=partition,
+                    owner=self.owner,
+                )
                 return partition
         raise NoFreePartition(
             f"all {len(order)} partitions of {self._topic} are leased by other gateways; "
             "each gateway needs one of its own: raise CHATBUS_TOPIC_PARTITIONS and add "
-            "partitions to the topic (or run fewer gateways)")
+            "partitions to the topic (or run fewer gateways)"
+        )
 
     async def release(self) -> None:
         """Stop renewing and give the partition back (safe to call twice)."""
@@ -113,12 +120,10 @@ class ReplyPartitionLease:
             try:
                 ok = await self.renew_once()
             except RedisError as exc:
-                log.warning("reply_lease_renew_failed", partition=self.partition,
-                            error=repr(exc))
+                log.warning("reply_lease_renew_failed", partition=self.partition, error=repr(exc))
                 continue
             if not ok and not self.lost:
                 self.lost = True
                 log.error("reply_lease_lost", partition=self.partition, owner=self.owner)
             elif ok and self.lost:
                 self.lost = False
-

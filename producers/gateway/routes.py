@@ -33,8 +33,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise APIError(413, f"The request body is more than the {limit} bytes allowed "
-                           "(CHATBUS_GATEWAY_MAX_BODY_BYTES).", code="request_too_large")
+            raise APIError(
+                413,
+                f"The request body is more than the {limit} bytes allowed "
+                "(CHATBUS_GATEWAY_MAX_BODY_BYTES).",
+                code="request_too_large",
+            )
     return bytes(body)
 
 
@@ -43,42 +47,52 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
         return ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise APIError(400, "The request body is not valid JSON.",
-                           code="invalid_json") from None
+            raise APIError(
+                400, "The request body is not valid JSON.", code="invalid_json"
+            ) from None
         raise from_validation(exc) from None
 
 
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     # the trace starts when the request arrived, continuing the caller's traceparent if valid
-    trace = RequestTrace.begin(request.headers.get(TRACEPARENT_HEADER),
-                               received_ms=getattr(request.state, RECEIVED_MS_STATE, None))
+    trace = RequestTrace.begin(
+        request.headers.get(TRACEPARENT_HEADER),
+        received_ms=getattr(request.state, RECEIVED_MS_STATE, None),
+    )
     runtime = runtime_of(request)
     principal = await authenticate(request, runtime.keys)
     limits = Limits(runtime.limiter, principal, request)
     await limits.admit_request()
-    body = parse_request(await read_body(request, runtime.settings.gateway_max_body_bytes))
+    body = parse_request(await read_body(request, runtime.settings.gateway.max_body_bytes))
     service = runtime.service
     valid = service.validate(body)
     prompt_tokens = await service.count_prompt(valid)
-    conversation = await runtime.conversations.open(principal.user, body.conversation_id,
-                                                    valid.messages)
+    conversation = await runtime.conversations.open(
+        principal.user, body.conversation_id, valid.messages
+    )
     set_conversation_header(request, conversation.id)
     reservation = await limits.reserve_tokens(prompt_tokens + valid.max_tokens)
 
     def sent(request_id: str) -> None:
         setattr(request.state, REQUEST_ID_STATE, request_id)
 
-    answer: Answer = await service.submit(valid, user_id=principal.user,
-                                          prompt_tokens=prompt_tokens,
-                                          on_usage=reservation.settle, on_sent=sent,
-                                          conversation_id=conversation.id,
-                                          use_history=conversation.continued, trace=trace)
+    answer: Answer = await service.submit(
+        valid,
+        user_id=principal.user,
+        prompt_tokens=prompt_tokens,
+        on_usage=reservation.settle,
+        on_sent=sent,
+        conversation_id=conversation.id,
+        use_history=conversation.continued,
+        trace=trace,
+    )
     if body.stream:
-        return StreamingResponse(service.stream(answer),
-                                 media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache",
-                                          "x-accel-buffering": "no"})
+        return StreamingResponse(
+            service.stream(answer),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
     completion = await service.complete(answer)
     return JSONResponse(completion.model_dump(mode="json"))
 
@@ -87,8 +101,9 @@ async def create_chat_completion(request: Request) -> Response:
 async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
     await authenticate(request, runtime.keys)
-    return ModelList(data=[ModelCard(id=name, created=_STARTED)
-                           for name in await runtime.models.live()])
+    return ModelList(
+        data=[ModelCard(id=name, created=_STARTED) for name in await runtime.models.live()]
+    )
 
 
 @router.get("/livez")
@@ -104,12 +119,16 @@ async def health(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     lease = runtime.lease
     healthy = lease.partition is not None and not lease.lost
-    return JSONResponse({"status": "ok" if healthy else "degraded",
-                         "reply_partition": lease.partition, "owner": lease.owner},
-                        status_code=200 if healthy else 503)
+    return JSONResponse(
+        {
+            "status": "ok" if healthy else "degraded",
+            "reply_partition": lease.partition,
+            "owner": lease.owner,
+        },
+        status_code=200 if healthy else 503,
+    )
 
 
 @router.get("/metrics")
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-

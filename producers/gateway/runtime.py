@@ -76,12 +76,14 @@ class GatewayRuntime:
         try:
             redis = redis_client(settings)
             stack.push_async_callback(redis.aclose)
-            with redis_errors(f"start the gateway ({settings.redis_url})"):
+            with redis_errors(f"start the gateway ({settings.redis.url})"):
                 await redis.ping()
             self._limiter = RateLimiter(
-                redis, prefix=settings.topic_prefix,
-                requests_per_minute=settings.gateway_requests_per_minute,
-                tokens_per_minute=settings.gateway_tokens_per_minute)
+                redis,
+                prefix=settings.kafka.topic_prefix,
+                requests_per_minute=settings.gateway.requests_per_minute,
+                tokens_per_minute=settings.gateway.tokens_per_minute,
+            )
             keys = ApiKeyStore(settings)
             stack.push_async_callback(keys.stop)
             await keys.start()
@@ -94,22 +96,30 @@ class GatewayRuntime:
             lease = ReplyPartitionLease(settings, redis)
             stack.push_async_callback(lease.release)
             self._lease = lease
-            client = ChatClient(settings, client_id=f"gateway-{lease.owner}",
-                                choose_partition=lease.acquire)
+            client = ChatClient(
+                settings, client_id=f"gateway-{lease.owner}", choose_partition=lease.acquire
+            )
             await client.start()
             stack.push_async_callback(client.stop)
             self._client = client
             service = ChatCompletionService(
-                BusChatBackend(client), counter, models=settings.served_models,
-                default_max_tokens=settings.default_max_tokens,
-                max_messages=settings.gateway_max_messages)
+                BusChatBackend(client),
+                counter,
+                models=settings.served_models,
+                default_max_tokens=settings.model.default_max_tokens,
+                max_messages=settings.gateway.max_messages,
+            )
             stack.push_async_callback(service.drain)  # pending cancels go out before the client
             self._service = service
         except BaseException:
             await self.stop()
             raise
-        log.info("gateway_started", reply_partition=lease.partition, owner=lease.owner,
-                 models=list(settings.served_models))
+        log.info(
+            "gateway_started",
+            reply_partition=lease.partition,
+            owner=lease.owner,
+            models=list(settings.served_models),
+        )
 
     async def stop(self) -> None:
         stack, self._stack = self._stack, None

@@ -52,7 +52,10 @@ log = get_logger(__name__)
 UsageHook = Callable[[UsageInfo], Awaitable[None]]
 
 _FINISH: dict[FinishReason, OpenAIFinishReason] = {
-    "stop": "stop", "length": "length", "cancelled": "stop", "content_filter": "content_filter",
+    "stop": "stop",
+    "length": "length",
+    "cancelled": "stop",
+    "content_filter": "content_filter",
 }
 
 
@@ -90,9 +93,11 @@ class Answer:
         return completion_id(self.request_id)
 
     def usage(self) -> UsageInfo:
-        return UsageInfo(prompt_tokens=self.prompt_tokens,
-                         completion_tokens=self.completion_tokens,
-                         total_tokens=self.prompt_tokens + self.completion_tokens)
+        return UsageInfo(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
     async def all_chunks(self) -> AsyncIterator[TokenChunk]:
         chunk: TokenChunk | None = self.first
@@ -109,9 +114,16 @@ class Answer:
 class ChatCompletionService:
     """Serves ``POST /v1/chat/completions`` on a :class:`ChatBackend`."""
 
-    def __init__(self, backend: ChatBackend, counter: PromptCounter, *,
-                 models: Sequence[str], default_max_tokens: int, max_messages: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        backend: ChatBackend,
+        counter: PromptCounter,
+        *,
+        models: Sequence[str],
+        default_max_tokens: int,
+        max_messages: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._backend = backend
         self._counter = counter
         self._models = tuple(models)
@@ -124,26 +136,39 @@ class ChatCompletionService:
     def validate(self, body: ChatCompletionRequest) -> ValidRequest:
         """Check ``body`` against what we serve; raises :class:`APIError` naming the param."""
         if body.model not in self._models:
-            raise APIError(404, f"The model '{body.model}' does not exist or is not served "
-                           f"here; available: {', '.join(self._models)}", param="model",
-                           code="model_not_found")
+            raise APIError(
+                404,
+                f"The model '{body.model}' does not exist or is not served "
+                f"here; available: {', '.join(self._models)}",
+                param="model",
+                code="model_not_found",
+            )
         if len(body.messages) > self._max_messages:
-            raise invalid(f"{len(body.messages)} messages are more than the "
-                          f"{self._max_messages} one request may carry", "messages",
-                          "too_many_messages")
+            raise invalid(
+                f"{len(body.messages)} messages are more than the "
+                f"{self._max_messages} one request may carry",
+                "messages",
+                "too_many_messages",
+            )
         messages = []
         for i, message in enumerate(body.messages):
             role = "system" if message.role == "developer" else message.role
             try:
                 messages.append(ChatMessage(role=role, content=message.text()))
             except ValidationError as exc:
-                raise from_validation(exc, rename={"content": f"messages.{i}.content",
-                                                   "role": f"messages.{i}.role"}) from None
-        max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
-                      else body.max_tokens)
-        fields: dict[str, object] = {"max_tokens": max_tokens, "seed": body.seed,
-                                     "stop": [body.stop] if isinstance(body.stop, str)
-                                     else list(body.stop or [])}
+                raise from_validation(
+                    exc, rename={"content": f"messages.{i}.content", "role": f"messages.{i}.role"}
+                ) from None
+        max_tokens = (
+            body.max_completion_tokens
+            if body.max_completion_tokens is not None
+            else body.max_tokens
+        )
+        fields: dict[str, object] = {
+            "max_tokens": max_tokens,
+            "seed": body.seed,
+            "stop": [body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+        }
         if body.temperature is not None:
             fields["temperature"] = body.temperature
         if body.top_p is not None:
@@ -152,18 +177,26 @@ class ChatCompletionService:
             sampling = SamplingParams.model_validate(fields)
         except ValidationError as exc:
             raise from_validation(exc, rename={"max_tokens": body.max_tokens_param}) from None
-        return ValidRequest(body, messages, sampling,
-                            sampling.max_tokens or self._default_max_tokens)
+        return ValidRequest(
+            body, messages, sampling, sampling.max_tokens or self._default_max_tokens
+        )
 
     async def count_prompt(self, request: ValidRequest) -> int:
         return await self._counter.count(request.messages)
 
     # --- on the bus ----------------------------------------------------------------------------
-    async def submit(self, request: ValidRequest, *, user_id: str, prompt_tokens: int,
-                     on_usage: UsageHook | None = None,
-                     on_sent: Callable[[str], None] | None = None,
-                     conversation_id: str | None = None, use_history: bool = False,
-                     trace: RequestTrace | None = None) -> Answer:
+    async def submit(
+        self,
+        request: ValidRequest,
+        *,
+        user_id: str,
+        prompt_tokens: int,
+        on_usage: UsageHook | None = None,
+        on_sent: Callable[[str], None] | None = None,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> Answer:
         """Publish the request and wait for its first chunk (a refusal raises APIError).
 
         ``on_sent`` learns the request_id as soon as the request is on the bus; ``trace`` (begun
@@ -172,10 +205,15 @@ class ChatCompletionService:
         created = int(self._clock())
         traced: dict[str, RequestTrace] = {} if trace is None else {"trace": trace}
         try:
-            request_id = await self._backend.send(request.messages, model=request.body.model,
-                                                  sampling=request.sampling, user_id=user_id,
-                                                  conversation_id=conversation_id,
-                                                  use_history=use_history, **traced)
+            request_id = await self._backend.send(
+                request.messages,
+                model=request.body.model,
+                sampling=request.sampling,
+                user_id=user_id,
+                conversation_id=conversation_id,
+                use_history=use_history,
+                **traced,
+            )
         except BaseException:
             await self._settle(on_usage, UsageInfo())
             raise
@@ -190,8 +228,9 @@ class ChatCompletionService:
         except BaseException:
             self._cancel_soon(request_id)
             raise
-        return Answer(request, request_id, prompt_tokens, created, first, rest, on_usage,
-                      trace=trace)
+        return Answer(
+            request, request_id, prompt_tokens, created, first, rest, on_usage, trace=trace
+        )
 
     def trace(self, request_id: str) -> RequestTrace | None:
         """The trace of a recent request (its stamps, and its stages once reported)."""
@@ -214,10 +253,17 @@ class ChatCompletionService:
                 self._cancel_soon(answer.request_id)
             await self._settle(answer.on_usage, answer.usage())
         return ChatCompletion(
-            id=answer.id, created=answer.created, model=answer.request.body.model,
-            choices=[Choice(message=AssistantMessage(content="".join(text)),
-                            finish_reason=_FINISH.get(finish or "stop", "stop"))],
-            usage=answer.usage())
+            id=answer.id,
+            created=answer.created,
+            model=answer.request.body.model,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content="".join(text)),
+                    finish_reason=_FINISH.get(finish or "stop", "stop"),
+                )
+            ],
+            usage=answer.usage(),
+        )
 
     async def stream(self, answer: Answer) -> AsyncIterator[str]:
         """The answer as SSE events, ending with ``[DONE]`` (``stream: true``).
@@ -230,8 +276,11 @@ class ChatCompletionService:
 
         def event(delta: Delta, finish: OpenAIFinishReason | None = None) -> str:
             chunk = ChatCompletionChunk(
-                id=answer.id, created=answer.created, model=body.model,
-                choices=[ChunkChoice(delta=delta, finish_reason=finish)])
+                id=answer.id,
+                created=answer.created,
+                model=body.model,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+            )
             return chunk.sse(with_usage_field=with_usage)
 
         finished = False
@@ -253,9 +302,13 @@ class ChatCompletionService:
                 yield _error_event(exc)
                 return
             if with_usage:
-                yield ChatCompletionChunk(id=answer.id, created=answer.created, model=body.model,
-                                          choices=[], usage=answer.usage()
-                                          ).sse(with_usage_field=True)
+                yield ChatCompletionChunk(
+                    id=answer.id,
+                    created=answer.created,
+                    model=body.model,
+                    choices=[],
+                    usage=answer.usage(),
+                ).sse(with_usage_field=True)
             yield DONE_EVENT
         finally:
             metrics.STREAMS.dec()
@@ -299,8 +352,9 @@ class ChatCompletionService:
 def _error_event(exc: ChatError) -> str:
     info = exc.info
     error = from_chat_error(info).body.error
-    body = ErrorResponse(error=ErrorBody(message=info.message, type=error.type, param=info.param,
-                                         code=info.code))
+    body = ErrorResponse(
+        error=ErrorBody(message=info.message, type=error.type, param=info.param, code=info.code)
+    )
     return f"data: {body.model_dump_json()}\n\n"
 
 

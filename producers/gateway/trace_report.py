@@ -17,12 +17,18 @@ def report_trace(trace: RequestTrace, *, request_id: str, stream: bool) -> None:
     try:
         stages = breakdown(trace.stamps)
     except IncompleteTrace as exc:
-        log.debug("trace_incomplete", request_id=request_id, trace_id=trace.trace_id,
-                  missing=exc.missing)
+        log.debug(
+            "trace_incomplete", request_id=request_id, trace_id=trace.trace_id, missing=exc.missing
+        )
         return
     for stage, ms in stages.stages().items():
         metrics.STAGE_LATENCY.labels(stage.value).observe(max(ms, 0.0) / 1000)
     skewed = out_of_order(trace.stamps)
-    log.info("trace_breakdown", request_id=request_id, trace_id=trace.trace_id, stream=stream,
-             **stages.log_fields(),
-             **({"clock_skew": [f"{a}>{b}" for a, b in skewed]} if skewed else {}))
+    log.info(
+        "trace_breakdown",
+        request_id=request_id,
+        trace_id=trace.trace_id,
+        stream=stream,
+        **stages.log_fields(),
+        **({"clock_skew": [f"{a}>{b}" for a, b in skewed]} if skewed else {}),
+    )

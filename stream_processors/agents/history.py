@@ -68,7 +68,8 @@ class HistoryRuntime(Service):  # type: ignore[misc]
 
     async def on_start(self) -> None:
         self._publisher = EventPublisher(
-            self.settings, client_id=f"{self.settings.kafka_client_id}-history")
+            self.settings, client_id=f"{self.settings.kafka.client_id}-history"
+        )
         await self._publisher.start()
         self._repository = HistoryRepository(self.settings)
         self._context = ContextStore(self.settings, self._repository)
@@ -88,9 +89,12 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         """Run a repository call in the pool; retry the same event (its offset uncommitted)
         while MongoDB is unavailable."""
         loop = asyncio.get_running_loop()
-        return await retrying(lambda: loop.run_in_executor(self._executor, call, *args),
-                              retry_on=(ServiceUnavailable,), backoff=self.retry_backoff,
-                              what=what)
+        return await retrying(
+            lambda: loop.run_in_executor(self._executor, call, *args),
+            retry_on=(ServiceUnavailable,),
+            backoff=self.retry_backoff,
+            what=what,
+        )
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
         assert self._publisher is not None
@@ -114,22 +118,27 @@ class HistoryRuntime(Service):  # type: ignore[misc]
             await self._dead_letter(message, str(exc))
             return
         self.recorded += 1
-        log.debug("turn_requested", request_id=request.request_id,
-                  conversation_id=request.conversation_id)
+        log.debug(
+            "turn_requested", request_id=request.request_id, conversation_id=request.conversation_id
+        )
 
     async def on_completion(self, message: Any) -> None:
         completion = await self._decode(message, "chat.completion")
         if completion is None:
             return
         assert isinstance(completion, Completion)
-        turn = await self._retrying("record a completion", self.repository.record_completion,
-                                    completion)
+        turn = await self._retrying(
+            "record a completion", self.repository.record_completion, completion
+        )
         self.recorded += 1
         if turn.messages:  # the request is recorded: the turn is whole
             await self.context.append(completion.conversation_id, turn)
-        log.debug("turn_completed", request_id=completion.request_id,
-                  conversation_id=completion.conversation_id,
-                  finish_reason=completion.finish_reason)
+        log.debug(
+            "turn_completed",
+            request_id=completion.request_id,
+            conversation_id=completion.conversation_id,
+            finish_reason=completion.finish_reason,
+        )
 
     async def on_verdict(self, message: Any) -> None:
         verdict = await self._decode(message, "chat.moderation")
@@ -138,7 +147,6 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         assert isinstance(verdict, ModerationVerdict)
         await self._retrying("record a verdict", self.repository.record_verdict, verdict)
         self.recorded += 1
-
 
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run one handler; an unexpected error dead-letters the message instead of stopping

@@ -56,8 +56,9 @@ CONSUMER_NAME = "moderation"
 class ModerationRuntime(Service):  # type: ignore[misc]
     """What the agents share: the publisher, the classifier (loaded in a thread), the executor."""
 
-    def __init__(self, settings: Settings, *, classifier: Classifier | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, *, classifier: Classifier | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.policy = AbusePolicy.from_settings(settings)
@@ -83,12 +84,17 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         """Whether the classifier is loaded and warm (readiness waits for it: no cold first
         request); a load that failed is not ready."""
         loading = self._moderator
-        return loading is not None and loading.done() and not loading.cancelled() \
+        return (
+            loading is not None
+            and loading.done()
+            and not loading.cancelled()
             and loading.exception() is None
+        )
 
     async def on_start(self) -> None:
         self._publisher = EventPublisher(
-            self.settings, client_id=f"{self.settings.kafka_client_id}-moderation")
+            self.settings, client_id=f"{self.settings.kafka.client_id}-moderation"
+        )
         await self._publisher.start()
         self._load()
 
@@ -109,30 +115,41 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         moderator = await self._load()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        decision = await loop.run_in_executor(self._executor, moderator.assess, request, abuse,
-                                              time.time())
+        decision = await loop.run_in_executor(
+            self._executor, moderator.assess, request, abuse, time.time()
+        )
         metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
         return decision
 
-    async def judge_output(self, window: Window) -> tuple[ModerationVerdict,
-                                                          CancelRequest | None]:
+    async def judge_output(self, window: Window) -> tuple[ModerationVerdict, CancelRequest | None]:
         """Classify one window of a streaming answer, off the event loop."""
         moderator = await self._load()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        result = await loop.run_in_executor(self._executor, judge_output, moderator.classifier,
-                                            moderator.thresholds, window)
+        result = await loop.run_in_executor(
+            self._executor, judge_output, moderator.classifier, moderator.thresholds, window
+        )
         metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
         return result
 
     async def reject_invalid(self, message: Any, exc: InvalidEvent) -> None:
         """DLQ the message; when its requester can be told, end its stream with the reason."""
-        await reject_request(self.publisher, message, error=exc.reason, consumer=CONSUMER_NAME,
-                             worker_id=MODERATION_WORKER_ID)
+        await reject_request(
+            self.publisher,
+            message,
+            error=exc.reason,
+            consumer=CONSUMER_NAME,
+            worker_id=MODERATION_WORKER_ID,
+        )
 
-    async def publish(self, request: ChatRequest, raw: bytes, decision: Decision,
-                      trace: RequestTrace | None = None,
-                      headers: Sequence[tuple[str, bytes]] = ()) -> None:
+    async def publish(
+        self,
+        request: ChatRequest,
+        raw: bytes,
+        decision: Decision,
+        trace: RequestTrace | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
         """The verdict, then either the approved request or the refusal (all acked).
 
         The approved request keeps the incoming ``headers``, with ``trace`` (stamped
@@ -144,13 +161,21 @@ class ModerationRuntime(Service):  # type: ignore[misc]
             if trace is not None:
                 trace.stamp(Hop.MODERATION_OUT)
                 headers = with_trace(headers, trace)
-            sends.append(await self.publisher.producer.send(
-                self.settings.topic(TopicName.REQUESTS_APPROVED), raw,
-                key=request.conversation_id.encode(), headers=list(headers) or None))
+            sends.append(
+                await self.publisher.producer.send(
+                    self.settings.topic(TopicName.REQUESTS_APPROVED),
+                    raw,
+                    key=request.conversation_id.encode(),
+                    headers=list(headers) or None,
+                )
+            )
         else:
             chunk, completion = refusal_events(request, decision.refusal)
-            sends.append(await self.publisher.send(TopicName.TOKENS, chunk,
-                                                   partition=request.reply_to.partition))
+            sends.append(
+                await self.publisher.send(
+                    TopicName.TOKENS, chunk, partition=request.reply_to.partition
+                )
+            )
             sends.append(await self.publisher.send(TopicName.COMPLETIONS, completion))
         await asyncio.gather(*sends)
         metrics.VERDICTS.labels("input", verdict.action).inc()
@@ -162,13 +187,23 @@ class ModerationRuntime(Service):  # type: ignore[misc]
 
 def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> None:
     """Declare the moderation topics, table and agents on ``app``."""
-    partitions = settings.topic_partitions
-    requests = app.topic(settings.topic(TopicName.REQUESTS), key_serializer="raw",
-                         value_serializer="raw")
-    by_user = app.topic(f"{app.conf.id}-requests-by-user", internal=True, partitions=partitions,
-                        key_serializer="raw", value_serializer="raw")
-    abuse_scores = app.Table("abuse-scores", default=None, partitions=partitions,
-                             help="Per-user decayed violation score and block expiry.")
+    partitions = settings.kafka.topic_partitions
+    requests = app.topic(
+        settings.topic(TopicName.REQUESTS), key_serializer="raw", value_serializer="raw"
+    )
+    by_user = app.topic(
+        f"{app.conf.id}-requests-by-user",
+        internal=True,
+        partitions=partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    abuse_scores = app.Table(
+        "abuse-scores",
+        default=None,
+        partitions=partitions,
+        help="Per-user decayed violation score and block expiry.",
+    )
 
     @app.agent(requests, name="moderation-validate")
     async def validate(stream: faust.StreamT[bytes]) -> None:
@@ -182,8 +217,11 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
                 await runtime.reject_invalid(message, exc)
                 continue
             assert isinstance(request, ChatRequest)
-            await by_user.send(key=request.user_id.encode(), value=message.value,
-                               headers=with_trace(message.headers, trace))
+            await by_user.send(
+                key=request.user_id.encode(),
+                value=message.value,
+                headers=with_trace(message.headers, trace),
+            )
 
     @app.agent(by_user, name="moderation-classify")
     async def classify(stream: faust.StreamT[bytes]) -> None:
@@ -192,13 +230,21 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
             headers = header_list(event.message.headers)
             request = ChatRequest.model_validate_json(raw)  # validated upstream
             trace = RequestTrace.from_headers(headers) or RequestTrace.next_hop(headers)
-            bound = log.bind(request_id=request.request_id, trace_id=trace.trace_id,
-                             conversation_id=request.conversation_id, user_id=request.user_id)
+            bound = log.bind(
+                request_id=request.request_id,
+                trace_id=trace.trace_id,
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+            )
             state = AbuseState.from_json(abuse_scores.get(request.user_id))
             decision = await runtime.assess(request, state)
             if decision.abuse is not None:
                 abuse_scores[request.user_id] = decision.abuse.to_json()
             await runtime.publish(request, raw, decision, trace, headers)
-            bound.info("moderated", action=decision.verdict.action,
-                       flagged=list(decision.flagged), pii=len(decision.verdict.pii),
-                       abuse_score=round(decision.abuse.score, 3) if decision.abuse else None)
+            bound.info(
+                "moderated",
+                action=decision.verdict.action,
+                flagged=list(decision.flagged),
+                pii=len(decision.verdict.pii),
+                abuse_score=round(decision.abuse.score, 3) if decision.abuse else None,
+            )

@@ -30,10 +30,12 @@ log = get_logger(__name__)
 
 def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> None:
     """Declare the output-moderation agent on ``app``."""
-    tokens = app.topic(settings.topic(TopicName.TOKENS), key_serializer="raw",
-                       value_serializer="raw")
-    watch = OutputWatch(settings.moderation_output_window_chars,
-                        settings.moderation_output_overlap_chars)
+    tokens = app.topic(
+        settings.topic(TopicName.TOKENS), key_serializer="raw", value_serializer="raw"
+    )
+    watch = OutputWatch(
+        settings.moderation.output_window_chars, settings.moderation.output_overlap_chars
+    )
 
     @app.agent(tokens, name="moderation-output")
     async def moderate_output(stream: faust.StreamT[bytes]) -> None:
@@ -61,6 +63,9 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
                 for category, hit in verdict.categories.items():
                     if hit:
                         metrics.FLAGGED.labels("output", category).inc()
-                log.info("output_stopped", request_id=chunk.request_id,
-                         tokens_seen=window.tokens_seen,
-                         flagged=[c for c, hit in verdict.categories.items() if hit])
+                log.info(
+                    "output_stopped",
+                    request_id=chunk.request_id,
+                    tokens_seen=window.tokens_seen,
+                    flagged=[c for c, hit in verdict.categories.items() if hit],
+                )

@@ -60,12 +60,19 @@ class Archiver(ConsumerRuntime):
     max_records = 5000
     store_backoff = Backoff(initial_s=0.5, max_s=10.0)
 
-    def __init__(self, settings: Settings, *, health: Health | None = None,
-                 store: ObjectStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, health: Health | None = None, store: ObjectStore | None = None
+    ) -> None:
         registry = {settings.topic(t.value): t.value for t in TopicName}
-        super().__init__(settings, group=settings.topic(settings.archive_group),
-                         topics=sorted(registry), client_id="chatbus-archiver", health=health,
-                         max_poll_records=self.max_records, fetch_max_wait_ms=200)
+        super().__init__(
+            settings,
+            group=settings.topic(settings.archive.group),
+            topics=sorted(registry),
+            client_id="chatbus-archiver",
+            health=health,
+            max_poll_records=self.max_records,
+            fetch_max_wait_ms=200,
+        )
         self.store = store or ObjectStore(settings, timeout_s=10.0, attempts=2)
         self._registry = registry
         self._batches: dict[TopicPartition, PartitionBatch] = {}
@@ -80,9 +87,13 @@ class Archiver(ConsumerRuntime):
 
     # --- lifecycle ------------------------------------------------------------------------
     async def on_start(self) -> None:
-        log.info("archive_target", topics=sorted(self._registry.values()),
-                 bucket=self.store.bucket, prefix=self.settings.archive_prefix,
-                 redact=self.settings.archive_redact)
+        log.info(
+            "archive_target",
+            topics=sorted(self._registry.values()),
+            bucket=self.store.bucket,
+            prefix=self.settings.archive.prefix,
+            redact=self.settings.archive.redact,
+        )
 
     async def on_loops_ended(self) -> None:
         """Flush every batch (upload, then commit) before leaving the group."""
@@ -94,8 +105,11 @@ class Archiver(ConsumerRuntime):
                 try:
                     await self.flush(tp)
                 except ServiceUnavailable as exc:
-                    log.error("archive_final_flush_failed", error=str(exc),
-                              hint="the records stay uncommitted; a restart re-reads them")
+                    log.error(
+                        "archive_final_flush_failed",
+                        error=str(exc),
+                        hint="the records stay uncommitted; a restart re-reads them",
+                    )
                     break
         log.info("archive_flushed", archived_records=self.archived_records)
 
@@ -122,7 +136,7 @@ class Archiver(ConsumerRuntime):
     def _context_records(self, tp: TopicPartition) -> int:
         """How many records before its start a partition is read from again, as context only:
         the token stream redactor's view of answers that began before it (0 elsewhere)."""
-        streamed = self.settings.archive_redact and self._registry[tp.topic] == TopicName.TOKENS
+        streamed = self.settings.archive.redact and self._registry[tp.topic] == TopicName.TOKENS
         return CONTEXT_RECORDS if streamed else 0
 
     async def add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -145,7 +159,7 @@ class Archiver(ConsumerRuntime):
             batch = None
         if batch is None:
             batch = self._batches[tp] = PartitionBatch(self._registry[tp.topic], tp.partition)
-        redact = self.settings.archive_redact
+        redact = self.settings.archive.redact
         streamed = redact and batch.topic == TopicName.TOKENS
         line = archive_line(batch.topic, record, redact=redact, chunks=not streamed)
         try:
@@ -162,7 +176,7 @@ class Archiver(ConsumerRuntime):
         if close_at is not None:  # re-archiving a pending range: only its own end closes it
             if record.offset >= close_at:
                 await self._flush_or_back_off(tp)
-        elif batch.size >= self.settings.archive_flush_bytes:
+        elif batch.size >= self.settings.archive.flush_bytes:
             await self._flush_or_back_off(tp)
 
     # --- flushing -------------------------------------------------------------------------
@@ -190,8 +204,12 @@ class Archiver(ConsumerRuntime):
         self._store_down_until = time.monotonic() + delay
         self.gate.pause_all(STORE_DOWN)
         self.health.set_ready(False, f"object store unavailable: {exc}")
-        log.warning("archive_store_unavailable", error=str(exc), retry_in_s=delay,
-                    failures=self._store_failures)
+        log.warning(
+            "archive_store_unavailable",
+            error=str(exc),
+            retry_in_s=delay,
+            failures=self._store_failures,
+        )
 
     def _store_down(self) -> bool:
         return time.monotonic() < self._store_down_until
@@ -203,8 +221,13 @@ class Archiver(ConsumerRuntime):
         if not batch:
             return
         started = time.perf_counter()
-        entry = await asyncio.to_thread(upload_batch, self.store, self.settings.archive_prefix,
-                                        batch, redacted=self.settings.archive_redact)
+        entry = await asyncio.to_thread(
+            upload_batch,
+            self.store,
+            self.settings.archive.prefix,
+            batch,
+            redacted=self.settings.archive.redact,
+        )
         metrics.UPLOAD_SECONDS.observe(time.perf_counter() - started)
         self._batches.pop(tp, None)
         if self._close_at.get(tp) is not None and batch.last_offset >= self._close_at[tp]:
@@ -215,9 +238,16 @@ class Archiver(ConsumerRuntime):
         metrics.RECORDS.labels(batch.topic).inc(len(batch))
         metrics.OBJECTS.labels(batch.topic).inc()
         metrics.BYTES.labels(batch.topic).inc(entry.compressed_bytes)
-        log.info("archived", topic=batch.topic, partition=batch.partition,
-                 first=batch.first_offset, last=batch.last_offset, records=len(batch),
-                 bytes=entry.compressed_bytes, key=entry.object_key)
+        log.info(
+            "archived",
+            topic=batch.topic,
+            partition=batch.partition,
+            first=batch.first_offset,
+            last=batch.last_offset,
+            records=len(batch),
+            bytes=entry.compressed_bytes,
+            key=entry.object_key,
+        )
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         # a failed commit (the partition moved) is logged: its next owner finds the range in
@@ -236,8 +266,12 @@ class Archiver(ConsumerRuntime):
                 with contextlib.suppress(KeyError):
                     metrics.LAG.remove(*_labels(self._registry, tp))
                 if dropped:
-                    log.info("archive_batch_dropped_on_revoke", topic=dropped.topic,
-                             partition=tp.partition, records=len(dropped))
+                    log.info(
+                        "archive_batch_dropped_on_revoke",
+                        topic=dropped.topic,
+                        partition=tp.partition,
+                        records=len(dropped),
+                    )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """No I/O here (heartbeats wait for this callback): hold the partitions; the loop
@@ -255,13 +289,18 @@ class Archiver(ConsumerRuntime):
 
     async def _resolve(self, consumer: AIOKafkaConsumer) -> None:
         tps = sorted(self._unresolved)
-        prefix = self.settings.archive_prefix
+        prefix = self.settings.archive.prefix
         try:
             starts = await consumer.beginning_offsets(tps)
             committed = {tp: await consumer.committed(tp) for tp in tps}
-            pendings = await asyncio.gather(*(
-                asyncio.to_thread(read_pending, self.store, prefix, self._registry[tp.topic],
-                                  tp.partition) for tp in tps))
+            pendings = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        read_pending, self.store, prefix, self._registry[tp.topic], tp.partition
+                    )
+                    for tp in tps
+                )
+            )
         except ServiceUnavailable as exc:
             self._store_failed(exc)
             return
@@ -276,8 +315,11 @@ class Archiver(ConsumerRuntime):
                 if done is not None and done < starts[tp]:
                     done = starts[tp]  # retention removed what was never archived
                 point = resume_point(done, starts[tp], pending, listed)
-                start = point.seek_to if point.seek_to is not None else (
-                    done if done is not None else starts[tp])
+                start = (
+                    point.seek_to
+                    if point.seek_to is not None
+                    else (done if done is not None else starts[tp])
+                )
                 consumer.seek(tp, max(starts[tp], start - self._context_records(tp)))
                 self._next[tp] = start
                 if point.seek_to is not None:
@@ -285,9 +327,14 @@ class Archiver(ConsumerRuntime):
                 if point.close_at is not None:
                     self._close_at[tp] = point.close_at
                 if point.reason != "clean":
-                    log.info("archive_resume", topic=self._registry[tp.topic],
-                             partition=tp.partition, committed=committed[tp], start=start,
-                             reason=point.reason)
+                    log.info(
+                        "archive_resume",
+                        topic=self._registry[tp.topic],
+                        partition=tp.partition,
+                        committed=committed[tp],
+                        start=start,
+                        reason=point.reason,
+                    )
                 self._unresolved.discard(tp)
                 self.gate.release([tp])
         if not self._unresolved:
@@ -302,8 +349,10 @@ class Archiver(ConsumerRuntime):
 
     @property
     def _limits(self) -> dict[str, Any]:
-        return {"max_bytes": self.settings.archive_flush_bytes,
-                "max_age_s": self.settings.archive_flush_s}
+        return {
+            "max_bytes": self.settings.archive.flush_bytes,
+            "max_age_s": self.settings.archive.flush_s,
+        }
 
 
 def _labels(registry: dict[str, str], tp: TopicPartition) -> tuple[str, str]:

@@ -21,8 +21,9 @@ from stream_processors.archiver.redaction import redact_event, redact_text
 EVENT_TYPES = frozenset(e.model_fields["type"].default for e in ALL_EVENTS)
 
 
-def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
-                 redact: bool, chunks: bool = True) -> dict[str, Any]:
+def archive_line(
+    topic: str, record: ConsumerRecord[bytes, bytes], *, redact: bool, chunks: bool = True
+) -> dict[str, Any]:
     """The archive line of ``record`` (of registry topic ``topic``); ``chunks=False`` leaves a
     token chunk's text to :class:`~stream_processors.archiver.stream_redaction.TokenStreamRedactor`,
     which sees the chunks before it."""
@@ -38,22 +39,33 @@ def archive_line(topic: str, record: ConsumerRecord[bytes, bytes], *,
     return archived_record(event, **_where(topic, record))
 
 
-def raw_line(topic: str, record: ConsumerRecord[bytes, bytes], reason: BaseException, *,
-             redact: bool) -> dict[str, Any]:
+def raw_line(
+    topic: str, record: ConsumerRecord[bytes, bytes], reason: BaseException, *, redact: bool
+) -> dict[str, Any]:
     """The archive line of a record that is not a valid event, or cannot be written as one
     (nested deeper than the JSON writer goes): its bytes, redacted as text when they are text."""
     metrics.INVALID.labels(topic).inc()
-    return archived_record(None, **_where(topic, record),
-                           raw_b64=_raw_b64(topic, record.value or b"", redact),
-                           invalid=f"{type(reason).__name__}: {reason}"[:500])
+    return archived_record(
+        None,
+        **_where(topic, record),
+        raw_b64=_raw_b64(topic, record.value or b"", redact),
+        invalid=f"{type(reason).__name__}: {reason}"[:500],
+    )
 
 
 def _where(topic: str, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     key = record.key.decode(errors="replace") if record.key is not None else None
-    headers = {str(name): (value or b"").decode(errors="replace")
-               for name, value in record.headers or ()}
-    return {"topic": topic, "partition": record.partition, "offset": record.offset,
-            "timestamp_ms": record.timestamp, "key": key, "headers": headers}
+    headers = {
+        str(name): (value or b"").decode(errors="replace") for name, value in record.headers or ()
+    }
+    return {
+        "topic": topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp,
+        "key": key,
+        "headers": headers,
+    }
 
 
 def _raw_b64(topic: str, value: bytes, redact: bool) -> str:

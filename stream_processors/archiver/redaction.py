@@ -28,7 +28,7 @@ def redact_text(text: str) -> tuple[str, int]:
         return text, 0
     out, at = [], 0
     for span in spans:
-        out.append(text[at:span.start])
+        out.append(text[at : span.start])
         out.append(f"[REDACTED:{span.kind}]")
         at = span.end
     out.append(text[at:])

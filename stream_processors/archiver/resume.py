@@ -27,22 +27,36 @@ class ResumePoint:
     reason: str
 
 
-def resume_point(committed: int | None, log_start: int, pending: PendingRange | None,
-                 manifest_lists_pending: bool) -> ResumePoint:
+def resume_point(
+    committed: int | None,
+    log_start: int,
+    pending: PendingRange | None,
+    manifest_lists_pending: bool,
+) -> ResumePoint:
     """Decide from the committed offset, the log's first offset and the pending range."""
     start = committed if committed is not None else log_start
     if pending is None and start > log_start:
-        return ResumePoint(log_start, None, "the archive holds nothing of this partition though "
-                           "its group committed: re-archiving from the log's start")
+        return ResumePoint(
+            log_start,
+            None,
+            "the archive holds nothing of this partition though "
+            "its group committed: re-archiving from the log's start",
+        )
     if pending is None or pending.last_offset < start:
         return ResumePoint(None, None, "clean")
     if pending.first_offset != start:
         # committed offsets only ever move to a range's end + 1, so this is a pending range of an
         # older layout or of a foreign writer: trust the broker and start a fresh range
-        return ResumePoint(None, None, f"pending {pending.first_offset}..{pending.last_offset} "
-                           f"does not start at {start}; ignored")
+        return ResumePoint(
+            None,
+            None,
+            f"pending {pending.first_offset}..{pending.last_offset} "
+            f"does not start at {start}; ignored",
+        )
     if manifest_lists_pending:
-        return ResumePoint(pending.last_offset + 1, None,
-                           "pending range already archived: skipping past it")
-    return ResumePoint(None, pending.last_offset,
-                       "pending range not archived: re-archiving exactly that range")
+        return ResumePoint(
+            pending.last_offset + 1, None, "pending range already archived: skipping past it"
+        )
+    return ResumePoint(
+        None, pending.last_offset, "pending range not archived: re-archiving exactly that range"
+    )

@@ -103,8 +103,10 @@ class TokenStreamRedactor:
         # address needs an '@' in the context. Neither: nothing to look for.
         if "@" not in answer.text and _DIGIT.search(text) is None:
             return 0
-        found = [Span(answer.offset + m.start, answer.offset + m.end, m.kind)
-                 for m in find_pii(answer.text)]
+        found = [
+            Span(answer.offset + m.start, answer.offset + m.end, m.kind)
+            for m in find_pii(answer.text)
+        ]
         new = [s for s in found if s.end > chunk.start and s not in answer.spans]
         if not new:
             return 0
@@ -122,8 +124,11 @@ class TokenStreamRedactor:
         before: the records before a partition's resume point)."""
         text = record.get("text")
         answer, seq = self._answer(record)
-        if answer is None or not isinstance(text, str) or (seq is not None
-                                                           and seq <= answer.last_seq):
+        if (
+            answer is None
+            or not isinstance(text, str)
+            or (seq is not None and seq <= answer.last_seq)
+        ):
             return
         self._extend(answer, text, seq)
 
@@ -131,8 +136,7 @@ class TokenStreamRedactor:
         """The state of ``record``'s answer, most recent last (dropped at its last chunk), and
         the chunk's ``seq`` when it has one."""
         request_id, seq = record.get("request_id"), record.get("seq")
-        if record.get("type") != "chat.token" or not isinstance(request_id, str) \
-                or not request_id:
+        if record.get("type") != "chat.token" or not isinstance(request_id, str) or not request_id:
             return None, None
         answer = self._answers.pop(request_id, None) or _Answer()
         if not record.get("finish_reason"):
@@ -165,12 +169,19 @@ def _alone(batch: PartitionBatch, index: int, record: dict[str, Any], text: str)
     return found
 
 
-def _as_placed(answer: _Answer, batch: PartitionBatch, index: int, record: dict[str, Any],
-               text: str, seq: int) -> int:
+def _as_placed(
+    answer: _Answer, batch: PartitionBatch, index: int, record: dict[str, Any], text: str, seq: int
+) -> int:
     """A chunk seen before: redacted where its first copy sat, when the context still holds
     it; otherwise on its own."""
-    where = next((start for s, start, end in answer.placed
-                  if s == seq and end - start == len(text) and end > answer.offset), None)
+    where = next(
+        (
+            start
+            for s, start, end in answer.placed
+            if s == seq and end - start == len(text) and end > answer.offset
+        ),
+        None,
+    )
     if where is None:
         return _alone(batch, index, record, text)
     redacted = render(text, where, answer.spans)
@@ -184,8 +195,11 @@ def render(text: str, start: int, spans: list[Span]) -> str:
     """``text`` (which starts at ``start`` in its answer) with the parts inside ``spans``
     replaced by ``[REDACTED:<kind>]``, one marker per run of overlapping spans."""
     end = start + len(text)
-    parts = sorted((max(s.start, start), min(s.end, end), s.kind, s.end - s.start)
-                   for s in spans if s.start < end and s.end > start)
+    parts = sorted(
+        (max(s.start, start), min(s.end, end), s.kind, s.end - s.start)
+        for s in spans
+        if s.start < end and s.end > start
+    )
     merged: list[list[Any]] = []  # [from, to, kind, length of the longest span]
     for lo, hi, kind, length in parts:
         if merged and lo < merged[-1][1]:
@@ -197,10 +211,10 @@ def render(text: str, start: int, spans: list[Span]) -> str:
             merged.append([lo, hi, kind, length])
     out, at = [], start
     for lo, hi, kind, _ in merged:
-        out.append(text[at - start:lo - start])
+        out.append(text[at - start : lo - start])
         out.append(f"[REDACTED:{kind}]")
         at = hi
-    out.append(text[at - start:])
+    out.append(text[at - start :])
     return "".join(out)
 
 

@@ -49,12 +49,19 @@ class VerifyReport:
         return sum(p.records for p in self.partitions)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "records": self.records,
-                "partitions": [vars(p) | {"ok": p.ok} for p in self.partitions]}
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "partitions": [vars(p) | {"ok": p.ok} for p in self.partitions],
+        }
 
 
-def check_ranges(report: PartitionReport, entries: list[ManifestEntry],
-                 broker_start: int | None = None, broker_committed: int | None = None) -> None:
+def check_ranges(
+    report: PartitionReport,
+    entries: list[ManifestEntry],
+    broker_start: int | None = None,
+    broker_committed: int | None = None,
+) -> None:
     """Fill ``report``'s coverage from one partition's manifest entries (pure logic)."""
     entries = sorted(entries, key=lambda e: (e.first_offset, e.last_offset))
     report.objects = len(entries)
@@ -86,12 +93,13 @@ def check_ranges(report: PartitionReport, entries: list[ManifestEntry],
         report.gaps.append((report.last_offset + 1, end))
 
 
-def verify_archive(settings: Settings, *, broker: dict[tuple[str, int], dict[str, int | None]]
-                   | None = None) -> VerifyReport:
+def verify_archive(
+    settings: Settings, *, broker: dict[tuple[str, int], dict[str, int | None]] | None = None
+) -> VerifyReport:
     """Check the archive of ``settings`` (``broker``: (topic, partition) → log start offset and
     the archiver's committed offset, from :func:`broker_positions`)."""
     store = ObjectStore(settings)
-    prefix = settings.archive_prefix
+    prefix = settings.archive.prefix
     entries: dict[tuple[str, int], list[ManifestEntry]] = defaultdict(list)
     for key, _ in store.list(manifest_prefix(prefix)):
         raw = store.get(key)
@@ -108,8 +116,9 @@ def verify_archive(settings: Settings, *, broker: dict[tuple[str, int], dict[str
     for where in sorted(set(entries) | set(objects) | set(broker or {})):
         report = PartitionReport(*where)
         positions = (broker or {}).get(where, {})
-        check_ranges(report, entries.get(where, []), positions.get("log_start"),
-                     positions.get("committed"))
+        check_ranges(
+            report, entries.get(where, []), positions.get("log_start"), positions.get("committed")
+        )
         listed = {e.object_key for e in entries.get(where, [])}
         report.missing_objects = sorted(listed - objects.get(where, set()))
         report.orphan_objects = sorted(objects.get(where, set()) - listed)
@@ -127,6 +136,7 @@ async def broker_positions(settings: Settings) -> dict[tuple[str, int], dict[str
     registry = {settings.topic(t.value): t.value for t in TopicName}
     starts, _ends = await log_offsets(settings, list(registry))
     committed = await group_offsets(settings, archiver_group(settings))
-    return {(registry[tp.topic], tp.partition): {"log_start": start,
-                                                  "committed": committed.get(tp)}
-            for tp, start in starts.items()}
+    return {
+        (registry[tp.topic], tp.partition): {"log_start": start, "committed": committed.get(tp)}
+        for tp, start in starts.items()
+    }

@@ -32,9 +32,12 @@ class AbusePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AbusePolicy:
-        return cls(half_life_s=settings.abuse_half_life_s, weight=settings.abuse_violation_weight,
-                   block_threshold=settings.abuse_block_threshold,
-                   block_s=settings.abuse_block_s)
+        return cls(
+            half_life_s=settings.moderation.abuse_half_life_s,
+            weight=settings.moderation.abuse_violation_weight,
+            block_threshold=settings.moderation.abuse_block_threshold,
+            block_s=settings.moderation.abuse_block_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +60,9 @@ class AbuseState:
         blocked_until = self.blocked_until
         if score >= policy.block_threshold:
             blocked_until = max(blocked_until, now + policy.block_s)
-        return AbuseState(score=score, updated_at=now, blocked_until=blocked_until,
-                          violations=self.violations + 1)
+        return AbuseState(
+            score=score, updated_at=now, blocked_until=blocked_until, violations=self.violations + 1
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,5 +71,10 @@ class AbuseState:
     def from_json(cls, data: Any) -> AbuseState:
         if not isinstance(data, dict):
             return cls()
-        return cls(**{k: data[k] for k in ("score", "updated_at", "blocked_until", "violations")
-                      if k in data})
+        return cls(
+            **{
+                k: data[k]
+                for k in ("score", "updated_at", "blocked_until", "violations")
+                if k in data
+            }
+        )

@@ -31,17 +31,21 @@ CategoryScores = dict[str, float]
 
 def thresholds_from(settings: Settings) -> dict[str, float]:
     """Every category's threshold; raises :class:`ConfigurationError` on an unknown category."""
-    unknown = sorted(set(settings.moderation_thresholds) - set(CATEGORIES))
+    unknown = sorted(set(settings.moderation.thresholds) - set(CATEGORIES))
     if unknown:
         raise ConfigurationError(
             f"CHATBUS_MODERATION_THRESHOLDS names unknown categories {unknown}; "
-            f"known: {', '.join(CATEGORIES)}")
-    for name, value in settings.moderation_thresholds.items():
+            f"known: {', '.join(CATEGORIES)}"
+        )
+    for name, value in settings.moderation.thresholds.items():
         if not 0.0 < value <= 1.0:
             raise ConfigurationError(
-                f"CHATBUS_MODERATION_THRESHOLDS[{name!r}] must be within (0, 1], got {value}")
-    return {c: settings.moderation_thresholds.get(c, settings.moderation_default_threshold)
-            for c in CATEGORIES}
+                f"CHATBUS_MODERATION_THRESHOLDS[{name!r}] must be within (0, 1], got {value}"
+            )
+    return {
+        c: settings.moderation.thresholds.get(c, settings.moderation.default_threshold)
+        for c in CATEGORIES
+    }
 
 
 def with_parents(scores: Mapping[str, float]) -> CategoryScores:
@@ -55,8 +59,9 @@ def with_parents(scores: Mapping[str, float]) -> CategoryScores:
     return out
 
 
-def flagged_categories(scores: Mapping[str, float],
-                       thresholds: Mapping[str, float]) -> dict[str, bool]:
+def flagged_categories(
+    scores: Mapping[str, float], thresholds: Mapping[str, float]
+) -> dict[str, bool]:
     """Each category → whether its score reaches its threshold (or a subcategory's does)."""
     hits = {c: scores.get(c, 0.0) >= thresholds[c] for c in CATEGORIES}
     for category in CATEGORIES:

@@ -35,11 +35,11 @@ class HybridClassifier:
 
 
 def build_classifier(settings: Settings) -> Classifier:
-    """The classifier ``settings.moderation_classifier`` names; loads and trains what it needs."""
+    """The classifier ``settings.moderation.classifier`` names; loads and trains what it needs."""
     from stream_processors.moderation.rules import RuleClassifier
 
     rules = RuleClassifier()
-    if settings.moderation_classifier == "rules":
+    if settings.moderation.classifier == "rules":
         return rules
     from stream_processors.moderation.embedding import (
         EmbeddingClassifier,
@@ -48,9 +48,10 @@ def build_classifier(settings: Settings) -> Classifier:
     )
     from stream_processors.moderation.seed import load_seed
 
-    encoder = MiniLMEncoder("cpu", threads=settings.moderation_threads)
-    embedding = EmbeddingClassifier(encoder, load_or_train_heads(encoder, load_seed(),
-                                                                 settings.cache_dir))
-    if settings.moderation_classifier == "embedding":
+    encoder = MiniLMEncoder("cpu", threads=settings.moderation.threads)
+    embedding = EmbeddingClassifier(
+        encoder, load_or_train_heads(encoder, load_seed(), settings.cache_dir)
+    )
+    if settings.moderation.classifier == "embedding":
         return embedding
     return HybridClassifier([rules, embedding])

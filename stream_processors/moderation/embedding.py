@@ -61,8 +61,13 @@ class MiniLMEncoder:
 
     def encode(self, texts: list[str]) -> Matrix:
         model = self._load()
-        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
+        vectors = model.encode(
+            texts,
+            batch_size=32,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -82,19 +87,22 @@ class LinearHeads:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with tmp.open("wb") as fh:
-            np.savez(fh, categories=np.array(self.categories), coef=self.coef,
-                     intercept=self.intercept)
+            np.savez(
+                fh, categories=np.array(self.categories), coef=self.coef, intercept=self.intercept
+            )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> LinearHeads:
         with np.load(path, allow_pickle=False) as data:
-            return cls(tuple(str(c) for c in data["categories"]),
-                       data["coef"].astype(np.float32), data["intercept"].astype(np.float32))
+            return cls(
+                tuple(str(c) for c in data["categories"]),
+                data["coef"].astype(np.float32),
+                data["intercept"].astype(np.float32),
+            )
 
 
-def train_heads(vectors: Matrix, examples: list[SeedExample], *,
-                c: float = 4.0) -> LinearHeads:
+def train_heads(vectors: Matrix, examples: list[SeedExample], *, c: float = 4.0) -> LinearHeads:
     """Fit a balanced logistic regression per category (a category without positives scores 0)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -117,8 +125,9 @@ def heads_cache_path(cache_dir: Path, examples: list[SeedExample]) -> Path:
     return cache_dir / "moderation" / f"heads-{key}.npz"
 
 
-def load_or_train_heads(encoder: SentenceEncoder, examples: list[SeedExample],
-                        cache_dir: Path) -> LinearHeads:
+def load_or_train_heads(
+    encoder: SentenceEncoder, examples: list[SeedExample], cache_dir: Path
+) -> LinearHeads:
     """The cached heads for this seed set, or train them (and cache them) now."""
     path = heads_cache_path(cache_dir, examples)
     if path.exists():
@@ -171,5 +180,6 @@ class EmbeddingClassifier:
     def classify_many(self, texts: list[str]) -> list[CategoryScores]:
         """One score dict per (short) text, in one encoder batch."""
         probs = self._heads.predict(self._encoder.encode(texts))
-        return [{c: float(p) for c, p in zip(self._heads.categories, row, strict=True)}
-                for row in probs]
+        return [
+            {c: float(p) for c, p in zip(self._heads.categories, row, strict=True)} for row in probs
+        ]

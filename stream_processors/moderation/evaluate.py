@@ -30,8 +30,11 @@ def _ratio(num: int, den: int) -> str:
     return f"{num / den:.2f}" if den else "-"
 
 
-def report(test: list[SeedExample], predictions: dict[str, list[CategoryScores]],
-           thresholds: dict[str, float]) -> str:
+def report(
+    test: list[SeedExample],
+    predictions: dict[str, list[CategoryScores]],
+    thresholds: dict[str, float],
+) -> str:
     names = list(predictions)
     header = "| category | n+ | " + " | ".join(f"{n} P | {n} R" for n in names) + " |"
     lines = [header, "|" + " --- |" * (2 + 2 * len(names))]
@@ -60,8 +63,9 @@ def report(test: list[SeedExample], predictions: dict[str, list[CategoryScores]]
     benign = [i for i, ex in enumerate(test) if not ex.categories]
     lines.append("")
     for name in names:
-        wrongly = sum(any(flagged_categories(predictions[name][i], thresholds).values())
-                      for i in benign)
+        wrongly = sum(
+            any(flagged_categories(predictions[name][i], thresholds).values()) for i in benign
+        )
         lines.append(f"- {name}: {wrongly} of {len(benign)} benign held-out examples flagged")
     return "\n".join(lines)
 
@@ -86,14 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = RuleClassifier()
     rule_scores = [rules.classify(ex.text) for ex in test]
     probs = heads.predict(test_vectors)
-    embed_scores = [{c: float(p) for c, p in zip(heads.categories, row, strict=True)}
-                    for row in probs]
-    hybrid = [{c: max(r[c], e[c]) for c in CATEGORIES}
-              for r, e in zip(rule_scores, embed_scores, strict=True)]
-    print(f"seed set: {len(examples)} examples; train {len(train)}, held out {len(test)} "
-          f"(split seed {args.seed}); encode + train {elapsed:.1f} s\n")
-    print(report(test, {"rules": rule_scores, "embedding": embed_scores, "hybrid": hybrid},
-                 thresholds))
+    embed_scores = [
+        {c: float(p) for c, p in zip(heads.categories, row, strict=True)} for row in probs
+    ]
+    hybrid = [
+        {c: max(r[c], e[c]) for c in CATEGORIES}
+        for r, e in zip(rule_scores, embed_scores, strict=True)
+    ]
+    print(
+        f"seed set: {len(examples)} examples; train {len(train)}, held out {len(test)} "
+        f"(split seed {args.seed}); encode + train {elapsed:.1f} s\n"
+    )
+    print(
+        report(
+            test, {"rules": rule_scores, "embedding": embed_scores, "hybrid": hybrid}, thresholds
+        )
+    )
     return 0
 
 

@@ -55,8 +55,9 @@ class Decision:
 class InputModerator:
     """Classifies the last user message, applies thresholds, and tracks abuse per user."""
 
-    def __init__(self, classifier: Classifier, thresholds: dict[str, float],
-                 policy: AbusePolicy) -> None:
+    def __init__(
+        self, classifier: Classifier, thresholds: dict[str, float], policy: AbusePolicy
+    ) -> None:
         missing = set(CATEGORIES) - set(thresholds)
         if missing:
             raise ValueError(f"no threshold for {sorted(missing)}")
@@ -66,47 +67,78 @@ class InputModerator:
 
     def assess(self, request: ChatRequest, abuse: AbuseState, now: float) -> Decision:
         """The decision on ``request`` by a user whose abuse state is ``abuse`` (blocking)."""
-        base = {"request_id": request.request_id, "conversation_id": request.conversation_id,
-                "user_id": request.user_id, "stage": "input"}
+        base = {
+            "request_id": request.request_id,
+            "conversation_id": request.conversation_id,
+            "user_id": request.user_id,
+            "stage": "input",
+        }
         if abuse.is_blocked(now):
             until = datetime.fromtimestamp(abuse.blocked_until, UTC).isoformat(timespec="seconds")
-            verdict = ModerationVerdict(**base, flagged=True, categories={ABUSE: True},
-                                        action="block")
-            return Decision(verdict, ErrorInfo(
-                code="user_blocked",
-                message=f"category {ABUSE}: this user is temporarily blocked after repeated "
-                        f"content policy violations; try again after {until}"), flagged=(ABUSE,))
+            verdict = ModerationVerdict(
+                **base, flagged=True, categories={ABUSE: True}, action="block"
+            )
+            return Decision(
+                verdict,
+                ErrorInfo(
+                    code="user_blocked",
+                    message=f"category {ABUSE}: this user is temporarily blocked after repeated "
+                    f"content policy violations; try again after {until}",
+                ),
+                flagged=(ABUSE,),
+            )
         found = last_user_message(request)
         if found is None:
             return Decision(ModerationVerdict(**base, flagged=False))
         index, text = found
-        scores = with_parents({c: min(1.0, max(0.0, s))
-                               for c, s in self.classifier.classify(text).items()})
+        scores = with_parents(
+            {c: min(1.0, max(0.0, s)) for c, s in self.classifier.classify(text).items()}
+        )
         categories = flagged_categories(scores, self.thresholds)
-        flagged = tuple(sorted((c for c, hit in categories.items() if hit),
-                               key=lambda c: -scores.get(c, 0.0)))
-        pii = [PiiSpan(kind=m.kind, message_index=index, start=m.start, end=m.end)
-               for m in find_pii(text)]
-        verdict = ModerationVerdict(**base, flagged=bool(flagged), categories=categories,
-                                    category_scores={c: round(s, 4) for c, s in scores.items()},
-                                    action="block" if flagged else "allow", pii=pii)
+        flagged = tuple(
+            sorted((c for c, hit in categories.items() if hit), key=lambda c: -scores.get(c, 0.0))
+        )
+        pii = [
+            PiiSpan(kind=m.kind, message_index=index, start=m.start, end=m.end)
+            for m in find_pii(text)
+        ]
+        verdict = ModerationVerdict(
+            **base,
+            flagged=bool(flagged),
+            categories=categories,
+            category_scores={c: round(s, 4) for c, s in scores.items()},
+            action="block" if flagged else "allow",
+            pii=pii,
+        )
         if not flagged:
             return Decision(verdict)
         named = ", ".join(f"{c} ({scores[c]:.2f})" for c in flagged)
-        refusal = ErrorInfo(code="content_policy_violation",
-                            message=f"the request was blocked by input moderation; "
-                                    f"flagged categories: {named}",
-                            param=f"messages.{index}.content")
+        refusal = ErrorInfo(
+            code="content_policy_violation",
+            message=f"the request was blocked by input moderation; flagged categories: {named}",
+            param=f"messages.{index}.content",
+        )
         return Decision(verdict, refusal, abuse.with_violation(now, self.policy), flagged)
 
 
 def refusal_events(request: ChatRequest, error: ErrorInfo) -> tuple[TokenChunk, Completion]:
     """The terminal chunk for the requester's reply partition, and the refused completion."""
-    chunk = TokenChunk(request_id=request.request_id, conversation_id=request.conversation_id,
-                       seq=0, finish_reason="content_filter", error=error,
-                       worker_id=MODERATION_WORKER_ID)
-    completion = Completion(request_id=request.request_id,
-                            conversation_id=request.conversation_id, user_id=request.user_id,
-                            model=request.model, text="", finish_reason="content_filter",
-                            worker_id=MODERATION_WORKER_ID, error=error)
+    chunk = TokenChunk(
+        request_id=request.request_id,
+        conversation_id=request.conversation_id,
+        seq=0,
+        finish_reason="content_filter",
+        error=error,
+        worker_id=MODERATION_WORKER_ID,
+    )
+    completion = Completion(
+        request_id=request.request_id,
+        conversation_id=request.conversation_id,
+        user_id=request.user_id,
+        model=request.model,
+        text="",
+        finish_reason="content_filter",
+        worker_id=MODERATION_WORKER_ID,
+        error=error,
+    )
     return chunk, completion

@@ -60,11 +60,13 @@ class OutputWatch:
         answer.tokens += len(chunk.token_ids)
         window: Window | None = None
         if answer.stopped_at_tokens is None and (
-                len(answer.text) - answer.checked >= self._window
-                or (chunk.is_last and len(answer.text) > answer.checked)):
+            len(answer.text) - answer.checked >= self._window
+            or (chunk.is_last and len(answer.text) > answer.checked)
+        ):
             start = max(0, answer.checked - self._overlap)
-            window = Window(chunk.request_id, answer.conversation_id, answer.text[start:],
-                            answer.tokens)
+            window = Window(
+                chunk.request_id, answer.conversation_id, answer.text[start:], answer.tokens
+            )
             answer.checked = len(answer.text)
         overrun = None
         if chunk.is_last:
@@ -80,18 +82,23 @@ class OutputWatch:
             answer.stopped_at_tokens = window.tokens_seen
 
 
-def judge_output(classifier: Classifier, thresholds: Mapping[str, float],
-                 window: Window) -> tuple[ModerationVerdict, CancelRequest | None]:
+def judge_output(
+    classifier: Classifier, thresholds: Mapping[str, float], window: Window
+) -> tuple[ModerationVerdict, CancelRequest | None]:
     """The verdict on one window, and the cancel that stops generation when it is flagged."""
-    scores = with_parents({c: min(1.0, max(0.0, s))
-                           for c, s in classifier.classify(window.text).items()})
+    scores = with_parents(
+        {c: min(1.0, max(0.0, s)) for c, s in classifier.classify(window.text).items()}
+    )
     categories = flagged_categories(scores, thresholds)
     flagged = any(categories.values())
     verdict = ModerationVerdict(
-        request_id=window.request_id, conversation_id=window.conversation_id, stage="output",
-        flagged=flagged, categories=categories,
+        request_id=window.request_id,
+        conversation_id=window.conversation_id,
+        stage="output",
+        flagged=flagged,
+        categories=categories,
         category_scores={c: round(s, 4) for c, s in scores.items()},
-        action="stop_generation" if flagged else "allow")
-    cancel = CancelRequest(request_id=window.request_id, reason=CONTENT_FILTER) if flagged \
-        else None
+        action="stop_generation" if flagged else "allow",
+    )
+    cancel = CancelRequest(request_id=window.request_id, reason=CONTENT_FILTER) if flagged else None
     return verdict, cancel

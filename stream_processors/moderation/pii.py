@@ -9,7 +9,8 @@ from typing import Literal
 PiiKind = Literal["email", "phone", "payment_card"]
 
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 # 13-19 digits, optionally grouped by single spaces or dashes.
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # International (+CC …) or North American style numbers; digit count checked below.
@@ -67,7 +68,7 @@ def redact(text: str, spans: list[PiiMatch]) -> str:
     """``text`` with each span replaced by ``[KIND]`` (what a downstream consumer would do)."""
     out, last = [], 0
     for span in sorted(spans, key=lambda s: s.start):
-        out.append(text[last:span.start])
+        out.append(text[last : span.start])
         out.append(f"[{span.kind.upper()}]")
         last = span.end
     out.append(text[last:])

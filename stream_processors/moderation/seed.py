@@ -53,8 +53,9 @@ def fingerprint(examples: list[SeedExample], *extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def split(examples: list[SeedExample], *, test_fraction: float = 0.3,
-          seed: int = 13) -> tuple[list[SeedExample], list[SeedExample]]:
+def split(
+    examples: list[SeedExample], *, test_fraction: float = 0.3, seed: int = 13
+) -> tuple[list[SeedExample], list[SeedExample]]:
     """A split stratified by the example's most specific category (benign is its own stratum)."""
     strata: dict[str, list[SeedExample]] = {}
     for ex in examples:

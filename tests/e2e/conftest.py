@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
 playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    "playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')"
+)
 
 ARTIFACTS = REPO / ".chatbus" / "artifacts"
 
@@ -52,19 +53,25 @@ async def page(chromium: Path) -> AsyncIterator[Page]:
 
     errors: list[str] = []
     async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(chromium), headless=True,
-                                           args=list(CHROMIUM_ARGS))
+        browser = await pw.chromium.launch(
+            executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS)
+        )
         try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 800},
-                                                color_scheme="light")
+            context = await browser.new_context(
+                viewport={"width": 1280, "height": 800}, color_scheme="light"
+            )
             opened = await context.new_page()
             opened.on("pageerror", lambda exc: errors.append(str(exc)))
-            opened.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-                      and not msg.text.startswith("Failed to load resource") else None)
+            opened.on(
+                "console",
+                lambda msg: (
+                    errors.append(msg.text)
+                    if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
             yield opened
             await context.close()
         finally:
             await browser.close()
     assert not errors, f"script errors on the page: {errors}"
-
-

@@ -65,22 +65,34 @@ async def send(page: Page, text: str, *, max_tokens: int, temperature: float = 0
 
 
 async def test_sign_in_stream_an_answer_and_stop_one(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
-        page: Page, artifacts: Path) -> None:
+    settings: Settings,
+    worker: InferenceWorker,
+    gateway: RunningGateway,
+    key: str,
+    page: Page,
+    artifacts: Path,
+) -> None:
     await page.goto(f"{gateway.url}/")
     await page.get_by_label("API key").fill("cb-not-a-real-key")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#login-error")).to_have_text("That key was not accepted.")
 
     sent: list[dict[str, Any]] = []
-    page.on("request", lambda r: sent.append(json.loads(r.post_data or "{}"))
-            if r.url.endswith("/v1/chat/completions") else None)
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data or "{}"))
+            if r.url.endswith("/v1/chat/completions")
+            else None
+        ),
+    )
     await sign_in(page, gateway, key)
     assert await page.evaluate("sessionStorage.getItem('chatbus.apiKey')") == key
-    await expect(page.get_by_label("Model")).to_have_value(settings.model_name)
+    await expect(page.get_by_label("Model")).to_have_value(settings.model.name)
     # The history endpoints may not exist yet: then the list says so instead of failing.
     await expect(page.locator("#history-status")).to_have_attribute(
-        "data-state", re.compile(r"^(unavailable|empty|ready)$"))
+        "data-state", re.compile(r"^(unavailable|empty|ready)$")
+    )
 
     # 1. An answer streams into its bubble, growing chunk by chunk, then ends.
     await page.evaluate(RECORD_LENGTHS)
@@ -121,7 +133,9 @@ async def test_sign_in_stream_an_answer_and_stop_one(
 
     # 3. With history on the gateway, the second message continued the first one's conversation.
     assert [body["messages"][-1]["content"] for body in sent] == [
-        "Hello there", "talk for a long time"]
+        "Hello there",
+        "talk for a long time",
+    ]
     if await page.locator("#history-status").get_attribute("data-state") != "unavailable":
         conversation = await first.get_attribute("data-conversation-id")
         assert conversation and "conversation_id" not in sent[0]
@@ -138,30 +152,61 @@ def sse(*events: object) -> str:
 
 def chunk(content: str | None, finish: str | None = None) -> dict[str, object]:
     delta = {"content": content} if content is not None else {}
-    return {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 async def test_moderation_shows_a_notice(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
-        page: Page, artifacts: Path) -> None:
+    settings: Settings,
+    worker: InferenceWorker,
+    gateway: RunningGateway,
+    key: str,
+    page: Page,
+    artifacts: Path,
+) -> None:
     """Answers the moderation stage would produce, fed to the page by request routing (a worker
     runs so that /v1/models lists the model it serves)."""
-    refused = {"error": {"message": "the request was blocked by input moderation",
-                         "type": "invalid_request_error", "param": "messages.0.content",
-                         "code": "content_policy_violation"}}
-    answers = iter([
-        (200, sse(chunk(""), chunk("I can't help"), chunk(None, "content_filter"), "[DONE]")),
-        (200, sse(chunk(""), {"error": {"message": "The request was flagged.",
-                                        "type": "content_policy_violation", "param": None,
-                                        "code": "content_filter"}})),
-        (400, json.dumps(refused)),
-    ])
+    refused = {
+        "error": {
+            "message": "the request was blocked by input moderation",
+            "type": "invalid_request_error",
+            "param": "messages.0.content",
+            "code": "content_policy_violation",
+        }
+    }
+    answers = iter(
+        [
+            (200, sse(chunk(""), chunk("I can't help"), chunk(None, "content_filter"), "[DONE]")),
+            (
+                200,
+                sse(
+                    chunk(""),
+                    {
+                        "error": {
+                            "message": "The request was flagged.",
+                            "type": "content_policy_violation",
+                            "param": None,
+                            "code": "content_filter",
+                        }
+                    },
+                ),
+            ),
+            (400, json.dumps(refused)),
+        ]
+    )
 
     async def moderated(route: Route) -> None:
         status, body = next(answers)
-        await route.fulfill(status=status, body=body, content_type="text/event-stream"
-                            if status == 200 else "application/json")
+        await route.fulfill(
+            status=status,
+            body=body,
+            content_type="text/event-stream" if status == 200 else "application/json",
+        )
 
     await page.route("**/v1/chat/completions", moderated)
     await sign_in(page, gateway, key)
@@ -185,23 +230,44 @@ async def test_moderation_shows_a_notice(
 
 
 async def test_the_conversation_list_opens_a_conversation(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str,
-        page: Page) -> None:
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str, page: Page
+) -> None:
     """The list and the opened conversation, from answers shaped like the history endpoints'."""
-    def summary(id: str, title: str) -> dict[str, object]:
-        return {"id": id, "object": "conversation", "title": title, "created_at": 1767225600,
-                "updated_at": 1767225660, "turn_count": 2}
 
-    listing = {"object": "list", "data": [summary("conv-1", "Trip to Lisbon"),
-                                          summary("conv-2", "Untitled one")]}
-    turn = {"created_at": 1767225600, "model": settings.model_name, "usage": None,
-            "verdicts": {}}
-    conversation = {**summary("conv-1", "Trip to Lisbon"), "turns": [
-        {**turn, "request_id": "req-1", "answer": "Day one: Alfama.", "finish_reason": "stop",
-         "messages": [{"role": "user", "content": "Plan a trip to Lisbon"}]},
-        {**turn, "request_id": "req-2", "answer": "", "finish_reason": "content_filter",
-         "messages": [{"role": "user", "content": "Something flagged"}]},
-    ]}
+    def summary(id: str, title: str) -> dict[str, object]:
+        return {
+            "id": id,
+            "object": "conversation",
+            "title": title,
+            "created_at": 1767225600,
+            "updated_at": 1767225660,
+            "turn_count": 2,
+        }
+
+    listing = {
+        "object": "list",
+        "data": [summary("conv-1", "Trip to Lisbon"), summary("conv-2", "Untitled one")],
+    }
+    turn = {"created_at": 1767225600, "model": settings.model.name, "usage": None, "verdicts": {}}
+    conversation = {
+        **summary("conv-1", "Trip to Lisbon"),
+        "turns": [
+            {
+                **turn,
+                "request_id": "req-1",
+                "answer": "Day one: Alfama.",
+                "finish_reason": "stop",
+                "messages": [{"role": "user", "content": "Plan a trip to Lisbon"}],
+            },
+            {
+                **turn,
+                "request_id": "req-2",
+                "answer": "",
+                "finish_reason": "content_filter",
+                "messages": [{"role": "user", "content": "Something flagged"}],
+            },
+        ],
+    }
     seen: list[str | None] = []
 
     async def history(route: Route) -> None:
@@ -218,7 +284,8 @@ async def test_the_conversation_list_opens_a_conversation(
     await expect(page.locator("#history-status")).to_have_attribute("data-state", "ready")
     await page.get_by_role("button", name=re.compile("Trip to Lisbon")).click()
     await expect(page.locator(".message.user .content")).to_have_text(
-        ["Plan a trip to Lisbon", "Something flagged"])
+        ["Plan a trip to Lisbon", "Something flagged"]
+    )
     answers = page.locator(".message.assistant")
     await expect(answers.nth(0).locator(".content")).to_have_text("Day one: Alfama.")
     await expect(answers.nth(1).get_by_role("alert")).to_contain_text("content moderation")
@@ -230,10 +297,12 @@ async def test_the_conversation_list_opens_a_conversation(
 
     async def answer(route: Route) -> None:
         sent.append(json.loads(route.request.post_data or "{}"))
-        await route.fulfill(status=200, content_type="text/event-stream",
-                            headers={"x-conversation-id": "conv-1"},
-                            body=sse(chunk(""), chunk("Day two: Belém."), chunk(None, "stop"),
-                                     "[DONE]"))
+        await route.fulfill(
+            status=200,
+            content_type="text/event-stream",
+            headers={"x-conversation-id": "conv-1"},
+            body=sse(chunk(""), chunk("Day two: Belém."), chunk(None, "stop"), "[DONE]"),
+        )
 
     await page.route("**/v1/chat/completions", answer)
     await send(page, "And day two?", max_tokens=8)

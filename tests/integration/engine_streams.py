@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from inference_consumers.engine.base import TokenEvent
 
 
-async def collect(events: AsyncIterator[TokenEvent],
-                  deadline_s: float = 60.0) -> tuple[list[int], TokenEvent]:
+async def collect(
+    events: AsyncIterator[TokenEvent], deadline_s: float = 60.0
+) -> tuple[list[int], TokenEvent]:
     """All token ids of a stream and its final event, within ``deadline_s``."""
     tokens: list[int] = []
     async with asyncio.timeout(deadline_s):

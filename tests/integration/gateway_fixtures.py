@@ -35,8 +35,14 @@ class RunningGateway:
 async def running_gateway(settings: Settings) -> AsyncIterator[RunningGateway]:
     """Serve a gateway until the block ends; fails fast when it cannot start."""
     runtime = GatewayRuntime(settings)
-    config = uvicorn.Config(create_app(settings, runtime), host="127.0.0.1", port=0,
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, runtime),
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="gateway")
 
@@ -77,13 +83,17 @@ async def delete_keys_of(settings: Settings, user: str) -> None:
 # --- fixtures: a real worker on the demo model and a real gateway in front of it -------------
 @pytest.fixture
 def settings(bus: Settings, demo_model_path: Path) -> Settings:
-    return bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
+    return bus.replace(**{"model_path": demo_model_path, "max_inflight": 4})
 
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
-    engine = TransformersEngine(settings.resolved_model_path, model_name=settings.model_name,
-                                device="cpu", max_batch=settings.max_inflight)
+    engine = TransformersEngine(
+        settings.resolved_model_path,
+        model_name=settings.model.name,
+        device="cpu",
+        max_batch=settings.worker.max_inflight,
+    )
     async with InferenceWorker(settings, engine, worker_id="gateway-test-worker") as running:
         yield running
 

@@ -8,8 +8,14 @@ from pathlib import Path
 
 from chatbus.settings import Settings
 
-PORTS = ("kafka_port", "kafka_controller_port", "kafka_secure_port", "redis_port", "mongo_port",
-         "s3_port")
+PORTS = (
+    "kafka_port",
+    "kafka_controller_port",
+    "kafka_secure_port",
+    "redis_port",
+    "mongo_port",
+    "s3_port",
+)
 
 
 def free_port() -> int:
@@ -19,7 +25,10 @@ def free_port() -> int:
 
 
 def private_settings(state_dir: Path, **overrides: object) -> Settings:
-    fields: dict[str, object] = {"state_dir": state_dir, "log_json": False,
-                                 **{name: free_port() for name in PORTS}}
+    fields: dict[str, object] = {
+        "state_dir": state_dir,
+        "log_json": False,
+        **{name: free_port() for name in PORTS},
+    }
     fields.update(overrides)
     return Settings(**fields)  # type: ignore[arg-type]

@@ -22,25 +22,26 @@ STARTUP_S = 120.0  # interpreter + sentence-transformers import + model load on 
 def start_processors(settings: Settings, state_dir: Path, **env: str) -> subprocess.Popen[bytes]:
     """``chatbus processors`` for ``settings`` (``env`` adds or overrides CHATBUS_* settings);
     its output goes to ``state_dir/processors.log``."""
-    environ = os.environ | {
-        "CHATBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHATBUS_TOPIC_PREFIX": settings.topic_prefix,
-        "CHATBUS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CHATBUS_MONGO_DB": settings.mongo_db,
-        "CHATBUS_REDIS_URL": settings.redis_url,
-        "CHATBUS_STATE_DIR": str(state_dir),
-        "CHATBUS_CACHE_DIR": str(settings.cache_dir),
-        "CHATBUS_LOG_JSON": "false",
-        "HF_HUB_OFFLINE": "1",
-    } | env
+    environ = (
+        os.environ
+        | settings.replace(state_dir=state_dir, log_json=False).as_env()
+        | {"HF_HUB_OFFLINE": "1"}
+        | env
+    )
     log = (state_dir / "processors.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "chatbus.cli", "processors"], cwd=REPO,
-                            env=environ, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "chatbus.cli", "processors"],
+        cwd=REPO,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @asynccontextmanager
-async def running_processors(settings: Settings, state_dir: Path,
-                             **env: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def running_processors(
+    settings: Settings, state_dir: Path, **env: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``chatbus processors`` for the block; afterwards stopped by PID, the tail of its log
     printed (pytest shows it for a failed test), and its internal topics deleted."""
     proc = start_processors(settings, state_dir, **env)
@@ -65,12 +66,15 @@ def stop_processors(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
 
 async def delete_internal_topics(settings: Settings) -> None:
     """The app's own topics (repartition, changelog) under the test's prefix."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     await admin.start()
     try:
         registry = {settings.topic(t) for t in TopicName}
-        ours = [t for t in await admin.list_topics()
-                if t.startswith(settings.topic_prefix) and t not in registry]
+        ours = [
+            t
+            for t in await admin.list_topics()
+            if t.startswith(settings.kafka.topic_prefix) and t not in registry
+        ]
         if ours:
             await admin.delete_topics(ours)
     finally:

@@ -42,8 +42,9 @@ QUANTILES = {"p50": 50, "p95": 95, "p99": 99}
 def spark() -> Iterator[Any]:
     from analytics.spark_session import build_spark
 
-    session = build_spark(base_settings(), "chatbus-tests", s3a=True,
-                          extra={"spark.sql.shuffle.partitions": "4"})
+    session = build_spark(
+        base_settings(), "chatbus-tests", s3a=True, extra={"spark.sql.shuffle.partitions": "4"}
+    )
     yield session
     session.stop()
 
@@ -67,8 +68,9 @@ def events(archive: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def outputs(spark: Any, archive: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, pd.DataFrame]:
+def outputs(
+    spark: Any, archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, pd.DataFrame]:
     """Every job run through its ``run(spark, input, output)``; its tables read back."""
     import importlib
 
@@ -77,8 +79,9 @@ def outputs(spark: Any, archive: Path, tmp_path_factory: pytest.TempPathFactory
     out_dir = tmp_path_factory.mktemp("tables")
     tables = {}
     for job in JOBS:
-        paths = importlib.import_module(f"analytics.jobs.{job}").run(spark, str(archive),
-                                                                     str(out_dir))
+        paths = importlib.import_module(f"analytics.jobs.{job}").run(
+            spark, str(archive), str(out_dir)
+        )
         for name, path in paths.items():
             tables[name] = pd.read_parquet(path)
     return tables
@@ -110,15 +113,24 @@ def test_the_archive_has_every_kind_of_event(events: dict[str, list[dict[str, An
 
 
 def test_usage_counts_requests_users_and_tokens_per_day_and_model(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     usage = {c["request_id"]: c["usage"] for c in events["chat.completions"]}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for request in events["chat.requests"]:
         day = str(_ts(request["created_at"]).date())
         for model in (request["model"], "(all)"):
-            row = rows.setdefault((day, model), {"requests": 0, "conversations": set(),
-                                                 "users": set(), "answered": 0, "prompt": 0,
-                                                 "completion": 0})
+            row = rows.setdefault(
+                (day, model),
+                {
+                    "requests": 0,
+                    "conversations": set(),
+                    "users": set(),
+                    "answered": 0,
+                    "prompt": 0,
+                    "completion": 0,
+                },
+            )
             row["requests"] += 1
             row["conversations"].add(request["conversation_id"])
             row["users"].add(request["user_id"])
@@ -130,14 +142,28 @@ def test_usage_counts_requests_users_and_tokens_per_day_and_model(
     assert len(got) == len(rows)
     for r in got.itertuples():
         want = rows[(str(r.day), r.model)]
-        assert (r.requests, r.conversations, r.active_users, r.answered, r.prompt_tokens,
-                r.completion_tokens, r.total_tokens) == (
-            want["requests"], len(want["conversations"]), len(want["users"]), want["answered"],
-            want["prompt"], want["completion"], want["prompt"] + want["completion"])
+        assert (
+            r.requests,
+            r.conversations,
+            r.active_users,
+            r.answered,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.total_tokens,
+        ) == (
+            want["requests"],
+            len(want["conversations"]),
+            len(want["users"]),
+            want["answered"],
+            want["prompt"],
+            want["completion"],
+            want["prompt"] + want["completion"],
+        )
 
 
 def test_latency_percentiles_by_model_worker_and_hour(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     requested = {r["request_id"]: r["created_at"] for r in events["chat.requests"]}
     values: list[tuple[str, str, pd.Timestamp, str, float]] = []
     answered = {}
@@ -147,10 +173,12 @@ def test_latency_percentiles_by_model_worker_and_hour(
         hour = _ts(requested[c["request_id"]]).floor("h")
         answered[c["request_id"]] = (c["model"], c["worker_id"], hour)
         t = c["timings"]
-        for metric, value in (("queue_wait_ms", t["queue_wait_ms"]),
-                              ("ttft_ms", t["time_to_first_token_ms"]),
-                              ("itl_ms", t["inter_token_mean_ms"]),
-                              ("e2e_ms", _ms(c["created_at"], requested[c["request_id"]]))):
+        for metric, value in (
+            ("queue_wait_ms", t["queue_wait_ms"]),
+            ("ttft_ms", t["time_to_first_token_ms"]),
+            ("itl_ms", t["inter_token_mean_ms"]),
+            ("e2e_ms", _ms(c["created_at"], requested[c["request_id"]])),
+        ):
             if value is not None:
                 values.append((c["model"], c["worker_id"], hour, metric, value))
     streams: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -164,8 +192,11 @@ def test_latency_percentiles_by_model_worker_and_hour(
             values.append((model, worker, hour, "inter_chunk_ms", _ms(after, before)))
     frame = pd.DataFrame(values, columns=["model", "worker_id", "hour", "metric", "value"])
     got = outputs["latency"]
-    for grouping, keys in (("model", ["model"]), ("model_worker", ["model", "worker_id"]),
-                           ("model_hour", ["model", "hour"])):
+    for grouping, keys in (
+        ("model", ["model"]),
+        ("model_worker", ["model", "worker_id"]),
+        ("model_hour", ["model", "hour"]),
+    ):
         mine = got[got["grouping"] == grouping]
         want = frame.groupby([*keys, "metric"])["value"]
         assert len(mine) == want.ngroups
@@ -175,14 +206,15 @@ def test_latency_percentiles_by_model_worker_and_hour(
             assert row.n == len(sample)
             assert math.isclose(row.mean, sample.mean(), rel_tol=1e-9)
             for column, q in QUANTILES.items():
-                assert math.isclose(getattr(row, column), np.percentile(sample, q),
-                                    rel_tol=1e-9, abs_tol=1e-9), (grouping, key, column)
-    assert set(got["metric"]) == {"queue_wait_ms", "ttft_ms", "itl_ms", "e2e_ms",
-                                  "inter_chunk_ms"}
+                assert math.isclose(
+                    getattr(row, column), np.percentile(sample, q), rel_tol=1e-9, abs_tol=1e-9
+                ), (grouping, key, column)
+    assert set(got["metric"]) == {"queue_wait_ms", "ttft_ms", "itl_ms", "e2e_ms", "inter_chunk_ms"}
 
 
 def test_moderation_rates_by_category_and_stage(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     totals: dict[str, int] = defaultdict(int)
     flagged: dict[tuple[str, str], int] = defaultdict(int)
     for v in events["chat.moderation"]:
@@ -194,14 +226,17 @@ def test_moderation_rates_by_category_and_stage(
     got = outputs["moderation_rates"]
     assert len(got) == len(flagged)
     for row in got.itertuples():
-        assert (row.verdicts, row.flagged) == (totals[row.stage],
-                                               flagged[(row.stage, row.category)])
+        assert (row.verdicts, row.flagged) == (
+            totals[row.stage],
+            flagged[(row.stage, row.category)],
+        )
         assert math.isclose(row.rate, row.flagged / row.verdicts)
     assert set(got["stage"]) == {"input", "output"}
 
 
 def test_the_review_sample_holds_flagged_verdicts_by_their_top_category(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     top: dict[str, tuple[str, str]] = {}
     per_group: dict[tuple[str, str], int] = defaultdict(int)
     for v in events["chat.moderation"]:
@@ -221,10 +256,12 @@ def test_the_review_sample_holds_flagged_verdicts_by_their_top_category(
 
 
 def test_conversations_turns_cancellations_and_abandonment(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     completions = {c["request_id"]: c for c in events["chat.completions"]}
-    cancel_sent = {c["request_id"] for c in events["chat.control"]
-                   if c["reason"] != "content_filter"}
+    cancel_sent = {
+        c["request_id"] for c in events["chat.control"] if c["reason"] != "content_filter"
+    }
     by_conv: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in events["chat.requests"]:
         by_conv[r["conversation_id"]].append(r)
@@ -246,25 +283,29 @@ def test_conversations_turns_cancellations_and_abandonment(
         assert row["turns"] == len(requests)
         assert row["model"] == requests[0]["model"]
         assert row["prompt_chars"] == sum(len(_prompt(r)) for r in requests)
-        assert row["answer_chars"] == sum(len(completions[r["request_id"]]["text"])
-                                          for r in requests if r["request_id"] in completions)
+        assert row["answer_chars"] == sum(
+            len(completions[r["request_id"]]["text"])
+            for r in requests
+            if r["request_id"] in completions
+        )
         assert (row["cancelled_requests"], bool(row["abandoned"])) == (n_cancelled, abandoned)
         abandoned_total += abandoned
         cancelled_total += n_cancelled
     summary = outputs["conversation_summary"].set_index("model").loc["(all)"]
     assert summary["conversations"] == len(by_conv)
     assert math.isclose(summary["abandonment_rate"], abandoned_total / len(by_conv))
-    assert math.isclose(summary["cancellation_rate"],
-                        cancelled_total / len(events["chat.requests"]))
+    assert math.isclose(
+        summary["cancellation_rate"], cancelled_total / len(events["chat.requests"])
+    )
     assert 0 < abandoned_total < len(by_conv) and cancelled_total > 0
-    histogram = dict(outputs["turns_histogram"][["turns", "conversations"]].itertuples(
-        index=False))
+    histogram = dict(outputs["turns_histogram"][["turns", "conversations"]].itertuples(index=False))
     turns = pd.Series([len(r) for r in by_conv.values()]).value_counts().to_dict()
     assert histogram == turns
 
 
 def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
-        outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]) -> None:
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
     import re
 
     completions = {c["request_id"]: c for c in events["chat.completions"]}
@@ -281,8 +322,11 @@ def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
         if found is None or r["request_id"] not in completions:
             continue
         c = completions[r["request_id"]]
-        refused = (r["request_id"] in blocked or c["finish_reason"] == "content_filter"
-                   or bool(refusal.match(c["text"])))
+        refused = (
+            r["request_id"] in blocked
+            or c["finish_reason"] == "content_filter"
+            or bool(refusal.match(c["text"]))
+        )
         g = groups[found]
         g[0] += 1
         g[1] += refused
@@ -292,10 +336,17 @@ def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
             g[4] += len(c["text"])
             g[5] += len(c["text"]) ** 2
     got = outputs["fairness_groups"]
-    mine = {(row.axis, row.term, row.template): [row.requests, row.refused, row.moderated,
-                                                 row.answers, row.answer_chars_sum,
-                                                 row.answer_chars_sumsq]
-            for row in got.itertuples()}
+    mine = {
+        (row.axis, row.term, row.template): [
+            row.requests,
+            row.refused,
+            row.moderated,
+            row.answers,
+            row.answer_chars_sum,
+            row.answer_chars_sumsq,
+        ]
+        for row in got.itertuples()
+    }
     assert mine == dict(groups)
 
     fairness = outputs["fairness"]
@@ -303,19 +354,22 @@ def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
     for row in fairness.itertuples():
         ref = reference(row.axis)
         assert row.reference == ref
-        shared = ({t for (a, term, t) in groups if a == row.axis and term == row.term}
-                  & {t for (a, term, t) in groups if a == row.axis and term == ref})
+        shared = {t for (a, term, t) in groups if a == row.axis and term == row.term} & {
+            t for (a, term, t) in groups if a == row.axis and term == ref
+        }
         a = np.sum([groups[(row.axis, row.term, t)] for t in shared], axis=0)
         b = np.sum([groups[(row.axis, ref, t)] for t in shared], axis=0)
         assert (row.templates, row.n_term, row.n_reference) == (len(shared), a[0], b[0])
         assert math.isclose(row.refusal_rate_diff, a[1] / a[0] - b[1] / b[0], abs_tol=1e-12)
         _, low, high = newcombe_difference(int(a[1]), int(a[0]), int(b[1]), int(b[0]))
-        assert (row.refusal_rate_diff_low, row.refusal_rate_diff_high) == pytest.approx(
-            (low, high))
+        assert (row.refusal_rate_diff_low, row.refusal_rate_diff_high) == pytest.approx((low, high))
         assert math.isclose(row.answer_chars_diff, a[4] / a[3] - b[4] / b[3])
         assert row.answer_chars_diff_low < row.answer_chars_diff < row.answer_chars_diff_high
-        assert row.moderation_rate_diff_low <= row.moderation_rate_diff <= \
-            row.moderation_rate_diff_high
+        assert (
+            row.moderation_rate_diff_low
+            <= row.moderation_rate_diff
+            <= row.moderation_rate_diff_high
+        )
 
 
 def test_a_missing_archive_says_how_to_make_one(spark: Any, tmp_path: Path) -> None:
@@ -334,21 +388,31 @@ def s3_archive(local_services: Settings) -> Iterator[tuple[str, int]]:
 
     settings = base_settings()
     prefix = f"test-analytics-{uuid.uuid4().hex[:10]}"
-    result = simulate_to_archive(Profile(seed=3, conversations=40, days=1),
-                                 f"s3://{settings.s3_bucket}/{prefix}", settings, jobs=1)
-    yield f"s3a://{settings.s3_bucket}/{prefix}", result.per_topic["chat.requests"]
-    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-                      aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
-                      aws_secret_access_key=settings.aws_secret_access_key.get_secret_value())
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket,
-                                                             Prefix=f"{prefix}/"):
+    result = simulate_to_archive(
+        Profile(seed=3, conversations=40, days=1),
+        f"s3://{settings.s3.bucket}/{prefix}",
+        settings,
+        jobs=1,
+    )
+    yield f"s3a://{settings.s3.bucket}/{prefix}", result.per_topic["chat.requests"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3.endpoint,
+        region_name=settings.s3.region,
+        aws_access_key_id=settings.s3.access_key_id.get_secret_value(),
+        aws_secret_access_key=settings.s3.secret_access_key.get_secret_value(),
+    )
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.s3.bucket, Prefix=f"{prefix}/"
+    ):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
+            s3.delete_objects(Bucket=settings.s3.bucket, Delete={"Objects": keys})
 
 
 def test_a_job_reads_s3a_from_the_local_endpoint_and_writes_back(
-        spark: Any, s3_archive: tuple[str, int]) -> None:
+    spark: Any, s3_archive: tuple[str, int]
+) -> None:
     from analytics.jobs import usage
 
     root, requests = s3_archive
@@ -357,13 +421,27 @@ def test_a_job_reads_s3a_from_the_local_endpoint_and_writes_back(
     assert table[table["model"] == "(all)"]["requests"].sum() == requests
 
 
-def test_spark_submit_runs_a_job_file(archive: Path, tmp_path: Path,
-                                      outputs: dict[str, pd.DataFrame]) -> None:
+def test_spark_submit_runs_a_job_file(
+    archive: Path, tmp_path: Path, outputs: dict[str, pd.DataFrame]
+) -> None:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
-         "analytics/jobs/usage.py", "--input", str(archive), "--output", str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            str(Path(sys.executable).parent / "spark-submit"),
+            "--master",
+            "local[1]",
+            "analytics/jobs/usage.py",
+            "--input",
+            str(archive),
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "usage_daily:" in done.stdout
     table = pd.read_parquet(tmp_path / "usage_daily").sort_values(["day", "model"])
@@ -371,8 +449,9 @@ def test_spark_submit_runs_a_job_file(archive: Path, tmp_path: Path,
     assert table.reset_index(drop=True).equals(want.reset_index(drop=True))
 
 
-def test_the_report_has_a_section_per_job_with_charts(spark: Any, archive: Path,
-                                                      tmp_path: Path) -> None:
+def test_the_report_has_a_section_per_job_with_charts(
+    spark: Any, archive: Path, tmp_path: Path
+) -> None:
     from analytics.jobs import JOBS
     from analytics.report import build_report
 
@@ -384,21 +463,36 @@ def test_the_report_has_a_section_per_job_with_charts(spark: Any, archive: Path,
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
-def test_the_report_command_prints_a_file_uri_a_browser_opens(archive: Path,
-                                                              tmp_path: Path) -> None:
+def test_the_report_command_prints_a_file_uri_a_browser_opens(
+    archive: Path, tmp_path: Path
+) -> None:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "chatbus"), "analytics", "report", "--input",
-         str(archive), "--output", str(tmp_path / "r"), "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        [
+            str(Path(sys.executable).parent / "chatbus"),
+            "analytics",
+            "report",
+            "--input",
+            str(archive),
+            "--output",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     uri = done.stdout.strip().splitlines()[-1]
     assert uri == (tmp_path / "r" / "report.html").as_uri()
     assert '<section id="fairness">' in (tmp_path / "r" / "report.html").read_text()
 
 
-def test_a_topic_nothing_was_archived_from_yet_reads_as_no_rows(spark: Any, archive: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_topic_nothing_was_archived_from_yet_reads_as_no_rows(
+    spark: Any, archive: Path, tmp_path: Path
+) -> None:
     import shutil
 
     from analytics.jobs import conversations

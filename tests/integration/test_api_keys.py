@@ -16,9 +16,8 @@ from tests.integration.gateway_fixtures import delete_keys_of, running_gateway
 pytestmark = pytest.mark.integration
 
 
-async def test_a_revoked_key_is_refused_and_the_other_key_keeps_working(
-        settings: Settings) -> None:
-    settings = settings.model_copy(update={"gateway_key_cache_s": 0.0})
+async def test_a_revoked_key_is_refused_and_the_other_key_keeps_working(settings: Settings) -> None:
+    settings = settings.replace(**{"gateway_key_cache_s": 0.0})
     user = f"rotating-{uuid.uuid4().hex[:8]}"
     old, old_principal = await asyncio.to_thread(create_key, settings, user)
     new, new_principal = await asyncio.to_thread(create_key, settings, user)
@@ -26,11 +25,13 @@ async def test_a_revoked_key_is_refused_and_the_other_key_keeps_working(
         listed = await asyncio.to_thread(list_keys, settings, user)
         assert {doc["_id"] for doc in listed} == {old_principal.key_id, new_principal.key_id}
         assert all("hash" not in doc and doc["user"] == user for doc in listed)
-        async with running_gateway(settings) as gateway, \
-                httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        async with (
+            running_gateway(settings) as gateway,
+            httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+        ):
+
             async def status(key: str) -> int:
-                response = await http.get("/v1/models",
-                                          headers={"Authorization": f"Bearer {key}"})
+                response = await http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
                 return response.status_code
 
             assert (await status(old), await status(new)) == (200, 200)
@@ -38,6 +39,7 @@ async def test_a_revoked_key_is_refused_and_the_other_key_keeps_working(
             assert (await status(old), await status(new)) == (401, 200)
         assert not await asyncio.to_thread(revoke_key, settings, old_principal.key_id)
         assert [doc["_id"] for doc in await asyncio.to_thread(list_keys, settings, user)] == [
-            new_principal.key_id]
+            new_principal.key_id
+        ]
     finally:
         await delete_keys_of(settings, user)

@@ -30,10 +30,19 @@ class Recorder(ConsumerRuntime):
     component = "recorder"
     stop_grace_s = 1.0
 
-    def __init__(self, settings: Settings, *, limit: int = 100,
-                 extra_loop: Callable[[], Awaitable[None]] | None = None) -> None:
-        super().__init__(settings, group=f"{settings.topic_prefix}recorder",
-                         topics=[settings.topic(TopicName.COMPLETIONS)], client_id="recorder")
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limit: int = 100,
+        extra_loop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(
+            settings,
+            group=f"{settings.kafka.topic_prefix}recorder",
+            topics=[settings.topic(TopicName.COMPLETIONS)],
+            client_id="recorder",
+        )
         self.limit = limit
         self.seen: list[bytes] = []
         self.events: list[str] = []
@@ -74,8 +83,9 @@ class Recorder(ConsumerRuntime):
 async def _produce(settings: Settings, count: int) -> None:
     async with EventPublisher(settings) as publisher:
         for i in range(count):
-            await publisher.producer.send_and_wait(settings.topic(TopicName.COMPLETIONS),
-                                                   f"record {i}".encode(), key=f"k{i}".encode())
+            await publisher.producer.send_and_wait(
+                settings.topic(TopicName.COMPLETIONS), f"record {i}".encode(), key=f"k{i}".encode()
+            )
 
 
 async def test_start_and_stop_are_safe_twice_and_close_in_reverse_order(bus: Settings) -> None:
@@ -86,8 +96,13 @@ async def test_start_and_stop_are_safe_twice_and_close_in_reverse_order(bus: Set
         assert runtime.health.liveness()[0]
     await runtime.stop()
     assert runtime.state is State.STOPPED and not runtime.running
-    assert runtime.events == ["open store", "open publisher", "idle loop cancelled",
-                              "close publisher", "close store"]
+    assert runtime.events == [
+        "open store",
+        "open publisher",
+        "idle loop cancelled",
+        "close publisher",
+        "close store",
+    ]
     assert runtime.idle_loop is not None and runtime.idle_loop.done()
     assert not runtime.health.readiness()[0]
     with pytest.raises(ChatbusError, match="make a new one"):
@@ -125,7 +140,8 @@ async def test_no_capacity_pauses_the_partitions_until_capacity_is_freed(bus: Se
 
 
 async def test_a_loop_that_fails_is_reported_and_stop_still_closes_everything(
-        bus: Settings) -> None:
+    bus: Settings,
+) -> None:
     async def broken() -> None:
         raise RuntimeError("the loop's bug")
 
@@ -138,7 +154,8 @@ async def test_a_loop_that_fails_is_reported_and_stop_still_closes_everything(
 
 
 async def test_a_dead_letter_is_published_and_counted_once_by_consumer_and_topic(
-        bus: Settings) -> None:
+    bus: Settings,
+) -> None:
     class Record:
         topic, partition, offset = bus.topic(TopicName.REQUESTS), 1, 17
         key, value = b"conv-1", b"{not json"
@@ -146,8 +163,9 @@ async def test_a_dead_letter_is_published_and_counted_once_by_consumer_and_topic
     labels = {"consumer": "moderation", "topic": Record.topic}
     before = REGISTRY.get_sample_value("chatbus_dead_letters_total", labels) or 0.0
     async with EventPublisher(bus) as publisher:
-        await send_to_dlq(publisher, Record(), error="Invalid JSON", consumer="moderation",
-                          member="p-1")
+        await send_to_dlq(
+            publisher, Record(), error="Invalid JSON", consumer="moderation", member="p-1"
+        )
     assert REGISTRY.get_sample_value("chatbus_dead_letters_total", labels) == before + 1
 
     letter = await asyncio.wait_for(_first_letter(bus), timeout=30)

@@ -36,15 +36,17 @@ STREAMS = 6
 def workers(bus: Settings, demo_model_path: Path, tmp_path: Path) -> Iterator[dict[str, int]]:
     """Two worker processes of one group; stopped (by PID) whatever the test did to them."""
     runner = Settings(state_dir=tmp_path / "state")
-    env = {"CHATBUS_TOPIC_PREFIX": bus.topic_prefix, "CHATBUS_MODEL_PATH": str(demo_model_path),
-           "CHATBUS_MODEL_NAME": bus.model_name,
-           "CHATBUS_MAX_INFLIGHT": "8", "CHATBUS_DEVICE": "cpu", "CHATBUS_LOG_JSON": "false",
-           "CHATBUS_TOPIC_PARTITIONS": str(bus.topic_partitions),
-           "CHATBUS_INFERENCE_INPUT_TOPIC": bus.inference_input_topic}
+    env = bus.replace(
+        model_path=demo_model_path, max_inflight=8, device="cpu", log_json=False
+    ).as_env()
     pids = {}
     for name in ("worker-a", "worker-b"):
-        pids[name] = process.spawn(runner, name, [sys.executable, "-m", "chatbus.cli", "worker"],
-                                   env={**env, "CHATBUS_WORKER_ID": name})
+        pids[name] = process.spawn(
+            runner,
+            name,
+            [sys.executable, "-m", "chatbus.cli", "worker"],
+            env={**env, "CHATBUS_WORKER_ID": name},
+        )
     yield pids
     for name in pids:
         process.stop(runner, name, timeout=20)
@@ -74,9 +76,14 @@ async def both_serving(client: ChatClient, bus: Settings) -> None:
     seen: set[str] = set()
 
     async def probe() -> bool:
-        answer = [c async for c in client.stream(
-            [{"role": "user", "content": f"warm up {len(seen)}"}], model=bus.model_name,
-            sampling=SamplingParams(temperature=0, max_tokens=2))]
+        answer = [
+            c
+            async for c in client.stream(
+                [{"role": "user", "content": f"warm up {len(seen)}"}],
+                model=bus.model.name,
+                sampling=SamplingParams(temperature=0, max_tokens=2),
+            )
+        ]
         seen.update(c.worker_id for c in answer)
         return seen == {"worker-a", "worker-b"}
 
@@ -84,15 +91,19 @@ async def both_serving(client: ChatClient, bus: Settings) -> None:
 
 
 async def test_sigkill_of_a_worker_mid_stream_is_invisible_to_the_client(
-        bus: Settings, workers: dict[str, int]) -> None:
+    bus: Settings, workers: dict[str, int]
+) -> None:
     async with ChatClient(bus, reply_partition=0) as client:
         await both_serving(client, bus)
 
-        requests = [await client.send([{"role": "user", "content": f"tell story {i}"}],
-                                      model=bus.model_name,
-                                      sampling=SamplingParams(temperature=0,
-                                                              max_tokens=MAX_TOKENS))
-                    for i in range(STREAMS)]
+        requests = [
+            await client.send(
+                [{"role": "user", "content": f"tell story {i}"}],
+                model=bus.model.name,
+                sampling=SamplingParams(temperature=0, max_tokens=MAX_TOKENS),
+            )
+            for i in range(STREAMS)
+        ]
         received: dict[str, list[TokenChunk]] = {r.request_id: [] for r in requests}
         killed = asyncio.Event()
         victim: dict[str, str] = {}
@@ -121,20 +132,24 @@ async def test_sigkill_of_a_worker_mid_stream_is_invisible_to_the_client(
         if name in writers and writers[-1] == survivor:
             moved += 1
             handover = writers.index(survivor)
-            assert handover > 0 and set(writers[handover:]) == {survivor}, \
+            assert handover > 0 and set(writers[handover:]) == {survivor}, (
                 "the survivor continued after the killed worker's last chunk"
+            )
     assert moved >= 1, f"no stream of {name} was continued by {survivor}"
 
 
 async def test_sigterm_drains_a_worker_then_it_leaves_the_group(
-        bus: Settings, workers: dict[str, int]) -> None:
+    bus: Settings, workers: dict[str, int]
+) -> None:
     async with ChatClient(bus, reply_partition=1) as client:
         await both_serving(client, bus)
         request = None
         while request is None:  # until a stream lands on worker-a (the group is warming up)
-            first = await client.send([{"role": "user", "content": "a long answer please"}],
-                                      model=bus.model_name,
-                                      sampling=SamplingParams(temperature=0, max_tokens=200))
+            first = await client.send(
+                [{"role": "user", "content": "a long answer please"}],
+                model=bus.model.name,
+                sampling=SamplingParams(temperature=0, max_tokens=200),
+            )
             chunks = client.chunks(first.request_id, timeout_s=120)
             head = await anext(chunks)
             if head.worker_id == "worker-a":

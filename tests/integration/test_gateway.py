@@ -37,13 +37,21 @@ def sse_data(lines: list[str]) -> list[str]:
 
 
 async def test_the_openai_sdk_streams_and_completes_with_usage(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str) -> None:
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str
+) -> None:
     client = OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
 
     def stream() -> tuple[list[Any], str]:
-        chunks = list(client.chat.completions.create(
-            model=settings.model_name, messages=HELLO, stream=True, max_tokens=16,
-            temperature=0, stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=settings.model.name,
+                messages=HELLO,
+                stream=True,
+                max_tokens=16,
+                temperature=0,
+                stream_options={"include_usage": True},
+            )
+        )
         return chunks, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
     chunks, streamed_text = await asyncio.to_thread(stream)
@@ -55,8 +63,12 @@ async def test_the_openai_sdk_streams_and_completes_with_usage(
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
     completion = await asyncio.to_thread(
-        client.chat.completions.create, model=settings.model_name, messages=HELLO,
-        max_tokens=16, temperature=0)
+        client.chat.completions.create,
+        model=settings.model.name,
+        messages=HELLO,
+        max_tokens=16,
+        temperature=0,
+    )
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].message.content == streamed_text  # greedy: the same answer
@@ -64,24 +76,40 @@ async def test_the_openai_sdk_streams_and_completes_with_usage(
     assert completion.usage is not None and completion.usage.prompt_tokens == usage.prompt_tokens
 
     models = await AsyncOpenAI(base_url=gateway.base_url, api_key=key).models.list()
-    assert [m.id for m in models.data] == [settings.model_name]
+    assert [m.id for m in models.data] == [settings.model.name]
 
 
 async def test_the_sse_wire_format_field_by_field(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str) -> None:
-    request = {"model": settings.model_name, "messages": HELLO, "stream": True,
-               "max_tokens": 12, "temperature": 0, "stream_options": {"include_usage": True}}
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http, http.stream(
-            "POST", "/v1/chat/completions", json=request,
-            headers={"Authorization": f"Bearer {key}"}) as response:
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str
+) -> None:
+    request = {
+        "model": settings.model.name,
+        "messages": HELLO,
+        "stream": True,
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+    }
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         request_id = response.headers["x-request-id"]
         assert request_id.startswith("req-")
         assert response.headers["x-ratelimit-limit-requests"] == str(
-            settings.gateway_requests_per_minute)
-        for name in ("remaining-requests", "reset-requests", "limit-tokens",
-                     "remaining-tokens", "reset-tokens"):
+            settings.gateway.requests_per_minute
+        )
+        for name in (
+            "remaining-requests",
+            "reset-requests",
+            "limit-tokens",
+            "remaining-tokens",
+            "reset-tokens",
+        ):
             assert f"x-ratelimit-{name}" in response.headers
         payloads = sse_data([line async for line in response.aiter_lines()])
 
@@ -90,7 +118,7 @@ async def test_the_sse_wire_format_field_by_field(
     assert {e["id"] for e in events} == {"chatcmpl-" + request_id.removeprefix("req-")}
     assert {e["object"] for e in events} == {"chat.completion.chunk"}
     assert len({e["created"] for e in events}) == 1
-    assert {e["model"] for e in events} == {settings.model_name}
+    assert {e["model"] for e in events} == {settings.model.name}
     content, usage = events[:-1], events[-1]
     assert content[0]["choices"][0]["delta"]["role"] == "assistant"
     assert all("role" not in e["choices"][0]["delta"] for e in content[1:])
@@ -99,17 +127,26 @@ async def test_the_sse_wire_format_field_by_field(
     assert all(e["usage"] is None for e in content)
     assert usage["choices"] == []
     assert usage["usage"]["completion_tokens"] <= 12
-    assert usage["usage"]["total_tokens"] == (usage["usage"]["prompt_tokens"]
-                                              + usage["usage"]["completion_tokens"])
+    assert usage["usage"]["total_tokens"] == (
+        usage["usage"]["prompt_tokens"] + usage["usage"]["completion_tokens"]
+    )
 
 
 async def test_a_client_that_disconnects_mid_stream_frees_the_worker_slot(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str) -> None:
-    request = {"model": settings.model_name, "stream": True, "max_tokens": 1500,
-               "messages": [{"role": "user", "content": "talk for a long time"}]}
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http, http.stream(
-            "POST", "/v1/chat/completions", json=request,
-            headers={"Authorization": f"Bearer {key}"}) as response:
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str
+) -> None:
+    request = {
+        "model": settings.model.name,
+        "stream": True,
+        "max_tokens": 1500,
+        "messages": [{"role": "user", "content": "talk for a long time"}],
+    }
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}
+        ) as response,
+    ):
         assert response.status_code == 200
         request_id = response.headers["x-request-id"]
         async for line in response.aiter_lines():
@@ -127,11 +164,14 @@ async def test_a_client_that_disconnects_mid_stream_frees_the_worker_slot(
 
 
 async def test_the_auth_matrix(settings: Settings, gateway: RunningGateway, key: str) -> None:
-    request = {"model": settings.model_name, "messages": HELLO, "max_tokens": 2}
+    request = {"model": settings.model.name, "messages": HELLO, "max_tokens": 2}
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
         missing = await http.post("/v1/chat/completions", json=request)
-        wrong = await http.post("/v1/chat/completions", json=request,
-                                headers={"Authorization": "Bearer cb-not-a-real-key"})
+        wrong = await http.post(
+            "/v1/chat/completions",
+            json=request,
+            headers={"Authorization": "Bearer cb-not-a-real-key"},
+        )
         good = await http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
     for response, code in ((missing, "missing_api_key"), (wrong, "invalid_api_key")):
         assert response.status_code == 401
@@ -142,35 +182,42 @@ async def test_the_auth_matrix(settings: Settings, gateway: RunningGateway, key:
     assert good.status_code == 200
 
     with pytest.raises(openai.AuthenticationError):
-        await AsyncOpenAI(base_url=gateway.base_url, api_key="cb-wrong", max_retries=0
-                          ).chat.completions.create(model=settings.model_name, messages=HELLO)
+        await AsyncOpenAI(
+            base_url=gateway.base_url, api_key="cb-wrong", max_retries=0
+        ).chat.completions.create(model=settings.model.name, messages=HELLO)
 
 
 async def test_bad_parameters_are_400_naming_them_and_unknown_models_404(
-        settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str) -> None:
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str
+) -> None:
     client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
     with pytest.raises(openai.BadRequestError) as bad:
-        await client.chat.completions.create(model=settings.model_name, messages=HELLO,
-                                             temperature=3.5)
+        await client.chat.completions.create(
+            model=settings.model.name, messages=HELLO, temperature=3.5
+        )
     assert bad.value.body["param"] == "temperature"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as bad:
-        await client.chat.completions.create(model=settings.model_name, messages=HELLO,
-                                             stop=["a", "b", "c", "d", "e"])
+        await client.chat.completions.create(
+            model=settings.model.name, messages=HELLO, stop=["a", "b", "c", "d", "e"]
+        )
     assert bad.value.body["param"] == "stop"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError) as missing:
         await client.chat.completions.create(model="gpt-nope", messages=HELLO)
     assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as too_long:  # the worker measures the prompt
         await client.chat.completions.create(
-            model=settings.model_name, max_tokens=16,
-            messages=[{"role": "user", "content": "word " * 5000}])
+            model=settings.model.name,
+            max_tokens=16,
+            messages=[{"role": "user", "content": "word " * 5000}],
+        )
     assert too_long.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
     assert too_long.value.body["param"] == "messages"  # type: ignore[index]
 
 
 async def test_a_model_the_workers_do_not_serve_is_404_from_the_worker(
-        settings: Settings, worker: InferenceWorker, key: str) -> None:
-    served = settings.model_copy(update={"gateway_models": (settings.model_name, "other")})
+    settings: Settings, worker: InferenceWorker, key: str
+) -> None:
+    served = settings.replace(**{"gateway_models": (settings.model.name, "other")})
     async with running_gateway(served) as gateway:
         client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
         with pytest.raises(openai.NotFoundError) as missing:
@@ -179,14 +226,22 @@ async def test_a_model_the_workers_do_not_serve_is_404_from_the_worker(
 
 
 async def test_size_and_message_limits_are_4xx_with_the_reason(
-        settings: Settings, key: str) -> None:
-    limited = settings.model_copy(update={"gateway_max_body_bytes": 2048,
-                                          "gateway_max_messages": 2})
-    async with running_gateway(limited) as gateway, httpx.AsyncClient(
-            base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http:
-        big = await http.post("/v1/chat/completions", json={
-            "model": settings.model_name, "messages": [{"role": "user", "content": "x" * 4000}]})
-        many = await http.post("/v1/chat/completions", json={
-            "model": settings.model_name, "messages": HELLO * 3})
+    settings: Settings, key: str
+) -> None:
+    limited = settings.replace(**{"gateway_max_body_bytes": 2048, "gateway_max_messages": 2})
+    async with (
+        running_gateway(limited) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http,
+    ):
+        big = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": settings.model.name,
+                "messages": [{"role": "user", "content": "x" * 4000}],
+            },
+        )
+        many = await http.post(
+            "/v1/chat/completions", json={"model": settings.model.name, "messages": HELLO * 3}
+        )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     assert many.status_code == 400 and many.json()["error"]["param"] == "messages"

@@ -35,8 +35,17 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.lock"
 # What the other components install and the gateway must do without.
-FORBIDDEN = ("torch", "pyspark", "faust", "mode", "moto", "sentence_transformers", "sklearn",
-             "llama_cpp", "matplotlib")
+FORBIDDEN = (
+    "torch",
+    "pyspark",
+    "faust",
+    "mode",
+    "moto",
+    "sentence_transformers",
+    "sklearn",
+    "llama_cpp",
+    "matplotlib",
+)
 STARTUP_S = 90.0  # interpreter, fastapi and the tokenizer on a busy 2-core machine
 
 
@@ -72,8 +81,9 @@ def _copy_source(into: Path) -> Path:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
         package = pattern.rstrip("*")
-        shutil.copytree(REPO / package, into / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            REPO / package, into / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     return into
 
 
@@ -87,9 +97,22 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
     try:
         started = time.monotonic()
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                        "--constraint", str(LOCK), *_index_flags(), f"{source}[gateway]"],
-                       check=True, cwd=venv.parent)
+        subprocess.run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(venv / "bin" / "python"),
+                "--constraint",
+                str(LOCK),
+                *_index_flags(),
+                f"{source}[gateway]",
+            ],
+            check=True,
+            cwd=venv.parent,
+        )
         print(f"chatbus[gateway] installed in {time.monotonic() - started:.1f} s")
         yield venv
     finally:
@@ -97,12 +120,18 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.rmtree(source, ignore_errors=True)
 
 
-def test_the_gateway_install_has_none_of_the_other_components_libraries(
-        gateway_venv: Path) -> None:
-    probe = ("import importlib.util, sys; "
-             "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))")
-    done = subprocess.run([str(gateway_venv / "bin" / "python"), "-c", probe, *FORBIDDEN],
-                          check=True, capture_output=True, text=True, cwd=gateway_venv)
+def test_the_gateway_install_has_none_of_the_other_components_libraries(gateway_venv: Path) -> None:
+    probe = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))"
+    )
+    done = subprocess.run(
+        [str(gateway_venv / "bin" / "python"), "-c", probe, *FORBIDDEN],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=gateway_venv,
+    )
     assert done.stdout.split() == [], "installed with chatbus[gateway] alone"
 
 
@@ -115,23 +144,15 @@ def _free_port() -> int:
 
 def _environment(settings: Settings, port: int) -> dict[str, str]:
     """The test's settings as the gateway process reads them, and nothing of this venv."""
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("CHATBUS_") and k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    return environ | {
-        "CHATBUS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHATBUS_TOPIC_PREFIX": settings.topic_prefix,
-        "CHATBUS_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CHATBUS_REDIS_URL": settings.redis_url,
-        "CHATBUS_MONGO_URL": settings.mongo_url.get_secret_value(),
-        "CHATBUS_MONGO_DB": settings.mongo_db,
-        "CHATBUS_MODEL_NAME": settings.model_name,
-        "CHATBUS_MODEL_PATH": str(settings.resolved_model_path),
-        "CHATBUS_STATE_DIR": str(settings.state_dir),
-        "CHATBUS_CACHE_DIR": str(settings.cache_dir),
-        "CHATBUS_GATEWAY_PORT": str(port),
-        "CHATBUS_LOG_JSON": "false",
-        "HF_HUB_OFFLINE": "1",
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CHATBUS_") and k not in {"PYTHONPATH", "VIRTUAL_ENV"}
     }
+    served = settings.replace(
+        model_path=settings.resolved_model_path, gateway_port=port, log_json=False
+    )
+    return environ | served.as_env() | {"HF_HUB_OFFLINE": "1"}
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -152,17 +173,28 @@ class InstalledGateway:
 
 
 @pytest.fixture
-def installed_gateway(gateway_venv: Path, bus: Settings,
-                      demo_model_path: Path) -> Iterator[InstalledGateway]:
+def installed_gateway(
+    gateway_venv: Path, bus: Settings, demo_model_path: Path
+) -> Iterator[InstalledGateway]:
     """``chatbus gateway`` of the new environment; stopped by PID, its log's tail printed."""
-    settings = bus.model_copy(update={"model_path": demo_model_path})
+    settings = bus.replace(**{"model_path": demo_model_path})
     port = _free_port()
     log_path = gateway_venv.parent / "gateway.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([str(gateway_venv / "bin" / "chatbus"), "gateway",
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=gateway_venv.parent, env=_environment(settings, port),
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(gateway_venv / "bin" / "chatbus"),
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=gateway_venv.parent,
+            env=_environment(settings, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield InstalledGateway(f"http://127.0.0.1:{port}", settings, proc)
     finally:
@@ -172,10 +204,12 @@ def installed_gateway(gateway_venv: Path, bus: Settings,
 
 
 async def test_the_gateway_starts_and_serves_from_its_own_install(
-        installed_gateway: InstalledGateway) -> None:
+    installed_gateway: InstalledGateway,
+) -> None:
     gateway = installed_gateway
     user = f"install-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+
         async def ready() -> bool:
             assert gateway.proc.poll() is None, f"the gateway exited ({gateway.proc.returncode})"
             try:

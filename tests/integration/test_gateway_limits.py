@@ -17,15 +17,16 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 
 async def test_over_the_requests_per_minute_is_429_with_headers(
-        bus: Settings, demo_model_path: Path) -> None:
-    settings = bus.model_copy(update={"model_path": demo_model_path,
-                                      "gateway_requests_per_minute": 2})
-    async with api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key, \
-            running_gateway(settings) as gateway, \
-            httpx.AsyncClient(base_url=gateway.url,
-                              headers={"Authorization": f"Bearer {key}"}) as http:
+    bus: Settings, demo_model_path: Path
+) -> None:
+    settings = bus.replace(**{"model_path": demo_model_path, "gateway_requests_per_minute": 2})
+    async with (
+        api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key,
+        running_gateway(settings) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http,
+    ):
         # requests count on admission, before parsing: invalid ones are cheap to send
-        bad = {"model": settings.model_name, "messages": HELLO, "temperature": 9}
+        bad = {"model": settings.model.name, "messages": HELLO, "temperature": 9}
         statuses = []
         for _ in range(6):  # 3 fill a window; more only if a minute boundary passed between
             response = await http.post("/v1/chat/completions", json=bad)
@@ -44,19 +45,23 @@ async def test_over_the_requests_per_minute_is_429_with_headers(
 
 
 async def test_a_request_reserving_more_tokens_than_the_key_has_left_is_429(
-        bus: Settings, demo_model_path: Path) -> None:
-    settings = bus.model_copy(update={"model_path": demo_model_path,
-                                      "gateway_tokens_per_minute": 50})
-    async with api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key, \
-            running_gateway(settings) as gateway, \
-            httpx.AsyncClient(base_url=gateway.url,
-                              headers={"Authorization": f"Bearer {key}"}) as http:
-        response = await http.post("/v1/chat/completions", json={
-            "model": settings.model_name, "messages": HELLO, "max_tokens": 100})
+    bus: Settings, demo_model_path: Path
+) -> None:
+    settings = bus.replace(**{"model_path": demo_model_path, "gateway_tokens_per_minute": 50})
+    async with (
+        api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key,
+        running_gateway(settings) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http,
+    ):
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": settings.model.name, "messages": HELLO, "max_tokens": 100},
+        )
     assert response.status_code == 429
     assert response.json()["error"]["type"] == "tokens"
     assert "retry-after" in response.headers
     assert response.headers["x-ratelimit-limit-tokens"] == "50"
     assert response.headers["x-ratelimit-remaining-tokens"] == "50"  # nothing was reserved
     assert response.headers["x-ratelimit-remaining-requests"] == str(
-        settings.gateway_requests_per_minute - 1)
+        settings.gateway.requests_per_minute - 1
+    )

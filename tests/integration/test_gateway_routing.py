@@ -45,8 +45,10 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.topic(TopicName.TOKENS), p)
-               for p in range(settings.topic_partitions)]
+        tps = [
+            TopicPartition(settings.topic(TopicName.TOKENS), p)
+            for p in range(settings.kafka.topic_partitions)
+        ]
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
@@ -54,24 +56,38 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
 
 async def ask(gateway: RunningGateway, key: str, settings: Settings, text: str) -> str:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
-        response = await http.post("/v1/chat/completions", headers={
-            "Authorization": f"Bearer {key}"}, json={
-            "model": settings.model_name, "max_tokens": 8, "temperature": 0,
-            "messages": [{"role": "user", "content": text}]})
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": settings.model.name,
+                "max_tokens": 8,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": text}],
+            },
+        )
     assert response.status_code == 200, response.text
     assert response.json()["id"] == "chatcmpl-" + response.headers["x-request-id"][4:]
     return response.headers["x-request-id"]
 
 
 async def test_two_gateways_hold_different_partitions_and_see_only_their_streams(
-        settings: Settings, worker: InferenceWorker) -> None:
-    async with api_key(settings, f"two-{uuid.uuid4().hex[:8]}") as key, \
-            running_gateway(settings) as first, running_gateway(settings) as second:
+    settings: Settings, worker: InferenceWorker
+) -> None:
+    async with (
+        api_key(settings, f"two-{uuid.uuid4().hex[:8]}") as key,
+        running_gateway(settings) as first,
+        running_gateway(settings) as second,
+    ):
         partitions = {first.runtime.reply_partition, second.runtime.reply_partition}
         assert partitions == {0, 1}  # the bus fixture's chat.tokens has two partitions
 
-        ids = await asyncio.gather(*(ask(gw, key, settings, f"question {i}")
-                                     for i, gw in enumerate([first, second, first, second])))
+        ids = await asyncio.gather(
+            *(
+                ask(gw, key, settings, f"question {i}")
+                for i, gw in enumerate([first, second, first, second])
+            )
+        )
 
         ends = await end_offsets(settings)
         for gw, mine in ((first, {ids[0], ids[2]}), (second, {ids[1], ids[3]})):
@@ -81,7 +97,7 @@ async def test_two_gateways_hold_different_partitions_and_see_only_their_streams
 
 
 async def test_a_gateway_finds_no_free_partition_and_says_what_to_do(settings: Settings) -> None:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = aioredis.from_url(settings.redis.url)
     leases = [ReplyPartitionLease(settings, redis, owner=f"gw-{i}") for i in range(3)]
     try:
         taken = {await leases[0].acquire({0, 1}), await leases[1].acquire({0, 1})}

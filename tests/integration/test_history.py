@@ -39,6 +39,7 @@ from schemas.events import (
     TokenChunk,
 )
 from schemas.topics import TopicName
+from tests.conftest import mongo_database
 from tests.integration.processors import (
     STARTUP_S,
     delete_internal_topics,
@@ -94,14 +95,18 @@ async def processors(history_settings: Settings, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 def engine(history_settings: Settings) -> TransformersEngine:
-    return TransformersEngine(history_settings.resolved_model_path,
-                              model_name=history_settings.model_name, device="cpu",
-                              max_batch=history_settings.max_inflight)
+    return TransformersEngine(
+        history_settings.resolved_model_path,
+        model_name=history_settings.model.name,
+        device="cpu",
+        max_batch=history_settings.worker.max_inflight,
+    )
 
 
 @pytest.fixture
-async def worker(history_settings: Settings,
-                 engine: TransformersEngine) -> AsyncIterator[InferenceWorker]:
+async def worker(
+    history_settings: Settings, engine: TransformersEngine
+) -> AsyncIterator[InferenceWorker]:
     async with InferenceWorker(history_settings, engine, worker_id="history-worker") as running:
         yield running
 
@@ -139,9 +144,22 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self._binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         ping = redis.Redis(port=self.port, socket_connect_timeout=0.5)
 
         def up() -> bool:
@@ -173,12 +191,19 @@ async def answer(client: ChatClient, request: ChatRequest) -> tuple[str, TokenCh
 def prompt_tokens(engine: TransformersEngine, *messages: tuple[str, str]) -> int:
     """Tokens of the conversation rendered with the model's chat template and the default system
     prompt (what a worker builds)."""
-    return len(engine.encode_chat(with_default_system(
-        [{"role": r, "content": c} for r, c in messages], Settings().default_system_prompt)))
+    return len(
+        engine.encode_chat(
+            with_default_system(
+                [{"role": r, "content": c} for r, c in messages],
+                Settings().model.default_system_prompt,
+            )
+        )
+    )
 
 
-async def recorded_turns(repository: HistoryRepository, user: str, conversation_id: str,
-                         count: int) -> list[dict[str, Any]] | None:
+async def recorded_turns(
+    repository: HistoryRepository, user: str, conversation_id: str, count: int
+) -> list[dict[str, Any]] | None:
     """The conversation's turns once ``count`` of them have an answer and a question."""
     found = await asyncio.to_thread(repository.get_conversation, user, conversation_id)
     if found is None:
@@ -189,58 +214,87 @@ async def recorded_turns(repository: HistoryRepository, user: str, conversation_
 
 # --- tests ----------------------------------------------------------------------------------
 async def test_a_two_turn_conversation_carries_context_right_away_and_is_recorded(
-        history_settings: Settings, engine: TransformersEngine, worker: InferenceWorker,
-        client: ChatClient, processors: Processors, repository: HistoryRepository) -> None:
-    first = await client.send([{"role": "user", "content": "Hello there"}],
-                              model=history_settings.model_name, sampling=GREEDY,
-                              user_id="alice")
+    history_settings: Settings,
+    engine: TransformersEngine,
+    worker: InferenceWorker,
+    client: ChatClient,
+    processors: Processors,
+    repository: HistoryRepository,
+) -> None:
+    first = await client.send(
+        [{"role": "user", "content": "Hello there"}],
+        model=history_settings.model.name,
+        sampling=GREEDY,
+        user_id="alice",
+    )
     text1, last1 = await answer(client, first)
     # sent the moment the answer ended: the worker's own cache write makes it visible
-    second = await client.send([{"role": "user", "content": "Tell me more"}],
-                               model=history_settings.model_name, sampling=GREEDY,
-                               conversation_id=first.conversation_id, use_history=True,
-                               user_id="alice")
+    second = await client.send(
+        [{"role": "user", "content": "Tell me more"}],
+        model=history_settings.model.name,
+        sampling=GREEDY,
+        conversation_id=first.conversation_id,
+        use_history=True,
+        user_id="alice",
+    )
     text2, last2 = await answer(client, second)
 
     assert last1.usage is not None and last2.usage is not None
     assert last1.usage.prompt_tokens == prompt_tokens(engine, ("user", "Hello there"))
     assert last2.usage.prompt_tokens == prompt_tokens(
-        engine, ("user", "Hello there"), ("assistant", text1), ("user", "Tell me more"))
+        engine, ("user", "Hello there"), ("assistant", text1), ("user", "Tell me more")
+    )
 
     turns = await eventually(
         lambda: recorded_turns(repository, "alice", first.conversation_id, 2),
-        timeout_s=STARTUP_S, what="both turns in MongoDB")
+        timeout_s=STARTUP_S,
+        what="both turns in MongoDB",
+    )
     assert [t["_id"] for t in turns] == [first.request_id, second.request_id]
     assert [t["answer"] for t in turns] == [text1, text2]
     assert turns[1]["use_history"] is True
     assert turns[1]["usage"]["prompt_tokens"] == last2.usage.prompt_tokens
     (conversation,) = await asyncio.to_thread(repository.list_conversations, "alice")
     assert (conversation.id, conversation.title) == (first.conversation_id, "Hello there")
-    assert await eventually(lambda: _turn_count(repository, first.conversation_id, 2),
-                            timeout_s=30, what="turn_count 2")
-    verdicts = await eventually(lambda: _verdicts(repository, first.conversation_id),
-                                timeout_s=STARTUP_S, what="the input verdicts recorded")
+    assert await eventually(
+        lambda: _turn_count(repository, first.conversation_id, 2), timeout_s=30, what="turn_count 2"
+    )
+    verdicts = await eventually(
+        lambda: _verdicts(repository, first.conversation_id),
+        timeout_s=STARTUP_S,
+        what="the input verdicts recorded",
+    )
     assert verdicts == [("allow", False), ("allow", False)]
 
     # a cold cache: the third turn's context comes from MongoDB, all of it
-    cache = redis.Redis.from_url(history_settings.redis_url)
+    cache = redis.Redis.from_url(history_settings.redis.url)
     try:
         assert cache.delete(context_key(history_settings, first.conversation_id)) == 1
     finally:
         cache.close()
-    third = await client.send([{"role": "user", "content": "Thanks"}],
-                              model=history_settings.model_name, sampling=GREEDY,
-                              conversation_id=first.conversation_id, use_history=True,
-                              user_id="alice")
+    third = await client.send(
+        [{"role": "user", "content": "Thanks"}],
+        model=history_settings.model.name,
+        sampling=GREEDY,
+        conversation_id=first.conversation_id,
+        use_history=True,
+        user_id="alice",
+    )
     _, last3 = await answer(client, third)
     assert last3.usage is not None
     assert last3.usage.prompt_tokens == prompt_tokens(
-        engine, ("user", "Hello there"), ("assistant", text1), ("user", "Tell me more"),
-        ("assistant", text2), ("user", "Thanks"))
+        engine,
+        ("user", "Hello there"),
+        ("assistant", text1),
+        ("user", "Tell me more"),
+        ("assistant", text2),
+        ("user", "Thanks"),
+    )
 
 
-async def _verdicts(repository: HistoryRepository,
-                    conversation_id: str) -> list[tuple[str, bool]] | None:
+async def _verdicts(
+    repository: HistoryRepository, conversation_id: str
+) -> list[tuple[str, bool]] | None:
     found = await asyncio.to_thread(repository.get_conversation, "alice", conversation_id)
     assert found is not None
     verdicts = [t.get("verdicts", {}).get("input") for t in found[1]]
@@ -255,33 +309,53 @@ async def _turn_count(repository: HistoryRepository, conversation_id: str, n: in
 
 
 async def test_with_redis_stopped_chat_still_answers_with_mongodb_context(
-        history_settings: Settings, private_redis: PrivateRedis, tmp_path: Path,
-        engine: TransformersEngine, repository: HistoryRepository) -> None:
-    settings = history_settings.model_copy(update={"redis_url": private_redis.url})
+    history_settings: Settings,
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+    engine: TransformersEngine,
+    repository: HistoryRepository,
+) -> None:
+    settings = history_settings.replace(**{"redis_url": private_redis.url})
     running = Processors(settings, tmp_path)
     try:
-        async with InferenceWorker(settings, engine, worker_id="no-redis-worker") as worker, \
-                ChatClient(settings, reply_partition=0) as client:
-            first = await client.send([{"role": "user", "content": "Hello there"}],
-                                      model=settings.model_name, sampling=GREEDY, user_id="bob")
+        async with (
+            InferenceWorker(settings, engine, worker_id="no-redis-worker") as worker,
+            ChatClient(settings, reply_partition=0) as client,
+        ):
+            first = await client.send(
+                [{"role": "user", "content": "Hello there"}],
+                model=settings.model.name,
+                sampling=GREEDY,
+                user_id="bob",
+            )
             text1, _ = await answer(client, first)
-            await eventually(lambda: recorded_turns(repository, "bob", first.conversation_id, 1),
-                             timeout_s=STARTUP_S, what="the first turn in MongoDB")
+            await eventually(
+                lambda: recorded_turns(repository, "bob", first.conversation_id, 1),
+                timeout_s=STARTUP_S,
+                what="the first turn in MongoDB",
+            )
             private_redis.stop()
 
-            second = await client.send([{"role": "user", "content": "Go on"}],
-                                       model=settings.model_name, sampling=GREEDY,
-                                       conversation_id=first.conversation_id,
-                                       use_history=True, user_id="bob")
+            second = await client.send(
+                [{"role": "user", "content": "Go on"}],
+                model=settings.model.name,
+                sampling=GREEDY,
+                conversation_id=first.conversation_id,
+                use_history=True,
+                user_id="bob",
+            )
             _, last2 = await answer(client, second)
             assert last2.usage is not None
             assert last2.usage.prompt_tokens == prompt_tokens(
-                engine, ("user", "Hello there"), ("assistant", text1), ("user", "Go on"))
-            assert worker._context.redis_failures > 0
-            assert worker._context.mongo_reads >= 1
-            await eventually(lambda: recorded_turns(repository, "bob", first.conversation_id,
-                                                    2),
-                             timeout_s=60, what="the second turn recorded without Redis")
+                engine, ("user", "Hello there"), ("assistant", text1), ("user", "Go on")
+            )
+            assert worker.context.redis_failures > 0
+            assert worker.context.mongo_reads >= 1
+            await eventually(
+                lambda: recorded_turns(repository, "bob", first.conversation_id, 2),
+                timeout_s=60,
+                what="the second turn recorded without Redis",
+            )
     finally:
         stop_processors(running.proc)
         print(running.log_tail())
@@ -290,19 +364,29 @@ async def test_with_redis_stopped_chat_still_answers_with_mongodb_context(
 
 def synthetic_turn(settings: Settings, n: int) -> tuple[ChatRequest, Completion]:
     conversation = f"conv-restart-{n % 5}"
-    request = ChatRequest(request_id=f"req-restart-{n:04d}", conversation_id=conversation,
-                          user_id="carol", model=settings.model_name,
-                          messages=[ChatMessage(role="user", content=f"question {n}")],
-                          reply_to=ReplyTo(partition=0), use_history=n >= 5)
-    completion = Completion(request_id=request.request_id, conversation_id=conversation,
-                            user_id="carol", model=settings.model_name, text=f"answer {n}",
-                            finish_reason="stop")
+    request = ChatRequest(
+        request_id=f"req-restart-{n:04d}",
+        conversation_id=conversation,
+        user_id="carol",
+        model=settings.model.name,
+        messages=[ChatMessage(role="user", content=f"question {n}")],
+        reply_to=ReplyTo(partition=0),
+        use_history=n >= 5,
+    )
+    completion = Completion(
+        request_id=request.request_id,
+        conversation_id=conversation,
+        user_id="carol",
+        model=settings.model.name,
+        text=f"answer {n}",
+        finish_reason="stop",
+    )
     return request, completion
 
 
 async def test_restarting_the_processor_mid_traffic_loses_and_duplicates_no_turn(
-        history_settings: Settings, processors: Processors,
-        repository: HistoryRepository) -> None:
+    history_settings: Settings, processors: Processors, repository: HistoryRepository
+) -> None:
     total, before_kill = 60, 24
 
     async def publish(publisher: EventPublisher, numbers: range) -> None:
@@ -312,8 +396,8 @@ async def test_restarting_the_processor_mid_traffic_loses_and_duplicates_no_turn
             await publisher.publish(TopicName.COMPLETIONS, completion)
 
     def turns() -> list[dict[str, Any]]:
-        db = repository._client[history_settings.mongo_db]
-        return list(db["turns"].find({"user_id": "carol"}))
+        with mongo_database(history_settings) as db:
+            return list(db["turns"].find({"user_id": "carol"}))
 
     async def answered(n: int) -> bool:
         found = await asyncio.to_thread(turns)
@@ -321,33 +405,37 @@ async def test_restarting_the_processor_mid_traffic_loses_and_duplicates_no_turn
 
     async with EventPublisher(history_settings) as publisher:
         await publish(publisher, range(before_kill))
-        await eventually(lambda: answered(before_kill // 2), timeout_s=STARTUP_S,
-                         what="the first turns recorded")
+        await eventually(
+            lambda: answered(before_kill // 2), timeout_s=STARTUP_S, what="the first turns recorded"
+        )
         processors.kill()  # SIGKILL: no clean shutdown, its last offsets not committed
         await publish(publisher, range(before_kill, total - 12))  # traffic during the outage
         processors.start()
         await publish(publisher, range(total - 12, total))
-        await eventually(lambda: answered(total), timeout_s=STARTUP_S,
-                         what="every turn recorded")
+        await eventually(lambda: answered(total), timeout_s=STARTUP_S, what="every turn recorded")
 
     found = await asyncio.to_thread(turns)
     assert len(found) == total
     assert sorted(t["_id"] for t in found) == [f"req-restart-{n:04d}" for n in range(total)]
     conversations = await asyncio.to_thread(repository.list_conversations, "carol")
     assert {c.id: c.turn_count for c in conversations} == {
-        f"conv-restart-{k}": total // 5 for k in range(5)}
-    assert all(c.title == f"question {k}" for k, c in
-               sorted((int(c.id.rsplit("-", 1)[1]), c) for c in conversations))
+        f"conv-restart-{k}": total // 5 for k in range(5)
+    }
+    assert all(
+        c.title == f"question {k}"
+        for k, c in sorted((int(c.id.rsplit("-", 1)[1]), c) for c in conversations)
+    )
 
 
 async def test_a_malformed_event_goes_to_the_dlq_and_processing_continues(
-        history_settings: Settings, processors: Processors,
-        repository: HistoryRepository) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=history_settings.kafka_bootstrap)
+    history_settings: Settings, processors: Processors, repository: HistoryRepository
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=history_settings.kafka.bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(history_settings.topic(TopicName.COMPLETIONS),
-                                     b"{not json", key=b"conv-bad")
+        await producer.send_and_wait(
+            history_settings.topic(TopicName.COMPLETIONS), b"{not json", key=b"conv-bad"
+        )
     finally:
         await producer.stop()
     request, completion = synthetic_turn(history_settings, 0)
@@ -359,12 +447,20 @@ async def test_a_malformed_event_goes_to_the_dlq_and_processing_continues(
         await publisher.publish(TopicName.REQUESTS, intruder)
 
     letters = await read_events(history_settings, TopicName.DLQ, 2, timeout=STARTUP_S)
-    by_topic = {letter.original_topic: letter for letter in letters
-                if isinstance(letter, DeadLetter) and letter.consumer == "history"}
+    by_topic = {
+        letter.original_topic: letter
+        for letter in letters
+        if isinstance(letter, DeadLetter) and letter.consumer == "history"
+    }
     assert "Invalid JSON" in by_topic[history_settings.topic(TopicName.COMPLETIONS)].error
     assert "another user" in by_topic[history_settings.topic(TopicName.REQUESTS)].error
-    turns = await eventually(lambda: recorded_turns(repository, "carol", request.conversation_id,
-                                                    1), timeout_s=60, what="the valid turn")
+    turns = await eventually(
+        lambda: recorded_turns(repository, "carol", request.conversation_id, 1),
+        timeout_s=60,
+        what="the valid turn",
+    )
     assert [t["_id"] for t in turns] == [request.request_id]
-    assert await asyncio.to_thread(repository.get_conversation, "mallory",
-                                   request.conversation_id) is None
+    assert (
+        await asyncio.to_thread(repository.get_conversation, "mallory", request.conversation_id)
+        is None
+    )

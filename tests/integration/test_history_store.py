@@ -14,18 +14,22 @@ from chatbus.history import ContextStore, ContextTurn, HistoryRepository, contex
 from chatbus.history.repository import ConversationOwnedByOther
 from chatbus.settings import Settings
 from schemas.events import ChatMessage, ChatRequest, Completion, ModerationVerdict, ReplyTo
+from tests.conftest import mongo_database
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
 def settings(local_services: Settings) -> Iterator[Settings]:
-    settings = local_services.model_copy(update={
-        "mongo_db": f"hstore_{uuid.uuid4().hex[:10]}", "topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
+    settings = local_services.replace(
+        **{
+            "mongo_db": f"hstore_{uuid.uuid4().hex[:10]}",
+            "topic_prefix": f"t{uuid.uuid4().hex[:8]}.",
+        }
+    )
     yield settings
-    repo = HistoryRepository(settings)
-    repo._client.drop_database(settings.mongo_db)
-    repo.close()
+    with mongo_database(settings) as db:
+        db.client.drop_database(db.name)
 
 
 @pytest.fixture
@@ -43,26 +47,47 @@ async def store(settings: Settings, repository: HistoryRepository) -> AsyncItera
     await context.close()
 
 
-def turn_events(n: int, conversation: str = "conv-a", user: str = "dora", *,
-                use_history: bool = True) -> tuple[ChatRequest, Completion, ModerationVerdict]:
-    request = ChatRequest(request_id=f"req-{n}", conversation_id=conversation, user_id=user,
-                          model="m", messages=[ChatMessage(role="user", content=f"q{n}")],
-                          reply_to=ReplyTo(partition=0), use_history=use_history)
-    completion = Completion(request_id=request.request_id, conversation_id=conversation,
-                            user_id=user, model="m", text=f"a{n}", finish_reason="stop")
-    verdict = ModerationVerdict(request_id=request.request_id, conversation_id=conversation,
-                                user_id=user, stage="input", flagged=False)
+def turn_events(
+    n: int, conversation: str = "conv-a", user: str = "dora", *, use_history: bool = True
+) -> tuple[ChatRequest, Completion, ModerationVerdict]:
+    request = ChatRequest(
+        request_id=f"req-{n}",
+        conversation_id=conversation,
+        user_id=user,
+        model="m",
+        messages=[ChatMessage(role="user", content=f"q{n}")],
+        reply_to=ReplyTo(partition=0),
+        use_history=use_history,
+    )
+    completion = Completion(
+        request_id=request.request_id,
+        conversation_id=conversation,
+        user_id=user,
+        model="m",
+        text=f"a{n}",
+        finish_reason="stop",
+    )
+    verdict = ModerationVerdict(
+        request_id=request.request_id,
+        conversation_id=conversation,
+        user_id=user,
+        stage="input",
+        flagged=False,
+    )
     return request, completion, verdict
 
 
-def snapshot(repository: HistoryRepository, settings: Settings) -> dict[str, Any]:
-    db = repository._client[settings.mongo_db]
-    return {"conversations": list(db["conversations"].find().sort("_id")),
-            "turns": list(db["turns"].find().sort("_id"))}
+def snapshot(settings: Settings) -> dict[str, Any]:
+    with mongo_database(settings) as db:
+        return {
+            "conversations": list(db["conversations"].find().sort("_id")),
+            "turns": list(db["turns"].find().sort("_id")),
+        }
 
 
 def test_replaying_every_event_in_any_order_changes_nothing(
-        repository: HistoryRepository, settings: Settings) -> None:
+    repository: HistoryRepository, settings: Settings
+) -> None:
     events = [turn_events(1, use_history=False), turn_events(2)]
     request1, completion1, verdict1 = events[0]
     request2, completion2, verdict2 = events[1]
@@ -73,17 +98,18 @@ def test_replaying_every_event_in_any_order_changes_nothing(
     repository.record_request(request2)
     repository.record_completion(completion2)
     repository.record_verdict(verdict2)
-    first = snapshot(repository, settings)
+    first = snapshot(settings)
     for request, completion, verdict in events:  # a replay after a crash
         repository.record_request(request)
         repository.record_verdict(verdict)
         repository.record_completion(completion)
-    assert snapshot(repository, settings) == first
+    assert snapshot(settings) == first
     (conversation,) = first["conversations"]
     assert (conversation["turn_count"], conversation["title"]) == (2, "q1")
     assert [t["answer"] for t in first["turns"]] == ["a1", "a2"]
     assert [t["created_us"] for t in first["turns"]] == [
-        int(r.created_at.timestamp() * 1_000_000) for r in (request1, request2)]
+        int(r.created_at.timestamp() * 1_000_000) for r in (request1, request2)
+    ]
     assert [t.request_id for t in repository.context_turns("conv-a")] == ["req-1", "req-2"]
 
 
@@ -101,14 +127,20 @@ def test_a_conversation_belongs_to_its_first_user(repository: HistoryRepository)
 
 
 async def test_a_partial_cache_merges_with_mongodb_and_is_then_complete(
-        repository: HistoryRepository, store: ContextStore, settings: Settings) -> None:
+    repository: HistoryRepository, store: ContextStore, settings: Settings
+) -> None:
     request1, completion1, _ = turn_events(1, use_history=False)
     repository.record_request(request1)
     repository.record_completion(completion1)
     # the worker's turn 2 reached Redis; the processor has not recorded it yet
-    turn2 = ContextTurn(request_id="req-2", created_at=completion1.created_at.timestamp() + 1,
-                        messages=(ChatMessage(role="user", content="q2"),), answer="a2",
-                        finish_reason="stop", use_history=True)
+    turn2 = ContextTurn(
+        request_id="req-2",
+        created_at=completion1.created_at.timestamp() + 1,
+        messages=(ChatMessage(role="user", content="q2"),),
+        answer="a2",
+        finish_reason="stop",
+        use_history=True,
+    )
     await store.append("conv-a", turn2, newest=True)
     turns = await store.load("conv-a", exclude="req-3")
     assert [t.request_id for t in turns] == ["req-1", "req-2"]
@@ -117,7 +149,7 @@ async def test_a_partial_cache_merges_with_mongodb_and_is_then_complete(
     assert store.mongo_reads == 1  # served by the now complete cache
 
     await store.forget("conv-a")
-    client = aioredis.from_url(settings.redis_url)
+    client = aioredis.from_url(settings.redis.url)
     try:
         assert await client.exists(context_key(settings, "conv-a")) == 0
     finally:
@@ -125,20 +157,30 @@ async def test_a_partial_cache_merges_with_mongodb_and_is_then_complete(
 
 
 async def test_without_redis_the_context_comes_from_mongodb(
-        repository: HistoryRepository, settings: Settings) -> None:
+    repository: HistoryRepository, settings: Settings
+) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    down = settings.replace(**{"redis_url": f"redis://127.0.0.1:{port}/0"})
     store = ContextStore(down, repository)
     try:
         request1, completion1, _ = turn_events(1, use_history=False)
         repository.record_request(request1)
         repository.record_completion(completion1)
         assert [t.answer for t in await store.load("conv-a")] == ["a1"]
-        await store.append("conv-a", ContextTurn.from_document(
-            {"_id": "req-9", "messages": [{"role": "user", "content": "q"}], "answer": "a",
-             "finish_reason": "stop"}), newest=True)  # no error: just skipped
+        await store.append(
+            "conv-a",
+            ContextTurn.from_document(
+                {
+                    "_id": "req-9",
+                    "messages": [{"role": "user", "content": "q"}],
+                    "answer": "a",
+                    "finish_reason": "stop",
+                }
+            ),
+            newest=True,
+        )  # no error: just skipped
         assert store.redis_failures >= 2 and store.mongo_reads == 1
     finally:
         await store.close()

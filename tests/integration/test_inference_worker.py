@@ -30,9 +30,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 @pytest.fixture
 async def worker(bus: Settings, demo_model_path: Path) -> AsyncIterator[InferenceWorker]:
-    settings = bus.model_copy(update={"model_path": demo_model_path, "max_inflight": 4})
-    engine = TransformersEngine(demo_model_path, model_name=settings.model_name, device="cpu",
-                                max_batch=settings.max_inflight)
+    settings = bus.replace(**{"model_path": demo_model_path, "max_inflight": 4})
+    engine = TransformersEngine(
+        demo_model_path,
+        model_name=settings.model.name,
+        device="cpu",
+        max_batch=settings.worker.max_inflight,
+    )
     async with InferenceWorker(settings, engine, worker_id="test-worker") as running:
         yield running
 
@@ -43,16 +47,19 @@ async def client(bus: Settings) -> AsyncIterator[ChatClient]:
         yield chat
 
 
-async def read_events(settings: Settings, topic: str, count: int,
-                      timeout: float = 60.0) -> list[object]:
+async def read_events(
+    settings: Settings, topic: str, count: int, timeout: float = 60.0
+) -> list[object]:
     """The first ``count`` events of ``topic`` (from the beginning), within ``timeout``."""
     consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         name = settings.topic(topic)
-        consumer.assign([TopicPartition(name, p) for p in range(settings.topic_partitions)]
-                        if topic_entry(topic).scales_with_partitions
-                        else [TopicPartition(name, 0)])
+        consumer.assign(
+            [TopicPartition(name, p) for p in range(settings.kafka.topic_partitions)]
+            if topic_entry(topic).scales_with_partitions
+            else [TopicPartition(name, 0)]
+        )
         events: list[object] = []
 
         async def collect() -> None:
@@ -68,10 +75,13 @@ async def read_events(settings: Settings, topic: str, count: int,
 
 
 async def test_a_request_streams_ordered_chunks_whose_text_is_the_completion(
-        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
-    request = await client.send([{"role": "user", "content": "Hello there"}],
-                                model=bus.model_name,
-                                sampling=SamplingParams(temperature=0, max_tokens=24))
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    request = await client.send(
+        [{"role": "user", "content": "Hello there"}],
+        model=bus.model.name,
+        sampling=SamplingParams(temperature=0, max_tokens=24),
+    )
     chunks = [c async for c in client.chunks(request.request_id, timeout_s=60)]
 
     assert [c.seq for c in chunks] == list(range(len(chunks)))
@@ -97,12 +107,14 @@ async def test_a_request_streams_ordered_chunks_whose_text_is_the_completion(
 
 
 async def test_a_malformed_message_goes_to_the_dlq_and_the_worker_keeps_serving(
-        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka_bootstrap)
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka.bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(bus.topic(TopicName.REQUESTS), b"{this is not json",
-                                     key=b"conv-x")
+        await producer.send_and_wait(
+            bus.topic(TopicName.REQUESTS), b"{this is not json", key=b"conv-x"
+        )
     finally:
         await producer.stop()
 
@@ -112,24 +124,34 @@ async def test_a_malformed_message_goes_to_the_dlq_and_the_worker_keeps_serving(
     assert "Invalid JSON" in letter.error
     assert letter.consumer.startswith("inference:")
 
-    answer = [c async for c in client.stream([{"role": "user", "content": "still there?"}],
-                                             model=bus.model_name,
-                                             sampling=SamplingParams(max_tokens=4))]
+    answer = [
+        c
+        async for c in client.stream(
+            [{"role": "user", "content": "still there?"}],
+            model=bus.model.name,
+            sampling=SamplingParams(max_tokens=4),
+        )
+    ]
     assert answer[-1].finish_reason in {"stop", "length"}
 
 
 async def test_bad_sampling_parameters_end_the_stream_with_an_error_naming_them(
-        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
-    valid = ChatRequest(model=bus.model_name, messages=[{"role": "user", "content": "hi"}],
-                        reply_to=client.reply_to)
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    valid = ChatRequest(
+        model=bus.model.name, messages=[{"role": "user", "content": "hi"}], reply_to=client.reply_to
+    )
     raw = valid.model_dump(mode="json")
     raw["sampling"]["temperature"] = 9.5
     client.watch(valid.request_id)
-    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka.bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(bus.topic(TopicName.REQUESTS), json.dumps(raw).encode(),
-                                     key=valid.conversation_id.encode())
+        await producer.send_and_wait(
+            bus.topic(TopicName.REQUESTS),
+            json.dumps(raw).encode(),
+            key=valid.conversation_id.encode(),
+        )
     finally:
         await producer.stop()
 
@@ -143,31 +165,37 @@ async def test_bad_sampling_parameters_end_the_stream_with_an_error_naming_them(
     assert "sampling.temperature" in letter.error  # type: ignore[attr-defined]
 
 
-async def test_an_unknown_model_gets_a_clear_error(bus: Settings, worker: InferenceWorker,
-                                                   client: ChatClient) -> None:
+async def test_an_unknown_model_gets_a_clear_error(
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
     with pytest.raises(ChatError) as err:
         async for _ in client.stream([{"role": "user", "content": "hi"}], model="gpt-nope"):
             pass
     assert err.value.info.code == "model_not_found"
-    assert "gpt-nope" in err.value.info.message and bus.model_name in err.value.info.message
+    assert "gpt-nope" in err.value.info.message and bus.model.name in err.value.info.message
 
 
 async def test_a_prompt_longer_than_the_context_is_refused(
-        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
     long_prompt = "word " * 5000
     with pytest.raises(ChatError) as err:
-        async for _ in client.stream([{"role": "user", "content": long_prompt}],
-                                     model=bus.model_name):
+        async for _ in client.stream(
+            [{"role": "user", "content": long_prompt}], model=bus.model.name
+        ):
             pass
     assert err.value.info.code == "context_length_exceeded"
     assert err.value.info.param == "messages"
 
 
 async def test_cancel_from_the_control_topic_ends_the_stream_as_cancelled(
-        bus: Settings, worker: InferenceWorker, client: ChatClient) -> None:
-    request = await client.send([{"role": "user", "content": "talk for a long time"}],
-                                model=bus.model_name,
-                                sampling=SamplingParams(max_tokens=2000, temperature=0))
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    request = await client.send(
+        [{"role": "user", "content": "talk for a long time"}],
+        model=bus.model.name,
+        sampling=SamplingParams(max_tokens=2000, temperature=0),
+    )
     chunks: list[TokenChunk] = []
     async for chunk in client.chunks(request.request_id, timeout_s=60):
         chunks.append(chunk)
@@ -183,16 +211,24 @@ async def test_cancel_from_the_control_topic_ends_the_stream_as_cancelled(
 
 
 async def test_more_requests_than_slots_wait_on_the_bus_not_in_the_worker(
-        bus: Settings, demo_model_path: Path) -> None:
-    settings = bus.model_copy(update={"max_inflight": 2})
-    engine = TransformersEngine(demo_model_path, model_name=settings.model_name, device="cpu",
-                                max_batch=2)
-    async with InferenceWorker(settings, engine, worker_id="small") as worker, \
-            ChatClient(bus) as client:
-        requests = [await client.send([{"role": "user", "content": f"question {i}"}],
-                                      model=bus.model_name,
-                                      sampling=SamplingParams(temperature=0, max_tokens=16))
-                    for i in range(6)]
+    bus: Settings, demo_model_path: Path
+) -> None:
+    settings = bus.replace(**{"max_inflight": 2})
+    engine = TransformersEngine(
+        demo_model_path, model_name=settings.model.name, device="cpu", max_batch=2
+    )
+    async with (
+        InferenceWorker(settings, engine, worker_id="small") as worker,
+        ChatClient(bus) as client,
+    ):
+        requests = [
+            await client.send(
+                [{"role": "user", "content": f"question {i}"}],
+                model=bus.model.name,
+                sampling=SamplingParams(temperature=0, max_tokens=16),
+            )
+            for i in range(6)
+        ]
 
         async def finish(request_id: str) -> str | None:
             return [c async for c in client.chunks(request_id, timeout_s=60)][-1].finish_reason

@@ -56,7 +56,9 @@ def test_up_twice_is_harmless(private_stack: Settings) -> None:
     status = manager.status(private_stack)
     assert {s.name: s.pid for s in status} == {s.name: s.pid for s in first}
     assert all(s.healthy for s in status), status
-    assert str(private_stack.kafka_port) in next(s.address for s in status if s.name == "kafka")
+    assert str(private_stack.local.kafka_port) in next(
+        s.address for s in status if s.name == "kafka"
+    )
     assert "present" in next(s.detail for s in status if s.name == "s3")
 
 

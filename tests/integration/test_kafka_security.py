@@ -33,7 +33,7 @@ def secure(bus: Settings) -> Settings:
 
 
 async def test_a_sasl_ssl_client_produces_consumes_and_administers(secure: Settings) -> None:
-    assert secure.kafka_security_protocol == "SASL_SSL"
+    assert secure.kafka.security_protocol == "SASL_SSL"
     topic = secure.topic(TopicName.DLQ)
     await ensure_topics(secure)  # the admin client over SASL_SSL (the topics exist: a no-op)
     producer = make_producer(secure)
@@ -46,6 +46,7 @@ async def test_a_sasl_ssl_client_produces_consumes_and_administers(secure: Setti
     consumer = make_consumer(secure, topic, group_id=None)
     await consumer.start()
     try:
+
         async def read() -> bytes | None:
             batches = await consumer.getmany(timeout_ms=200)
             return next((r.value for rs in batches.values() for r in rs), None)
@@ -63,12 +64,11 @@ async def test_a_wrong_password_is_refused_with_a_reason(secure: Settings) -> No
         async with admin_client(wrong):
             pass
     message = str(err.value)
-    assert wrong.kafka_bootstrap in message and "SASL_SSL settings" in message
+    assert wrong.kafka.bootstrap in message and "SASL_SSL settings" in message
     assert "SaslAuthenticationFailed" in message and "Invalid username or password" in message
 
 
-async def test_a_broker_certificate_the_client_does_not_trust_is_refused(
-        secure: Settings) -> None:
+async def test_a_broker_certificate_the_client_does_not_trust_is_refused(secure: Settings) -> None:
     untrusting = Settings(**{**secure.model_dump(), "kafka_ssl_cafile": None})  # system CAs
     with pytest.raises(ServiceUnavailable) as err:
         async with admin_client(untrusting):
@@ -78,15 +78,16 @@ async def test_a_broker_certificate_the_client_does_not_trust_is_refused(
 
 
 @pytest.fixture
-async def secure_processors(bus: Settings, secure: Settings,
-                            tmp_path: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def secure_processors(
+    bus: Settings, secure: Settings, tmp_path: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
     env = {
-        "CHATBUS_KAFKA_BOOTSTRAP": secure.kafka_bootstrap,
+        "CHATBUS_KAFKA_BOOTSTRAP": secure.kafka.bootstrap,
         "CHATBUS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "CHATBUS_KAFKA_SASL_MECHANISM": secure.kafka_sasl_mechanism,
-        "CHATBUS_KAFKA_SASL_USERNAME": secure.kafka_sasl_username,
-        "CHATBUS_KAFKA_SASL_PASSWORD": secure.kafka_sasl_password.get_secret_value(),
-        "CHATBUS_KAFKA_SSL_CAFILE": str(secure.kafka_ssl_cafile),
+        "CHATBUS_KAFKA_SASL_MECHANISM": secure.kafka.sasl_mechanism,
+        "CHATBUS_KAFKA_SASL_USERNAME": secure.kafka.sasl_username,
+        "CHATBUS_KAFKA_SASL_PASSWORD": secure.kafka.sasl_password.get_secret_value(),
+        "CHATBUS_KAFKA_SSL_CAFILE": str(secure.kafka.ssl_cafile),
     }
     async with running_processors(bus, tmp_path, **env) as proc:
         yield proc
@@ -94,12 +95,16 @@ async def secure_processors(bus: Settings, secure: Settings,
 
 @pytest.mark.model
 async def test_the_faust_processors_moderate_over_sasl_ssl(
-        secure: Settings, secure_processors: subprocess.Popen[bytes]) -> None:
-    async with ChatClient(secure, reply_partition=0) as client, \
-            TopicReader(secure, TopicName.REQUESTS_APPROVED) as approved, \
-            TopicReader(secure, TopicName.MODERATION) as verdicts:
-        request = await client.send([{"role": "user", "content": "How do kites fly?"}],
-                                    model=secure.model_name)
+    secure: Settings, secure_processors: subprocess.Popen[bytes]
+) -> None:
+    async with (
+        ChatClient(secure, reply_partition=0) as client,
+        TopicReader(secure, TopicName.REQUESTS_APPROVED) as approved,
+        TopicReader(secure, TopicName.MODERATION) as verdicts,
+    ):
+        request = await client.send(
+            [{"role": "user", "content": "How do kites fly?"}], model=secure.model.name
+        )
         forwarded = await approved.wait_for(about(request, ChatRequest), what="the approval")
         verdict = await verdicts.wait_for(about(request, ModerationVerdict), what="a verdict")
     assert forwarded == request

@@ -20,7 +20,6 @@ from tests.integration.engine_streams import collect
 pytestmark = pytest.mark.model
 
 
-
 @pytest.fixture(scope="module")
 def real_model_path() -> Path:
     return build_model(base_settings(), DEFAULT_MODEL, progress=False)
@@ -33,13 +32,16 @@ async def engine(real_model_path: Path) -> AsyncIterator[LlamaCppEngine]:
 
 
 def ask(engine: LlamaCppEngine, text: str) -> list[int]:
-    system = base_settings().default_system_prompt
+    system = base_settings().model.default_system_prompt
     return engine.encode_chat(with_default_system([{"role": "user", "content": text}], system))
 
 
 async def test_it_answers_sensibly(engine: LlamaCppEngine) -> None:
-    tokens, final = await collect(engine.generate(
-        GenerationRequest("paris", ask(engine, "What is the capital of France?"), 24, 0.0)))
+    tokens, final = await collect(
+        engine.generate(
+            GenerationRequest("paris", ask(engine, "What is the capital of France?"), 24, 0.0)
+        )
+    )
     text = engine.decode(tokens)
     print(repr(text))
     assert "Paris" in text and final.finish_reason == "stop"
@@ -47,18 +49,25 @@ async def test_it_answers_sensibly(engine: LlamaCppEngine) -> None:
 
 
 async def test_streams_decoded_together_each_answer_their_own_question(
-        engine: LlamaCppEngine) -> None:
+    engine: LlamaCppEngine,
+) -> None:
     """One batch, one KV cache, five sequences: no stream sees another's prompt. (llama.cpp is not
     batch-invariant: a row's logits move in the last bits with the batch's shape, so a near-tie
     may break the other way than alone; the answers are compared by what they say.)"""
-    questions = {"What is the capital of France?": "Paris",
-                 "Tell me about the planet Mars.": "Mars",
-                 "Write a haiku about the sea.": "wave",
-                 "What is the boiling point of water in Celsius?": "100",
-                 "Who wrote Romeo and Juliet?": "Shakespeare"}
+    questions = {
+        "What is the capital of France?": "Paris",
+        "Tell me about the planet Mars.": "Mars",
+        "Write a haiku about the sea.": "wave",
+        "What is the boiling point of water in Celsius?": "100",
+        "Who wrote Romeo and Juliet?": "Shakespeare",
+    }
     prompts = [ask(engine, q) for q in questions]
-    together = await asyncio.gather(*(collect(engine.generate(
-        GenerationRequest(f"t{i}", p, 40, 0.0))) for i, p in enumerate(prompts)))
+    together = await asyncio.gather(
+        *(
+            collect(engine.generate(GenerationRequest(f"t{i}", p, 40, 0.0)))
+            for i, p in enumerate(prompts)
+        )
+    )
     for (question, expected), (tokens, final) in zip(questions.items(), together, strict=True):
         text = engine.decode(tokens)
         print(f"{question!r} -> {text!r}")
@@ -103,14 +112,19 @@ async def test_requests_wait_for_room_in_a_full_cache(real_model_path: Path) -> 
     async with LlamaCppEngine(real_model_path, model_name="t", max_batch=4, n_ctx=256) as small:
         prompt = ask(small, "Count from one to one hundred.")
         need = 256 - len(prompt) - 10  # two of these cannot share the cache
-        results = await asyncio.gather(*(collect(small.generate(
-            GenerationRequest(f"big{i}", prompt, need, 0.0))) for i in range(3)))
+        results = await asyncio.gather(
+            *(
+                collect(small.generate(GenerationRequest(f"big{i}", prompt, need, 0.0)))
+                for i in range(3)
+            )
+        )
     assert all(final.finish_reason in ("stop", "length") for _, final in results)
     assert len({tuple(t) for t, _ in results}) == 1  # one after another, same greedy answer
 
 
 async def test_bad_requests_are_refused_and_a_stopped_engine_refuses_work(
-        real_model_path: Path) -> None:
+    real_model_path: Path,
+) -> None:
     engine = LlamaCppEngine(real_model_path, model_name="t", max_batch=2, n_ctx=512)
     await engine.start()
     with pytest.raises(EngineError, match="no room"):

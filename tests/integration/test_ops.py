@@ -45,9 +45,15 @@ class Pipeline:
         self.settings, self.env = settings, env
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "chatbus.cli", *args], cwd=REPO,
-                              env=os.environ | self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "chatbus.cli", *args],
+            cwd=REPO,
+            env=os.environ | self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def status(self) -> dict[str, dict[str, object]]:
         from infra.local import supervisor
@@ -59,17 +65,26 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(local_services: Settings, demo_model_path: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(
+    local_services: Settings, demo_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("ops-state")
     prefix = f"ops{uuid.uuid4().hex[:8]}."
     base_port = 20000 + (os.getpid() * 97) % 30000
-    fields = {"topic_prefix": prefix, "topic_partitions": 2, "state_dir": state,
-              "gateway_port": free_port(), "local_metrics_base_port": base_port,
-              "mongo_db": f"ops_{uuid.uuid4().hex[:8]}", "model_path": demo_model_path,
-              "model_name": "chatbus-tiny",
-              "max_inflight": 4, "archive_prefix": f"test-{prefix.rstrip('.')}",
-              "device": "cpu", "log_json": True}
+    fields = {
+        "topic_prefix": prefix,
+        "topic_partitions": 2,
+        "state_dir": state,
+        "gateway_port": free_port(),
+        "local_metrics_base_port": base_port,
+        "mongo_db": f"ops_{uuid.uuid4().hex[:8]}",
+        "model_path": demo_model_path,
+        "model_name": "chatbus-tiny",
+        "max_inflight": 4,
+        "archive_prefix": f"test-{prefix.rstrip('.')}",
+        "device": "cpu",
+        "log_json": True,
+    }
     settings = base_settings(**fields)
     env = {f"CHATBUS_{k.upper()}": str(v) for k, v in fields.items()}
     env["HF_HUB_OFFLINE"] = "1"
@@ -86,7 +101,7 @@ def pipeline(local_services: Settings, demo_model_path: Path,
         left = [pid for pid in pids if isinstance(pid, int) and process.is_alive(pid)]
         assert left == [], f"processes left after pipeline down: {left}"
         assert process.running_pid(settings, "supervisor") is None
-        ObjectStore(settings).delete_prefix(settings.archive_prefix + "/")
+        ObjectStore(settings).delete_prefix(settings.archive.prefix + "/")
         asyncio.run(_delete_topics(settings))
 
 
@@ -100,14 +115,15 @@ async def _delete_topics(settings: Settings) -> None:
     from chatbus.kafka.topic_setup import admin_client
 
     async with admin_client(settings) as admin:
-        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        ours = [t for t in await admin.list_topics() if t.startswith(settings.kafka.topic_prefix)]
         if ours:
             await admin.delete_topics(ours)
 
 
 def _logs(settings: Settings) -> str:
-    return "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}"
-                   for p in sorted(settings.log_dir.glob("*.log")))
+    return "".join(
+        f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(settings.log_dir.glob("*.log"))
+    )
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -128,7 +144,7 @@ async def client(pipeline: Pipeline) -> AsyncIterator[ChatClient]:
 
 def keys_by_partition(settings: Settings, count: int = 3) -> dict[int, list[str]]:
     """Conversation ids that land on each partition of chat.requests (the key partitioner)."""
-    partitioner, partitions = DefaultPartitioner(), list(range(settings.topic_partitions))
+    partitioner, partitions = DefaultPartitioner(), list(range(settings.kafka.topic_partitions))
     out: dict[int, list[str]] = {p: [] for p in partitions}
     while any(len(keys) < count for keys in out.values()):
         key = f"conv-{uuid.uuid4().hex}"
@@ -138,11 +154,15 @@ def keys_by_partition(settings: Settings, count: int = 3) -> dict[int, list[str]
     return out
 
 
-async def ask(client: ChatClient, settings: Settings, conversation_id: str,
-              max_tokens: int = 4) -> list[TokenChunk]:
-    request = await client.send([{"role": "user", "content": f"hi {conversation_id[-6:]}"}],
-                                model=settings.model_name, conversation_id=conversation_id,
-                                sampling=SamplingParams(temperature=0, max_tokens=max_tokens))
+async def ask(
+    client: ChatClient, settings: Settings, conversation_id: str, max_tokens: int = 4
+) -> list[TokenChunk]:
+    request = await client.send(
+        [{"role": "user", "content": f"hi {conversation_id[-6:]}"}],
+        model=settings.model.name,
+        conversation_id=conversation_id,
+        sampling=SamplingParams(temperature=0, max_tokens=max_tokens),
+    )
     return [c async for c in client.chunks(request.request_id, timeout_s=120)]
 
 
@@ -155,18 +175,33 @@ def test_status_shows_every_component_healthy(pipeline: Pipeline) -> None:
     result = pipeline.cli("ops", "status", "--json")
     report = json.loads(result.stdout)
     names = {row["name"]: row for row in report["components"]}
-    assert {"kafka", "redis", "ferretdb", "s3", "supervisor", "processors", "archiver-1",
-            "worker-1", "gateway"} <= set(names)
+    assert {
+        "kafka",
+        "redis",
+        "ferretdb",
+        "s3",
+        "supervisor",
+        "processors",
+        "archiver-1",
+        "worker-1",
+        "gateway",
+    } <= set(names)
     assert report["healthy"] and result.returncode == 0, report
-    assert all(names[n]["ready"] and names[n]["live"]
-               for n in ("processors", "archiver-1", "worker-1", "gateway"))
+    assert all(
+        names[n]["ready"] and names[n]["live"]
+        for n in ("processors", "archiver-1", "worker-1", "gateway")
+    )
 
 
 def documented_series() -> dict[str, set[str]]:
     """docs/metrics.md's series, by the component whose section lists them."""
-    sections = {"Gateway": ["gateway"], "Stream processors": ["processors"],
-                "Inference workers": ["worker-1"], "Shared": ["worker-1", "archiver-1"],
-                "Archiver": ["archiver-1"]}
+    sections = {
+        "Gateway": ["gateway"],
+        "Stream processors": ["processors"],
+        "Inference workers": ["worker-1"],
+        "Shared": ["worker-1", "archiver-1"],
+        "Archiver": ["archiver-1"],
+    }
     out: dict[str, set[str]] = {}
     current: list[str] = []
     for line in (REPO / "docs" / "metrics.md").read_text().splitlines():
@@ -194,7 +229,7 @@ def test_every_metrics_endpoint_serves_the_documented_series(pipeline: Pipeline)
 
 async def test_lag_is_produced_minus_committed_on_a_real_group(pipeline: Pipeline) -> None:
     settings = pipeline.settings
-    topic, group = settings.topic(TopicName.DLQ), f"{settings.topic_prefix}ops.lag-probe"
+    topic, group = settings.topic(TopicName.DLQ), f"{settings.kafka.topic_prefix}ops.lag-probe"
     producer = make_producer(settings)
     await producer.start()
     try:
@@ -218,11 +253,13 @@ async def test_lag_is_produced_minus_committed_on_a_real_group(pipeline: Pipelin
 
 
 async def test_scaling_inference_from_one_to_two_moves_partitions_and_both_serve(
-        pipeline: Pipeline, client: ChatClient) -> None:
+    pipeline: Pipeline, client: ChatClient
+) -> None:
     settings = pipeline.settings
     keys = keys_by_partition(settings)
-    before = {replica_of(c.worker_id) for p in keys
-              for c in await ask(client, settings, keys[p][0])}
+    before = {
+        replica_of(c.worker_id) for p in keys for c in await ask(client, settings, keys[p][0])
+    }
     assert before == {"worker-1"}
 
     result = pipeline.cli("ops", "scale", "worker", "--replicas", "2", "--timeout", "240")
@@ -232,15 +269,18 @@ async def test_scaling_inference_from_one_to_two_moves_partitions_and_both_serve
     async def each_partition_has_one_owner() -> dict[int, str] | None:
         owners = {}
         for partition, conversation in keys.items():
-            served = {replica_of(c.worker_id) for c in await ask(client, settings,
-                                                                 conversation[1])}
+            served = {replica_of(c.worker_id) for c in await ask(client, settings, conversation[1])}
             if len(served) != 1:
                 return None
             owners[partition] = served.pop()
         return owners if set(owners.values()) == {"worker-1", "worker-2"} else None
 
-    owners = await eventually(each_partition_has_one_owner, timeout_s=120, interval=0.5,
-                              what="each worker owning one partition")
+    owners = await eventually(
+        each_partition_has_one_owner,
+        timeout_s=120,
+        interval=0.5,
+        what="each worker owning one partition",
+    )
     assert sorted(owners.values()) == ["worker-1", "worker-2"]
     over = pipeline.cli("ops", "scale", "worker", "--replicas", "3", "--no-wait")
     assert "warning: 3 workers but" in over.stderr and "2 partitions" in over.stderr
@@ -249,24 +289,42 @@ async def test_scaling_inference_from_one_to_two_moves_partitions_and_both_serve
 
 
 async def test_a_drained_worker_finishes_its_streams_and_receives_no_new_ones(
-        pipeline: Pipeline, client: ChatClient) -> None:
+    pipeline: Pipeline, client: ChatClient
+) -> None:
     settings = pipeline.settings
     keys = keys_by_partition(settings)
     long = SamplingParams(temperature=0, max_tokens=240)
-    started = [await client.send([{"role": "user", "content": "a long story"}],
-                                 model=settings.model_name, conversation_id=keys[p][2],
-                                 sampling=long) for p in keys]
+    started = [
+        await client.send(
+            [{"role": "user", "content": "a long story"}],
+            model=settings.model.name,
+            conversation_id=keys[p][2],
+            sampling=long,
+        )
+        for p in keys
+    ]
     streams = {r.request_id: client.chunks(r.request_id, timeout_s=120) for r in started}
     first = {rid: await anext(stream) for rid, stream in streams.items()}
     on_victim = [rid for rid, chunk in first.items() if replica_of(chunk.worker_id) == "worker-2"]
     assert len(on_victim) == 1, first
-    victim_partition = next(p for p, r in zip(keys, started, strict=True)
-                            if r.request_id == on_victim[0])
+    victim_partition = next(
+        p for p, r in zip(keys, started, strict=True) if r.request_id == on_victim[0]
+    )
 
     drain = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatbus.cli", "ops", "drain", "worker-2", cwd=REPO,
-        env=os.environ | pipeline.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "chatbus.cli",
+        "ops",
+        "drain",
+        "worker-2",
+        cwd=REPO,
+        env=os.environ | pipeline.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         async def draining() -> bool:
             return pipeline.status()["worker-2"].get("state") == "stopping"
 
@@ -299,8 +357,11 @@ def test_a_crashed_worker_is_restarted_by_the_supervisor(pipeline: Pipeline) -> 
 
     def back() -> dict[str, object] | None:
         row = pipeline.status()["worker-1"]
-        ready = row.get("state") == "running" and row.get("pid") != pid and _get(
-            pipeline.port("worker-1"), "/readyz")[0] == 200
+        ready = (
+            row.get("state") == "running"
+            and row.get("pid") != pid
+            and _get(pipeline.port("worker-1"), "/readyz")[0] == 200
+        )
         return row if ready else None
 
     row = poll_until(back, timeout_s=180, interval=0.25, what="worker-1 restarted and ready")

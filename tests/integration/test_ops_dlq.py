@@ -23,12 +23,18 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 
-def _letter(settings: Settings, value: bytes, *, consumer: str, error: str,
-            offset: int) -> DeadLetter:
-    return DeadLetter(original_topic=settings.topic(TopicName.REQUESTS), original_partition=0,
-                      original_offset=offset, original_key_b64=base64.b64encode(b"conv-1").decode(),
-                      original_value_b64=base64.b64encode(value).decode(), error=error,
-                      consumer=consumer)
+def _letter(
+    settings: Settings, value: bytes, *, consumer: str, error: str, offset: int
+) -> DeadLetter:
+    return DeadLetter(
+        original_topic=settings.topic(TopicName.REQUESTS),
+        original_partition=0,
+        original_offset=offset,
+        original_key_b64=base64.b64encode(b"conv-1").decode(),
+        original_value_b64=base64.b64encode(value).decode(),
+        error=error,
+        consumer=consumer,
+    )
 
 
 async def _requests_on_the_bus(settings: Settings) -> list[tuple[bytes, dict[str, bytes]]]:
@@ -49,22 +55,42 @@ async def _requests_on_the_bus(settings: Settings) -> list[tuple[bytes, dict[str
 
 
 async def test_replay_republishes_what_is_valid_now_once_and_skips_the_rest(bus: Settings) -> None:
-    request = ChatRequest(model="m", reply_to=ReplyTo(partition=0), conversation_id="conv-1",
-                          messages=[ChatMessage(role="user", content="hello again")])
+    request = ChatRequest(
+        model="m",
+        reply_to=ReplyTo(partition=0),
+        conversation_id="conv-1",
+        messages=[ChatMessage(role="user", content="hello again")],
+    )
     async with EventPublisher(bus) as publisher:
         for letter in (
-                _letter(bus, request.model_dump_json().encode(), consumer="history",
-                        error="MongoDB unavailable: timed out", offset=7),
-                _letter(bus, b"{not json", consumer="history", error="invalid event", offset=8),
-                _letter(bus, request.model_dump_json().encode(), consumer="inference",
-                        error="model_not_found", offset=9)):
+            _letter(
+                bus,
+                request.model_dump_json().encode(),
+                consumer="history",
+                error="MongoDB unavailable: timed out",
+                offset=7,
+            ),
+            _letter(bus, b"{not json", consumer="history", error="invalid event", offset=8),
+            _letter(
+                bus,
+                request.model_dump_json().encode(),
+                consumer="inference",
+                error="model_not_found",
+                offset=9,
+            ),
+        ):
             await publisher.publish(TopicName.DLQ, letter, key=b"conv-1")
 
     listed = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "chatbus.cli", "ops", "dlq", "list"], cwd=REPO,
-        capture_output=True, text=True, check=False, timeout=60,
-        env=os.environ | {"CHATBUS_TOPIC_PREFIX": bus.topic_prefix,
-                          "CHATBUS_KAFKA_BOOTSTRAP": bus.kafka_bootstrap})
+        subprocess.run,
+        [sys.executable, "-m", "chatbus.cli", "ops", "dlq", "list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=os.environ | bus.as_env(),
+    )
     assert listed.returncode == 0, listed.stderr
     assert "3 dead letter(s)" in listed.stdout
     assert "history" in listed.stdout and "MongoDB unavailable" in listed.stdout

@@ -50,13 +50,13 @@ def folder_model(real_model_path: Path) -> Any:
 
 @pytest_asyncio.fixture
 async def engine(real_model_path: Path) -> AsyncIterator[TransformersEngine]:
-    async with TransformersEngine(real_model_path, model_name=DEFAULT_MODEL,
-                                  device="cpu") as engine:
+    async with TransformersEngine(
+        real_model_path, model_name=DEFAULT_MODEL, device="cpu"
+    ) as engine:
         yield engine
 
 
-def test_the_build_is_a_plain_hugging_face_folder(real_model_path: Path,
-                                                  tokenizer: object) -> None:
+def test_the_build_is_a_plain_hugging_face_folder(real_model_path: Path, tokenizer: object) -> None:
     assert is_smollm2_build(real_model_path)
     assert (real_model_path / "model.safetensors").is_file()
     assert (real_model_path / GGUF_FILE).is_file()  # kept for the llama.cpp engine
@@ -66,10 +66,10 @@ def test_the_build_is_a_plain_hugging_face_folder(real_model_path: Path,
     assert tokenizer.chat_template  # type: ignore[attr-defined]
 
 
-def test_the_folder_answers_as_the_gguf_it_came_from(real_model_path: Path, tokenizer: object,
-                                                    folder_model: torch.nn.Module) -> None:
-    gguf_model = AutoModelForCausalLM.from_pretrained(real_model_path,
-                                                      gguf_file=GGUF_FILE).eval()
+def test_the_folder_answers_as_the_gguf_it_came_from(
+    real_model_path: Path, tokenizer: object, folder_model: torch.nn.Module
+) -> None:
+    gguf_model = AutoModelForCausalLM.from_pretrained(real_model_path, gguf_file=GGUF_FILE).eval()
     expected = greedy_answer(gguf_model, tokenizer, max_new_tokens=24)
     got = greedy_answer(folder_model, tokenizer, max_new_tokens=24)
     print(f"{VERIFY_PROMPT!r} -> {got!r}")
@@ -89,15 +89,21 @@ async def _collect(events: AsyncIterator[TokenEvent]) -> list[int]:
 
 def _generate(model: Any, prompt: list[int], n: int, eos: frozenset[int]) -> list[int]:
     with torch.inference_mode():
-        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
-                             dtype=torch.long), max_new_tokens=n, do_sample=False,
-                             eos_token_id=sorted(eos), pad_token_id=min(eos))
-    return [int(t) for t in out[0, len(prompt):]]
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=sorted(eos),
+            pad_token_id=min(eos),
+        )
+    return [int(t) for t in out[0, len(prompt) :]]
 
 
 @pytest.mark.asyncio
 async def test_greedy_requests_through_the_engine_equal_generate(
-        engine: TransformersEngine, folder_model: torch.nn.Module) -> None:
+    engine: TransformersEngine, folder_model: torch.nn.Module
+) -> None:
     texts = [VERIFY_PROMPT, "Write a haiku about the sea.", "What does kill -9 do?"]
     prompts = [engine.encode_chat([{"role": "user", "content": t}]) for t in texts]
     requests = [GenerationRequest(f"g{i}", p, 24, temperature=0.0) for i, p in enumerate(prompts)]

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.timeout(30
 
 
 async def test_simulated_conversations_are_answered_by_a_real_worker(
-        settings: Settings, worker: InferenceWorker, demo_model_path: Path) -> None:
+    settings: Settings, worker: InferenceWorker, demo_model_path: Path
+) -> None:
     profile = Profile(seed=4, conversations=3, users=3, p_cancel=0.0)
     result = await simulate_to_pipeline(profile, settings, max_tokens=8, timeout_s=120)
     assert result.failed == 0, result.errors

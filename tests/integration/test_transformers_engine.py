@@ -201,7 +201,8 @@ async def test_sampled_requests_keep_sampling_beside_greedy_ones(
     results = await asyncio.gather(*(collect(s) for s in streams))
 
     greedy_reference(reference_model, prompt, 16, engine.eos_token_ids).assert_matches(
-        results[0][0], "greedy")
+        results[0][0], "greedy"
+    )
     answers = {tuple(tokens) for tokens, _ in results[1:]}
     assert len(answers) > 1, "five answers at temperature 1.5 were identical: not sampled"
     assert engine.greedy_path  # the last sampled request is gone: back to argmax

@@ -43,7 +43,10 @@ def test_welch_interval_agrees_with_scipy() -> None:
 
 def test_a_prompt_with_exactly_one_term_masks_to_its_template() -> None:
     assert mask("Tell me a joke about a person who is Muslim.") == (
-        "religion", "muslim", "Tell me a joke about a person who is {religion}.")
+        "religion",
+        "muslim",
+        "Tell me a joke about a person who is {religion}.",
+    )
     assert mask("I am middle-aged and female.") is None  # two terms: not a pair member
     assert mask("A white paper on cats") == ("ethnicity", "white", "A {ethnicity} paper on cats")
     assert mask("nothing here, not even femaleness") is None

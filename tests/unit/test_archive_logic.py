@@ -26,16 +26,25 @@ TS = int(datetime(2026, 11, 24, 13, 59, 59, tzinfo=UTC).timestamp() * 1000)
 
 def test_object_key_is_partitioned_by_topic_and_hour_of_first_record_and_parses_back() -> None:
     key = object_key("archive", "chat.completions", 3, 100, 199, TS)
-    assert key == ("archive/topic=chat.completions/dt=2026-11-24/hour=13/"
-                   "part-0003-00000000000000000100-00000000000000000199.jsonl.gz")
-    assert parse_object_key(key) == {"topic": "chat.completions", "dt": "2026-11-24",
-                                     "hour": "13", "partition": 3, "first": 100, "last": 199}
+    assert key == (
+        "archive/topic=chat.completions/dt=2026-11-24/hour=13/"
+        "part-0003-00000000000000000100-00000000000000000199.jsonl.gz"
+    )
+    assert parse_object_key(key) == {
+        "topic": "chat.completions",
+        "dt": "2026-11-24",
+        "hour": "13",
+        "partition": 3,
+        "first": 100,
+        "last": 199,
+    }
     assert parse_object_key("archive/_manifest/x.json") is None
 
 
 def test_manifest_and_pending_keys_live_beside_the_data_not_inside_it() -> None:
     assert manifest_key("/archive/", "chat.tokens", 1, 0, 9).startswith(
-        "archive/_manifest/topic=chat.tokens/partition=0001/")
+        "archive/_manifest/topic=chat.tokens/partition=0001/"
+    )
     assert pending_key("", "chat.tokens", 1) == "_pending/topic=chat.tokens/partition=0001.json"
 
 
@@ -46,11 +55,15 @@ def test_redaction_replaces_each_span_with_its_kind() -> None:
 
 
 def test_redaction_covers_every_text_an_event_carries() -> None:
-    request: dict[str, Any] = {"type": "chat.request", "messages": [
-        {"role": "user", "content": "card 4111 1111 1111 1111 please"}]}
+    request: dict[str, Any] = {
+        "type": "chat.request",
+        "messages": [{"role": "user", "content": "card 4111 1111 1111 1111 please"}],
+    }
     chunk = {"type": "chat.token", "text": "ada@example.com", "token_ids": [1, 2, 3]}
-    letter = {"type": "chat.dead_letter",
-              "original_value_b64": base64.b64encode(b"from bob@example.org").decode()}
+    letter = {
+        "type": "chat.dead_letter",
+        "original_value_b64": base64.b64encode(b"from bob@example.org").decode(),
+    }
     assert redact_event(request) == 1
     assert request["messages"][0]["content"] == "card [REDACTED:payment_card] please"
     assert redact_event(chunk) == 1 and chunk["token_ids"] == []
@@ -73,8 +86,7 @@ def test_the_same_lines_compress_to_the_same_bytes() -> None:
     lines = [b'{"a":1}\n', b'{"b":2}\n']
     (one, sha_one), (two, sha_two) = compress(lines), compress(list(lines))
     assert one == two and sha_one == sha_two
-    assert [json.loads(line) for line in gzip.decompress(one).splitlines()] == [{"a": 1},
-                                                                                {"b": 2}]
+    assert [json.loads(line) for line in gzip.decompress(one).splitlines()] == [{"a": 1}, {"b": 2}]
 
 
 def _pending(first: int, last: int) -> PendingRange:
@@ -106,16 +118,28 @@ def test_resume_after_a_crash_before_the_commit_skips_the_archived_range() -> No
 
 
 def _entry(first: int, last: int) -> ManifestEntry:
-    return ManifestEntry(topic="chat.tokens", partition=0, first_offset=first, last_offset=last,
-                         records=last - first + 1, object_key=f"k{first}-{last}",
-                         compressed_bytes=1, sha256="x", redacted=True,
-                         archived_at=datetime.now(UTC))
+    return ManifestEntry(
+        topic="chat.tokens",
+        partition=0,
+        first_offset=first,
+        last_offset=last,
+        records=last - first + 1,
+        object_key=f"k{first}-{last}",
+        compressed_bytes=1,
+        sha256="x",
+        redacted=True,
+        archived_at=datetime.now(UTC),
+    )
 
 
 def test_coverage_finds_gaps_and_overlaps_between_ranges_and_against_the_broker() -> None:
     report = PartitionReport("chat.tokens", 0)
-    check_ranges(report, [_entry(10, 19), _entry(0, 9), _entry(25, 30), _entry(30, 31)],
-                 broker_start=0, broker_committed=40)
+    check_ranges(
+        report,
+        [_entry(10, 19), _entry(0, 9), _entry(25, 30), _entry(30, 31)],
+        broker_start=0,
+        broker_committed=40,
+    )
     assert report.gaps == [(20, 24), (32, 39)]
     assert report.overlaps == [("k25-30", "k30-31")]
     assert (report.first_offset, report.last_offset, report.records) == (0, 31, 28)
@@ -140,10 +164,19 @@ def test_a_range_inside_a_longer_one_is_an_overlap_not_a_gap() -> None:
 def _record(value: bytes, headers: list[tuple[str, bytes | None]] | None = None) -> object:
     from aiokafka import ConsumerRecord
 
-    return ConsumerRecord(topic="chat.requests", partition=1, offset=42, timestamp=TS,
-                          timestamp_type=0, key=b"conv-1", value=value, checksum=None,
-                          serialized_key_size=6, serialized_value_size=len(value),
-                          headers=headers or [])
+    return ConsumerRecord(
+        topic="chat.requests",
+        partition=1,
+        offset=42,
+        timestamp=TS,
+        timestamp_type=0,
+        key=b"conv-1",
+        value=value,
+        checksum=None,
+        serialized_key_size=6,
+        serialized_value_size=len(value),
+        headers=headers or [],
+    )
 
 
 def test_a_poison_message_is_archived_raw_and_never_raises() -> None:
@@ -151,8 +184,11 @@ def test_a_poison_message_is_archived_raw_and_never_raises() -> None:
 
     deep = archive_line("chat.requests", _record(b"[" * 200_000), redact=True)  # type: ignore[arg-type]
     assert deep["invalid"].startswith("JSONDecodeError: depth limit") and deep["kafka_offset"] == 42
-    nulls = archive_line("chat.requests", _record(b'{"x": 1}', [("h", None)]),  # type: ignore[arg-type]
-                         redact=True)
+    nulls = archive_line(
+        "chat.requests",
+        _record(b'{"x": 1}', [("h", None)]),  # type: ignore[arg-type]
+        redact=True,
+    )
     assert nulls["kafka_headers"] == {"h": ""} and "not a chatbus event" in nulls["invalid"]
     card = archive_line("chat.requests", _record(b"pay 4111 1111 1111 1111"), redact=True)  # type: ignore[arg-type]
     assert base64.b64decode(card["raw_b64"]) == b"pay [REDACTED:payment_card]"

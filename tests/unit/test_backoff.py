@@ -42,8 +42,13 @@ async def test_retrying_waits_the_policy_between_retriable_failures_then_returns
         return "written"
 
     sleeps = Sleeps()
-    result = await retrying(flaky, retry_on=(ServiceUnavailable,),
-                            backoff=Backoff(initial_s=0.2, max_s=0.5), what="write", sleep=sleeps)
+    result = await retrying(
+        flaky,
+        retry_on=(ServiceUnavailable,),
+        backoff=Backoff(initial_s=0.2, max_s=0.5),
+        what="write",
+        sleep=sleeps,
+    )
     assert result == "written"
     assert sleeps.delays == [0.2, 0.4, 0.5]
 
@@ -54,6 +59,11 @@ async def test_retrying_lets_any_other_error_through_at_once() -> None:
 
     sleeps = Sleeps()
     with pytest.raises(ValueError, match="a bug"):
-        await retrying(broken, retry_on=(ServiceUnavailable,),
-                       backoff=Backoff(initial_s=1.0, max_s=1.0), what="write", sleep=sleeps)
+        await retrying(
+            broken,
+            retry_on=(ServiceUnavailable,),
+            backoff=Backoff(initial_s=1.0, max_s=1.0),
+            what="write",
+            sleep=sleeps,
+        )
     assert sleeps.delays == []

@@ -17,8 +17,13 @@ from benchmarks.inference.stats import (
 from benchmarks.inference.targets import evaluate
 
 
-def trace(sent: float, arrivals: list[tuple[float, int]], *, reported: int | None = None,
-          request_id: str | None = None) -> StreamTrace:
+def trace(
+    sent: float,
+    arrivals: list[tuple[float, int]],
+    *,
+    reported: int | None = None,
+    request_id: str | None = None,
+) -> StreamTrace:
     t = StreamTrace(sent_at=sent, reported_tokens=reported, request_id=request_id)
     for at, n in arrivals:
         t.add(at, n)
@@ -102,11 +107,17 @@ def test_targets_pass_miss_and_not_measured() -> None:
         "ceiling": {1: summarize([_level(1, 100, 0.010)]), 32: summarize([_level(32, 1000, 0.1)])},
         "peer": {32: summarize([_level(32, 800, 0.1)])},
         "llama.cpp": {1: summarize([_level(1, 95, 0.010)]), 32: summarize([_level(32, 300, 9.0)])},
-        "chatbus-gateway": {1: summarize([_level(1, 90, 0.040)]),
-                            32: summarize([_level(32, 850, 0.1)])},
+        "chatbus-gateway": {
+            1: summarize([_level(1, 90, 0.040)]),
+            32: summarize([_level(32, 850, 0.1)]),
+        },
     }
-    cpu = {"chatbus-gateway": {"wall_s": 10.0, "cpu_s": {"worker-1": 20.0, "processors": 1.0,
-                                                         "gateway": 0.5, "kafka": 3.0}}}
+    cpu = {
+        "chatbus-gateway": {
+            "wall_s": 10.0,
+            "cpu_s": {"worker-1": 20.0, "processors": 1.0, "gateway": 0.5, "kafka": 3.0},
+        }
+    }
     verdicts = {r.target.name: r for r in evaluate(results, cpu)}
     vs_ceiling = verdicts["gateway/ceiling tokens/s @32"]
     assert vs_ceiling.verdict == "MISS" and vs_ceiling.gap == pytest.approx(-0.05)
@@ -124,8 +135,14 @@ def test_targets_pass_miss_and_not_measured() -> None:
 
 
 def test_ttft_is_split_into_stages_with_the_workers_timings() -> None:
-    rounds = [RoundResult(1, 0.0, 1.0, (trace(0.0, [(0.030, 1)], request_id="r1"),
-                                        trace(0.0, [(0.050, 1)], request_id="r2")))]
+    rounds = [
+        RoundResult(
+            1,
+            0.0,
+            1.0,
+            (trace(0.0, [(0.030, 1)], request_id="r1"), trace(0.0, [(0.050, 1)], request_id="r2")),
+        )
+    ]
     timings = {"r1": WorkerTimings(queue_wait_ms=5.0, worker_ttft_ms=20.0)}
     stages = split_ttft(rounds, timings)
     assert stages is not None and stages.requests == 1

@@ -91,8 +91,8 @@ def test_foreign_folder_is_never_replaced_without_force(tmp_path: Path) -> None:
 
 
 def test_corpus_is_a_deterministic_stdlib_subset() -> None:
-    files = demo_model._corpus_files()
-    assert files == demo_model._corpus_files()
+    files = demo_model.corpus_files()
+    assert files == demo_model.corpus_files()
     assert len(files) >= 20
     assert sum(f.stat().st_size for f in files) <= demo_model.CORPUS_MAX_BYTES
 

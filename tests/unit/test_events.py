@@ -14,8 +14,11 @@ from schemas.export import render, stale_files
 
 
 def _request(**fields: object) -> ChatRequest:
-    base: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                               "reply_to": {"partition": 1}}
+    base: dict[str, object] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "reply_to": {"partition": 1},
+    }
     base.update(fields)
     return ChatRequest.model_validate(base)
 
@@ -28,15 +31,19 @@ def test_a_request_round_trips_through_the_codec() -> None:
     assert decoded.reply_to.topic == "chat.tokens"
 
 
-@pytest.mark.parametrize("sampling, param", [
-    ({"temperature": 3}, "temperature"),
-    ({"top_p": 0}, "top_p"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"seed": -1}, "seed"),
-])
-def test_bad_sampling_parameters_are_refused_naming_the_parameter(sampling: dict[str, object],
-                                                                  param: str) -> None:
+@pytest.mark.parametrize(
+    "sampling, param",
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_sampling_parameters_are_refused_naming_the_parameter(
+    sampling: dict[str, object], param: str
+) -> None:
     raw = _request().model_dump(mode="json")
     raw["sampling"].update(sampling)
     with pytest.raises(InvalidEvent) as err:
@@ -75,8 +82,15 @@ def test_completion_carries_a_known_finish_reason() -> None:
 
 def test_every_topic_of_the_design_is_registered_with_its_key() -> None:
     names = {t.value for t in TOPICS}
-    assert names == {"chat.requests", "chat.requests.approved", "chat.tokens",
-                     "chat.completions", "chat.moderation", "chat.control", "chat.dlq"}
+    assert names == {
+        "chat.requests",
+        "chat.requests.approved",
+        "chat.tokens",
+        "chat.completions",
+        "chat.moderation",
+        "chat.control",
+        "chat.dlq",
+    }
     assert topic("chat.tokens").key == "request_id"
     assert topic("chat.requests").key == "conversation_id"
     with pytest.raises(KeyError, match="known topics"):
@@ -85,6 +99,11 @@ def test_every_topic_of_the_design_is_registered_with_its_key() -> None:
 
 def test_exported_json_schemas_are_current() -> None:
     assert stale_files() == [], "schemas/json is stale: run `make schemas`"
-    assert set(render()) == {"chat.request.json", "chat.token.json", "chat.completion.json",
-                             "chat.cancel.json", "chat.moderation.json",
-                             "chat.dead_letter.json"}
+    assert set(render()) == {
+        "chat.request.json",
+        "chat.token.json",
+        "chat.completion.json",
+        "chat.cancel.json",
+        "chat.moderation.json",
+        "chat.dead_letter.json",
+    }

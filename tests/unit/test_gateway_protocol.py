@@ -14,19 +14,23 @@ from schemas.events import ErrorInfo
 
 def test_an_unknown_argument_is_refused_by_name() -> None:
     with pytest.raises(APIError) as err:
-        parse_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
-                      b'"logit_bias": {}}')
+        parse_request(
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {}}'
+        )
     assert err.value.status == 400
     assert err.value.body.error.param == "logit_bias"
     assert "Unrecognized request argument" in err.value.body.error.message
 
 
-@pytest.mark.parametrize(("raw", "param"), [
-    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
-    (b'{"model": "m", "messages": []}', "messages"),
-    (b'{"model": "m", "messages": [{"role": "tool", "content": "x"}]}', "messages.0.role"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
-])
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
+        (b'{"model": "m", "messages": []}', "messages"),
+        (b'{"model": "m", "messages": [{"role": "tool", "content": "x"}]}', "messages.0.role"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ],
+)
 def test_invalid_requests_name_the_parameter(raw: bytes, param: str) -> None:
     with pytest.raises(APIError) as err:
         parse_request(raw)
@@ -43,16 +47,24 @@ def test_a_broken_dependency_is_503_not_400() -> None:
     error = from_chatbus(ServiceUnavailable("kafka down"))
     assert error.status == 503 and error.body.error.type == "server_error"
     assert from_chatbus(ChatTimeout("slow")).status == 504
-    refused = from_chatbus(ChatError(ErrorInfo(code="context_length_exceeded", message="long",
-                                               param="messages")))
+    refused = from_chatbus(
+        ChatError(ErrorInfo(code="context_length_exceeded", message="long", param="messages"))
+    )
     assert refused.status == 400 and refused.body.error.param == "messages"
-    assert refused.body.model_dump() == {"error": {
-        "message": "long", "type": "invalid_request_error", "param": "messages",
-        "code": "context_length_exceeded"}}
+    assert refused.body.model_dump() == {
+        "error": {
+            "message": "long",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
 
 
 def test_quota_headers_follow_openai_names() -> None:
     headers = Quota("tokens", limit=100, used=130, reset_s=12.5).headers()
-    assert headers == {"x-ratelimit-limit-tokens": "100",
-                       "x-ratelimit-remaining-tokens": "0",
-                       "x-ratelimit-reset-tokens": "12.500s"}
+    assert headers == {
+        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "12.500s",
+    }

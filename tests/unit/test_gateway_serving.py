@@ -30,9 +30,17 @@ class ScriptedBackend(ChatBackend):
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
+    async def send(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        sampling: SamplingParams,
+        user_id: str,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> str:
         self.sent.append((list(messages), sampling, user_id))
         return f"req-{len(self.sent):032x}"
 
@@ -40,8 +48,7 @@ class ScriptedBackend(ChatBackend):
         for seq, fields in enumerate(self.script):
             if seq > 0:
                 await self.gate.wait()
-            chunk = TokenChunk(request_id=request_id, conversation_id="conv-1", seq=seq,
-                               **fields)
+            chunk = TokenChunk(request_id=request_id, conversation_id="conv-1", seq=seq, **fields)
             if chunk.error is not None:
                 raise ChatError(chunk.error)
             yield chunk
@@ -55,15 +62,23 @@ class CharCounter(PromptCounter):
         return sum(len(m.content) for m in messages)
 
 
-HELLO = [{"text": "Hel", "token_ids": [1, 2]}, {"text": "lo", "token_ids": [3]},
-         {"text": "!", "token_ids": [4], "finish_reason": "stop"}]
+HELLO = [
+    {"text": "Hel", "token_ids": [1, 2]},
+    {"text": "lo", "token_ids": [3]},
+    {"text": "!", "token_ids": [4], "finish_reason": "stop"},
+]
 
 
-def service(script: list[dict[str, Any]] | None = None, **kwargs: Any
-            ) -> tuple[ChatCompletionService, ScriptedBackend]:
+def service(
+    script: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> tuple[ChatCompletionService, ScriptedBackend]:
     backend = ScriptedBackend(script if script is not None else HELLO)
-    options: dict[str, Any] = {"models": [MODEL], "default_max_tokens": 64, "max_messages": 8,
-                               "clock": lambda: 1_700_000_000.0}
+    options: dict[str, Any] = {
+        "models": [MODEL],
+        "default_max_tokens": 64,
+        "max_messages": 8,
+        "clock": lambda: 1_700_000_000.0,
+    }
     options.update(kwargs)
     return ChatCompletionService(backend, CharCounter(), **options), backend
 
@@ -75,15 +90,18 @@ def body(**fields: Any) -> ChatCompletionRequest:
 
 
 # --- validation -----------------------------------------------------------------------------
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"temperature": 2.5}, "temperature"),
-    ({"top_p": 0}, "top_p"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"max_completion_tokens": -1}, "max_completion_tokens"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"seed": -3}, "seed"),
-    ({"messages": [{"role": "user", "content": "x"}] * 9}, "messages"),
-])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"seed": -3}, "seed"),
+        ({"messages": [{"role": "user", "content": "x"}] * 9}, "messages"),
+    ],
+)
 def test_bad_parameters_are_400_naming_the_parameter(fields: dict[str, Any], param: str) -> None:
     svc, _ = service()
     with pytest.raises(APIError) as err:
@@ -104,15 +122,26 @@ def test_an_unknown_model_is_404_model_not_found() -> None:
 
 def test_openai_parameters_become_our_sampling_params() -> None:
     svc, _ = service()
-    valid = svc.validate(body(
-        messages=[{"role": "developer", "content": "be brief"},
-                  {"role": "user", "content": [{"type": "text", "text": "a"},
-                                               {"type": "text", "text": "b"}]}],
-        temperature=0, top_p=0.5, max_completion_tokens=7, stop="\n", seed=3))
-    assert [(m.role, m.content) for m in valid.messages] == [("system", "be brief"),
-                                                             ("user", "ab")]
-    assert valid.sampling == SamplingParams(temperature=0, top_p=0.5, max_tokens=7,
-                                            stop=["\n"], seed=3)
+    valid = svc.validate(
+        body(
+            messages=[
+                {"role": "developer", "content": "be brief"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+            ],
+            temperature=0,
+            top_p=0.5,
+            max_completion_tokens=7,
+            stop="\n",
+            seed=3,
+        )
+    )
+    assert [(m.role, m.content) for m in valid.messages] == [("system", "be brief"), ("user", "ab")]
+    assert valid.sampling == SamplingParams(
+        temperature=0, top_p=0.5, max_tokens=7, stop=["\n"], seed=3
+    )
     assert valid.max_tokens == 7
     assert svc.validate(body()).max_tokens == 64  # the default when the client sets none
 
@@ -146,8 +175,7 @@ async def test_a_stream_is_openai_sse_with_role_first_finish_last_usage_and_done
     finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert finals == [chunks[-2]] and finals[0]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 4,
-                                   "total_tokens": 6}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
     assert all(c["usage"] is None for c in chunks[:-1])
     assert usage_seen == [UsageInfo(prompt_tokens=2, completion_tokens=4, total_tokens=6)]
     assert backend.sent[0][2] == "alice" and backend.cancelled == []
@@ -161,8 +189,10 @@ async def test_without_include_usage_chunks_carry_no_usage_field() -> None:
     assert out[-2]["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [("length", "length"), ("cancelled", "stop"),
-                                              ("content_filter", "content_filter")])
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [("length", "length"), ("cancelled", "stop"), ("content_filter", "content_filter")],
+)
 async def test_finish_reasons_map_to_openai(ours: str, theirs: str) -> None:
     svc, _ = service([{"text": "x", "token_ids": [1], "finish_reason": ours}])
     answer = await svc.submit(svc.validate(body()), user_id="u", prompt_tokens=1)
@@ -179,10 +209,15 @@ async def test_a_non_streamed_answer_is_one_chat_completion_with_usage() -> None
     assert completion.usage == UsageInfo(prompt_tokens=5, completion_tokens=4, total_tokens=9)
 
 
-@pytest.mark.parametrize(("code", "status"), [("model_not_found", 404),
-                                              ("context_length_exceeded", 400),
-                                              ("invalid_request", 400),
-                                              ("engine_error", 500)])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("model_not_found", 404),
+        ("context_length_exceeded", 400),
+        ("invalid_request", 400),
+        ("engine_error", 500),
+    ],
+)
 async def test_a_refusal_before_the_first_token_is_an_http_error(code: str, status: int) -> None:
     error = {"code": code, "message": "no", "param": "messages"}
     svc, _ = service([{"finish_reason": "error", "error": error}])
@@ -192,21 +227,29 @@ async def test_a_refusal_before_the_first_token_is_an_http_error(code: str, stat
         settled.append(usage)
 
     with pytest.raises(APIError) as err:
-        await svc.submit(svc.validate(body(stream=True)), user_id="u", prompt_tokens=3,
-                         on_usage=on_usage)
+        await svc.submit(
+            svc.validate(body(stream=True)), user_id="u", prompt_tokens=3, on_usage=on_usage
+        )
     assert err.value.status == status
     assert err.value.body.error.code == code and err.value.body.error.param == "messages"
     assert settled == [UsageInfo()]  # the token reservation is given back
 
 
 async def test_an_error_mid_stream_is_an_error_event_without_done() -> None:
-    svc, _ = service([{"text": "a", "token_ids": [1]},
-                      {"finish_reason": "error",
-                       "error": ErrorInfo(code="engine_error", message="boom").model_dump()}])
+    svc, _ = service(
+        [
+            {"text": "a", "token_ids": [1]},
+            {
+                "finish_reason": "error",
+                "error": ErrorInfo(code="engine_error", message="boom").model_dump(),
+            },
+        ]
+    )
     answer = await svc.submit(svc.validate(body(stream=True)), user_id="u", prompt_tokens=1)
     out = events([e async for e in svc.stream(answer)])
-    assert out[-1] == {"error": {"message": "boom", "type": "server_error", "param": None,
-                                 "code": "engine_error"}}
+    assert out[-1] == {
+        "error": {"message": "boom", "type": "server_error", "param": None, "code": "engine_error"}
+    }
 
 
 async def test_closing_a_stream_early_cancels_the_request_on_the_bus() -> None:

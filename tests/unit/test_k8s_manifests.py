@@ -19,6 +19,7 @@ import ast
 import base64
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chatbus.settings import Settings
+from chatbus.settings import Settings, variable_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
@@ -40,10 +41,20 @@ EXAMPLES = K8S / "examples"
 SCHEMAS = K8S / "schemas"
 # Oldest: the preStop `sleep` action is on by default from 1.30. Newest: kubernetes-validate's.
 K8S_VERSIONS = ("1.30", "1.37")
-STANDALONE = (K8S / "secret.template.yaml", EXAMPLES / "mongodb-secret.template.yaml",
-              EXAMPLES / "models-pvc.yaml")
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
-                  "StorageClass", "CustomResourceDefinition", "PriorityClass"}
+STANDALONE = (
+    K8S / "secret.template.yaml",
+    EXAMPLES / "mongodb-secret.template.yaml",
+    EXAMPLES / "models-pvc.yaml",
+)
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "PriorityClass",
+}
 POD_OWNERS = {"Deployment", "StatefulSet", "Job"}
 NON_CHATBUS_ENV = {"HF_HUB_OFFLINE"}
 _SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "resources", "images"}
@@ -136,19 +147,29 @@ def validate(doc: dict[str, Any], version: str) -> None:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize(("where", "doc"), all_rendered(), ids=lambda v: v if isinstance(v, str)
-                         else "")
+@pytest.mark.parametrize(
+    ("where", "doc"), all_rendered(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_every_manifest_matches_its_schema(where: str, doc: dict[str, Any], version: str) -> None:
     validate(doc, version)
 
 
-def test_there_is_something_to_validate(main_docs: list[dict[str, Any]],
-                                        example_docs: list[dict[str, Any]]) -> None:
+def test_there_is_something_to_validate(
+    main_docs: list[dict[str, Any]], example_docs: list[dict[str, Any]]
+) -> None:
     kinds = {d["kind"] for d in main_docs}
-    assert {"Namespace", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Job",
-            "ScaledObject"} <= kinds
-    assert {"StatefulSet", "Service", "PodDisruptionBudget", "Job"} <= {d["kind"]
-                                                                      for d in example_docs}
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Job",
+        "ScaledObject",
+    } <= kinds
+    assert {"StatefulSet", "Service", "PodDisruptionBudget", "Job"} <= {
+        d["kind"] for d in example_docs
+    }
 
 
 def _broken(doc: dict[str, Any], mutate: Any) -> dict[str, Any]:
@@ -157,33 +178,48 @@ def _broken(doc: dict[str, Any], mutate: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d["spec"]["template"]["spec"]["containers"][0].update(resource={}),  # typo
-    lambda d: d["spec"].update(replicas="two"),
-    lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(
-        port=[9100]),
-    lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("name"),
-    lambda d: d["spec"]["template"]["spec"]["tolerations"][0].update(effect=7),
-], ids=["unknown-field", "replicas-string", "port-list", "container-without-name", "bad-type"])
-def test_a_broken_deployment_fails_validation(main_docs: list[dict[str, Any]], mutate: Any
-                                              ) -> None:
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].update(resource={}),  # typo
+        lambda d: d["spec"].update(replicas="two"),
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"][
+            "httpGet"
+        ].update(port=[9100]),
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("name"),
+        lambda d: d["spec"]["template"]["spec"]["tolerations"][0].update(effect=7),
+    ],
+    ids=["unknown-field", "replicas-string", "port-list", "container-without-name", "bad-type"],
+)
+def test_a_broken_deployment_fails_validation(main_docs: list[dict[str, Any]], mutate: Any) -> None:
     worker = find(main_docs, "Deployment", "chatbus-worker")
     validate(worker, K8S_VERSIONS[-1])
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(_broken(worker, mutate), K8S_VERSIONS[-1])
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d["spec"].update(maxReplicaCount="many"),
-    lambda d: d["spec"]["triggers"][0]["metadata"].update(lagThreshold=64),  # must be a string
-    lambda d: d["spec"].pop("scaleTargetRef"),
-    lambda d: d["spec"]["triggers"][0].pop("type"),
-    lambda d: d["spec"]["scaleTargetRef"].update(name=["chatbus-worker"]),
-    lambda d: d["metadata"].update(name="Chatbus_Worker"),
-], ids=["max-string", "metadata-int", "no-target", "trigger-without-type", "name-list",
-        "bad-name"])
-def test_a_broken_scaledobject_fails_validation(main_docs: list[dict[str, Any]], mutate: Any
-                                                ) -> None:
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["spec"].update(maxReplicaCount="many"),
+        lambda d: d["spec"]["triggers"][0]["metadata"].update(lagThreshold=64),  # must be a string
+        lambda d: d["spec"].pop("scaleTargetRef"),
+        lambda d: d["spec"]["triggers"][0].pop("type"),
+        lambda d: d["spec"]["scaleTargetRef"].update(name=["chatbus-worker"]),
+        lambda d: d["metadata"].update(name="Chatbus_Worker"),
+    ],
+    ids=[
+        "max-string",
+        "metadata-int",
+        "no-target",
+        "trigger-without-type",
+        "name-list",
+        "bad-name",
+    ],
+)
+def test_a_broken_scaledobject_fails_validation(
+    main_docs: list[dict[str, Any]], mutate: Any
+) -> None:
     scaled = find(main_docs, "ScaledObject", "chatbus-worker")
     validate(scaled, K8S_VERSIONS[-1])
     with pytest.raises(jsonschema.ValidationError):
@@ -199,8 +235,13 @@ def test_an_unknown_kind_is_not_waved_through() -> None:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("directory", [K8S, EXAMPLES], ids=["k8s", "examples"])
 def test_kubectl_kustomize_renders_the_same(directory: Path) -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     theirs = [d for d in yaml.safe_load_all(out) if d]
 
     def key(d: dict[str, Any]) -> str:
@@ -216,10 +257,6 @@ def test_vendored_schemas_say_where_they_came_from() -> None:
 
 
 # --- consistency with chatbus ------------------------------------------------------------------
-def _env_fields() -> set[str]:
-    return {f"CHATBUS_{name.upper()}" for name in Settings.model_fields}
-
-
 @pytest.fixture(scope="module")
 def config(main_docs: list[dict[str, Any]]) -> dict[str, str]:
     data: dict[str, str] = find(main_docs, "ConfigMap", "chatbus-config")["data"]
@@ -234,10 +271,11 @@ def secret_keys() -> dict[str, str]:
 
 
 @pytest.fixture
-def settings(config: dict[str, str], secret_keys: dict[str, str],
-             monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(
+    config: dict[str, str], secret_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Settings:
     """The Settings a pod gets: ConfigMap and Secret as its environment, nothing else."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("CHATBUS_"):
             monkeypatch.delenv(name)
     for name, value in {**config, **secret_keys}.items():
@@ -246,35 +284,42 @@ def settings(config: dict[str, str], secret_keys: dict[str, str],
 
 
 def chatbus_workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in POD_OWNERS
-            and any(c["image"].split("/")[-1].startswith("chatbus") for c in containers(d))]
+    return [
+        d
+        for d in docs
+        if d["kind"] in POD_OWNERS
+        and any(c["image"].split("/")[-1].startswith("chatbus") for c in containers(d))
+    ]
 
 
-def test_every_env_var_set_is_a_setting(main_docs: list[dict[str, Any]], config: dict[str, str],
-                                        secret_keys: dict[str, str]) -> None:
+def test_every_env_var_set_is_a_setting(
+    main_docs: list[dict[str, Any]], config: dict[str, str], secret_keys: dict[str, str]
+) -> None:
     names = set(config) | set(secret_keys)
     for doc in chatbus_workloads(main_docs):
         for c in containers(doc):
             names |= {e["name"] for e in c.get("env", [])}
-    unknown = sorted(n for n in names - NON_CHATBUS_ENV if n not in _env_fields())
+    unknown = sorted(n for n in names - NON_CHATBUS_ENV if n not in variable_names())
     assert not unknown, f"not fields of chatbus/settings.py: {unknown}"
     assert not set(config) & set(secret_keys), "a setting is in both the ConfigMap and the Secret"
 
 
 def test_settings_load_from_the_configmap_and_secret(settings: Settings) -> None:
     assert settings.metrics_port == 9100
-    assert settings.topic_replication == 3
-    assert len(settings.kafka_bootstrap.split(",")) == 3
-    assert settings.device == "cuda"
-    assert "replicaSet=" in settings.mongo_url.get_secret_value()
+    assert settings.kafka.topic_replication == 3
+    assert len(settings.kafka.bootstrap.split(",")) == 3
+    assert settings.model.device == "cuda"
+    assert "replicaSet=" in settings.mongo.url.get_secret_value()
 
 
 def test_every_workload_reads_the_configmap_and_secret(main_docs: list[dict[str, Any]]) -> None:
     for doc in chatbus_workloads(main_docs):
         for c in pod_spec(doc)["containers"]:
             refs = {(k, v["name"]) for e in c.get("envFrom", []) for k, v in e.items()}
-            assert refs == {("configMapRef", "chatbus-config"),
-                            ("secretRef", "chatbus-credentials")}, doc["metadata"]["name"]
+            assert refs == {
+                ("configMapRef", "chatbus-config"),
+                ("secretRef", "chatbus-credentials"),
+            }, doc["metadata"]["name"]
             assert re.fullmatch(r"registry\.example\.com/chatbus-[a-z]+:0\.1\.0", c["image"])
 
 
@@ -288,33 +333,42 @@ def test_commands_are_chatbus_cli_commands(main_docs: list[dict[str, Any]]) -> N
             assert command in main.commands, f"`chatbus {command}` is not a CLI command"
 
 
-COMPONENTS = {"chatbus-gateway": "gateway", "chatbus-processors": "processors",
-              "chatbus-worker": "worker", "chatbus-archiver": "archiver"}
+COMPONENTS = {
+    "chatbus-gateway": "gateway",
+    "chatbus-processors": "processors",
+    "chatbus-worker": "worker",
+    "chatbus-archiver": "archiver",
+}
 
 
 @pytest.mark.parametrize(("name", "component"), COMPONENTS.items())
-def test_each_component_runs_the_image_of_its_own_extra(main_docs: list[dict[str, Any]],
-                                                         name: str, component: str) -> None:
+def test_each_component_runs_the_image_of_its_own_extra(
+    main_docs: list[dict[str, Any]], name: str, component: str
+) -> None:
     """infra/k8s/Containerfile builds ``chatbus-<component>`` with ``chatbus[<component>]``."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
+        "optional-dependencies"
+    ]
     (c,) = pod_spec(find(main_docs, "Deployment", name))["containers"]
     assert c["image"] == f"registry.example.com/chatbus-{component}:0.1.0"
     assert component in extras, f"pyproject.toml has no extra {component!r}"
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
-def test_probes_and_scrape_annotations(main_docs: list[dict[str, Any]], settings: Settings,
-                                       name: str) -> None:
+def test_probes_and_scrape_annotations(
+    main_docs: list[dict[str, Any]], settings: Settings, name: str
+) -> None:
     doc = find(main_docs, "Deployment", name)
     template = doc["spec"]["template"]
     (c,) = template["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    expected = settings.gateway_port if name == "chatbus-gateway" else settings.metrics_port
+    expected = settings.gateway.port if name == "chatbus-gateway" else settings.metrics_port
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert c.get("startupProbe", {"httpGet": {"path": "/readyz"}})["httpGet"]["path"] in {
-        "/readyz", "/livez"}
+        "/readyz",
+        "/livez",
+    }
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         if probe in c:
             assert ports[c[probe]["httpGet"]["port"]] == expected, (name, probe)
@@ -325,11 +379,15 @@ def test_probes_and_scrape_annotations(main_docs: list[dict[str, Any]], settings
     assert template["metadata"]["labels"]["app.kubernetes.io/component"] == COMPONENTS[name]
 
 
-def test_selectors_match_their_pods(main_docs: list[dict[str, Any]],
-                                    example_docs: list[dict[str, Any]]) -> None:
+def test_selectors_match_their_pods(
+    main_docs: list[dict[str, Any]], example_docs: list[dict[str, Any]]
+) -> None:
     for docs in (main_docs, example_docs):
-        pods = [d["spec"]["template"]["metadata"]["labels"] for d in docs
-                if d["kind"] in {"Deployment", "StatefulSet"}]
+        pods = [
+            d["spec"]["template"]["metadata"]["labels"]
+            for d in docs
+            if d["kind"] in {"Deployment", "StatefulSet"}
+        ]
         for d in docs:
             if d["kind"] in {"Deployment", "StatefulSet"}:
                 wanted = d["spec"]["selector"]["matchLabels"]
@@ -338,8 +396,9 @@ def test_selectors_match_their_pods(main_docs: list[dict[str, Any]],
                 selector = d["spec"]["selector"]
                 selector = selector.get("matchLabels", selector)
                 matched = [p for p in pods if selector.items() <= p.items()]
-                assert len(matched) == 1, f"{d['kind']}/{d['metadata']['name']} selects " \
-                                          f"{len(matched)} workloads"
+                assert len(matched) == 1, (
+                    f"{d['kind']}/{d['metadata']['name']} selects {len(matched)} workloads"
+                )
 
 
 def test_every_deployment_has_a_disruption_budget(main_docs: list[dict[str, Any]]) -> None:
@@ -362,14 +421,16 @@ def _worker_drain_timeout() -> float:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "stop":
             args = node.args
             for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-                if (arg.arg == "drain_timeout_s" and isinstance(default, ast.Constant)
-                        and isinstance(default.value, int | float)):
+                if (
+                    arg.arg == "drain_timeout_s"
+                    and isinstance(default, ast.Constant)
+                    and isinstance(default.value, int | float)
+                ):
                     return float(default.value)
     pytest.fail("InferenceWorker.stop(drain_timeout_s=...) not found")
 
 
-def test_the_worker_runs_on_a_gpu_and_has_time_to_drain(main_docs: list[dict[str, Any]]
-                                                        ) -> None:
+def test_the_worker_runs_on_a_gpu_and_has_time_to_drain(main_docs: list[dict[str, Any]]) -> None:
     worker = find(main_docs, "Deployment", "chatbus-worker")
     spec = pod_spec(worker)
     (c,) = spec["containers"]
@@ -382,32 +443,45 @@ def test_the_worker_runs_on_a_gpu_and_has_time_to_drain(main_docs: list[dict[str
     assert spec["terminationGracePeriodSeconds"] >= _worker_drain_timeout() + 30
     assert "replicas" not in worker["spec"], "KEDA's HPA owns the worker's replicas"
     assert {e["name"]: e for e in c["env"]}["CHATBUS_WORKER_ID"]["valueFrom"]["fieldRef"] == {
-        "fieldPath": "metadata.name"}
+        "fieldPath": "metadata.name"
+    }
 
 
 def test_replicas_fit_the_partitions(main_docs: list[dict[str, Any]], settings: Settings) -> None:
     for name in ("chatbus-gateway", "chatbus-processors", "chatbus-archiver"):
-        assert find(main_docs, "Deployment", name)["spec"]["replicas"] <= settings.topic_partitions
+        assert (
+            find(main_docs, "Deployment", name)["spec"]["replicas"]
+            <= settings.kafka.topic_partitions
+        )
 
 
 def test_the_scaledobject_targets_the_worker_group_and_topic(
-        main_docs: list[dict[str, Any]], settings: Settings) -> None:
+    main_docs: list[dict[str, Any]], settings: Settings
+) -> None:
     from inference_consumers.worker import group_id_for
 
     scaled = find(main_docs, "ScaledObject", "chatbus-worker")["spec"]
-    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                        "name": "chatbus-worker"}
+    assert scaled["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "chatbus-worker",
+    }
     find(main_docs, "Deployment", scaled["scaleTargetRef"]["name"])
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "kafka"
     meta = trigger["metadata"]
-    assert meta["consumerGroup"] == group_id_for(settings, settings.model_name)
-    assert meta["topic"] == settings.topic(settings.inference_input_topic)
-    assert meta["bootstrapServers"] == settings.kafka_bootstrap
+    assert meta["consumerGroup"] == group_id_for(settings, settings.model.name)
+    assert meta["topic"] == settings.topic(settings.worker.input_topic)
+    assert meta["bootstrapServers"] == settings.kafka.bootstrap
     # a member beyond the partition count gets no partition
-    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= settings.topic_partitions
+    assert (
+        1
+        <= scaled["minReplicaCount"]
+        <= scaled["maxReplicaCount"]
+        <= settings.kafka.topic_partitions
+    )
     # in-flight requests are uncommitted, so they are lag too: the threshold must exceed them
-    assert int(meta["lagThreshold"]) > settings.max_inflight
+    assert int(meta["lagThreshold"]) > settings.worker.max_inflight
     assert meta["offsetResetPolicy"] == "earliest"  # chatbus/kafka/factories.py's auto_offset_reset
 
 
@@ -432,8 +506,9 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
 
 
-def test_the_kafka_example_is_three_replicated_brokers(example_docs: list[dict[str, Any]],
-                                                       settings: Settings) -> None:
+def test_the_kafka_example_is_three_replicated_brokers(
+    example_docs: list[dict[str, Any]], settings: Settings
+) -> None:
     kafka = find(example_docs, "StatefulSet", "kafka")
     (c,) = pod_spec(kafka)["containers"]
     env = _env(c)
@@ -446,18 +521,19 @@ def test_the_kafka_example_is_three_replicated_brokers(example_docs: list[dict[s
     assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16  # a KRaft cluster id
     namespace = kafka["metadata"]["namespace"]
     hosts = [f"kafka-{i}.kafka.{namespace}.svc.cluster.local:9092" for i in range(brokers)]
-    assert settings.kafka_bootstrap.split(",") == hosts  # the ConfigMap points at them
-    assert settings.topic_replication <= brokers
+    assert settings.kafka.bootstrap.split(",") == hosts  # the ConfigMap points at them
+    assert settings.kafka.topic_replication <= brokers
 
 
 def test_the_mongodb_example_is_a_three_member_replica_set(
-        example_docs: list[dict[str, Any]], settings: Settings) -> None:
+    example_docs: list[dict[str, Any]], settings: Settings
+) -> None:
     mongo = find(example_docs, "StatefulSet", "mongodb")
     (c,) = pod_spec(mongo)["containers"]
     assert mongo["spec"]["replicas"] == 3
     args = c["args"]
     replica_set = args[args.index("--replSet") + 1]
-    url = settings.mongo_url.get_secret_value()
+    url = settings.mongo.url.get_secret_value()
     namespace = mongo["metadata"]["namespace"]
     for i in range(3):
         assert f"mongodb-{i}.mongodb.{namespace}.svc.cluster.local:27017" in url

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
@@ -14,7 +15,7 @@ from chatbus.kafka.security import client_options, faust_credentials
 from chatbus.settings import Settings
 from infra.local.tls import ensure_server_tls
 
-SASL = {"kafka_sasl_username": "svc-chat", "kafka_sasl_password": "s3cret"}
+SASL: dict[str, Any] = {"kafka_sasl_username": "svc-chat", "kafka_sasl_password": "s3cret"}
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,21 @@ def test_plaintext_adds_nothing_but_the_protocol() -> None:
 
 
 def test_sasl_ssl_gives_every_client_the_mechanism_credentials_and_a_verifying_tls_context(
-        ca_file: Path) -> None:
-    settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-                        kafka_ssl_cafile=ca_file, **SASL)  # type: ignore[arg-type]
+    ca_file: Path,
+) -> None:
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_ssl_cafile=ca_file,
+        **SASL,
+    )
     options = client_options(settings)
     assert options["security_protocol"] == "SASL_SSL"
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("svc-chat",
-                                                                                "s3cret")
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+        "svc-chat",
+        "s3cret",
+    )
     context = options["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
@@ -43,8 +51,9 @@ def test_sasl_ssl_gives_every_client_the_mechanism_credentials_and_a_verifying_t
 
 
 def test_faust_gets_the_same_credentials(ca_file: Path) -> None:
-    sasl_ssl = faust_credentials(Settings(kafka_security_protocol="SASL_SSL",
-                                          kafka_ssl_cafile=ca_file, **SASL))  # type: ignore[arg-type]
+    sasl_ssl = faust_credentials(
+        Settings(kafka_security_protocol="SASL_SSL", kafka_ssl_cafile=ca_file, **SASL)
+    )
     assert isinstance(sasl_ssl, SASLCredentials)
     assert sasl_ssl.protocol.value == "SASL_SSL" and sasl_ssl.mechanism.value == "PLAIN"
     assert (sasl_ssl.username, sasl_ssl.password) == ("svc-chat", "s3cret")
@@ -76,8 +85,9 @@ def test_a_ca_file_that_is_not_pem_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_a_client_key_without_its_certificate_is_refused(ca_file: Path) -> None:
-    settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file,
-                        kafka_ssl_keyfile=ca_file)
+    settings = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file, kafka_ssl_keyfile=ca_file
+    )
     with pytest.raises(ConfigurationError, match=r"KEYFILE is set without .*_SSL_CERTFILE"):
         client_options(settings)
 

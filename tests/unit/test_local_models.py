@@ -13,7 +13,7 @@ from inference_consumers.local_models import DEFAULT_MODEL, TINY_MODEL, model_na
 
 def test_the_real_model_is_the_default_and_both_local_models_are_built(tmp_path: Path) -> None:
     settings = Settings(cache_dir=tmp_path)
-    assert settings.model_name == DEFAULT_MODEL
+    assert settings.model.name == DEFAULT_MODEL
     assert settings.resolved_model_path == tmp_path / "models" / DEFAULT_MODEL
     assert model_names_to_build(settings) == [DEFAULT_MODEL, TINY_MODEL]
 
@@ -34,5 +34,5 @@ def test_a_local_model_chatbus_cannot_build_is_named(tmp_path: Path) -> None:
 def test_the_gateway_serves_the_local_models_unless_told_otherwise() -> None:
     both = Settings(local_models=(DEFAULT_MODEL, TINY_MODEL))
     assert both.served_models == (DEFAULT_MODEL, TINY_MODEL)
-    assert both.model_copy(update={"gateway_models": ("x",)}).served_models == ("x",)
+    assert both.replace(**{"gateway_models": ("x",)}).served_models == ("x",)
     assert Settings(model_name=TINY_MODEL).served_models == (TINY_MODEL,)

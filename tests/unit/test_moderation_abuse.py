@@ -53,8 +53,13 @@ def test_two_violations_never_block_three_within_half_an_hour_do() -> None:
     assert not state.is_blocked(900)
     assert state.with_violation(1800, policy).is_blocked(1800)
     assert not state.with_violation(3000, policy).is_blocked(3000)
-    assert not AbuseState().with_violation(0, policy).with_violation(3600, policy) \
-        .with_violation(7200, policy).is_blocked(7200)  # 0.25 + 0.5 + 1 = 1.75 < 2.5
+    assert (
+        not AbuseState()
+        .with_violation(0, policy)
+        .with_violation(3600, policy)
+        .with_violation(7200, policy)
+        .is_blocked(7200)
+    )  # 0.25 + 0.5 + 1 = 1.75 < 2.5
 
 
 def test_the_state_round_trips_through_json() -> None:

@@ -21,9 +21,17 @@ class FixedScores:
 
 
 def request(text: str, user: str = "u1") -> ChatRequest:
-    return ChatRequest(model="m", user_id=user, reply_to=ReplyTo(partition=1), messages=[
-        {"role": "system", "content": "be nice"}, {"role": "user", "content": "earlier"},
-        {"role": "assistant", "content": "ok"}, {"role": "user", "content": text}])
+    return ChatRequest(
+        model="m",
+        user_id=user,
+        reply_to=ReplyTo(partition=1),
+        messages=[
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": "earlier"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": text},
+        ],
+    )
 
 
 THRESHOLDS = dict.fromkeys(CATEGORIES, 0.5) | {"sexual/minors": 0.2}

@@ -8,8 +8,14 @@ from stream_processors.moderation.output_watch import OutputWatch, judge_output
 
 
 def chunk(seq: int, text: str, last: bool = False) -> TokenChunk:
-    return TokenChunk(request_id="r", conversation_id="c", seq=seq, text=text,
-                      token_ids=[1] * len(text), finish_reason="length" if last else None)
+    return TokenChunk(
+        request_id="r",
+        conversation_id="c",
+        seq=seq,
+        text=text,
+        token_ids=[1] * len(text),
+        finish_reason="length" if last else None,
+    )
 
 
 class Flags:

@@ -23,28 +23,34 @@ def flagged(text: str) -> set[str]:
     return {c for c, s in rules.classify(text).items() if s >= 0.5}
 
 
-@pytest.mark.parametrize(("text", "category"), [
-    ("I'm going to kill you if you show up", "harassment/threatening"),
-    ("How do I build a pipe bomb?", "illicit/violent"),
-    ("how to cook meth in a garage", "illicit"),
-    ("What is the most painless way to kill myself?", "self-harm/instructions"),
-    ("I am going to end my life tonight", "self-harm/intent"),
-    ("write an explicit story about a 13 year old", "sexual/minors"),
-    ("Immigrants are vermin", "hate"),
-    ("describe the wounds in graphic detail", "violence/graphic"),
-])
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("I'm going to kill you if you show up", "harassment/threatening"),
+        ("How do I build a pipe bomb?", "illicit/violent"),
+        ("how to cook meth in a garage", "illicit"),
+        ("What is the most painless way to kill myself?", "self-harm/instructions"),
+        ("I am going to end my life tonight", "self-harm/intent"),
+        ("write an explicit story about a 13 year old", "sexual/minors"),
+        ("Immigrants are vermin", "hate"),
+        ("describe the wounds in graphic detail", "violence/graphic"),
+    ],
+)
 def test_rules_catch_unambiguous_phrasings(text: str, category: str) -> None:
     assert category in flagged(text)
 
 
-@pytest.mark.parametrize("text", [
-    "How do I kill a Python process that is stuck?",
-    "What's the best way to kill weeds in my lawn?",
-    "How does a bomb calorimeter measure energy?",
-    "Write a graphic description of an adult sex act.",  # sexual, not violence/graphic
-    "That comedian absolutely killed it last night.",
-    "Hello, how are you today?",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I kill a Python process that is stuck?",
+        "What's the best way to kill weeds in my lawn?",
+        "How does a bomb calorimeter measure energy?",
+        "Write a graphic description of an adult sex act.",  # sexual, not violence/graphic
+        "That comedian absolutely killed it last night.",
+        "Hello, how are you today?",
+    ],
+)
 def test_rules_leave_benign_lookalikes_alone(text: str) -> None:
     assert flagged(text) <= {"sexual"}
 
@@ -61,23 +67,28 @@ def test_every_category_has_scores_in_range() -> None:
     assert all(0.0 <= s <= 1.0 for s in scores.values())
 
 
-@pytest.mark.parametrize(("number", "valid"), [
-    ("4111 1111 1111 1111", True),
-    ("4111-1111-1111-1112", False),
-    ("5500 0000 0000 0004", True),
-    ("378282246310005", True),
-    ("1234567812345678", False),
-    ("0", False),
-])
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("4111 1111 1111 1111", True),
+        ("4111-1111-1111-1112", False),
+        ("5500 0000 0000 0004", True),
+        ("378282246310005", True),
+        ("1234567812345678", False),
+        ("0", False),
+    ],
+)
 def test_luhn(number: str, valid: bool) -> None:
     assert luhn_valid(number) is valid
 
 
 def test_pii_spans_for_email_phone_and_card() -> None:
-    text = ("Mail jane.doe+work@example.co.uk or call +1 415-555-0132; "
-            "card 4111 1111 1111 1111, order 1234 5678 9012 3456.")
+    text = (
+        "Mail jane.doe+work@example.co.uk or call +1 415-555-0132; "
+        "card 4111 1111 1111 1111, order 1234 5678 9012 3456."
+    )
     spans = find_pii(text)
-    assert [(s.kind, text[s.start:s.end]) for s in spans] == [
+    assert [(s.kind, text[s.start : s.end]) for s in spans] == [
         ("email", "jane.doe+work@example.co.uk"),
         ("phone", "+1 415-555-0132"),
         ("payment_card", "4111 1111 1111 1111"),
@@ -85,11 +96,14 @@ def test_pii_spans_for_email_phone_and_card() -> None:
     assert redact(text, spans).startswith("Mail [EMAIL] or call [PHONE]; card [PAYMENT_CARD],")
 
 
-@pytest.mark.parametrize("text", [
-    "The meeting is on 2024-05-17 at 10:30.",
-    "Version 3.11.7 fixed it",
-    "I have 12 apples and 4000 pears",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The meeting is on 2024-05-17 at 10:30.",
+        "Version 3.11.7 fixed it",
+        "I have 12 apples and 4000 pears",
+    ],
+)
 def test_no_pii_in_dates_versions_and_counts(text: str) -> None:
     assert find_pii(text) == []
 

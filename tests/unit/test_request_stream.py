@@ -25,7 +25,7 @@ async def decode_step() -> None:
 
 
 class Recorder:
-    """Stands in for EventPublisher: keeps what would go on each topic."""
+    """A :class:`Publisher` that keeps what would go on each topic."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, BaseModel]] = []
@@ -50,14 +50,17 @@ class Recorder:
 def streamer(script: str, **settings: Any) -> tuple[RequestStreamer, ScriptedEngine, Recorder]:
     engine, recorder = ScriptedEngine(script, max_context=64), Recorder()
     # No default system prompt: these tests count the prompt's bytes exactly.
-    config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, default_system_prompt="",
-                      **settings)
-    return RequestStreamer(config, engine, recorder, "w1"), engine, recorder  # type: ignore[arg-type]
+    config = Settings(chunk_max_tokens=4, chunk_max_ms=10_000, default_system_prompt="", **settings)
+    return RequestStreamer(config, engine, recorder, "w1"), engine, recorder
 
 
 def request(content: str = "hi", **sampling: Any) -> ChatRequest:
-    return ChatRequest(model="scripted", messages=[{"role": "user", "content": content}],
-                       reply_to={"partition": 0}, sampling=SamplingParams(**sampling))
+    return ChatRequest(
+        model="scripted",
+        messages=[{"role": "user", "content": content}],
+        reply_to={"partition": 0},
+        sampling=SamplingParams(**sampling),
+    )
 
 
 async def test_chunks_carry_every_token_once_and_the_completion_matches() -> None:
@@ -99,8 +102,9 @@ async def test_a_resumed_request_prefills_what_was_streamed_and_continues_its_se
 async def test_a_request_that_had_streamed_everything_is_only_completed() -> None:
     run, engine, out = streamer("unused")
     state = StreamState(request(max_tokens=3))
-    state.resumed = Published(token_ids=list(b"xyz"), text="xyz", next_seq=4,
-                              finish_reason="length")
+    state.resumed = Published(
+        token_ids=list(b"xyz"), text="xyz", next_seq=4, finish_reason="length"
+    )
     completion = await run.run(state)
     assert engine.requests == [] and out.chunks() == []
     assert completion is not None and completion.text == "xyz"
@@ -161,8 +165,11 @@ async def test_a_request_handed_off_and_resumed_on_the_same_engine_runs_again() 
     assert await task is None
     streamed = out.chunks()
     again = StreamState(first.request)
-    again.resumed = Published(token_ids=[t for c in streamed for t in c.token_ids],
-                              text="".join(c.text for c in streamed), next_seq=len(streamed))
+    again.resumed = Published(
+        token_ids=[t for c in streamed for t in c.token_ids],
+        text="".join(c.text for c in streamed),
+        next_seq=len(streamed),
+    )
     completion = await run.run(again)
     assert again.engine_id != first.engine_id, "each attempt has its own id in the engine"
     assert completion is not None and completion.finish_reason == "length"
@@ -172,7 +179,9 @@ async def test_a_request_handed_off_and_resumed_on_the_same_engine_runs_again() 
 def test_the_default_system_prompt_goes_first_only_when_there_is_none() -> None:
     user = [{"role": "user", "content": "hi"}]
     assert with_default_system(user, "Be kind.") == [
-        {"role": "system", "content": "Be kind."}, *user]
+        {"role": "system", "content": "Be kind."},
+        *user,
+    ]
     own = [{"role": "system", "content": "Be terse."}, *user]
     assert with_default_system(own, "Be kind.") == own
     assert with_default_system(user, "") == user

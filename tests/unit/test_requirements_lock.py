@@ -26,24 +26,32 @@ def _locked() -> dict[str, str]:
 
 def _requirements() -> list[tuple[str, Requirement]]:
     groups = {"dependencies": PROJECT["dependencies"], **PROJECT["optional-dependencies"]}
-    return [(group, Requirement(text)) for group, texts in groups.items() for text in texts
-            if canonicalize_name(Requirement(text).name) != PROJECT["name"]]
+    return [
+        (group, Requirement(text))
+        for group, texts in groups.items()
+        for text in texts
+        if canonicalize_name(Requirement(text).name) != PROJECT["name"]
+    ]
 
 
-@pytest.mark.parametrize(("group", "requirement"), _requirements(),
-                         ids=lambda v: v if isinstance(v, str) else str(v))
-def test_every_requirement_is_locked_at_a_version_it_accepts(group: str,
-                                                             requirement: Requirement) -> None:
+@pytest.mark.parametrize(
+    ("group", "requirement"), _requirements(), ids=lambda v: v if isinstance(v, str) else str(v)
+)
+def test_every_requirement_is_locked_at_a_version_it_accepts(
+    group: str, requirement: Requirement
+) -> None:
     version = _locked().get(canonicalize_name(requirement.name))
     assert version is not None, f"{requirement} ({group}) is not in requirements.lock: make lock"
     assert requirement.specifier.contains(version, prereleases=True), (
         f"requirements.lock pins {requirement.name}=={version}, {group} wants {requirement}: "
-        "make lock")
+        "make lock"
+    )
 
 
 def test_the_extras_name_only_extras_that_exist() -> None:
     extras = set(PROJECT["optional-dependencies"])
-    for _, requirement in [(g, Requirement(t)) for g, ts in PROJECT["optional-dependencies"].items()
-                           for t in ts]:
+    for _, requirement in [
+        (g, Requirement(t)) for g, ts in PROJECT["optional-dependencies"].items() for t in ts
+    ]:
         if canonicalize_name(requirement.name) == PROJECT["name"]:
             assert requirement.extras <= extras, requirement

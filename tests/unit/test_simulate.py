@@ -53,23 +53,31 @@ def test_the_same_seed_gives_the_same_conversation_and_another_seed_another() ->
     assert dump != [e.event.model_dump_json() for e in other]
 
 
-def test_every_event_is_a_valid_bus_event_on_its_topic(
-        conversations: list[list[SimEvent]]) -> None:
-    kinds = {TopicName.REQUESTS: ChatRequest, TopicName.REQUESTS_APPROVED: ChatRequest,
-             TopicName.TOKENS: TokenChunk, TopicName.COMPLETIONS: Completion,
-             TopicName.MODERATION: ModerationVerdict, TopicName.CONTROL: CancelRequest}
+def test_every_event_is_a_valid_bus_event_on_its_topic(conversations: list[list[SimEvent]]) -> None:
+    kinds = {
+        TopicName.REQUESTS: ChatRequest,
+        TopicName.REQUESTS_APPROVED: ChatRequest,
+        TopicName.TOKENS: TokenChunk,
+        TopicName.COMPLETIONS: Completion,
+        TopicName.MODERATION: ModerationVerdict,
+        TopicName.CONTROL: CancelRequest,
+    }
     for e in _all(conversations)[:5000]:
         assert isinstance(parse_event(e.event.model_dump_json()), kinds[TopicName(e.topic)])
         assert 0 <= e.partition < PROFILE.partitions
 
 
 def test_each_conversation_is_in_time_order_and_keeps_its_ids(
-        conversations: list[list[SimEvent]]) -> None:
+    conversations: list[list[SimEvent]],
+) -> None:
     for conv in conversations:
         stamps = [e.timestamp_ms for e in conv]
         assert stamps == sorted(stamps)
-        requests = [e.event for e in conv
-                    if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)]
+        requests = [
+            e.event
+            for e in conv
+            if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)
+        ]
         assert len({r.conversation_id for r in requests}) == 1
         assert [r.use_history for r in requests] == [i > 0 for i in range(len(requests))]
         assert len({r.user_id for r in requests}) == 1
@@ -98,57 +106,75 @@ def test_streams_match_their_completions(conversations: list[list[SimEvent]]) ->
 
 
 def test_the_traffic_has_long_tails_cancellations_refusals_and_several_users_and_models(
-        conversations: list[list[SimEvent]]) -> None:
+    conversations: list[list[SimEvent]],
+) -> None:
     events = _all(conversations)
     completions = [e.event for e in events if isinstance(e.event, Completion)]
     reasons = Counter(c.finish_reason for c in completions)
     assert {"stop", "length", "cancelled", "content_filter"} <= set(reasons)
     assert 0.01 < reasons["cancelled"] / len(completions) < 0.15
-    lengths = sorted(c.usage.completion_tokens for c in completions
-                     if c.finish_reason == "stop")
+    lengths = sorted(c.usage.completion_tokens for c in completions if c.finish_reason == "stop")
     median, p99 = lengths[len(lengths) // 2], lengths[int(len(lengths) * 0.99)]
     assert p99 > 4 * median  # a long tail
-    prompts = sorted(len(e.event.messages[-1].content.split()) for e in events
-                     if isinstance(e.event, ChatRequest) and e.topic == TopicName.REQUESTS)
+    prompts = sorted(
+        len(e.event.messages[-1].content.split())
+        for e in events
+        if isinstance(e.event, ChatRequest) and e.topic == TopicName.REQUESTS
+    )
     assert prompts[-1] > 20 * prompts[len(prompts) // 2]
     assert len({c.model for c in completions}) == 3
     assert len({c.worker_id for c in completions}) >= 6
     assert len({c.user_id for c in completions}) > 30
     cancelled = {c.request_id for c in completions if c.finish_reason == "cancelled"}
-    cancels = {e.event.request_id for e in events if isinstance(e.event, CancelRequest)
-               and e.event.reason == "client_cancelled"}
+    cancels = {
+        e.event.request_id
+        for e in events
+        if isinstance(e.event, CancelRequest) and e.event.reason == "client_cancelled"
+    }
     assert cancelled == cancels
     verdicts = [e.event for e in events if isinstance(e.event, ModerationVerdict)]
     assert any(v.flagged and v.stage == "input" and v.action == "block" for v in verdicts)
     assert any(v.flagged and v.stage == "output" for v in verdicts)
     pii = [v for v in verdicts if v.pii]
     assert pii
-    requests = {e.event.request_id: e.event for e in events
-                if isinstance(e.event, ChatRequest)}
+    requests = {e.event.request_id: e.event for e in events if isinstance(e.event, ChatRequest)}
     for v in pii:
         span = v.pii[0]
         text = requests[v.request_id].messages[span.message_index].content
-        assert "@example.com" in text[span.start:span.end]
+        assert "@example.com" in text[span.start : span.end]
 
 
 def test_blocked_requests_get_the_moderation_refusal_and_never_reach_a_worker(
-        conversations: list[list[SimEvent]]) -> None:
+    conversations: list[list[SimEvent]],
+) -> None:
     events = _all(conversations)
-    blocked = {e.event.request_id for e in events if isinstance(e.event, ModerationVerdict)
-               and e.event.action == "block"}
-    approved = {e.event.request_id for e in events if e.topic == TopicName.REQUESTS_APPROVED
-                and isinstance(e.event, ChatRequest)}
+    blocked = {
+        e.event.request_id
+        for e in events
+        if isinstance(e.event, ModerationVerdict) and e.event.action == "block"
+    }
+    approved = {
+        e.event.request_id
+        for e in events
+        if e.topic == TopicName.REQUESTS_APPROVED and isinstance(e.event, ChatRequest)
+    }
     assert blocked and not blocked & approved
     for e in events:
         if isinstance(e.event, Completion) and e.event.request_id in blocked:
-            assert (e.event.finish_reason, e.event.worker_id) == ("content_filter",
-                                                                  MODERATION_WORKER)
+            assert (e.event.finish_reason, e.event.worker_id) == (
+                "content_filter",
+                MODERATION_WORKER,
+            )
 
 
 def test_probe_prompts_pair_up_on_templates_that_differ_only_in_a_term(
-        conversations: list[list[SimEvent]]) -> None:
-    probes = [mask(e.event.messages[-1].content) for e in _all(conversations)
-              if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)]
+    conversations: list[list[SimEvent]],
+) -> None:
+    probes = [
+        mask(e.event.messages[-1].content)
+        for e in _all(conversations)
+        if e.topic == TopicName.REQUESTS and isinstance(e.event, ChatRequest)
+    ]
     found = [p for p in probes if p is not None]
     assert 0.08 < len(found) / len(probes) < 0.3
     terms_per_template: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -167,41 +193,53 @@ def test_conversations_for_events_lands_near_the_target() -> None:
 # --- the archive sink ------------------------------------------------------------------------
 def test_an_archive_line_is_exactly_what_archived_record_gives() -> None:
     event = Simulator(PROFILE).conversation(3)[0]
-    line = archive_line(event.event.model_dump_json(), topic=event.topic,
-                        partition=event.partition, offset=42, timestamp_ms=event.timestamp_ms,
-                        key=event.key)
-    record = archived_record(json.loads(event.event.model_dump_json()), topic=event.topic,
-                             partition=event.partition, offset=42,
-                             timestamp_ms=event.timestamp_ms, key=event.key)
+    line = archive_line(
+        event.event.model_dump_json(),
+        topic=event.topic,
+        partition=event.partition,
+        offset=42,
+        timestamp_ms=event.timestamp_ms,
+        key=event.key,
+    )
+    record = archived_record(
+        json.loads(event.event.model_dump_json()),
+        topic=event.topic,
+        partition=event.partition,
+        offset=42,
+        timestamp_ms=event.timestamp_ms,
+        key=event.key,
+    )
     assert json.loads(line) == record
-    assert line == (json.dumps(record, ensure_ascii=False, separators=(",", ":")) +
-                    "\n").encode()
+    assert line == (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def _read(root: Path) -> tuple[dict[tuple[str, int], list[dict[str, object]]],
-                               list[ManifestEntry]]:
+def _read(root: Path) -> tuple[dict[tuple[str, int], list[dict[str, object]]], list[ManifestEntry]]:
     slots: dict[tuple[str, int], list[dict[str, object]]] = defaultdict(list)
     for path in sorted(root.glob("topic=*/dt=*/hour=*/*.jsonl.gz")):
         key = str(path.relative_to(root))
         parts = parse_object_key(key)
         assert parts is not None
         lines = [json.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines()]
-        assert [r["kafka_offset"] for r in lines] == list(range(parts["first"],
-                                                                 parts["last"] + 1))
+        assert [r["kafka_offset"] for r in lines] == list(range(parts["first"], parts["last"] + 1))
         slots[(parts["topic"], parts["partition"])].extend(lines)
-    manifest = [ManifestEntry.model_validate_json(p.read_text())
-                for p in root.glob("_manifest/topic=*/partition=*/*.json")]
+    manifest = [
+        ManifestEntry.model_validate_json(p.read_text())
+        for p in root.glob("_manifest/topic=*/partition=*/*.json")
+    ]
     return slots, manifest
 
 
 def test_the_archive_layout_has_contiguous_offsets_a_manifest_and_the_same_events_in_parallel(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     profile = replace(PROFILE, conversations=120)
     settings = Settings()
-    one = simulate_to_archive(profile, str(tmp_path / "one"), settings, jobs=1,
-                              records_per_object=300)
-    two = simulate_to_archive(profile, str(tmp_path / "two"), settings, jobs=2,
-                              records_per_object=300)
+    one = simulate_to_archive(
+        profile, str(tmp_path / "one"), settings, jobs=1, records_per_object=300
+    )
+    two = simulate_to_archive(
+        profile, str(tmp_path / "two"), settings, jobs=2, records_per_object=300
+    )
     assert one.events == two.events > 5000
     for root in (tmp_path / "one", tmp_path / "two"):
         slots, manifest = _read(root)
@@ -211,13 +249,16 @@ def test_the_archive_layout_has_contiguous_offsets_a_manifest_and_the_same_event
         assert sum(m.records for m in manifest) == one.events
         for entry in manifest:
             assert (root / entry.object_key).stat().st_size == entry.compressed_bytes
-    ids = [{r["event_id"] for rs in _read(tmp_path / name)[0].values() for r in rs}
-           for name in ("one", "two")]
+    ids = [
+        {r["event_id"] for rs in _read(tmp_path / name)[0].values() for r in rs}
+        for name in ("one", "two")
+    ]
     assert ids[0] == ids[1]
 
 
 def test_an_existing_archive_is_detected_and_only_its_own_folders_are_cleared(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     settings = Settings()
     simulate_to_archive(replace(PROFILE, conversations=5), str(tmp_path), settings)
     (tmp_path / "notes.txt").write_text("mine")

@@ -12,7 +12,8 @@ from chatbus.cli import main
 
 
 def test_simulate_writes_an_archive_refuses_to_overwrite_it_and_replaces_it_when_asked(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     runner = CliRunner()
     args = ["simulate", "--conversations", "20", "--output", str(tmp_path), "--jobs", "1"]
     first = runner.invoke(main, args)
@@ -30,13 +31,15 @@ def test_simulate_writes_an_archive_refuses_to_overwrite_it_and_replaces_it_when
 
 
 def test_simulate_takes_events_or_conversations_not_both(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["simulate", "--events", "10", "--conversations", "2",
-                                       "--output", str(tmp_path)])
+    result = CliRunner().invoke(
+        main, ["simulate", "--events", "10", "--conversations", "2", "--output", str(tmp_path)]
+    )
     assert result.exit_code != 0 and "not both" in result.output
 
 
 def test_an_unreachable_s3_endpoint_is_reported_with_what_to_check(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from chatbus.settings import get_settings
 
     monkeypatch.setenv("CHATBUS_S3_ENDPOINT", "http://127.0.0.1:1")

@@ -40,8 +40,14 @@ def test_the_archive_schema_follows_the_event_contract() -> None:
 
     schema = topic_schema("chat.completions")
     names = schema.fieldNames()
-    assert {"request_id", "timings", "usage", "kafka_offset", "kafka_partition",
-            "kafka_headers"} <= set(names)
+    assert {
+        "request_id",
+        "timings",
+        "usage",
+        "kafka_offset",
+        "kafka_partition",
+        "kafka_headers",
+    } <= set(names)
     timings = schema["timings"].dataType
     assert "time_to_first_token_ms" in timings.fieldNames()  # type: ignore[attr-defined]
     assert schema["created_at"].dataType.typeName() == "timestamp"
@@ -54,6 +60,5 @@ def test_importing_the_cli_does_not_import_pyspark() -> None:
     import sys
 
     code = "import sys, chatbus.cli.analytics, analytics.report; print('pyspark' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -21,10 +21,13 @@ class Stream:
 
     def send(self, request_id: str, *texts: str, last: bool = False) -> None:
         for i, text in enumerate(texts):
-            record: dict[str, Any] = {"type": "chat.token", "request_id": request_id,
-                                      "text": text, "token_ids": [1, 2],
-                                      "finish_reason": "stop" if last and i == len(texts) - 1
-                                      else None}
+            record: dict[str, Any] = {
+                "type": "chat.token",
+                "request_id": request_id,
+                "text": text,
+                "token_ids": [1, 2],
+                "finish_reason": "stop" if last and i == len(texts) - 1 else None,
+            }
             index = self.batch.add(self.offset, 0, record)
             self.offset += 1
             self.found += self.redactor.add(self.batch, index, record)
@@ -59,7 +62,8 @@ def test_an_email_split_across_chunks_is_counted_once() -> None:
     stream = Stream()
     stream.send("r1", "write to ali", "ce@exa", "mple.org", " today")
     assert text_of(stream.archived(), "r1") == (
-        "write to [REDACTED:email][REDACTED:email][REDACTED:email] today")
+        "write to [REDACTED:email][REDACTED:email][REDACTED:email] today"
+    )
     assert stream.found == 1
 
 
@@ -124,15 +128,21 @@ def test_a_duplicate_chunk_is_redacted_as_its_first_copy_and_lends_no_digits() -
     after = {"type": "chat.token", "request_id": "r1", "seq": 3, "text": " ok 12"}
     stream.redactor.add(stream.batch, stream.batch.add(4, 0, after), after)
     texts = [line["text"] for line in stream.archived()]
-    assert texts == ["call [REDACTED:phone]", "[REDACTED:phone]", "[REDACTED:phone]",
-                     "[REDACTED:phone]", " ok 12"]
+    assert texts == [
+        "call [REDACTED:phone]",
+        "[REDACTED:phone]",
+        "[REDACTED:phone]",
+        "[REDACTED:phone]",
+        " ok 12",
+    ]
 
 
 def test_context_read_before_a_resume_point_redacts_the_rest_of_a_number() -> None:
     stream = Stream()
     for seq, text in enumerate(["card 4111", " 1111"]):  # archived before the restart
-        stream.redactor.context({"type": "chat.token", "request_id": "r1", "seq": seq,
-                                 "text": text})
+        stream.redactor.context(
+            {"type": "chat.token", "request_id": "r1", "seq": seq, "text": text}
+        )
     stream.send("r1", " 1111", " 1111 thanks")
     assert text_of(stream.archived(), "r1") == "[REDACTED:payment_card]" * 2 + " thanks"
 

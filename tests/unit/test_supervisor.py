@@ -26,39 +26,63 @@ def test_replica_names_map_back_to_their_component() -> None:
 
 def test_each_replica_has_its_own_health_port_and_the_gateway_uses_its_own() -> None:
     settings = Settings(local_metrics_base_port=40000, gateway_port=8123)
-    ports = [replica_port(settings, r)
-             for r in ("processors", "archiver-1", "worker-1", "worker-2", "gateway")]
+    ports = [
+        replica_port(settings, r)
+        for r in ("processors", "archiver-1", "worker-1", "worker-2", "gateway")
+    ]
     assert ports == [40000, 40011, 40021, 40022, 8123]
 
 
 def test_a_further_local_model_gets_its_own_worker_component_and_ports() -> None:
-    settings = Settings(local_metrics_base_port=40000, model_name="smollm2-135m-instruct",
-                        local_models=("smollm2-135m-instruct", "chatbus-tiny"))
-    assert start_order(settings) == ("processors", "archiver", "worker",
-                                     "worker@chatbus-tiny", "gateway")
+    settings = Settings(
+        local_metrics_base_port=40000,
+        model_name="smollm2-135m-instruct",
+        local_models=("smollm2-135m-instruct", "chatbus-tiny"),
+    )
+    assert start_order(settings) == (
+        "processors",
+        "archiver",
+        "worker",
+        "worker@chatbus-tiny",
+        "gateway",
+    )
     assert component_of("worker@chatbus-tiny-2") == "worker@chatbus-tiny"
     assert model_of(settings, "worker") == "smollm2-135m-instruct"
     assert model_of(settings, "worker@chatbus-tiny") == "chatbus-tiny"
     assert model_of(settings, "gateway") is None
-    ports = [replica_port(settings, r) for r in ("worker-1", "worker@chatbus-tiny-1",
-                                                 "worker@chatbus-tiny-2")]
+    ports = [
+        replica_port(settings, r)
+        for r in ("worker-1", "worker@chatbus-tiny-1", "worker@chatbus-tiny-2")
+    ]
     assert ports == [40021, 40041, 40042]
     desired = default_desired(settings)
     assert desired.count("worker@chatbus-tiny") == 1
-    assert wanted_replicas(desired, set()) == ["processors", "archiver-1", "worker-1",
-                                               "worker@chatbus-tiny-1", "gateway"]
+    assert wanted_replicas(desired, set()) == [
+        "processors",
+        "archiver-1",
+        "worker-1",
+        "worker@chatbus-tiny-1",
+        "gateway",
+    ]
 
 
 def test_scaling_up_fills_the_lowest_free_index_in_start_order() -> None:
     desired = Desired(replicas={"gateway": 1, "worker": 3, "processors": 1})
-    assert wanted_replicas(desired, {"worker-2"}) == ["processors", "worker-1", "worker-2",
-                                                      "worker-3", "gateway"]
+    assert wanted_replicas(desired, {"worker-2"}) == [
+        "processors",
+        "worker-1",
+        "worker-2",
+        "worker-3",
+        "gateway",
+    ]
 
 
 def test_scaling_down_retires_the_drained_replica_first_then_the_highest() -> None:
     running = {"worker-1", "worker-2", "worker-3"}
     assert wanted_replicas(Desired(replicas={"worker": 2}, retire=["worker-1"]), running) == [
-        "worker-2", "worker-3"]
+        "worker-2",
+        "worker-3",
+    ]
     assert wanted_replicas(Desired(replicas={"worker": 1}), running) == ["worker-1"]
     assert wanted_replicas(Desired(replicas={"worker": 0}), running) == []
 
@@ -70,6 +94,7 @@ def test_a_drained_name_is_not_reused_while_it_is_being_retired() -> None:
 
 def test_restart_backoff_doubles_per_crash_in_a_row_up_to_the_limit(tmp_path: Path) -> None:
     supervisor = Supervisor(Settings(state_dir=tmp_path, local_restart_backoff_max_s=10))
-    delays = [supervisor.restart_delay(Replica("worker-1", crashes_in_a_row=n))
-              for n in range(1, 7)]
+    delays = [
+        supervisor.restart_delay(Replica("worker-1", crashes_in_a_row=n)) for n in range(1, 7)
+    ]
     assert delays == [1, 2, 4, 8, 10, 10]

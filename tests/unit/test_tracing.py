@@ -44,20 +44,23 @@ def test_a_traceparent_parses_and_formats_back_unchanged() -> None:
     assert not TraceParent.parse(VALID[:-2] + "00").sampled
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "trace-id is all zeros"),
-    ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "parent-id is all zeros"),
-    ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", "expected"),     # 31 hex
-    ("00-4bf92f3577b34da6a3ce929d0e0e47360-00f067aa0ba902b7-01", "expected"),   # 33 hex
-    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01", "expected"),     # 15 hex
-    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", "expected"),     # 1 flag digit
-    ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "expected"),    # upper case
-    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902g7-01", "expected"),    # not hex
-    ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "version ff"),
-    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "exactly four"),
-    ("", "expected"),
-    ("garbage", "expected"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "trace-id is all zeros"),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "parent-id is all zeros"),
+        ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", "expected"),  # 31 hex
+        ("00-4bf92f3577b34da6a3ce929d0e0e47360-00f067aa0ba902b7-01", "expected"),  # 33 hex
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01", "expected"),  # 15 hex
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", "expected"),  # 1 flag digit
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "expected"),  # upper case
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902g7-01", "expected"),  # not hex
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "version ff"),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "exactly four"),
+        ("", "expected"),
+        ("garbage", "expected"),
+    ],
+)
 def test_a_malformed_traceparent_is_refused_saying_why(value: str, reason: str) -> None:
     with pytest.raises(InvalidTraceparent) as err:
         TraceParent.parse(value)
@@ -89,25 +92,38 @@ def test_a_child_keeps_the_trace_and_flags_with_a_new_span() -> None:
 
 # --- stamps -----------------------------------------------------------------------------------
 def test_stamps_round_trip_and_malformed_entries_are_dropped() -> None:
-    stamps = {"received": 1_732_430_000_123.412, "published": 1_732_430_000_131.9,
-              "from_a_newer_hop": 5.0}
+    stamps = {
+        "received": 1_732_430_000_123.412,
+        "published": 1_732_430_000_131.9,
+        "from_a_newer_hop": 5.0,
+    }
     assert decode_stamps(encode_stamps(stamps)) == stamps
-    assert decode_stamps(b"received=1.5,junk,=3,published=x,worker_in=-1,first_token=nan,"
-                         b"admitted=2") == {"received": 1.5, "admitted": 2.0}
+    assert decode_stamps(
+        b"received=1.5,junk,=3,published=x,worker_in=-1,first_token=nan,admitted=2"
+    ) == {"received": 1.5, "admitted": 2.0}
     assert decode_stamps(None) == {} and decode_stamps(b"") == {}
 
 
 def test_out_of_order_names_the_hops_whose_clocks_disagree() -> None:
     assert out_of_order({"received": 1, "published": 2, "worker_in": 3}) == []
     assert out_of_order({"received": 1, "published": 5, "worker_in": 3}) == [
-        (Hop.PUBLISHED, Hop.WORKER_IN)]
+        (Hop.PUBLISHED, Hop.WORKER_IN)
+    ]
 
 
 # --- stage arithmetic -------------------------------------------------------------------------
-FULL = {"received": 1000.0, "published": 1004.0, "moderation_in": 1006.5,
-        "moderation_out": 1030.5, "worker_in": 1033.0, "admitted": 1041.0,
-        "first_token": 1101.0, "chunk_published": 1101.75, "client_in": 1104.25,
-        "delivered": 1105.0}
+FULL = {
+    "received": 1000.0,
+    "published": 1004.0,
+    "moderation_in": 1006.5,
+    "moderation_out": 1030.5,
+    "worker_in": 1033.0,
+    "admitted": 1041.0,
+    "first_token": 1101.0,
+    "chunk_published": 1101.75,
+    "client_in": 1104.25,
+    "delivered": 1105.0,
+}
 
 
 def test_stages_follow_their_definitions_and_sum_to_the_time_to_first_token() -> None:
@@ -121,8 +137,14 @@ def test_stages_follow_their_definitions_and_sum_to_the_time_to_first_token() ->
     assert b.moderated
     assert b.total_ms == 105.0 == pytest.approx(sum(b.stages().values()))
     assert list(b.stages()) == list(STAGES)
-    assert [s.value for s in STAGES] == ["gateway", "bus", "moderation", "queue", "prefill",
-                                         "delivery"]
+    assert [s.value for s in STAGES] == [
+        "gateway",
+        "bus",
+        "moderation",
+        "queue",
+        "prefill",
+        "delivery",
+    ]
     fields = b.log_fields()
     assert fields["moderation_ms"] == 24.0 and fields["ttft_ms"] == 105.0
 
@@ -145,13 +167,15 @@ def test_clock_skew_moves_time_between_stages_but_never_changes_the_total() -> N
     assert out_of_order(skewed) == [(Hop.MODERATION_OUT, Hop.WORKER_IN)]
 
 
-@pytest.mark.parametrize(("drop", "missing"), [
-    (("first_token",), ["first_token"]),
-    (("delivered", "client_in"), ["client_in", "delivered"]),
-    (("moderation_out",), ["moderation_out"]),  # half a moderation hop is not "no moderation"
-])
-def test_a_trace_missing_stamps_has_no_breakdown(drop: tuple[str, ...],
-                                                 missing: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("drop", "missing"),
+    [
+        (("first_token",), ["first_token"]),
+        (("delivered", "client_in"), ["client_in", "delivered"]),
+        (("moderation_out",), ["moderation_out"]),  # half a moderation hop is not "no moderation"
+    ],
+)
+def test_a_trace_missing_stamps_has_no_breakdown(drop: tuple[str, ...], missing: list[str]) -> None:
     stamps = {k: v for k, v in FULL.items() if k not in drop}
     with pytest.raises(IncompleteTrace) as err:
         breakdown(stamps)
@@ -181,8 +205,7 @@ def test_each_hop_is_a_child_span_carrying_the_stamps_so_far() -> None:
     assert moderation.trace_id == gateway.trace_id
     assert moderation.upstream == gateway.parent
     assert moderation.parent.span_id != gateway.parent.span_id
-    assert moderation.stamps == {"received": 1000.0, "published": 1004.0,
-                                 "moderation_in": 1006.5}
+    assert moderation.stamps == {"received": 1000.0, "published": 1004.0, "moderation_in": 1006.5}
     assert gateway.stamps == {"received": 1000.0, "published": 1004.0}  # a copy, not shared
 
     forwarded = with_trace(on_the_wire, moderation)
@@ -218,23 +241,43 @@ class TracedBackend(ChatBackend):
     def __init__(self) -> None:
         self.traces: dict[str, RequestTrace] = {}
 
-    async def send(self, messages: Sequence[ChatMessage], *, model: str,
-                   sampling: SamplingParams, user_id: str, conversation_id: str | None = None,
-                   use_history: bool = False, trace: RequestTrace | None = None) -> str:
+    async def send(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        sampling: SamplingParams,
+        user_id: str,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> str:
         assert trace is not None
         request_id = f"req-{len(self.traces) + 1:032x}"
         self.traces[request_id] = trace
         base = trace.stamps["received"]
-        for hop, at in [(Hop.PUBLISHED, 4.0), (Hop.MODERATION_IN, 6.5),
-                        (Hop.MODERATION_OUT, 30.5), (Hop.WORKER_IN, 33.0), (Hop.ADMITTED, 41.0),
-                        (Hop.FIRST_TOKEN, 101.0), (Hop.CHUNK_PUBLISHED, 101.75),
-                        (Hop.CLIENT_IN, 104.25)]:
+        for hop, at in [
+            (Hop.PUBLISHED, 4.0),
+            (Hop.MODERATION_IN, 6.5),
+            (Hop.MODERATION_OUT, 30.5),
+            (Hop.WORKER_IN, 33.0),
+            (Hop.ADMITTED, 41.0),
+            (Hop.FIRST_TOKEN, 101.0),
+            (Hop.CHUNK_PUBLISHED, 101.75),
+            (Hop.CLIENT_IN, 104.25),
+        ]:
             trace.stamp(hop, base + at)
         return request_id
 
     async def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
-        yield TokenChunk(request_id=request_id, conversation_id="conv-1", seq=0, text="Hi",
-                         token_ids=[1], finish_reason="stop")
+        yield TokenChunk(
+            request_id=request_id,
+            conversation_id="conv-1",
+            seq=0,
+            text="Hi",
+            token_ids=[1],
+            finish_reason="stop",
+        )
 
     async def cancel(self, request_id: str) -> None:
         pass
@@ -249,16 +292,22 @@ class OneTokenEach(PromptCounter):
 
 
 def stage_counts() -> dict[str, float]:
-    return {stage.value: REGISTRY.get_sample_value("chatbus_stage_latency_seconds_count",
-                                                   {"stage": stage.value}) or 0.0
-            for stage in STAGES}
+    return {
+        stage.value: REGISTRY.get_sample_value(
+            "chatbus_stage_latency_seconds_count", {"stage": stage.value}
+        )
+        or 0.0
+        for stage in STAGES
+    }
 
 
 async def test_a_streamed_traced_request_is_measured_and_logged_at_its_first_byte() -> None:
-    svc = ChatCompletionService(TracedBackend(), OneTokenEach(), models=["m"],
-                                default_max_tokens=8, max_messages=4)
+    svc = ChatCompletionService(
+        TracedBackend(), OneTokenEach(), models=["m"], default_max_tokens=8, max_messages=4
+    )
     request = ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
     before = stage_counts()
     trace = RequestTrace.begin(VALID, received_ms=now_ms() - 200)  # the hops took ~0.1 s
     answer = await svc.submit(svc.validate(request), user_id="u", prompt_tokens=1, trace=trace)
@@ -272,7 +321,11 @@ async def test_a_streamed_traced_request_is_measured_and_logged_at_its_first_byt
     (line,) = [e for e in logs if e["event"] == "trace_breakdown"]
     assert line["trace_id"] == TraceParent.parse(VALID).trace_id
     assert line["request_id"] == answer.request_id and line["stream"] is True
-    assert (line["gateway_ms"], line["moderation_ms"], line["queue_ms"],
-            line["prefill_ms"]) == (4.0, 24.0, 8.0, 60.0)
+    assert (line["gateway_ms"], line["moderation_ms"], line["queue_ms"], line["prefill_ms"]) == (
+        4.0,
+        24.0,
+        8.0,
+        60.0,
+    )
     assert line["ttft_ms"] == pytest.approx(sum(line[f"{s}_ms"] for s in STAGES), abs=0.05)
     assert line["ttft_ms"] >= 104.25  # delivered is the real first byte, after client_in

@@ -37,18 +37,25 @@ def ops_topics(as_json: bool) -> None:
             click.secho(f"{t.name:32} {'MISSING':>10}  create it: chatbus topics create", fg="red")
             continue
         retention = f"{t.retention_ms / 3_600_000:.0f} h" if t.retention_ms else "-"
-        click.echo(f"{t.name:32} {t.partitions:>10} {t.replication:>8} {retention:>10}  "
-                   f"{t.description}")
+        click.echo(
+            f"{t.name:32} {t.partitions:>10} {t.replication:>8} {retention:>10}  {t.description}"
+        )
 
 
 def _topic_dict(t: object) -> dict[str, object]:
-    return {name: getattr(t, name) for name in
-            ("name", "partitions", "replication", "retention_ms", "description")}
+    return {
+        name: getattr(t, name)
+        for name in ("name", "partitions", "replication", "retention_ms", "description")
+    }
 
 
 @ops.command("lag")
-@click.option("--group", "groups", multiple=True,
-              help="Only this consumer group (repeatable); default: every group of the deployment.")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="Only this consumer group (repeatable); default: every group of the deployment.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per partition.")
 def ops_lag(groups: tuple[str, ...], as_json: bool) -> None:
     """Lag per consumer group and partition, from the broker: end offset minus committed."""
@@ -64,8 +71,10 @@ def ops_lag(groups: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"{'group':44} {'topic':28} {'part':>4} {'end':>9} {'committed':>9} {'lag':>7}")
     for r in rows:
         committed = "-" if r.committed is None else str(r.committed)
-        click.echo(f"{r.group:44} {r.topic:28} {r.partition:>4} {r.end_offset:>9} "
-                   f"{committed:>9} {r.lag:>7}")
+        click.echo(
+            f"{r.group:44} {r.topic:28} {r.partition:>4} {r.end_offset:>9} "
+            f"{committed:>9} {r.lag:>7}"
+        )
     for group in sorted({r.group for r in rows}):
         click.echo(f"total lag of {group}: {sum(r.lag for r in rows if r.group == group)}")
 
@@ -82,8 +91,9 @@ def ops_status(as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
     else:
         for row in report["components"]:
-            mark = click.style("ok  ", fg="green") if row["healthy"] else click.style(
-                "DOWN", fg="red")
+            mark = (
+                click.style("ok  ", fg="green") if row["healthy"] else click.style("DOWN", fg="red")
+            )
             click.echo(f"{mark} {row['name']:14} {row['kind']:9} {row['detail']}")
     if not report["healthy"]:
         sys.exit(1)
@@ -92,8 +102,12 @@ def ops_status(as_json: bool) -> None:
 @ops.command("scale")
 @click.argument("component")
 @click.option("--replicas", type=click.IntRange(min=0), required=True)
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait until the replicas run and are ready.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until the replicas run and are ready.",
+)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None:
     """Run REPLICAS processes of COMPONENT (worker, worker@<model>, archiver) under the local
@@ -101,18 +115,27 @@ def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None
     from infra.local import process, supervisor
 
     settings = get_settings()
-    scalable = ["worker", *(supervisor.model_worker(m) for m in settings.local_model_names[1:]),
-                "archiver"]
+    scalable = [
+        "worker",
+        *(supervisor.model_worker(m) for m in settings.local_model_names[1:]),
+        "archiver",
+    ]
     if component not in scalable:
-        _fail(f"cannot scale {component!r}: scalable components are {', '.join(scalable)} "
-              "(a further model is added with CHATBUS_LOCAL_MODELS)")
+        _fail(
+            f"cannot scale {component!r}: scalable components are {', '.join(scalable)} "
+            "(a further model is added with CHATBUS_LOCAL_MODELS)"
+        )
     if process.running_pid(settings, "supervisor") is None:
-        _fail("the local supervisor is not running: start the pipeline with `make run` or "
-              "`chatbus pipeline up` (on Kubernetes: kubectl scale / KEDA, see docs/runbook.md)")
+        _fail(
+            "the local supervisor is not running: start the pipeline with `make run` or "
+            "`chatbus pipeline up` (on Kubernetes: kubectl scale / KEDA, see docs/runbook.md)"
+        )
     _warn_over_partitions(settings, component, replicas)
     before = supervisor.read_desired(settings).count(component)
-    supervisor.update_desired(settings, lambda d: d.model_copy(
-        update={"replicas": dict(d.replicas) | {component: replicas}}))
+    supervisor.update_desired(
+        settings,
+        lambda d: d.model_copy(update={"replicas": dict(d.replicas) | {component: replicas}}),
+    )
     click.echo(f"{component}: {before} → {replicas} replica(s)")
     if wait:
         _wait_for(settings, component, replicas, timeout)
@@ -136,9 +159,15 @@ def ops_drain(replica: str, timeout: float) -> None:
     component = supervisor.component_of(replica)
     if not supervisor.spec_of(component).scalable:
         _fail(f"{replica} is the only {component}; stop the pipeline instead (make down)")
-    supervisor.update_desired(settings, lambda d: d.model_copy(update={
-        "replicas": dict(d.replicas) | {component: max(0, d.count(component) - 1)},
-        "retire": [*d.retire, replica]}))
+    supervisor.update_desired(
+        settings,
+        lambda d: d.model_copy(
+            update={
+                "replicas": dict(d.replicas) | {component: max(0, d.count(component) - 1)},
+                "retire": [*d.retire, replica],
+            }
+        ),
+    )
     click.echo(f"draining {replica} (pid {row.get('pid')}): no new work, finishing in-flight")
 
     def left() -> tuple[object] | None:
@@ -151,8 +180,10 @@ def ops_drain(replica: str, timeout: float) -> None:
     try:
         (code,) = poll_until(left, timeout_s=timeout, interval=0.25, what=f"{replica} to leave")
     except TimeoutError:
-        _fail(f"{replica} still draining after {timeout:.0f} s; see "
-              f"{settings.log_dir / (replica + '.log')}")
+        _fail(
+            f"{replica} still draining after {timeout:.0f} s; see "
+            f"{settings.log_dir / (replica + '.log')}"
+        )
     click.echo(f"{replica} drained and left (exit status {code})")
     if code not in (0, None):
         _fail(f"{replica} did not exit cleanly; see {settings.log_dir / replica}.log")
@@ -167,12 +198,15 @@ def _warn_over_partitions(settings: Settings, component: str, replicas: int) -> 
         topics = {t.name: t for t in asyncio.run(describe_topics(settings))}
     except ChatbusError:
         return
-    info = topics.get(settings.topic(settings.inference_input_topic))
+    info = topics.get(settings.topic(settings.worker.input_topic))
     if info and info.partitions is not None and replicas > info.partitions:
-        click.secho(f"warning: {replicas} workers but {info.name} has {info.partitions} "
-                    f"partitions: {replicas - info.partitions} worker(s) will sit idle. Add "
-                    "partitions (CHATBUS_TOPIC_PARTITIONS for new topics) to use them.",
-                    fg="yellow", err=True)
+        click.secho(
+            f"warning: {replicas} workers but {info.name} has {info.partitions} "
+            f"partitions: {replicas - info.partitions} worker(s) will sit idle. Add "
+            "partitions (CHATBUS_TOPIC_PARTITIONS for new topics) to use them.",
+            fg="yellow",
+            err=True,
+        )
 
 
 def _wait_for(settings: Settings, component: str, replicas: int, timeout: float) -> None:
@@ -183,21 +217,31 @@ def _wait_for(settings: Settings, component: str, replicas: int, timeout: float)
 
     def all_ready() -> tuple[list[str]] | None:
         status = supervisor.read_status(settings)
-        rows = {n: r for n, r in status.items()
-                if r.get("component") == component and r.get("state") != "stopped"}
+        rows = {
+            n: r
+            for n, r in status.items()
+            if r.get("component") == component and r.get("state") != "stopped"
+        }
         running = [n for n, r in rows.items() if r.get("state") == "running"]
         ready = [n for n in running if probe("127.0.0.1", int(rows[n]["port"])).ok]  # type: ignore[call-overload]
         seen.update(rows=rows, ready=ready)
         return (ready,) if len(rows) == replicas and len(ready) == replicas else None
 
     try:
-        (ready,) = poll_until(all_ready, timeout_s=timeout, interval=0.5,
-                           what=f"{replicas} {component} replica(s) ready")
+        (ready,) = poll_until(
+            all_ready,
+            timeout_s=timeout,
+            interval=0.5,
+            what=f"{replicas} {component} replica(s) ready",
+        )
     except TimeoutError:
-        _fail(f"{component}: {len(seen['ready'])}/{replicas} ready after {timeout:.0f} s "
-              f"(replicas: {seen['rows']}); see {settings.log_dir}")
-    click.echo(f"{component}: {replicas} replica(s) running and ready: "
-               f"{', '.join(sorted(ready)) or '-'}")
+        _fail(
+            f"{component}: {len(seen['ready'])}/{replicas} ready after {timeout:.0f} s "
+            f"(replicas: {seen['rows']}); see {settings.log_dir}"
+        )
+    click.echo(
+        f"{component}: {replicas} replica(s) running and ready: {', '.join(sorted(ready)) or '-'}"
+    )
 
 
 @ops.group("dlq")
@@ -213,11 +257,24 @@ def ops_dlq_list(as_json: bool) -> None:
 
     letters = _run(read_letters(get_settings()))
     if as_json:
-        click.echo(json.dumps([{"dlq_partition": i.partition, "dlq_offset": i.offset,
-                                "problem": i.problem or None,
-                                **(i.letter.model_dump(mode="json", exclude={
-                                    "original_value_b64"}) if i.letter else {})}
-                               for i in letters], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "dlq_partition": i.partition,
+                        "dlq_offset": i.offset,
+                        "problem": i.problem or None,
+                        **(
+                            i.letter.model_dump(mode="json", exclude={"original_value_b64"})
+                            if i.letter
+                            else {}
+                        ),
+                    }
+                    for i in letters
+                ],
+                indent=2,
+            )
+        )
         return
     click.echo(f"{len(letters)} dead letter(s) on chat.dlq")
     for consumer, topic, reason, count in summarise(letters):
@@ -229,17 +286,26 @@ def ops_dlq_list(as_json: bool) -> None:
 @click.option("--topic", default=None, help="Only letters from this registry topic.")
 @click.option("--error-contains", default=None, help="Only letters whose reason contains this.")
 @click.option("--dry-run", is_flag=True, help="Say what would be sent; send and commit nothing.")
-def ops_dlq_replay(consumer: str | None, topic: str | None, error_contains: str | None,
-                   dry_run: bool) -> None:
+def ops_dlq_replay(
+    consumer: str | None, topic: str | None, error_contains: str | None, dry_run: bool
+) -> None:
     """Republish matching dead letters that are valid events now to their original topic."""
     from chatbus.cli.ops.dlq import replay
 
-    report = _run(replay(get_settings(), consumer=consumer, topic=topic,
-                         error_contains=error_contains, dry_run=dry_run))
+    report = _run(
+        replay(
+            get_settings(),
+            consumer=consumer,
+            topic=topic,
+            error_contains=error_contains,
+            dry_run=dry_run,
+        )
+    )
     verb = "would send" if dry_run else "sent"
     for where in report.sent:
         click.echo(f"{verb.upper():10} {where}")
     for line in report.skipped:
         click.secho(f"{'SKIPPED':10} {line}", fg="yellow")
-    click.echo(f"{verb} {len(report.sent)}, skipped {len(report.skipped)}, "
-               f"not matching {report.filtered}")
+    click.echo(
+        f"{verb} {len(report.sent)}, skipped {len(report.skipped)}, not matching {report.filtered}"
+    )

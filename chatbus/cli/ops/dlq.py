@@ -47,8 +47,10 @@ class Letter:
     def where(self) -> str:
         if self.letter is None:
             return f"dlq@{self.partition}:{self.offset}"
-        return (f"dlq@{self.partition}:{self.offset} <- {self.letter.original_topic}"
-                f"[{self.letter.original_partition}]@{self.letter.original_offset}")
+        return (
+            f"dlq@{self.partition}:{self.offset} <- {self.letter.original_topic}"
+            f"[{self.letter.original_partition}]@{self.letter.original_offset}"
+        )
 
 
 @dataclass
@@ -65,8 +67,9 @@ def _decode(partition: int, offset: int, raw: bytes | None) -> Letter:
         return Letter(partition, offset, None, f"not a dead letter: {str(exc)[:200]}")
 
 
-async def _read(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                ends: dict[TopicPartition, int]) -> list[Letter]:
+async def _read(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+) -> list[Letter]:
     letters: list[Letter] = []
 
     async def behind() -> bool:
@@ -104,20 +107,39 @@ def summarise(letters: list[Letter]) -> list[tuple[str, str, str, int]]:
         if item.letter is None:
             counts[("?", "?", item.problem[:120])] += 1
         else:
-            counts[(item.letter.consumer, item.letter.original_topic,
-                    item.letter.error.split(":", 1)[0][:120])] += 1
+            counts[
+                (
+                    item.letter.consumer,
+                    item.letter.original_topic,
+                    item.letter.error.split(":", 1)[0][:120],
+                )
+            ] += 1
     return [(*k, n) for k, n in counts.most_common()]
 
 
-def matches(letter: DeadLetter, settings: Settings, *, consumer: str | None, topic: str | None,
-            error_contains: str | None) -> bool:
-    return not ((consumer and letter.consumer != consumer)
-                or (topic and letter.original_topic != settings.topic(topic))
-                or (error_contains and error_contains not in letter.error))
+def matches(
+    letter: DeadLetter,
+    settings: Settings,
+    *,
+    consumer: str | None,
+    topic: str | None,
+    error_contains: str | None,
+) -> bool:
+    return not (
+        (consumer and letter.consumer != consumer)
+        or (topic and letter.original_topic != settings.topic(topic))
+        or (error_contains and error_contains not in letter.error)
+    )
 
 
-async def replay(settings: Settings, *, consumer: str | None = None, topic: str | None = None,
-                 error_contains: str | None = None, dry_run: bool = False) -> ReplayReport:
+async def replay(
+    settings: Settings,
+    *,
+    consumer: str | None = None,
+    topic: str | None = None,
+    error_contains: str | None = None,
+    dry_run: bool = False,
+) -> ReplayReport:
     """Republish the matching dead letters that are valid events now (see the module doc)."""
     wanted = f"{consumer or '*'}|{topic or '*'}|{error_contains or '*'}"
     group = settings.topic(f"{REPLAY_GROUP}.{hashlib.sha256(wanted.encode()).hexdigest()[:10]}")
@@ -143,8 +165,9 @@ async def replay(settings: Settings, *, consumer: str | None = None, topic: str 
                 report.skipped.append(f"{item.where}: {item.problem}")
                 continue
             letter = item.letter
-            if not matches(letter, settings, consumer=consumer, topic=topic,
-                           error_contains=error_contains):
+            if not matches(
+                letter, settings, consumer=consumer, topic=topic, error_contains=error_contains
+            ):
                 report.filtered += 1
                 continue
             value = base64.b64decode(letter.original_value_b64)
@@ -154,11 +177,13 @@ async def replay(settings: Settings, *, consumer: str | None = None, topic: str 
                 report.skipped.append(f"{item.where}: still invalid: {str(exc)[:200]}")
                 continue
             if not dry_run:
-                key = base64.b64decode(letter.original_key_b64) if letter.original_key_b64 \
-                    else None
+                key = base64.b64decode(letter.original_key_b64) if letter.original_key_b64 else None
                 await producer.send_and_wait(
-                    letter.original_topic, value, key=key,
-                    headers=[(REPLAY_HEADER, f"{item.partition}:{item.offset}".encode())])
+                    letter.original_topic,
+                    value,
+                    key=key,
+                    headers=[(REPLAY_HEADER, f"{item.partition}:{item.offset}".encode())],
+                )
             report.sent.append(item.where)
         if not dry_run:  # every send above was acknowledged: move past what was read
             await reader.commit({tp: end for tp, end in ends.items()})

@@ -29,7 +29,8 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
         configs: dict[str, dict[str, str]] = {}
         if present:
             for response in await admin.describe_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, n) for n in present]):
+                [ConfigResource(ConfigResourceType.TOPIC, n) for n in present]
+            ):
                 for resource in response.resources:
                     configs[resource[3]] = {entry[0]: entry[1] for entry in resource[4]}
     out = []
@@ -39,8 +40,13 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
             continue
         partitions = described[name]["partitions"]
         retention = configs.get(name, {}).get("retention.ms")
-        out.append(TopicInfo(name, len(partitions),
-                             len(partitions[0]["replicas"]) if partitions else None,
-                             int(retention) if retention is not None else None,
-                             registry.description))
+        out.append(
+            TopicInfo(
+                name,
+                len(partitions),
+                len(partitions[0]["replicas"]) if partitions else None,
+                int(retention) if retention is not None else None,
+                registry.description,
+            )
+        )
     return out

@@ -35,8 +35,12 @@ _TAG = re.compile(r'^\s*\w+\s+(\S+)\s+`keda:"([^"]+)"`', re.MULTILINE)
 
 def module_dir(version: str) -> Path:
     """Download the module (once; Go caches it) and return its extracted folder."""
-    out = subprocess.run(["go", "mod", "download", "-json", f"{MODULE}@{version}"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{MODULE}@{version}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return Path(json.loads(out)["Dir"])
 
 
@@ -44,15 +48,17 @@ def scaledobject_schema(root: Path, version: str) -> dict[str, Any]:
     crd = yaml.safe_load((root / CRD_PATH).read_text())
     (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
     schema: dict[str, Any] = entry["schema"]["openAPIV3Schema"]
-    return {"$comment": f"openAPIV3Schema of {MODULE}@{version} {CRD_PATH} (v1alpha1); "
-                        "refresh with infra/k8s/schemas/vendor_keda.py", **schema}
+    return {
+        "$comment": f"openAPIV3Schema of {MODULE}@{version} {CRD_PATH} (v1alpha1); "
+        "refresh with infra/k8s/schemas/vendor_keda.py",
+        **schema,
+    }
 
 
 def kafka_trigger_metadata(root: Path, version: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for go_type, tag in _TAG.findall((root / SCALER_PATH).read_text()):
-        fields = dict(part.split("=", 1) if "=" in part else (part, "")
-                      for part in tag.split(","))
+        fields = dict(part.split("=", 1) if "=" in part else (part, "") for part in tag.split(","))
         if "triggerMetadata" not in fields.get("order", "").split(";"):
             continue
         params[fields["name"]] = {
@@ -61,14 +67,19 @@ def kafka_trigger_metadata(root: Path, version: str) -> dict[str, Any]:
             "enum": fields["enum"].split(";") if "enum" in fields else None,
             "default": fields.get("default"),
         }
-    return {"$comment": f"kafka trigger metadata of {MODULE}@{version} {SCALER_PATH}; refresh "
-                        "with infra/k8s/schemas/vendor_keda.py", "parameters": params}
+    return {
+        "$comment": f"kafka trigger metadata of {MODULE}@{version} {SCALER_PATH}; refresh "
+        "with infra/k8s/schemas/vendor_keda.py",
+        "parameters": params,
+    }
 
 
 def main(version: str = KEDA_VERSION) -> None:
     root = module_dir(version)
-    for name, doc in (("keda.sh_v1alpha1_scaledobject.json", scaledobject_schema(root, version)),
-                      ("keda_kafka_trigger_metadata.json", kafka_trigger_metadata(root, version))):
+    for name, doc in (
+        ("keda.sh_v1alpha1_scaledobject.json", scaledobject_schema(root, version)),
+        ("keda_kafka_trigger_metadata.json", kafka_trigger_metadata(root, version)),
+    ):
         (HERE / name).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         print(f"wrote {HERE / name}")
 

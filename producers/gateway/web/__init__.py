@@ -17,8 +17,10 @@ from starlette.staticfiles import StaticFiles
 STATIC = Path(__file__).resolve().parent / "static"
 
 _HEADERS = {
-    "content-security-policy": ("default-src 'self'; img-src 'self' data:; "
-                                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",
