@@ -12,6 +12,10 @@ error is reported (an error event, an HTTP 4xx, or a DLQ record) and processing 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ChatbusError(Exception):
     """Base of every error chatbus raises on purpose."""
@@ -36,3 +40,10 @@ class InvalidEvent(ChatbusError):
         super().__init__(f"invalid event on {topic}: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+def require_started(value: T | None, component: str) -> T:
+    """``value``, which ``component`` sets when it starts: using it before is a programming
+    error (an ``AssertionError``, not one of the errors above)."""
+    assert value is not None, f"the {component} is not started"
+    return value

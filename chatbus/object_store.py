@@ -13,22 +13,29 @@ from chatbus.errors import ServiceUnavailable
 from chatbus.settings import Settings
 
 
-def s3_client(settings: Settings, *, timeout_s: float = 10.0, attempts: int = 3) -> Any:
+def s3_client(
+    settings: Settings,
+    *,
+    timeout_s: float = 10.0,
+    attempts: int = 3,
+    retry_mode: str = "standard",
+    endpoint: str | None = None,
+) -> Any:
     """A boto3 S3 client for ``settings`` (path-style addressing; the endpoint may be empty for
-    AWS itself)."""
+    AWS itself); ``endpoint`` overrides the settings' one."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3.endpoint or None,
+        endpoint_url=endpoint or settings.s3.endpoint or None,
         region_name=settings.s3.region,
         aws_access_key_id=settings.s3.access_key_id.get_secret_value(),
         aws_secret_access_key=settings.s3.secret_access_key.get_secret_value(),
         config=Config(
             connect_timeout=timeout_s,
             read_timeout=timeout_s,
-            retries={"max_attempts": attempts, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": retry_mode},
             s3={"addressing_style": "path"},
         ),
     )

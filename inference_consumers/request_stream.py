@@ -74,6 +74,17 @@ class StreamState:
     trace_sent: bool = False  # a chunk of this attempt carried the trace already
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a request ended: what the completion and the last chunk report."""
+
+    text: str
+    finish_reason: FinishReason
+    generation: GenerationRequest | None
+    token_ids: list[int]
+    error: ErrorInfo | None = None
+
+
 def _cancelled(state: StreamState) -> FinishReason:
     """How a cancelled stream ends: output moderation's stop reads as a content filter."""
     return "content_filter" if state.cancel_reason == "content_filter" else "cancelled"
@@ -179,14 +190,15 @@ class RequestStreamer:
             text_stream.resume(resumed.token_ids, resumed.text)
             if resumed.finish_reason is not None:  # it had streamed everything: just complete
                 return await self._complete(
-                    state, resumed.text, resumed.finish_reason, generation, resumed.token_ids, None
+                    state,
+                    Outcome(resumed.text, resumed.finish_reason, generation, resumed.token_ids),
                 )
         if state.handing_off:  # revoked before it started: the next owner serves it
             return None
         if state.cancel_requested or generation.max_new_tokens <= 0:
             reason: FinishReason = _cancelled(state) if state.cancel_requested else "length"
             return await self._finish(
-                state, text_stream.text, reason, generation, text_stream.token_ids, None
+                state, Outcome(text_stream.text, reason, generation, text_stream.token_ids)
             )
         chunker = Chunker(
             self._settings.worker.chunk_max_tokens, self._settings.worker.chunk_max_ms
@@ -227,9 +239,8 @@ class RequestStreamer:
             return None
         last = chunker.take()
         last.text += text_stream.finish()
-        return await self._finish(
-            state, text_stream.text, finish_reason, generation, text_stream.token_ids, error, last
-        )
+        outcome = Outcome(text_stream.text, finish_reason, generation, text_stream.token_ids, error)
+        return await self._finish(state, outcome, last)
 
     async def _load_context(self, request: ChatRequest) -> list[ContextTurn]:
         if not request.use_history or self._context is None:
@@ -257,7 +268,7 @@ class RequestStreamer:
 
     async def fail(self, state: StreamState, info: ErrorInfo) -> Completion:
         """End the request's stream with an error the client can act on."""
-        return await self._finish(state, "", "error", None, [], info)
+        return await self._finish(state, Outcome("", "error", None, [], info))
 
     async def _send_chunk(
         self,
@@ -292,31 +303,23 @@ class RequestStreamer:
         metrics.CHUNKS.labels(self._engine.model_name).inc()
 
     async def _finish(
-        self,
-        state: StreamState,
-        text: str,
-        finish_reason: FinishReason,
-        generation: GenerationRequest | None,
-        token_ids: list[int],
-        error: ErrorInfo | None,
-        last: PendingChunk | None = None,
+        self, state: StreamState, outcome: Outcome, last: PendingChunk | None = None
     ) -> Completion:
-        await self._remember(state, text, finish_reason)
+        await self._remember(state, outcome.text, outcome.finish_reason)
         await self._send_chunk(
             state,
             last or PendingChunk(),
-            finish_reason=finish_reason,
-            error=error,
-            usage=self._usage(state, generation, token_ids),
+            finish_reason=outcome.finish_reason,
+            error=outcome.error,
+            usage=self._usage(state, outcome),
         )
         assert state.last_send is not None
         await state.last_send  # every chunk is on the broker before the completion
-        return await self._complete(state, text, finish_reason, generation, token_ids, error)
+        return await self._complete(state, outcome)
 
     @staticmethod
-    def _usage(
-        state: StreamState, generation: GenerationRequest | None, token_ids: list[int]
-    ) -> Usage:
+    def _usage(state: StreamState, outcome: Outcome) -> Usage:
+        generation, token_ids = outcome.generation, outcome.token_ids
         prompt_tokens = len(generation.prompt_ids) if generation else 0
         if state.resumed is not None:  # the prefill included what was already streamed
             prompt_tokens -= len(state.resumed.token_ids)
@@ -326,16 +329,9 @@ class RequestStreamer:
             total_tokens=prompt_tokens + len(token_ids),
         )
 
-    async def _complete(
-        self,
-        state: StreamState,
-        text: str,
-        finish_reason: FinishReason,
-        generation: GenerationRequest | None,
-        token_ids: list[int],
-        error: ErrorInfo | None,
-    ) -> Completion:
+    async def _complete(self, state: StreamState, outcome: Outcome) -> Completion:
         request = state.request
+        finish_reason = outcome.finish_reason
         model = self._engine.model_name
         done = time.monotonic()
         gaps = [b - a for a, b in zip(state.token_times, state.token_times[1:], strict=False)]
@@ -355,18 +351,18 @@ class RequestStreamer:
             conversation_id=request.conversation_id,
             user_id=request.user_id,
             model=request.model,
-            text=text,
+            text=outcome.text,
             finish_reason=finish_reason,
-            usage=self._usage(state, generation, token_ids),
+            usage=self._usage(state, outcome),
             timings=timings,
             worker_id=self._worker_id,
-            error=error,
+            error=outcome.error,
         )
         await self._publisher.publish(
             TopicName.COMPLETIONS, completion, headers=state.trace.headers() if state.trace else ()
         )
         metrics.REQUESTS.labels(model, finish_reason).inc()
-        metrics.TOKENS.labels(model).inc(len(token_ids))
+        metrics.TOKENS.labels(model).inc(len(outcome.token_ids))
         if state.first_token_at is not None:
             metrics.TTFT.labels(model).observe(state.first_token_at - state.picked_at)
         for gap in gaps:

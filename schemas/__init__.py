@@ -1,6 +1,7 @@
 """The bus contract: every event chatbus puts on Kafka, the topics, their keys and versions."""
 
 from schemas.events import (
+    MODERATION_CATEGORIES,
     SCHEMA_VERSION,
     CancelRequest,
     ChatMessage,
@@ -21,6 +22,7 @@ from schemas.events import (
 from schemas.topics import TOPICS, Topic, TopicName, topic
 
 __all__ = [
+    "MODERATION_CATEGORIES",
     "SCHEMA_VERSION",
     "TOPICS",
     "CancelRequest",

@@ -169,6 +169,24 @@ class PiiSpan(_Model):
     end: int = Field(ge=0)
 
 
+#: OpenAI's moderation taxonomy: the keys of a verdict's ``categories`` and ``category_scores``.
+MODERATION_CATEGORIES: tuple[str, ...] = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
 class ModerationVerdict(Envelope):
     """A moderation decision on a request or an answer (topic ``chat.moderation``)."""
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-pytest_plugins = ["tests.integration.gateway_fixtures"]
+pytest_plugins = ["tests.integration.gateway_fixtures", "tests.integration.processors"]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -36,6 +36,7 @@ from itertools import accumulate, pairwise
 
 from analytics.lexicon import AXES
 from schemas.events import (
+    MODERATION_CATEGORIES,
     CancelRequest,
     ChatMessage,
     ChatRequest,
@@ -53,21 +54,6 @@ from schemas.events import (
 from schemas.topics import TopicName, topic
 
 MODERATION_WORKER = "moderation"  # worker_id of the moderation refusal (as the processor sets it)
-CATEGORIES = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
 TEMPLATES: tuple[str, ...] = (
@@ -318,13 +304,13 @@ class Simulator:
     ) -> ModerationVerdict:
         hit = set()
         if flagged:
-            hit.add(rng.choice(CATEGORIES))
+            hit.add(rng.choice(MODERATION_CATEGORIES))
             if rng.random() < 0.3:
-                hit.add(rng.choice(CATEGORIES))
+                hit.add(rng.choice(MODERATION_CATEGORIES))
             hit |= {c.split("/", 1)[0] for c in hit}
         scores = {
             c: round(rng.uniform(0.7, 0.99) if c in hit else rng.uniform(0.0, 0.2), 4)
-            for c in CATEGORIES
+            for c in MODERATION_CATEGORIES
         }
         return ModerationVerdict(
             event_id=f"evt-{rng.getrandbits(96):024x}",
@@ -334,7 +320,7 @@ class Simulator:
             user_id=request.user_id,
             stage=stage,  # type: ignore[arg-type]
             flagged=flagged,
-            categories={c: c in hit for c in CATEGORIES},
+            categories={c: c in hit for c in MODERATION_CATEGORIES},
             category_scores=scores,
             action=action,
             pii=pii,

@@ -20,6 +20,7 @@ from benchmarks.inference.config import ServingConfig
 from benchmarks.inference.errors import BenchError
 from benchmarks.inference.stages import WorkerTimings
 from benchmarks.inference.stats import StreamTrace
+from benchmarks.inference.system import READY_TIMEOUT_S, ManagedSystem
 from benchmarks.inference.workload import Messages
 from chatbus.errors import InvalidEvent
 from chatbus.kafka import decode_event, make_consumer
@@ -31,11 +32,10 @@ from producers.sdk import ChatClient
 from schemas.events import Completion, SamplingParams
 from schemas.topics import TOPICS, TopicName
 
-READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
 
 
-class BusSystem:
+class BusSystem(ManagedSystem):
     """Requests over Kafka to a worker process this object starts and stops."""
 
     name = "chatbus-bus"
@@ -74,17 +74,6 @@ class BusSystem:
             "kafka": process.running_pid(self._config.settings, "kafka"),
         }
         return {name: pid for name, pid in found.items() if pid}
-
-    async def __aenter__(self) -> BusSystem:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._stop()
 
     async def _start(self) -> None:
         await ensure_topics(self.settings)

@@ -25,16 +25,16 @@ import httpx
 from benchmarks.inference.config import ServingConfig
 from benchmarks.inference.errors import BenchError
 from benchmarks.inference.openai_http import chat_body, stream_chat
-from benchmarks.inference.peer import free_port
 from benchmarks.inference.stats import StreamTrace
+from benchmarks.inference.system import READY_TIMEOUT_S, ManagedSystem, http_client
 from benchmarks.inference.workload import Messages
 from chatbus.kafka.topic_setup import admin_client, ensure_topics
+from chatbus.ports import free_port
 from chatbus.settings import Settings
 from infra.local import process
 from infra.local.supervisor import read_status
 from schemas.topics import TOPICS
 
-READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
 SERVICES = ("kafka", "ferretdb", "redis", "s3")
 STAGES = (
@@ -64,7 +64,7 @@ def free_port_block(size: int = 64) -> int:
     raise BenchError(f"no block of {size} free ports on 127.0.0.1")
 
 
-class GatewaySystem:
+class GatewaySystem(ManagedSystem):
     """A private ``chatbus pipeline up`` and an HTTP client with an API key."""
 
     name = "chatbus-gateway"
@@ -105,14 +105,6 @@ class GatewaySystem:
             check=False,
         )
 
-    async def __aenter__(self) -> GatewaySystem:
-        try:
-            await self._start()
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
-
     async def _start(self) -> None:
         await ensure_topics(self.settings)
         self._up = True
@@ -133,13 +125,11 @@ class GatewaySystem:
         if made.returncode != 0:
             raise BenchError(f"could not create an API key: {made.stderr.strip()[-400:]}")
         self._key = made.stdout.strip().splitlines()[-1]
-        self._client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.settings.gateway.port}",
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        self._client = http_client(
+            f"http://127.0.0.1:{self.settings.gateway.port}", REQUEST_TIMEOUT_S
         )
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def _stop(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from chatbus.errors import ChatbusError
+from chatbus.errors import ChatbusError, require_started
 from chatbus.health import Health
 from chatbus.kafka.backoff import Backoff, Sleep
 from chatbus.kafka.factories import make_consumer
@@ -180,13 +180,11 @@ class ConsumerRuntime:
     # --- state ----------------------------------------------------------------------------
     @property
     def consumer(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, f"the {self.component} is not started"
-        return self._consumer
+        return require_started(self._consumer, self.component)
 
     @property
     def gate(self) -> PauseGate:
-        assert self._gate is not None, f"the {self.component} is not started"
-        return self._gate
+        return require_started(self._gate, self.component)
 
     @property
     def topics(self) -> list[str]:

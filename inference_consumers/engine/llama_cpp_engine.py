@@ -14,25 +14,23 @@ output beside other streams can differ from the same request alone after a near-
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inference_consumers.engine.base import (
     EngineError,
-    EngineFinishReason,
     GenerationRequest,
     InferenceEngine,
     TokenEvent,
 )
 from inference_consumers.engine.hf_chat import (
     EngineState,
-    HuggingFaceChat,
+    EngineStream,
+    ThreadLoadedEngine,
     eos_ids,
     read_events,
     room_for,
@@ -63,14 +61,7 @@ def find_gguf(model_path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-@dataclass(eq=False, slots=True)
-class _Stream:
-    request_id: str
-    queue: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
-    done: bool = False
-
-
-class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
+class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
     """``InferenceEngine`` over a GGUF with llama.cpp's batched decoding, on CPU threads."""
 
     def __init__(
@@ -93,51 +84,14 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
         self.warmup = warmup
         self.max_context = 0
         self.eos_token_ids = frozenset()
-        self._state = EngineState.NEW
-        self._lock = asyncio.Lock()
+        self._init_lifecycle()
         self._tokenizer: Any = None
         self._llama: Any = None
         self._model: Any = None
         self._ctx: Any = None
         self._batch_loop: BatchLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._streams: dict[str, _Stream] = {}
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        async with self._lock:
-            if self._state is EngineState.STARTED:
-                return
-            if self._state is EngineState.STOPPED:
-                raise EngineError("this engine was stopped; create a new LlamaCppEngine")
-            self._loop = asyncio.get_running_loop()
-            loading = asyncio.ensure_future(asyncio.to_thread(self._load))
-            try:
-                await asyncio.shield(loading)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await loading
-                await asyncio.to_thread(self._shutdown)
-                raise
-            self._state = EngineState.STARTED
-            try:
-                if self.warmup:
-                    await self._warm_up()
-            except BaseException:
-                self._state = EngineState.STOPPED
-                await asyncio.to_thread(self._shutdown)
-                raise
-
-    async def stop(self) -> None:
-        async with self._lock:
-            if self._state is not EngineState.STARTED:
-                self._state = EngineState.STOPPED
-                return
-            self._state = EngineState.STOPPED
-            for stream in list(self._streams.values()):
-                self._finish(stream, "cancelled")
-            await asyncio.to_thread(self._shutdown)
-
     def _load(self) -> None:
         gguf = find_gguf(self.model_path)
         if gguf is None:
@@ -210,7 +164,9 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
             self.n_threads,
         )
 
-    async def _warm_up(self) -> None:
+    async def _after_start(self) -> None:
+        if not self.warmup:
+            return
         prompt = self.encode_chat([{"role": "user", "content": "warm up"}])
         request = GenerationRequest("warmup", prompt, 2, temperature=0.0)
         async for event in self.generate(request):
@@ -250,12 +206,12 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
                 request.top_p,
                 request.seed,
             )
-        stream = _Stream(request_id)
+        stream = EngineStream(request_id)
         self._streams[request_id] = stream
         batch_loop.submit(request)
         return self._events(stream)
 
-    def _events(self, stream: _Stream) -> AsyncIterator[TokenEvent]:
+    def _events(self, stream: EngineStream) -> AsyncIterator[TokenEvent]:
         def abandoned() -> None:
             if not stream.done:
                 stream.done = True
@@ -289,32 +245,6 @@ class LlamaCppEngine(HuggingFaceChat, InferenceEngine):
                 stream.queue.put_nowait(TokenEvent(stream.request_id, output.token_ids))
             else:
                 self._finish(stream, output.finish_reason, output.token_ids, error=output.error)
-
-    def _finish(
-        self,
-        stream: _Stream,
-        reason: EngineFinishReason,
-        token_ids: list[int] | None = None,
-        *,
-        error: str | None = None,
-    ) -> None:
-        if stream.done:
-            return
-        stream.done = True
-        self._streams.pop(stream.request_id, None)
-        stream.queue.put_nowait(
-            TokenEvent(
-                stream.request_id,
-                token_ids or [],
-                finished=True,
-                finish_reason=reason,
-                error=error if reason == "error" else None,
-            )
-        )
-
-    @property
-    def inflight(self) -> int:
-        return len(self._streams)
 
 
 def _eos_ids(folder: Path, tokenizer: Any, generation_config: Any) -> frozenset[int]:

@@ -23,14 +23,12 @@ What the 5.x manager can and cannot do per request, and what this engine does ab
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 import logging
 import queue
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +46,8 @@ from inference_consumers.engine.base import (
 )
 from inference_consumers.engine.hf_chat import (
     EngineState,
-    HuggingFaceChat,
+    EngineStream,
+    ThreadLoadedEngine,
     eos_ids,
     read_events,
     room_for,
@@ -72,14 +71,9 @@ STOP_TIMEOUT_S = 30.0
 
 
 @dataclass(eq=False, slots=True)
-class _Stream:
-    """The loop-side state of one request; touched only on the event loop's thread."""
-
-    request_id: str
-    eos_token_ids: frozenset[int]
-    queue: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
+class _Stream(EngineStream):
+    eos_token_ids: frozenset[int] = frozenset()
     sent: int = 0  # generated tokens already put on the queue
-    done: bool = False
 
 
 # A top_p below 0 makes the top-p processor drop every token but the most likely one (it always
@@ -149,7 +143,7 @@ class GreedySwitch:
         self.greedy = greedy
 
 
-class TransformersEngine(HuggingFaceChat, InferenceEngine):
+class TransformersEngine(ThreadLoadedEngine[_Stream], InferenceEngine):
     """``InferenceEngine`` over a Hugging Face causal LM folder, with continuous batching.
 
     ``generate`` raises ``EngineError`` at once for a request it cannot take (engine not started,
@@ -187,12 +181,10 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
         self.max_context = 0
         self.eos_token_ids = frozenset()
         self.device: torch.device | None = None
-        self._state = EngineState.NEW
-        self._lock = asyncio.Lock()
+        self._init_lifecycle()
         self._tokenizer: Any = None
         self._model: Any = None
         self._manager: ContinuousBatchingManager | None = None
-        self._streams: dict[str, _Stream] = {}
         self._sampled: set[str] = set()  # requests in flight that sample (not greedy)
         self._greedy_switch: GreedySwitch | None = None
 
@@ -207,33 +199,6 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
         return cls(settings.resolved_model_path, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        async with self._lock:
-            if self._state is EngineState.STARTED:
-                return
-            if self._state is EngineState.STOPPED:
-                raise EngineError("this engine was stopped; create a new TransformersEngine")
-            loading = asyncio.ensure_future(asyncio.to_thread(self._load_and_start))
-            try:
-                await asyncio.shield(loading)
-            except asyncio.CancelledError:
-                # The thread cannot be interrupted: let it finish, then undo what it started.
-                with contextlib.suppress(Exception):
-                    await loading
-                await asyncio.to_thread(self._shutdown)
-                raise
-            self._state = EngineState.STARTED
-
-    async def stop(self) -> None:
-        async with self._lock:
-            if self._state is not EngineState.STARTED:
-                self._state = EngineState.STOPPED
-                return
-            self._state = EngineState.STOPPED
-            for stream in list(self._streams.values()):
-                self._finish(stream, "cancelled")
-            await asyncio.to_thread(self._shutdown)
-
     def _resolve_device(self) -> tuple[torch.device, torch.dtype]:
         wanted = self.requested_device
         if wanted == "auto":
@@ -244,7 +209,7 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
             return torch.device(wanted), torch.bfloat16
         return torch.device("cpu"), torch.float32
 
-    def _load_and_start(self) -> None:
+    def _load(self) -> None:
         """Load the model and start the manager (runs in a worker thread)."""
         if not (self.model_path / "config.json").is_file():
             raise EngineError(
@@ -372,7 +337,7 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
         room = room_for(request, self.max_context)
         self._discard_unrouted_outputs()
 
-        stream = _Stream(request_id, self.eos_token_ids)
+        stream = _Stream(request_id, eos_token_ids=self.eos_token_ids)
         self._streams[request_id] = stream
         switch = self._greedy_switch
         if self.sampling and request.temperature > 0:
@@ -438,28 +403,6 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
         elif new_tokens:
             stream.queue.put_nowait(TokenEvent(stream.request_id, new_tokens))
 
-    def _finish(
-        self,
-        stream: _Stream,
-        reason: EngineFinishReason,
-        token_ids: list[int] | None = None,
-        *,
-        error: str | None = None,
-    ) -> None:
-        if stream.done:
-            return
-        stream.done = True
-        self._forget(stream)
-        stream.queue.put_nowait(
-            TokenEvent(
-                stream.request_id,
-                token_ids or [],
-                finished=True,
-                finish_reason=reason,
-                error=error if reason == "error" else None,
-            )
-        )
-
     def _forget(self, stream: _Stream) -> None:
         if self._streams.get(stream.request_id) is stream:
             del self._streams[stream.request_id]
@@ -490,11 +433,6 @@ class TransformersEngine(HuggingFaceChat, InferenceEngine):
     def greedy_path(self) -> bool:
         """Whether decode steps run as plain argmax right now (no sampled request in flight)."""
         return not self.sampling or bool(self._greedy_switch and self._greedy_switch.greedy)
-
-    @property
-    def inflight(self) -> int:
-        """Requests whose stream has not finished yet."""
-        return len(self._streams)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

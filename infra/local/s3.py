@@ -11,6 +11,7 @@ import structlog
 
 from chatbus import ports
 from chatbus.errors import ConfigurationError
+from chatbus.object_store import s3_client
 from chatbus.settings import Settings
 from infra.local.service import Command, Service
 
@@ -31,22 +32,13 @@ def find_moto_server() -> str:
 
 
 def client(settings: Settings, timeout: float = 3.0) -> Any:
-    """A boto3 S3 client for the local endpoint."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{ports.HOST}:{settings.local.s3_port}",
-        region_name=settings.s3.region,
-        aws_access_key_id=settings.s3.access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.s3.secret_access_key.get_secret_value(),
-        config=Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 1},
-            s3={"addressing_style": "path"},
-        ),
+    """A boto3 S3 client for the local endpoint (one retry, botocore's legacy policy)."""
+    return s3_client(
+        settings,
+        timeout_s=timeout,
+        attempts=1,
+        retry_mode="legacy",
+        endpoint=f"http://{ports.HOST}:{settings.local.s3_port}",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from chatbus.api_keys import ApiKeyStore
+from chatbus.errors import require_started
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.stores import redis_client, redis_errors
@@ -40,28 +41,23 @@ class GatewayRuntime:
 
     @property
     def keys(self) -> ApiKeyStore:
-        assert self._keys is not None, "the gateway is not started"
-        return self._keys
+        return require_started(self._keys, "gateway")
 
     @property
     def limiter(self) -> RateLimiter:
-        assert self._limiter is not None, "the gateway is not started"
-        return self._limiter
+        return require_started(self._limiter, "gateway")
 
     @property
     def lease(self) -> ReplyPartitionLease:
-        assert self._lease is not None, "the gateway is not started"
-        return self._lease
+        return require_started(self._lease, "gateway")
 
     @property
     def conversations(self) -> ConversationService:
-        assert self._conversations is not None, "the gateway is not started"
-        return self._conversations
+        return require_started(self._conversations, "gateway")
 
     @property
     def service(self) -> ChatCompletionService:
-        assert self._service is not None, "the gateway is not started"
-        return self._service
+        return require_started(self._service, "gateway")
 
     @property
     def reply_partition(self) -> int | None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import faust
 from mode import Service
 
-from chatbus.errors import InvalidEvent, ServiceUnavailable
+from chatbus.errors import InvalidEvent, ServiceUnavailable, require_started
 from chatbus.history import ContextStore, ConversationOwnedByOther, HistoryRepository
 from chatbus.kafka import EventPublisher, decode_event
 from chatbus.kafka.backoff import Backoff, retrying
@@ -58,13 +58,11 @@ class HistoryRuntime(Service):  # type: ignore[misc]
 
     @property
     def repository(self) -> HistoryRepository:
-        assert self._repository is not None, "the history runtime is not started"
-        return self._repository
+        return require_started(self._repository, "history runtime")
 
     @property
     def context(self) -> ContextStore:
-        assert self._context is not None, "the history runtime is not started"
-        return self._context
+        return require_started(self._context, "history runtime")
 
     async def on_start(self) -> None:
         self._publisher = EventPublisher(

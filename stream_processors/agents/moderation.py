@@ -28,7 +28,7 @@ from typing import Any
 import faust
 from mode import Service
 
-from chatbus.errors import InvalidEvent
+from chatbus.errors import InvalidEvent, require_started
 from chatbus.kafka import EventPublisher, decode_event
 from chatbus.kafka.dlq import reject_request
 from chatbus.logging import get_logger
@@ -76,8 +76,7 @@ class ModerationRuntime(Service):  # type: ignore[misc]
 
     @property
     def publisher(self) -> EventPublisher:
-        assert self._publisher is not None, "the runtime is not started"
-        return self._publisher
+        return require_started(self._publisher, "runtime")
 
     @property
     def classifier_ready(self) -> bool:

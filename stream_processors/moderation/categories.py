@@ -6,22 +6,9 @@ from collections.abc import Mapping
 
 from chatbus.errors import ConfigurationError
 from chatbus.settings import Settings
+from schemas.events import MODERATION_CATEGORIES
 
-CATEGORIES: tuple[str, ...] = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
+CATEGORIES: tuple[str, ...] = MODERATION_CATEGORIES
 
 #: Category of a refusal that is about the user, not the text (too many recent violations).
 ABUSE = "abuse"

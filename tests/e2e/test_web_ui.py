@@ -21,7 +21,7 @@ from inference_consumers.worker import InferenceWorker
 from schemas.events import CancelRequest
 from schemas.topics import TopicName
 from tests.integration.gateway_fixtures import RunningGateway
-from tests.integration.test_inference_worker import read_events
+from tests.integration.raw_kafka import read_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.model]
 

@@ -86,15 +86,22 @@ def settings(bus: Settings, demo_model_path: Path) -> Settings:
     return bus.replace(**{"model_path": demo_model_path, "max_inflight": 4})
 
 
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
+@asynccontextmanager
+async def running_worker(settings: Settings, worker_id: str) -> AsyncIterator[InferenceWorker]:
+    """A worker on the settings' model, on CPU, until the block ends."""
     engine = TransformersEngine(
         settings.resolved_model_path,
         model_name=settings.model.name,
         device="cpu",
         max_batch=settings.worker.max_inflight,
     )
-    async with InferenceWorker(settings, engine, worker_id="gateway-test-worker") as running:
+    async with InferenceWorker(settings, engine, worker_id=worker_id) as running:
+        yield running
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[InferenceWorker]:
+    async with running_worker(settings, "gateway-test-worker") as running:
         yield running
 
 

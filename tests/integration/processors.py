@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from chatbus.settings import Settings
@@ -17,6 +18,8 @@ from schemas.topics import TopicName
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 120.0  # interpreter + sentence-transformers import + model load on a busy 2-core box
+# the rules classifier (no embedding model to load) and the history agent's debug lines
+RULES_ONLY = {"CHATBUS_MODERATION_CLASSIFIER": "rules", "CHATBUS_LOG_LEVEL": "DEBUG"}
 
 
 def start_processors(settings: Settings, state_dir: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -28,14 +31,20 @@ def start_processors(settings: Settings, state_dir: Path, **env: str) -> subproc
         | {"HF_HUB_OFFLINE": "1"}
         | env
     )
-    log = (state_dir / "processors.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "chatbus.cli", "processors"],
-        cwd=REPO,
-        env=environ,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return start_cli("processors", environ, state_dir / "processors.log")
+
+
+def start_cli(command: str, environ: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``chatbus COMMAND`` run from the repository root with ``environ``, its output appended to
+    ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "chatbus.cli", command],
+            cwd=REPO,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @asynccontextmanager
@@ -79,3 +88,32 @@ async def delete_internal_topics(settings: Settings) -> None:
             await admin.delete_topics(ours)
     finally:
         await admin.close()
+
+
+class Processors:
+    """The processors subprocess of a test; restartable."""
+
+    def __init__(self, settings: Settings, state_dir: Path) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.proc = start_processors(settings, state_dir, **RULES_ONLY)
+
+    def kill(self) -> None:
+        stop_processors(self.proc, signal.SIGKILL)
+
+    def start(self) -> None:
+        self.proc = start_processors(self.settings, self.state_dir, **RULES_ONLY)
+
+    def log_tail(self) -> str:
+        return (self.state_dir / "processors.log").read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+async def processors(history_settings: Settings, tmp_path: Path) -> AsyncIterator[Processors]:
+    running = Processors(history_settings, tmp_path)
+    try:
+        yield running
+    finally:
+        stop_processors(running.proc)
+        print(running.log_tail())
+        await delete_internal_topics(history_settings)

@@ -421,28 +421,38 @@ def test_a_job_reads_s3a_from_the_local_endpoint_and_writes_back(
     assert table[table["model"] == "(all)"]["requests"].sum() == requests
 
 
+def run_program(
+    program: str, *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``program`` of this virtual environment run from the repository root with Spark on the
+    loopback (``env`` adds to the environment); fails the test unless it exits 0."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / program), *args],
+        cwd=REPO,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_spark_submit_runs_a_job_file(
     archive: Path, tmp_path: Path, outputs: dict[str, pd.DataFrame]
 ) -> None:
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "spark-submit"),
-            "--master",
-            "local[1]",
-            "analytics/jobs/usage.py",
-            "--input",
-            str(archive),
-            "--output",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_program(
+        "spark-submit",
+        "--master",
+        "local[1]",
+        "analytics/jobs/usage.py",
+        "--input",
+        str(archive),
+        "--output",
+        str(tmp_path),
+        env={"PYSPARK_PYTHON": sys.executable},
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     assert "usage_daily:" in done.stdout
     table = pd.read_parquet(tmp_path / "usage_daily").sort_values(["day", "model"])
     want = outputs["usage_daily"].sort_values(["day", "model"])
@@ -466,25 +476,17 @@ def test_the_report_has_a_section_per_job_with_charts(
 def test_the_report_command_prints_a_file_uri_a_browser_opens(
     archive: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "chatbus"),
-            "analytics",
-            "report",
-            "--input",
-            str(archive),
-            "--output",
-            str(tmp_path / "r"),
-            "--no-progress",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_program(
+        "chatbus",
+        "analytics",
+        "report",
+        "--input",
+        str(archive),
+        "--output",
+        str(tmp_path / "r"),
+        "--no-progress",
         timeout=400,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     uri = done.stdout.strip().splitlines()[-1]
     assert uri == (tmp_path / "r" / "report.html").as_uri()
     assert '<section id="fairness">' in (tmp_path / "r" / "report.html").read_text()

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -31,9 +30,9 @@ from schemas.topics import TopicName
 from stream_processors.archiver.archiver import Archiver
 from stream_processors.archiver.verify import broker_positions, verify_archive
 from tests.integration.private_stack import private_settings
+from tests.integration.processors import start_cli
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -174,14 +173,7 @@ def _start_archiver(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
             log_json=False,
         ).as_env()
     )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "chatbus.cli", "archiver"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_cli("archiver", env, log)
 
 
 def _manifest(settings: Settings) -> list[ManifestEntry]:

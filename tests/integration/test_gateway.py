@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from inference_consumers.worker import InferenceWorker
 from schemas.events import CancelRequest
 from schemas.topics import TopicName
 from tests.integration.gateway_fixtures import RunningGateway, running_gateway
-from tests.integration.test_inference_worker import read_events
+from tests.integration.raw_kafka import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -34,6 +36,20 @@ def sse_data(lines: list[str]) -> list[str]:
     payloads = [line for line in lines if line]
     assert all(line.startswith("data: ") for line in payloads), payloads
     return [line.removeprefix("data: ") for line in payloads]
+
+
+@asynccontextmanager
+async def stream_completion(
+    gateway: RunningGateway, key: str, request: dict[str, Any]
+) -> AsyncIterator[httpx.Response]:
+    """The streaming response of a chat completion ``request`` sent with ``key``."""
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+        http.stream(
+            "POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}
+        ) as response,
+    ):
+        yield response
 
 
 async def test_the_openai_sdk_streams_and_completes_with_usage(
@@ -90,12 +106,7 @@ async def test_the_sse_wire_format_field_by_field(
         "temperature": 0,
         "stream_options": {"include_usage": True},
     }
-    async with (
-        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
-        http.stream(
-            "POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}
-        ) as response,
-    ):
+    async with stream_completion(gateway, key, request) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         request_id = response.headers["x-request-id"]
@@ -141,12 +152,7 @@ async def test_a_client_that_disconnects_mid_stream_frees_the_worker_slot(
         "max_tokens": 1500,
         "messages": [{"role": "user", "content": "talk for a long time"}],
     }
-    async with (
-        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
-        http.stream(
-            "POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}
-        ) as response,
-    ):
+    async with stream_completion(gateway, key, request) as response:
         assert response.status_code == 200
         request_id = response.headers["x-request-id"]
         async for line in response.aiter_lines():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,8 +25,10 @@ from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
 from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
-from tests.integration.processors import STARTUP_S, delete_internal_topics, stop_processors
-from tests.integration.test_history import Processors
+from tests.integration.processors import (
+    STARTUP_S,
+    Processors,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -42,17 +43,6 @@ async def worker(history_settings: Settings) -> AsyncIterator[InferenceWorker]:
     )
     async with InferenceWorker(history_settings, engine, worker_id="gw-conv-worker") as running:
         yield running
-
-
-@pytest.fixture
-async def processors(history_settings: Settings, tmp_path: Path) -> AsyncIterator[Processors]:
-    running = Processors(history_settings, tmp_path)
-    try:
-        yield running
-    finally:
-        stop_processors(running.proc)
-        print(running.log_tail())
-        await delete_internal_topics(history_settings)
 
 
 @pytest.fixture
@@ -87,19 +77,29 @@ def chat(client: OpenAI, model: str, content: str, **extra: Any) -> tuple[str, A
     return raw.headers["x-conversation-id"], raw.parse()
 
 
-async def test_list_get_continue_and_delete_own_conversations_and_nobody_elses(
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def claimed(http: httpx.AsyncClient, key: str, conversation: str) -> dict[str, Any]:
+    """The conversation as its owner reads it, once the gateway's claim has landed."""
+
+    async def readable() -> dict[str, Any] | None:
+        response = await http.get(f"/v1/conversations/{conversation}", headers=bearer(key))
+        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+    return await eventually(readable, timeout_s=30, what=f"{conversation} claimed")
+
+
+async def test_a_conversation_continues_by_id_and_both_turns_are_recorded(
     history_settings: Settings,
     worker: InferenceWorker,
     processors: Processors,
     gateway: RunningGateway,
     alice: tuple[str, str],
-    bob: tuple[str, str],
 ) -> None:
     model = history_settings.model.name
-    alice_user, alice_key = alice
-    _, bob_key = bob
-    sdk = OpenAI(base_url=gateway.base_url, api_key=alice_key, max_retries=0)
-
+    sdk = OpenAI(base_url=gateway.base_url, api_key=alice[1], max_retries=0)
     conversation, first = await asyncio.to_thread(chat, sdk, model, "Hello there")
     assert conversation.startswith("conv-")
     again, second = await asyncio.to_thread(
@@ -109,14 +109,10 @@ async def test_list_get_continue_and_delete_own_conversations_and_nobody_elses(
     # the second prompt holds the first turn: far more tokens than its own short message
     assert second.usage.prompt_tokens > first.usage.prompt_tokens + first.usage.completion_tokens
 
-    as_alice = {"Authorization": f"Bearer {alice_key}"}
-    as_bob = {"Authorization": f"Bearer {bob_key}"}
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
 
         async def turns_recorded() -> dict[str, Any] | None:
-            response = await http.get(f"/v1/conversations/{conversation}", headers=as_alice)
-            assert response.status_code == 200, response.text
-            body: dict[str, Any] = response.json()
+            body = await claimed(http, alice[1], conversation)
             done = [t for t in body["turns"] if t["answer"] is not None and t["messages"]]
             return body if len(done) == 2 else None
 
@@ -132,56 +128,106 @@ async def test_list_get_continue_and_delete_own_conversations_and_nobody_elses(
             first.choices[0].message.content,
             second.choices[0].message.content,
         ]
-
-        listed = await http.get("/v1/conversations", headers=as_alice)
+        listed = await http.get("/v1/conversations", headers=bearer(alice[1]))
         assert listed.status_code == 200
-        assert [c["id"] for c in listed.json()["data"]] == [conversation]
-        assert listed.json()["data"][0]["turn_count"] == 2
+        assert [(c["id"], c["turn_count"]) for c in listed.json()["data"]] == [(conversation, 2)]
 
-        created = await http.post("/v1/conversations", headers=as_alice, json={"title": "Later"})
+
+async def test_a_created_conversation_is_listed_first(
+    history_settings: Settings,
+    worker: InferenceWorker,
+    gateway: RunningGateway,
+    alice: tuple[str, str],
+) -> None:
+    sdk = OpenAI(base_url=gateway.base_url, api_key=alice[1], max_retries=0)
+    conversation, _ = await asyncio.to_thread(chat, sdk, history_settings.model.name, "Hi")
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        await claimed(http, alice[1], conversation)
+        created = await http.post(
+            "/v1/conversations", headers=bearer(alice[1]), json={"title": "Later"}
+        )
         assert created.status_code == 200, created.text
         empty = created.json()["id"]
         assert created.headers["x-conversation-id"] == empty
-        listed = (await http.get("/v1/conversations", headers=as_alice)).json()["data"]
-        assert [c["id"] for c in listed] == [empty, conversation]  # newest first
+        listed = (await http.get("/v1/conversations", headers=bearer(alice[1]))).json()["data"]
+    assert [c["id"] for c in listed] == [empty, conversation]
 
-        # Bob: not his, so it does not exist — for reading, deleting and continuing alike
-        missing = f"conv-{uuid.uuid4().hex}"
+
+async def test_another_users_conversation_is_a_404_exactly_like_a_missing_one(
+    history_settings: Settings,
+    worker: InferenceWorker,
+    gateway: RunningGateway,
+    alice: tuple[str, str],
+    bob: tuple[str, str],
+) -> None:
+    model = history_settings.model.name
+    sdk = OpenAI(base_url=gateway.base_url, api_key=alice[1], max_retries=0)
+    conversation, _ = await asyncio.to_thread(chat, sdk, model, "Hello there")
+    missing = f"conv-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        await claimed(http, alice[1], conversation)
         for target in (conversation, missing):
             for method in ("GET", "DELETE"):
-                response = await http.request(method, f"/v1/conversations/{target}", headers=as_bob)
+                response = await http.request(
+                    method, f"/v1/conversations/{target}", headers=bearer(bob[1])
+                )
                 assert response.status_code == 404, (method, target, response.text)
                 assert response.json()["error"]["code"] == "conversation_not_found"
-        assert (await http.get("/v1/conversations", headers=as_bob)).json()["data"] == []
+        assert (await http.get("/v1/conversations", headers=bearer(bob[1]))).json()["data"] == []
         assert (await http.get("/v1/conversations")).status_code == 401
+        await claimed(http, alice[1], conversation)  # bob's DELETE left it alone
 
-        bob_sdk = OpenAI(base_url=gateway.base_url, api_key=bob_key, max_retries=0)
-        with pytest.raises(openai.NotFoundError) as refused:
-            await asyncio.to_thread(chat, bob_sdk, model, "let me in", conversation_id=conversation)
-        assert refused.value.code == "conversation_not_found"
+    bob_sdk = OpenAI(base_url=gateway.base_url, api_key=bob[1], max_retries=0)
+    with pytest.raises(openai.NotFoundError) as refused:
+        await asyncio.to_thread(chat, bob_sdk, model, "let me in", conversation_id=conversation)
+    assert refused.value.code == "conversation_not_found"
 
-        # Alice deletes it: gone from MongoDB and from the context cache
-        deleted = await http.delete(f"/v1/conversations/{conversation}", headers=as_alice)
+
+async def test_a_deleted_conversation_is_gone_from_the_store_and_the_context_cache(
+    history_settings: Settings,
+    worker: InferenceWorker,
+    gateway: RunningGateway,
+    alice: tuple[str, str],
+) -> None:
+    model = history_settings.model.name
+    sdk = OpenAI(base_url=gateway.base_url, api_key=alice[1], max_retries=0)
+    conversation, _ = await asyncio.to_thread(chat, sdk, model, "Hello there")
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        await claimed(http, alice[1], conversation)
+        deleted = await http.delete(f"/v1/conversations/{conversation}", headers=bearer(alice[1]))
         assert deleted.status_code == 200
         assert deleted.json() == {
             "id": conversation,
             "object": "conversation.deleted",
             "deleted": True,
         }
-        assert (
-            await http.get(f"/v1/conversations/{conversation}", headers=as_alice)
-        ).status_code == 404
-        cache = redis.Redis.from_url(history_settings.redis.url)
-        try:
-            assert cache.exists(context_key(history_settings, conversation)) == 0
-        finally:
-            cache.close()
-        with pytest.raises(openai.NotFoundError):
-            await asyncio.to_thread(chat, sdk, model, "still there?", conversation_id=conversation)
+        gone = await http.get(f"/v1/conversations/{conversation}", headers=bearer(alice[1]))
+        assert gone.status_code == 404
+    cache = redis.Redis.from_url(history_settings.redis.url)
+    try:
+        assert cache.exists(context_key(history_settings, conversation)) == 0
+    finally:
+        cache.close()
+    with pytest.raises(openai.NotFoundError):
+        await asyncio.to_thread(chat, sdk, model, "still there?", conversation_id=conversation)
 
-        # everything of a user (what `chatbus users delete` does besides the keys)
-        assert await erase_user_history(history_settings, alice_user) == [empty]
-        assert (await http.get("/v1/conversations", headers=as_alice)).json()["data"] == []
+
+async def test_erasing_a_user_removes_all_their_conversations(
+    history_settings: Settings,
+    gateway: RunningGateway,
+    alice: tuple[str, str],
+) -> None:
+    """What `chatbus users delete` does besides revoking the keys."""
+    user, key = alice
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        made = []
+        for title in ("one", "two"):
+            created = await http.post(
+                "/v1/conversations", headers=bearer(key), json={"title": title}
+            )
+            made.append(created.json()["id"])
+        assert sorted(await erase_user_history(history_settings, user)) == sorted(made)
+        assert (await http.get("/v1/conversations", headers=bearer(key))).json()["data"] == []
 
 
 async def test_a_streamed_answer_names_its_conversation(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -16,15 +18,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.model]
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-async def test_over_the_requests_per_minute_is_429_with_headers(
-    bus: Settings, demo_model_path: Path
-) -> None:
-    settings = bus.replace(**{"model_path": demo_model_path, "gateway_requests_per_minute": 2})
+@asynccontextmanager
+async def keyed_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway on ``settings`` and a client of it with a fresh key (its limits start full)."""
     async with (
         api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key,
         running_gateway(settings) as gateway,
         httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http,
     ):
+        yield http
+
+
+async def test_over_the_requests_per_minute_is_429_with_headers(
+    bus: Settings, demo_model_path: Path
+) -> None:
+    settings = bus.replace(**{"model_path": demo_model_path, "gateway_requests_per_minute": 2})
+    async with keyed_gateway(settings) as http:
         # requests count on admission, before parsing: invalid ones are cheap to send
         bad = {"model": settings.model.name, "messages": HELLO, "temperature": 9}
         statuses = []
@@ -48,11 +57,7 @@ async def test_a_request_reserving_more_tokens_than_the_key_has_left_is_429(
     bus: Settings, demo_model_path: Path
 ) -> None:
     settings = bus.replace(**{"model_path": demo_model_path, "gateway_tokens_per_minute": 50})
-    async with (
-        api_key(settings, f"rl-{uuid.uuid4().hex[:8]}") as key,
-        running_gateway(settings) as gateway,
-        httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http,
-    ):
+    async with keyed_gateway(settings) as http:
         response = await http.post(
             "/v1/chat/completions",
             json={"model": settings.model.name, "messages": HELLO, "max_tokens": 100},

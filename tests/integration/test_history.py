@@ -9,7 +9,6 @@ compared with the model's own chat template applied to the expected conversation
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 import redis
-from aiokafka import AIOKafkaProducer
 
 from chatbus.history import HistoryRepository, context_key
 from chatbus.kafka import EventPublisher
@@ -42,17 +40,16 @@ from schemas.topics import TopicName
 from tests.conftest import mongo_database
 from tests.integration.processors import (
     STARTUP_S,
+    Processors,
     delete_internal_topics,
-    start_processors,
     stop_processors,
 )
-from tests.integration.test_inference_worker import read_events
+from tests.integration.raw_kafka import read_events, send_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[2]
 # rules-only moderation: no model to load; debug logs for the restart test
-RULES_ONLY = {"CHATBUS_MODERATION_CLASSIFIER": "rules", "CHATBUS_LOG_LEVEL": "DEBUG"}
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
 
 
@@ -62,35 +59,6 @@ def repository(history_settings: Settings) -> Iterator[HistoryRepository]:
     repo = HistoryRepository(history_settings)
     yield repo
     repo.close()
-
-
-class Processors:
-    """The processors subprocess of a test; restartable."""
-
-    def __init__(self, settings: Settings, state_dir: Path) -> None:
-        self.settings = settings
-        self.state_dir = state_dir
-        self.proc = start_processors(settings, state_dir, **RULES_ONLY)
-
-    def kill(self) -> None:
-        stop_processors(self.proc, signal.SIGKILL)
-
-    def start(self) -> None:
-        self.proc = start_processors(self.settings, self.state_dir, **RULES_ONLY)
-
-    def log_tail(self) -> str:
-        return (self.state_dir / "processors.log").read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture
-async def processors(history_settings: Settings, tmp_path: Path) -> AsyncIterator[Processors]:
-    running = Processors(history_settings, tmp_path)
-    try:
-        yield running
-    finally:
-        stop_processors(running.proc)
-        print(running.log_tail())
-        await delete_internal_topics(history_settings)
 
 
 @pytest.fixture
@@ -188,6 +156,28 @@ async def answer(client: ChatClient, request: ChatRequest) -> tuple[str, TokenCh
     return "".join(c.text for c in chunks), chunks[-1]
 
 
+async def ask(
+    client: ChatClient,
+    settings: Settings,
+    content: str,
+    *,
+    user_id: str,
+    follows: ChatRequest | None = None,
+) -> tuple[ChatRequest, str, TokenChunk]:
+    """Send ``content`` greedily as ``user_id`` (continuing ``follows``'s conversation with its
+    history, when given) and wait for the answer: the request, its text and its last chunk."""
+    request = await client.send(
+        [{"role": "user", "content": content}],
+        model=settings.model.name,
+        sampling=GREEDY,
+        conversation_id=follows.conversation_id if follows is not None else None,
+        use_history=follows is not None,
+        user_id=user_id,
+    )
+    text, last = await answer(client, request)
+    return request, text, last
+
+
 def prompt_tokens(engine: TransformersEngine, *messages: tuple[str, str]) -> int:
     """Tokens of the conversation rendered with the model's chat template and the default system
     prompt (what a worker builds)."""
@@ -221,23 +211,11 @@ async def test_a_two_turn_conversation_carries_context_right_away_and_is_recorde
     processors: Processors,
     repository: HistoryRepository,
 ) -> None:
-    first = await client.send(
-        [{"role": "user", "content": "Hello there"}],
-        model=history_settings.model.name,
-        sampling=GREEDY,
-        user_id="alice",
-    )
-    text1, last1 = await answer(client, first)
+    first, text1, last1 = await ask(client, history_settings, "Hello there", user_id="alice")
     # sent the moment the answer ended: the worker's own cache write makes it visible
-    second = await client.send(
-        [{"role": "user", "content": "Tell me more"}],
-        model=history_settings.model.name,
-        sampling=GREEDY,
-        conversation_id=first.conversation_id,
-        use_history=True,
-        user_id="alice",
+    second, text2, last2 = await ask(
+        client, history_settings, "Tell me more", user_id="alice", follows=first
     )
-    text2, last2 = await answer(client, second)
 
     assert last1.usage is not None and last2.usage is not None
     assert last1.usage.prompt_tokens == prompt_tokens(engine, ("user", "Hello there"))
@@ -272,15 +250,7 @@ async def test_a_two_turn_conversation_carries_context_right_away_and_is_recorde
         assert cache.delete(context_key(history_settings, first.conversation_id)) == 1
     finally:
         cache.close()
-    third = await client.send(
-        [{"role": "user", "content": "Thanks"}],
-        model=history_settings.model.name,
-        sampling=GREEDY,
-        conversation_id=first.conversation_id,
-        use_history=True,
-        user_id="alice",
-    )
-    _, last3 = await answer(client, third)
+    _, _, last3 = await ask(client, history_settings, "Thanks", user_id="alice", follows=first)
     assert last3.usage is not None
     assert last3.usage.prompt_tokens == prompt_tokens(
         engine,
@@ -322,13 +292,7 @@ async def test_with_redis_stopped_chat_still_answers_with_mongodb_context(
             InferenceWorker(settings, engine, worker_id="no-redis-worker") as worker,
             ChatClient(settings, reply_partition=0) as client,
         ):
-            first = await client.send(
-                [{"role": "user", "content": "Hello there"}],
-                model=settings.model.name,
-                sampling=GREEDY,
-                user_id="bob",
-            )
-            text1, _ = await answer(client, first)
+            first, text1, _ = await ask(client, settings, "Hello there", user_id="bob")
             await eventually(
                 lambda: recorded_turns(repository, "bob", first.conversation_id, 1),
                 timeout_s=STARTUP_S,
@@ -336,15 +300,7 @@ async def test_with_redis_stopped_chat_still_answers_with_mongodb_context(
             )
             private_redis.stop()
 
-            second = await client.send(
-                [{"role": "user", "content": "Go on"}],
-                model=settings.model.name,
-                sampling=GREEDY,
-                conversation_id=first.conversation_id,
-                use_history=True,
-                user_id="bob",
-            )
-            _, last2 = await answer(client, second)
+            _, _, last2 = await ask(client, settings, "Go on", user_id="bob", follows=first)
             assert last2.usage is not None
             assert last2.usage.prompt_tokens == prompt_tokens(
                 engine, ("user", "Hello there"), ("assistant", text1), ("user", "Go on")
@@ -430,14 +386,7 @@ async def test_restarting_the_processor_mid_traffic_loses_and_duplicates_no_turn
 async def test_a_malformed_event_goes_to_the_dlq_and_processing_continues(
     history_settings: Settings, processors: Processors, repository: HistoryRepository
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=history_settings.kafka.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            history_settings.topic(TopicName.COMPLETIONS), b"{not json", key=b"conv-bad"
-        )
-    finally:
-        await producer.stop()
+    await send_raw(history_settings, TopicName.COMPLETIONS, b"{not json", key=b"conv-bad")
     request, completion = synthetic_turn(history_settings, 0)
     async with EventPublisher(history_settings) as publisher:
         await publisher.publish(TopicName.REQUESTS, request)

@@ -12,10 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import TopicPartition
 
-from chatbus.kafka import decode_event, make_consumer
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
@@ -23,7 +20,8 @@ from inference_consumers.worker import InferenceWorker
 from producers.sdk import ChatClient, ChatError
 from schemas.events import ChatRequest, Completion, DeadLetter, SamplingParams, TokenChunk
 from schemas.topics import TopicName
-from schemas.topics import topic as topic_entry
+from tests.integration.gateway_fixtures import running_worker
+from tests.integration.raw_kafka import read_events, send_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -31,13 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.model]
 @pytest.fixture
 async def worker(bus: Settings, demo_model_path: Path) -> AsyncIterator[InferenceWorker]:
     settings = bus.replace(**{"model_path": demo_model_path, "max_inflight": 4})
-    engine = TransformersEngine(
-        demo_model_path,
-        model_name=settings.model.name,
-        device="cpu",
-        max_batch=settings.worker.max_inflight,
-    )
-    async with InferenceWorker(settings, engine, worker_id="test-worker") as running:
+    async with running_worker(settings, "test-worker") as running:
         yield running
 
 
@@ -45,33 +37,6 @@ async def worker(bus: Settings, demo_model_path: Path) -> AsyncIterator[Inferenc
 async def client(bus: Settings) -> AsyncIterator[ChatClient]:
     async with ChatClient(bus, reply_partition=1) as chat:
         yield chat
-
-
-async def read_events(
-    settings: Settings, topic: str, count: int, timeout: float = 60.0
-) -> list[object]:
-    """The first ``count`` events of ``topic`` (from the beginning), within ``timeout``."""
-    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        name = settings.topic(topic)
-        consumer.assign(
-            [TopicPartition(name, p) for p in range(settings.kafka.topic_partitions)]
-            if topic_entry(topic).scales_with_partitions
-            else [TopicPartition(name, 0)]
-        )
-        events: list[object] = []
-
-        async def collect() -> None:
-            async for record in consumer:
-                events.append(decode_event(record.topic, record.value))
-                if len(events) >= count:
-                    return
-
-        await asyncio.wait_for(collect(), timeout)
-        return events
-    finally:
-        await consumer.stop()
 
 
 async def test_a_request_streams_ordered_chunks_whose_text_is_the_completion(
@@ -109,14 +74,7 @@ async def test_a_request_streams_ordered_chunks_whose_text_is_the_completion(
 async def test_a_malformed_message_goes_to_the_dlq_and_the_worker_keeps_serving(
     bus: Settings, worker: InferenceWorker, client: ChatClient
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            bus.topic(TopicName.REQUESTS), b"{this is not json", key=b"conv-x"
-        )
-    finally:
-        await producer.stop()
+    await send_raw(bus, TopicName.REQUESTS, b"{this is not json", key=b"conv-x")
 
     (letter,) = await read_events(bus, TopicName.DLQ, 1)
     assert isinstance(letter, DeadLetter)
@@ -144,16 +102,9 @@ async def test_bad_sampling_parameters_end_the_stream_with_an_error_naming_them(
     raw = valid.model_dump(mode="json")
     raw["sampling"]["temperature"] = 9.5
     client.watch(valid.request_id)
-    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            bus.topic(TopicName.REQUESTS),
-            json.dumps(raw).encode(),
-            key=valid.conversation_id.encode(),
-        )
-    finally:
-        await producer.stop()
+    await send_raw(
+        bus, TopicName.REQUESTS, json.dumps(raw).encode(), key=valid.conversation_id.encode()
+    )
 
     with pytest.raises(ChatError) as err:
         async for _ in client.chunks(valid.request_id, timeout_s=60):

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from chatbus.kafka import decode_event, make_consumer
@@ -22,6 +21,7 @@ from schemas.events import ChatRequest, Completion, DeadLetter, ModerationVerdic
 from schemas.topics import TopicName
 from schemas.topics import topic as topic_entry
 from tests.integration.processors import STARTUP_S, running_processors
+from tests.integration.raw_kafka import send_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -151,14 +151,7 @@ async def test_a_blocked_prompt_never_reaches_a_worker_and_the_client_learns_why
 async def test_a_malformed_message_goes_to_the_dlq_and_processing_continues(
     bus: Settings, processor: subprocess.Popen[bytes], client: ChatClient
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bus.kafka.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            bus.topic(TopicName.REQUESTS), b"{this is not json", key=b"conv-bad"
-        )
-    finally:
-        await producer.stop()
+    await send_raw(bus, TopicName.REQUESTS, b"{this is not json", key=b"conv-bad")
     async with (
         TopicReader(bus, TopicName.DLQ) as dlq,
         TopicReader(bus, TopicName.REQUESTS_APPROVED) as approved,

@@ -7,9 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka.structs import TopicPartition
 
-from chatbus.kafka import EventPublisher, decode_event, make_consumer
+from chatbus.kafka import EventPublisher, decode_event
 from chatbus.settings import Settings
 from inference_consumers.engine.scripted import ScriptedEngine
 from inference_consumers.worker import InferenceWorker
@@ -21,6 +20,7 @@ from tests.integration.processors import (
     start_processors,
     stop_processors,
 )
+from tests.integration.raw_kafka import reading_from_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -29,15 +29,7 @@ VIOLATION = "I am going to kill you and your whole family tonight, you will die.
 
 
 async def first_event(settings: Settings, topic: str, kind: type, timeout_s: float) -> object:
-    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        name = settings.topic(topic)
-        consumer.assign(
-            [TopicPartition(name, p) for p in range(settings.kafka.topic_partitions)]
-            if topic != TopicName.CONTROL
-            else [TopicPartition(name, 0)]
-        )
+    async with reading_from_start(settings, topic) as consumer:
 
         async def find() -> object:
             async for record in consumer:
@@ -47,8 +39,6 @@ async def first_event(settings: Settings, topic: str, kind: type, timeout_s: flo
             raise AssertionError(f"{topic} ended without a {kind.__name__}")
 
         return await asyncio.wait_for(find(), timeout_s)
-    finally:
-        await consumer.stop()
 
 
 async def test_a_violating_answer_is_stopped_mid_stream(bus: Settings, tmp_path: Path) -> None:

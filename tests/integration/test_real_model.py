@@ -17,7 +17,7 @@ import pytest_asyncio
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from inference_consumers.engine.base import GenerationRequest, TokenEvent
+from inference_consumers.engine.base import GenerationRequest
 from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.local_models import DEFAULT_MODEL, build_model
 from inference_consumers.smollm2_model import (
@@ -27,6 +27,7 @@ from inference_consumers.smollm2_model import (
     is_smollm2_build,
 )
 from tests.conftest import base_settings
+from tests.integration.engine_streams import collect, generate_greedy
 
 pytestmark = pytest.mark.model
 
@@ -77,29 +78,6 @@ def test_the_folder_answers_as_the_gguf_it_came_from(
     assert "Paris" in got
 
 
-async def _collect(events: AsyncIterator[TokenEvent]) -> list[int]:
-    tokens: list[int] = []
-    async with asyncio.timeout(DEADLINE_S):
-        async for event in events:
-            tokens.extend(event.token_ids)
-            if event.finished:
-                return tokens
-    raise AssertionError("stream ended without a finished event")
-
-
-def _generate(model: Any, prompt: list[int], n: int, eos: frozenset[int]) -> list[int]:
-    with torch.inference_mode():
-        out = model.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=n,
-            do_sample=False,
-            eos_token_id=sorted(eos),
-            pad_token_id=min(eos),
-        )
-    return [int(t) for t in out[0, len(prompt) :]]
-
-
 @pytest.mark.asyncio
 async def test_greedy_requests_through_the_engine_equal_generate(
     engine: TransformersEngine, folder_model: torch.nn.Module
@@ -108,9 +86,15 @@ async def test_greedy_requests_through_the_engine_equal_generate(
     prompts = [engine.encode_chat([{"role": "user", "content": t}]) for t in texts]
     requests = [GenerationRequest(f"g{i}", p, 24, temperature=0.0) for i, p in enumerate(prompts)]
 
-    results = await asyncio.gather(*(_collect(engine.generate(r)) for r in requests))
+    results = [
+        tokens
+        for tokens, _ in await asyncio.gather(
+            *(collect(engine.generate(r), DEADLINE_S) for r in requests)
+        )
+    ]
 
     assert engine.greedy_path  # nothing sampled in flight: argmax, not sampling
     for prompt, tokens in zip(prompts, results, strict=True):
-        assert tokens == _generate(folder_model, prompt, 24, engine.eos_token_ids)
+        out = generate_greedy(folder_model, prompt, 24, engine.eos_token_ids)
+        assert tokens == [int(t) for t in out[0, len(prompt) :]]
     assert "Paris" in engine.decode(results[0])

@@ -20,8 +20,7 @@ from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.local_models import DEFAULT_MODEL, TINY_MODEL, build_model
 from inference_consumers.worker import InferenceWorker
 from tests.integration.gateway_fixtures import RunningGateway
-from tests.integration.processors import delete_internal_topics, stop_processors
-from tests.integration.test_history import Processors
+from tests.integration.processors import Processors, delete_internal_topics, stop_processors
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 

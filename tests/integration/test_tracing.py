@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from structlog.testing import capture_logs
 
-from chatbus.kafka import make_consumer
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from chatbus.tracing import (
@@ -31,6 +30,7 @@ from schemas.events import SamplingParams
 from schemas.topics import TopicName
 from tests.integration.gateway_fixtures import RunningGateway
 from tests.integration.processors import STARTUP_S, running_processors
+from tests.integration.raw_kafka import reading_from_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -71,15 +71,7 @@ async def record_of(
     settings: Settings, topic: str, request_id: str
 ) -> ConsumerRecord[bytes, bytes]:
     """The record of ``request_id`` on a registry topic (read from the beginning)."""
-    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(
-            [
-                TopicPartition(settings.topic(topic), p)
-                for p in range(settings.kafka.topic_partitions)
-            ]
-        )
+    async with reading_from_start(settings, topic) as consumer:
         seen: list[ConsumerRecord[bytes, bytes]] = []
 
         async def find() -> ConsumerRecord[bytes, bytes] | None:
@@ -91,8 +83,6 @@ async def record_of(
             )
 
         return await eventually(find, timeout_s=30, what=f"{request_id} on {topic}")
-    finally:
-        await consumer.stop()
 
 
 async def test_the_trace_of_one_request_shows_every_stage_in_order(

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from inference_consumers.demo_model import MARKER_FILE, build_demo_model
 from inference_consumers.engine.base import EngineError, GenerationRequest
 from inference_consumers.engine.transformers_engine import TransformersEngine
-from tests.integration.engine_streams import collect
+from tests.integration.engine_streams import collect, generate_greedy
 
 pytestmark = pytest.mark.model
 
@@ -83,17 +83,9 @@ class Reference:
 def greedy_reference(
     model: Any, prompt: list[int], max_new_tokens: int, eos: frozenset[int]
 ) -> Reference:
-    with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=sorted(eos),
-            pad_token_id=min(eos),
-            return_dict_in_generate=True,
-            output_logits=True,
-        )
+    out = generate_greedy(
+        model, prompt, max_new_tokens, eos, return_dict_in_generate=True, output_logits=True
+    )
     gaps = []
     for logits in out.logits:
         top2 = logits[0].float().topk(2).values

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from inference_consumers.chunker import Chunker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.manual_clock import Clock
 
 
 def test_the_first_token_is_sent_immediately() -> None:

@@ -2,59 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
-from chatbus.tracing import RequestTrace
-from producers.gateway.backend import ChatBackend, PromptCounter
+from producers.gateway.backend import PromptCounter
 from producers.gateway.errors import APIError
 from producers.gateway.protocol import ChatCompletionRequest, UsageInfo
 from producers.gateway.serving import ChatCompletionService
-from producers.sdk import ChatError
-from schemas.events import ChatMessage, ErrorInfo, SamplingParams, TokenChunk
+from schemas.events import ChatMessage, ErrorInfo, SamplingParams
+from tests.unit.fake_backend import ScriptedBackend
 
 MODEL = "chatbus-tiny"
-
-
-class ScriptedBackend(ChatBackend):
-    """Answers every request with the scripted chunks (``error`` raises ChatError there)."""
-
-    def __init__(self, script: list[dict[str, Any]]) -> None:
-        self.script = script
-        self.sent: list[tuple[list[ChatMessage], SamplingParams, str]] = []
-        self.cancelled: list[str] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-
-    async def send(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        model: str,
-        sampling: SamplingParams,
-        user_id: str,
-        conversation_id: str | None = None,
-        use_history: bool = False,
-        trace: RequestTrace | None = None,
-    ) -> str:
-        self.sent.append((list(messages), sampling, user_id))
-        return f"req-{len(self.sent):032x}"
-
-    async def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
-        for seq, fields in enumerate(self.script):
-            if seq > 0:
-                await self.gate.wait()
-            chunk = TokenChunk(request_id=request_id, conversation_id="conv-1", seq=seq, **fields)
-            if chunk.error is not None:
-                raise ChatError(chunk.error)
-            yield chunk
-
-    async def cancel(self, request_id: str) -> None:
-        self.cancelled.append(request_id)
 
 
 class CharCounter(PromptCounter):

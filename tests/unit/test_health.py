@@ -7,20 +7,11 @@ import urllib.error
 import urllib.request
 
 from chatbus.health import Health, HealthServer
-
-
-class Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.manual_clock import Clock
 
 
 def test_a_process_is_live_while_its_loops_beat_and_not_once_one_stalls() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     health = Health("worker", stall_s=5.0, clock=clock)
     health.beat("consume")
     assert health.liveness()[0]
@@ -32,7 +23,7 @@ def test_a_process_is_live_while_its_loops_beat_and_not_once_one_stalls() -> Non
 
 
 def test_ready_needs_the_flag_and_live_loops() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     health = Health("archiver", stall_s=5.0, clock=clock)
     assert health.readiness() == (False, {"component": "archiver", "reason": "starting"})
     health.set_ready(True, "4 partitions assigned")

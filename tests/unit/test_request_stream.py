@@ -110,15 +110,31 @@ async def test_a_request_that_had_streamed_everything_is_only_completed() -> Non
     assert completion is not None and completion.text == "xyz"
 
 
-async def test_handing_off_publishes_no_final_chunk_and_no_completion() -> None:
-    run, engine, out = streamer("a long answer that goes on")
-    state = StreamState(request(max_tokens=20))
+async def streaming(
+    run: RequestStreamer, out: Recorder, state: StreamState
+) -> asyncio.Task[Completion | None]:
+    """``run.run(state)`` as a task, once its first chunk is out (the scripted engine stepped
+    until then)."""
     task = asyncio.create_task(run.run(state))
     while not out.chunks():
-        await decode_step()  # let the scripted engine run until the first chunk is out
+        await decode_step()
+    return task
+
+
+async def hand_off(
+    engine: ScriptedEngine, state: StreamState, task: asyncio.Task[Completion | None]
+) -> None:
+    """Let go of ``state``'s request mid-stream, as a revoked partition does."""
     state.handing_off = True
     await engine.cancel(state.engine_id)
     assert await task is None
+
+
+async def test_handing_off_publishes_no_final_chunk_and_no_completion() -> None:
+    run, engine, out = streamer("a long answer that goes on")
+    state = StreamState(request(max_tokens=20))
+    task = await streaming(run, out, state)
+    await hand_off(engine, state, task)
     assert all(c.finish_reason is None for c in out.chunks())
     assert not [e for _, e in out.sent if isinstance(e, Completion)]
 
@@ -144,9 +160,7 @@ async def test_a_prompt_over_the_context_is_refused_naming_messages() -> None:
 async def test_a_stop_by_output_moderation_ends_as_content_filter() -> None:
     run, engine, out = streamer("a long answer that goes on")
     state = StreamState(request(max_tokens=20))
-    task = asyncio.create_task(run.run(state))
-    while not out.chunks():
-        await decode_step()
+    task = await streaming(run, out, state)
     state.cancel_requested, state.cancel_reason = True, "content_filter"
     await engine.cancel(state.engine_id)
     completion = await task
@@ -157,12 +171,8 @@ async def test_a_stop_by_output_moderation_ends_as_content_filter() -> None:
 async def test_a_request_handed_off_and_resumed_on_the_same_engine_runs_again() -> None:
     run, engine, out = streamer("abcdefghijklmnop")
     first = StreamState(request(max_tokens=16))
-    task = asyncio.create_task(run.run(first))
-    while not out.chunks():
-        await decode_step()
-    first.handing_off = True
-    await engine.cancel(first.engine_id)
-    assert await task is None
+    task = await streaming(run, out, first)
+    await hand_off(engine, first, task)
     streamed = out.chunks()
     again = StreamState(first.request)
     again.resumed = Published(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from analytics.archive_reader import TOPIC_EVENTS
 from analytics.lexicon import mask
 from analytics.simulate.archive_sink import Target, archive_line, simulate_to_archive
 from analytics.simulate.generator import (
@@ -54,16 +55,10 @@ def test_the_same_seed_gives_the_same_conversation_and_another_seed_another() ->
 
 
 def test_every_event_is_a_valid_bus_event_on_its_topic(conversations: list[list[SimEvent]]) -> None:
-    kinds = {
-        TopicName.REQUESTS: ChatRequest,
-        TopicName.REQUESTS_APPROVED: ChatRequest,
-        TopicName.TOKENS: TokenChunk,
-        TopicName.COMPLETIONS: Completion,
-        TopicName.MODERATION: ModerationVerdict,
-        TopicName.CONTROL: CancelRequest,
-    }
     for e in _all(conversations)[:5000]:
-        assert isinstance(parse_event(e.event.model_dump_json()), kinds[TopicName(e.topic)])
+        topic = TopicName(e.topic)
+        assert topic != TopicName.DLQ
+        assert isinstance(parse_event(e.event.model_dump_json()), TOPIC_EVENTS[topic])
         assert 0 <= e.partition < PROFILE.partitions
 
 

@@ -3,7 +3,7 @@ gateway's report of a traced request (metrics and the ``trace_breakdown`` log li
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -25,10 +25,11 @@ from chatbus.tracing import (
     out_of_order,
     with_trace,
 )
-from producers.gateway.backend import ChatBackend, PromptCounter
+from producers.gateway.backend import PromptCounter
 from producers.gateway.protocol import ChatCompletionRequest
 from producers.gateway.serving import ChatCompletionService
-from schemas.events import ChatMessage, SamplingParams, TokenChunk
+from schemas.events import ChatMessage
+from tests.unit.fake_backend import ScriptedBackend
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -235,25 +236,15 @@ def test_absorbing_a_reply_keeps_our_own_stamps() -> None:
 
 
 # --- the gateway's report ---------------------------------------------------------------------
-class TracedBackend(ChatBackend):
+class TracedBackend(ScriptedBackend):
     """Plays every hop after the gateway: stamps them on the trace it is given."""
 
     def __init__(self) -> None:
+        super().__init__([{"text": "Hi", "token_ids": [1], "finish_reason": "stop"}])
         self.traces: dict[str, RequestTrace] = {}
 
-    async def send(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        model: str,
-        sampling: SamplingParams,
-        user_id: str,
-        conversation_id: str | None = None,
-        use_history: bool = False,
-        trace: RequestTrace | None = None,
-    ) -> str:
+    def accepted(self, request_id: str, trace: RequestTrace | None) -> None:
         assert trace is not None
-        request_id = f"req-{len(self.traces) + 1:032x}"
         self.traces[request_id] = trace
         base = trace.stamps["received"]
         for hop, at in [
@@ -267,20 +258,6 @@ class TracedBackend(ChatBackend):
             (Hop.CLIENT_IN, 104.25),
         ]:
             trace.stamp(hop, base + at)
-        return request_id
-
-    async def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
-        yield TokenChunk(
-            request_id=request_id,
-            conversation_id="conv-1",
-            seq=0,
-            text="Hi",
-            token_ids=[1],
-            finish_reason="stop",
-        )
-
-    async def cancel(self, request_id: str) -> None:
-        pass
 
     def trace(self, request_id: str) -> RequestTrace | None:
         return self.traces.get(request_id)

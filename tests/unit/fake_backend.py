@@ -1,0 +1,55 @@
+"""A scripted :class:`ChatBackend` for the serving layer's unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from chatbus.tracing import RequestTrace
+from producers.gateway.backend import ChatBackend
+from producers.sdk import ChatError
+from schemas.events import ChatMessage, SamplingParams, TokenChunk
+
+
+class ScriptedBackend(ChatBackend):
+    """Answers every request with the scripted chunks (``error`` raises ChatError there); each
+    chunk after the first waits for ``gate``. Subclasses see each request in :meth:`accepted`."""
+
+    def __init__(self, script: list[dict[str, Any]]) -> None:
+        self.script = script
+        self.sent: list[tuple[list[ChatMessage], SamplingParams, str]] = []
+        self.cancelled: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    def accepted(self, request_id: str, trace: RequestTrace | None) -> None:
+        """Called with each request sent, before ``send`` returns its id."""
+
+    async def send(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        sampling: SamplingParams,
+        user_id: str,
+        conversation_id: str | None = None,
+        use_history: bool = False,
+        trace: RequestTrace | None = None,
+    ) -> str:
+        self.sent.append((list(messages), sampling, user_id))
+        request_id = f"req-{len(self.sent):032x}"
+        self.accepted(request_id, trace)
+        return request_id
+
+    async def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
+        for seq, fields in enumerate(self.script):
+            if seq > 0:
+                await self.gate.wait()
+            chunk = TokenChunk(request_id=request_id, conversation_id="conv-1", seq=seq, **fields)
+            if chunk.error is not None:
+                raise ChatError(chunk.error)
+            yield chunk
+
+    async def cancel(self, request_id: str) -> None:
+        self.cancelled.append(request_id)
