@@ -22,9 +22,13 @@ from chatbus.history import context_key
 from chatbus.history.erase import erase_user_history
 from chatbus.polling import eventually
 from chatbus.settings import Settings
-from inference_consumers.engine.transformers_engine import TransformersEngine
 from inference_consumers.worker import InferenceWorker
-from tests.integration.gateway_fixtures import RunningGateway, api_key, running_gateway
+from tests.integration.gateway_fixtures import (
+    RunningGateway,
+    api_key,
+    running_gateway,
+    running_worker,
+)
 from tests.integration.processors import (
     STARTUP_S,
     Processors,
@@ -35,13 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 @pytest.fixture
 async def worker(history_settings: Settings) -> AsyncIterator[InferenceWorker]:
-    engine = TransformersEngine(
-        history_settings.resolved_model_path,
-        model_name=history_settings.model.name,
-        device="cpu",
-        max_batch=history_settings.worker.max_inflight,
-    )
-    async with InferenceWorker(history_settings, engine, worker_id="gw-conv-worker") as running:
+    async with running_worker(history_settings, "gw-conv-worker") as running:
         yield running
 
 
