@@ -35,11 +35,19 @@ class BrowserUnavailable(ConfigurationError):
     """Chromium is not installed and this process cannot install it."""
 
 
+# Debian's package first; then the names Ubuntu images and CI runners give Chromium or Chrome
+# (Playwright drives any of them through executable_path).
+OTHER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
 def find_chromium() -> Path | None:
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
-    found = shutil.which("chromium")
-    return Path(found) if found else None
+    for name in OTHER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return None
 
 
 def ensure_chromium() -> Path:
