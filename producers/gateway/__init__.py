@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP gateway: ``POST /v1/chat/completions`` over the bus.
+"""The OpenAI-compatible HTTP gateway: ``POST /v1/chat/completions`` and ``/v1/responses``
+(package ``responses``, a second view of the same chat requests) over the bus.
 
 router (``routes``) → admission (keys, rate limits) → serving (``ChatCompletionService``, on the
 ``ChatBackend`` interface) → the bus (one ``ChatClient`` per process on a leased reply

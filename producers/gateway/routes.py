@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from chatbus.api_keys import Principal
 from chatbus.tracing import TRACEPARENT_HEADER, RequestTrace
 from producers.gateway.admission import Limits, authenticate
 from producers.gateway.conversations import set_conversation_header
@@ -16,9 +20,10 @@ from producers.gateway.errors import APIError, from_validation
 from producers.gateway.middleware import RECEIVED_MS_STATE, REQUEST_ID_STATE
 from producers.gateway.protocol import ChatCompletionRequest, ModelCard, ModelList
 from producers.gateway.runtime import GatewayRuntime
-from producers.gateway.serving import Answer
+from producers.gateway.serving import Answer, ValidRequest
 
 router = APIRouter()
+Body = TypeVar("Body", bound=BaseModel)
 _STARTED = int(time.time())
 
 
@@ -42,9 +47,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_request(raw: bytes) -> ChatCompletionRequest:
+def parse_json(raw: bytes, model: type[Body]) -> Body:
+    """``raw`` as ``model``; a 400 naming the first bad parameter otherwise."""
     try:
-        return ChatCompletionRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise APIError(
@@ -53,9 +59,54 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
         raise from_validation(exc) from None
 
 
-@router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request) -> Response:
-    # the trace starts when the request arrived, continuing the caller's traceparent if valid
+def parse_request(raw: bytes) -> ChatCompletionRequest:
+    return parse_json(raw, ChatCompletionRequest)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request past authentication and the requests-per-minute limit."""
+
+    request: Request
+    runtime: GatewayRuntime
+    principal: Principal
+    limits: Limits
+    trace: RequestTrace
+
+    async def read(self, model: type[Body]) -> Body:
+        raw = await read_body(self.request, self.runtime.settings.gateway.max_body_bytes)
+        return parse_json(raw, model)
+
+    async def submit(self, valid: ValidRequest, conversation_id: str | None) -> Answer:
+        """Open (or continue) the conversation, reserve tokens, put ``valid`` on the bus and
+        wait for its first chunk; the answer names its conversation in ``x-conversation-id``."""
+        runtime, request = self.runtime, self.request
+        service = runtime.service
+        prompt_tokens = await service.count_prompt(valid)
+        conversation = await runtime.conversations.open(
+            self.principal.user, conversation_id, valid.messages
+        )
+        set_conversation_header(request, conversation.id)
+        reservation = await self.limits.reserve_tokens(prompt_tokens + valid.max_tokens)
+
+        def sent(request_id: str) -> None:
+            setattr(request.state, REQUEST_ID_STATE, request_id)
+
+        return await service.submit(
+            valid,
+            user_id=self.principal.user,
+            prompt_tokens=prompt_tokens,
+            on_usage=reservation.settle,
+            on_sent=sent,
+            conversation_id=conversation.id,
+            use_history=conversation.continued,
+            trace=self.trace,
+        )
+
+
+async def admit(request: Request) -> Admitted:
+    """Authenticate and count the request; the trace starts when it arrived, continuing the
+    caller's traceparent if valid."""
     trace = RequestTrace.begin(
         request.headers.get(TRACEPARENT_HEADER),
         received_ms=getattr(request.state, RECEIVED_MS_STATE, None),
@@ -64,35 +115,25 @@ async def create_chat_completion(request: Request) -> Response:
     principal = await authenticate(request, runtime.keys)
     limits = Limits(runtime.limiter, principal, request)
     await limits.admit_request()
-    body = parse_request(await read_body(request, runtime.settings.gateway.max_body_bytes))
-    service = runtime.service
-    valid = service.validate(body)
-    prompt_tokens = await service.count_prompt(valid)
-    conversation = await runtime.conversations.open(
-        principal.user, body.conversation_id, valid.messages
-    )
-    set_conversation_header(request, conversation.id)
-    reservation = await limits.reserve_tokens(prompt_tokens + valid.max_tokens)
+    return Admitted(request, runtime, principal, limits, trace)
 
-    def sent(request_id: str) -> None:
-        setattr(request.state, REQUEST_ID_STATE, request_id)
 
-    answer: Answer = await service.submit(
-        valid,
-        user_id=principal.user,
-        prompt_tokens=prompt_tokens,
-        on_usage=reservation.settle,
-        on_sent=sent,
-        conversation_id=conversation.id,
-        use_history=conversation.continued,
-        trace=trace,
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request) -> Response:
+    admitted = await admit(request)
+    body = await admitted.read(ChatCompletionRequest)
+    service = admitted.runtime.service
+    answer = await admitted.submit(service.validate(body), body.conversation_id)
     if body.stream:
-        return StreamingResponse(
-            service.stream(answer),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return event_stream(service.stream(answer))
     completion = await service.complete(answer)
     return JSONResponse(completion.model_dump(mode="json"))
 

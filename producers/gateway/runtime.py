@@ -1,8 +1,9 @@
 """What one gateway process holds while it runs, started in order and stopped in reverse.
 
-Redis (leases, rate limits) → MongoDB (API keys) → the prompt tokenizer → the reply-partition
-lease and the one :class:`ChatClient` that multiplexes every request of the process. ``stop``
-closes whatever ``start`` opened, in ``finally`` order, even when ``start`` failed half-way.
+Redis (leases, rate limits) → MongoDB (API keys, conversations, stored responses) → the prompt
+tokenizer → the reply-partition lease and the one :class:`ChatClient` that multiplexes every
+request of the process. ``stop`` closes whatever ``start`` opened, in ``finally`` order, even
+when ``start`` failed half-way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
 from producers.gateway.conversations import ConversationService
 from producers.gateway.rate_limit import RateLimiter
 from producers.gateway.reply_lease import ReplyPartitionLease
+from producers.gateway.responses import MongoResponseStore, ResponsesService
 from producers.gateway.served_models import ServedModels
 from producers.gateway.serving import ChatCompletionService
 from producers.sdk import ChatClient
@@ -37,6 +39,7 @@ class GatewayRuntime:
         self._service: ChatCompletionService | None = None
         self._client: ChatClient | None = None
         self._conversations: ConversationService | None = None
+        self._responses: ResponsesService | None = None
         self.models = ServedModels(settings)
 
     @property
@@ -58,6 +61,10 @@ class GatewayRuntime:
     @property
     def service(self) -> ChatCompletionService:
         return require_started(self._service, "gateway")
+
+    @property
+    def responses(self) -> ResponsesService:
+        return require_started(self._responses, "gateway")
 
     @property
     def reply_partition(self) -> int | None:
@@ -88,6 +95,9 @@ class GatewayRuntime:
             stack.push_async_callback(conversations.stop)
             await conversations.start()
             self._conversations = conversations
+            stored_responses = MongoResponseStore(settings)
+            stack.push_async_callback(stored_responses.stop)
+            await stored_responses.start()
             counter = await TokenizerPromptCounter.load(settings.resolved_model_path)
             lease = ReplyPartitionLease(settings, redis)
             stack.push_async_callback(lease.release)
@@ -107,6 +117,7 @@ class GatewayRuntime:
             )
             stack.push_async_callback(service.drain)  # pending cancels go out before the client
             self._service = service
+            self._responses = ResponsesService(service, stored_responses)
         except BaseException:
             await self.stop()
             raise
@@ -125,6 +136,7 @@ class GatewayRuntime:
             await stack.aclose()
         finally:
             self._service = self._client = None
+            self._responses = None
             self._keys = self._limiter = None
             self._conversations = None
             self._lease = None

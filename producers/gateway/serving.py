@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -319,20 +319,49 @@ class ChatCompletionService:
             self._settle_soon(answer.on_usage, answer.usage())
             await _close_quietly(answer.rest)
 
+    async def follow(self, answer: Answer) -> AsyncGenerator[TokenChunk, None]:
+        """The answer's chunks, for another view of it (the Responses API): when the consumer
+        stops before the last chunk (its client went away) the request is cancelled on the bus;
+        the usage is settled either way. A worker's error raises ``ChatError``."""
+        ended = False
+        try:
+            async for chunk in answer.all_chunks():
+                ended = chunk.finish_reason is not None
+                yield chunk
+        except ChatError:
+            ended = True
+            raise
+        finally:
+            await self.release(answer, ended=ended)
+
+    async def release(self, answer: Answer, *, ended: bool) -> None:
+        """Done with ``answer``: cancel it on the bus unless it ended, settle its usage, stop
+        reading its chunks (what :meth:`follow` does when it stops)."""
+        if not ended:
+            self._cancel_soon(answer.request_id)
+        self._settle_soon(answer.on_usage, answer.usage())
+        await _close_quietly(answer.rest)
+
+    async def cancel(self, request_id: str) -> None:
+        """Stop ``request_id`` wherever it runs (``chat.control``)."""
+        await self._backend.cancel(request_id)
+
     # --- background work -----------------------------------------------------------------------
     def _cancel_soon(self, request_id: str) -> None:
         """Cancel on the bus in a task: the caller may itself be being cancelled."""
-        self._spawn(self._backend.cancel(request_id), f"cancel-{request_id}")
+        self.spawn(self._backend.cancel(request_id), f"cancel-{request_id}")
 
     def _settle_soon(self, hook: UsageHook | None, usage: UsageInfo) -> None:
         if hook is not None:
-            self._spawn(hook(usage), "settle-usage")
+            self.spawn(hook(usage), "settle-usage")
 
     async def _settle(self, hook: UsageHook | None, usage: UsageInfo) -> None:
         if hook is not None:
             await hook(usage)
 
-    def _spawn(self, work: Awaitable[None], name: str) -> None:
+    def spawn(self, work: Awaitable[None], name: str) -> None:
+        """Run ``work`` in the background (failures logged); :meth:`drain` waits for it."""
+
         async def run() -> None:
             try:
                 await work

@@ -75,6 +75,27 @@ async def test_the_capital_of_france_is_paris(
     assert "Paris" in text
 
 
+async def test_the_responses_api_answers_and_continues_from_the_stored_turn(
+    real_worker: InferenceWorker, gateway: RunningGateway, key: str
+) -> None:
+    client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    first = await client.responses.create(
+        model=DEFAULT_MODEL,
+        input="Tell me about the planet Mars.",
+        max_output_tokens=40,
+        temperature=0,
+    )
+    follow_up = await client.responses.create(
+        model=DEFAULT_MODEL,
+        input="How far is it from the Sun?",
+        max_output_tokens=32,
+        temperature=0,
+        previous_response_id=first.id,
+    )
+    print(f"turn 1: {first.output_text!r}\nturn 2: {follow_up.output_text!r}")
+    assert "Mars" in follow_up.output_text  # it can only know the planet from the stored turn
+
+
 async def test_a_second_turn_sees_the_first(
     settings: Settings,
     real_worker: InferenceWorker,

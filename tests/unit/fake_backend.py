@@ -8,6 +8,7 @@ from typing import Any
 
 from chatbus.tracing import RequestTrace
 from producers.gateway.backend import ChatBackend
+from producers.gateway.responses.store import ResponseStore, StoredResponse
 from producers.sdk import ChatError
 from schemas.events import ChatMessage, SamplingParams, TokenChunk
 
@@ -53,3 +54,23 @@ class ScriptedBackend(ChatBackend):
 
     async def cancel(self, request_id: str) -> None:
         self.cancelled.append(request_id)
+
+
+class MemoryResponseStore(ResponseStore):
+    """Stored responses in a dict, scoped by user like the MongoDB store."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, StoredResponse] = {}
+
+    async def save(self, stored: StoredResponse) -> None:
+        self.saved[stored.response.id] = stored
+
+    async def get(self, user_id: str, response_id: str) -> StoredResponse | None:
+        stored = self.saved.get(response_id)
+        return stored if stored is not None and stored.user_id == user_id else None
+
+    async def delete(self, user_id: str, response_id: str) -> bool:
+        if await self.get(user_id, response_id) is None:
+            return False
+        del self.saved[response_id]
+        return True

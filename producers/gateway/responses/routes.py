@@ -1,0 +1,83 @@
+"""``/v1/responses`` over HTTP: thin routes on :class:`ResponsesService`.
+
+``POST /v1/responses``                       create (``stream: true``: SSE events)
+``GET /v1/responses/{id}``                   a stored response
+``DELETE /v1/responses/{id}``                forget it
+``POST /v1/responses/{id}/cancel``           stop it on whichever worker holds it
+``GET /v1/responses/{id}/input_items``       its input, as a list object
+
+Admission is chat's own (:func:`~producers.gateway.routes.admit`): the same keys, rate limits,
+conversation claim, ``x-conversation-id`` header and trace.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from producers.gateway.admission import authenticate
+from producers.gateway.responses.protocol import (
+    InputItemList,
+    ResponseCreateRequest,
+    ResponseDeleted,
+    ResponseObject,
+)
+from producers.gateway.responses.serving import ResponsesService
+from producers.gateway.routes import admit, event_stream, runtime_of
+
+router = APIRouter()
+
+
+async def _caller(request: Request) -> tuple[ResponsesService, str]:
+    runtime = runtime_of(request)
+    principal = await authenticate(request, runtime.keys)
+    return runtime.responses, principal.user
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request) -> Response:
+    admitted = await admit(request)
+    body = await admitted.read(ResponseCreateRequest)
+    responses = admitted.runtime.responses
+    user = admitted.principal.user
+    prepared = responses.prepare(body)
+    conversation_id = await responses.conversation_of(user, body)
+    answer = await admitted.submit(prepared.valid, conversation_id)
+    run = responses.begin(
+        prepared, answer, user_id=user, conversation_id=answer.first.conversation_id
+    )
+    if body.stream:
+        return event_stream(responses.stream(run))
+    return JSONResponse((await responses.complete(run)).model_dump(mode="json"))
+
+
+@router.get("/v1/responses/{response_id}")
+async def retrieve_response(request: Request, response_id: str) -> ResponseObject:
+    responses, user = await _caller(request)
+    return await responses.retrieve(user, response_id)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(request: Request, response_id: str) -> ResponseDeleted:
+    responses, user = await _caller(request)
+    return await responses.delete(user, response_id)
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(request: Request, response_id: str) -> ResponseObject:
+    responses, user = await _caller(request)
+    return await responses.cancel(user, response_id)
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(
+    request: Request,
+    response_id: str,
+    limit: int = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> InputItemList:
+    responses, user = await _caller(request)
+    return await responses.input_items(user, response_id, limit=limit, order=order, after=after)

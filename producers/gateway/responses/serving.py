@@ -1,0 +1,362 @@
+"""The Responses API served as a view of a chat completion on the bus.
+
+A response *is* a chat request: :class:`ResponsesService` checks and translates the request
+(:mod:`.translate`), the route hands it to the same :class:`ChatCompletionService` submit as
+chat completions (same auth, limits, conversation, trace), and this service renders the answer
+as a response object or as OpenAI's streamed events (:mod:`.events`), and keeps it in a
+:class:`ResponseStore`. A follow-up (``previous_response_id``) continues the stored response's
+conversation, so its earlier turns come from the history store, never from the client.
+
+Outcomes: ``stop`` → ``completed``; ``length`` → ``incomplete`` (``max_output_tokens``);
+``content_filter`` → ``incomplete`` (``content_filter``); ``cancelled`` (or a client gone before
+the end) → ``cancelled``; a worker error after the first chunk → ``failed``. A refusal before it
+(unknown model, prompt too long, blocked by moderation) is an HTTP error, as for chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chatbus.errors import ChatbusError
+from chatbus.logging import get_logger
+from chatbus.tracing import Hop
+from producers.gateway import metrics
+from producers.gateway.errors import APIError, invalid
+from producers.gateway.responses.events import ResponseEvents
+from producers.gateway.responses.protocol import (
+    ConversationRef,
+    IncompleteDetails,
+    InputItemList,
+    OutputMessage,
+    OutputText,
+    ResponseCreateRequest,
+    ResponseDeleted,
+    ResponseError,
+    ResponseObject,
+    ResponseStatus,
+    ResponseUsage,
+    message_id,
+    request_id_of,
+    response_id,
+)
+from producers.gateway.responses.store import ResponseStore, StoredResponse
+from producers.gateway.responses.translate import (
+    TranslatedInput,
+    chat_request,
+    check_supported,
+    rename_param,
+    translate_input,
+)
+from producers.gateway.serving import Answer, ChatCompletionService, ValidRequest
+from producers.gateway.trace_report import report_trace
+from producers.sdk import ChatError
+from schemas.events import ErrorInfo, FinishReason
+
+log = get_logger(__name__)
+
+_OUTCOME: dict[FinishReason, tuple[ResponseStatus, IncompleteDetails | None]] = {
+    "stop": ("completed", None),
+    "length": ("incomplete", IncompleteDetails(reason="max_output_tokens")),
+    "content_filter": ("incomplete", IncompleteDetails(reason="content_filter")),
+    "cancelled": ("cancelled", None),
+}
+_TERMINAL: frozenset[ResponseStatus] = frozenset({"completed", "incomplete", "cancelled", "failed"})
+
+
+def not_found(response_id: str, param: str | None = None) -> APIError:
+    return APIError(
+        404,
+        f"No response found with id '{response_id}'.",
+        param=param,
+        code="response_not_found",
+    )
+
+
+@dataclass(frozen=True)
+class PreparedResponse:
+    """A request checked and translated: the chat request it is served as, and its input."""
+
+    body: ResponseCreateRequest
+    valid: ValidRequest
+    input: TranslatedInput
+
+
+@dataclass
+class ResponseRun:
+    """A response whose request is on the bus: its text so far and, once ended, its object."""
+
+    prepared: PreparedResponse
+    answer: Answer
+    user_id: str
+    conversation_id: str
+    text: list[str] = field(default_factory=list)
+    final: ResponseObject | None = None
+    started: bool = False  # its chunks are being read
+    saving: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return response_id(self.answer.request_id)
+
+    def snapshot(
+        self,
+        status: ResponseStatus,
+        *,
+        incomplete: IncompleteDetails | None = None,
+        error: ErrorInfo | None = None,
+        ended_at: int | None = None,
+    ) -> ResponseObject:
+        body = self.prepared.body
+        output = []
+        if status not in ("in_progress", "failed"):
+            output.append(
+                OutputMessage(
+                    id=message_id(self.answer.request_id),
+                    status="completed" if status == "completed" else "incomplete",
+                    content=[OutputText(text="".join(self.text))],
+                )
+            )
+        return ResponseObject(
+            id=self.id,
+            created_at=self.answer.created,
+            completed_at=ended_at if status == "completed" else None,
+            status=status,
+            error=None if error is None else _failure(error),
+            incomplete_details=incomplete,
+            instructions=body.instructions,
+            max_output_tokens=body.max_output_tokens,
+            model=body.model,
+            output=output,
+            previous_response_id=body.previous_response_id,
+            conversation=ConversationRef(id=self.conversation_id),
+            store=body.store,
+            temperature=self.prepared.valid.sampling.temperature,
+            top_p=self.prepared.valid.sampling.top_p,
+            tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "none",
+            usage=None if status == "in_progress" else ResponseUsage.of(self.answer.usage()),
+            user=body.user,
+            metadata=body.metadata or {},
+        )
+
+    def stored(self, response: ResponseObject) -> StoredResponse:
+        return StoredResponse(
+            response=response,
+            input_items=self.prepared.input.items(f"msg_{self.id.removeprefix('resp_')}_in"),
+            user_id=self.user_id,
+            request_id=self.answer.request_id,
+            conversation_id=self.conversation_id,
+        )
+
+
+def _failure(info: ErrorInfo) -> ResponseError:
+    # OpenAI's failure codes are a closed list; the worker's own code goes in the message
+    return ResponseError(code="server_error", message=f"{info.message} ({info.code})")
+
+
+class ResponsesService:
+    """Serves ``/v1/responses`` on a :class:`ChatCompletionService` and a :class:`ResponseStore`."""
+
+    def __init__(
+        self,
+        chat: ChatCompletionService,
+        store: ResponseStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._chat = chat
+        self._store = store
+        self._clock = clock
+
+    @property
+    def chat(self) -> ChatCompletionService:
+        return self._chat
+
+    # --- before the bus ------------------------------------------------------------------------
+    def prepare(self, body: ResponseCreateRequest) -> PreparedResponse:
+        """Check ``body`` and translate it; raises :class:`APIError` naming the parameter."""
+        check_supported(body)
+        translated = translate_input(body)
+        try:
+            valid = self._chat.validate(chat_request(body, translated.messages))
+        except APIError as exc:
+            raise rename_param(exc, body) from None
+        return PreparedResponse(body, valid, translated)
+
+    async def conversation_of(self, user_id: str, body: ResponseCreateRequest) -> str | None:
+        """The conversation the response continues: the previous response's, or the one named."""
+        if body.previous_response_id is None:
+            return body.conversation_id
+        stored = await self._find(user_id, body.previous_response_id, "previous_response_id")
+        return stored.conversation_id
+
+    # --- on the bus ----------------------------------------------------------------------------
+    def begin(
+        self, prepared: PreparedResponse, answer: Answer, *, user_id: str, conversation_id: str
+    ) -> ResponseRun:
+        """The response of ``answer``; stored as ``in_progress`` in the background."""
+        run = ResponseRun(prepared, answer, user_id, conversation_id)
+        if prepared.body.store:
+            saving = self._store.save(run.stored(run.snapshot("in_progress")))
+            run.saving = asyncio.create_task(saving, name=f"store-{run.id}")
+        return run
+
+    async def complete(self, run: ResponseRun) -> ResponseObject:
+        """The whole response (``stream: false``), stored before it is returned."""
+        if run.answer.trace is not None:
+            report_trace(run.answer.trace, request_id=run.answer.request_id, stream=False)
+        async with aclosing(self._generate(run)) as pieces:
+            async for _ in pieces:
+                pass
+        assert run.final is not None
+        return run.final
+
+    async def stream(self, run: ResponseRun) -> AsyncGenerator[str, None]:
+        """The response as OpenAI's SSE events; stored before its terminal event."""
+        answer = run.answer
+        events = ResponseEvents(message_id(answer.request_id))
+        metrics.STREAMS.inc()
+        try:
+            for n, event in enumerate(events.opening(run.snapshot("in_progress"))):
+                yield event
+                if n == 0 and answer.trace is not None:  # the first event is handed over
+                    answer.trace.stamp(Hop.DELIVERED)
+                    report_trace(answer.trace, request_id=answer.request_id, stream=True)
+            async with aclosing(self._generate(run, quiet=True)) as pieces:
+                async for text in pieces:
+                    yield events.delta(text)
+            assert run.final is not None
+            for event in events.closing(run.final):
+                yield event
+        finally:
+            metrics.STREAMS.dec()
+            if run.final is None:
+                metrics.DISCONNECTS.inc()
+                log.info("client_disconnected", request_id=answer.request_id)
+                if not run.started:  # gone before the first delta: nobody read the chunks
+                    await self._chat.release(answer, ended=False)
+                    self._store_abandoned(run)
+
+    async def _generate(
+        self, run: ResponseRun, *, quiet: bool = False
+    ) -> AsyncGenerator[str, None]:
+        """The answer's text pieces; then ``run.final`` is set and stored. Abandoned before the
+        end (the client went away): the request is cancelled and the response stored as such.
+        ``quiet``: a store that fails at the end is logged (the stream has begun), not raised."""
+        finish: FinishReason | None = None
+        error: ErrorInfo | None = None
+        run.started = True
+        try:
+            try:
+                async with aclosing(self._chat.follow(run.answer)) as chunks:
+                    async for chunk in chunks:
+                        finish = chunk.finish_reason or finish
+                        if chunk.text:
+                            run.text.append(chunk.text)
+                            yield chunk.text
+            except ChatError as exc:
+                error = exc.info
+            run.final = self._ended(run, finish, error)
+            await self._record(run, run.final, quiet=quiet)
+        finally:
+            if run.final is None:
+                self._store_abandoned(run)
+
+    def _store_abandoned(self, run: ResponseRun) -> None:
+        """Record, in the background, a response its client left (cancelled on the bus)."""
+        ended = self._ended(run, "cancelled", None)
+        self._chat.spawn(self._record(run, ended), f"store-{run.id}")
+
+    def _ended(
+        self, run: ResponseRun, finish: FinishReason | None, error: ErrorInfo | None
+    ) -> ResponseObject:
+        ended_at = int(self._clock())
+        if error is not None or finish is None or finish == "error":
+            info = error or ErrorInfo(code="server_error", message="The answer ended abruptly.")
+            return run.snapshot("failed", error=info, ended_at=ended_at)
+        status, incomplete = _OUTCOME[finish]
+        return run.snapshot(status, incomplete=incomplete, ended_at=ended_at)
+
+    async def _record(
+        self, run: ResponseRun, response: ResponseObject, quiet: bool = False
+    ) -> None:
+        if not run.prepared.body.store:
+            return
+        if run.saving is not None:  # the in-progress record lands first
+            await asyncio.gather(run.saving, return_exceptions=True)
+        try:
+            await self._store.save(run.stored(response))
+        except ChatbusError as exc:
+            if not quiet:
+                raise
+            log.warning("response_not_stored", response_id=run.id, error=str(exc))
+
+    # --- stored responses ----------------------------------------------------------------------
+    async def _find(self, user_id: str, rid: str, param: str | None = None) -> StoredResponse:
+        stored = None
+        if request_id_of(rid) is not None:
+            stored = await self._store.get(user_id, rid)
+        if stored is None:
+            raise not_found(rid, param)
+        return stored
+
+    async def retrieve(self, user_id: str, rid: str) -> ResponseObject:
+        return (await self._find(user_id, rid)).response
+
+    async def delete(self, user_id: str, rid: str) -> ResponseDeleted:
+        if request_id_of(rid) is None or not await self._store.delete(user_id, rid):
+            raise not_found(rid)
+        return ResponseDeleted(id=rid)
+
+    async def cancel(self, user_id: str, rid: str) -> ResponseObject:
+        """Stop an unfinished response on whichever worker holds it (``chat.control``)."""
+        stored = await self._find(user_id, rid)
+        response = stored.response
+        if response.status == "cancelled":
+            return response
+        if response.status in _TERMINAL:
+            raise invalid(
+                f"Response '{rid}' has already ended ({response.status}); only one in "
+                "progress can be cancelled.",
+                "response_id",
+                "response_not_cancellable",
+            )
+        await self._chat.cancel(stored.request_id)
+        cancelled = response.model_copy(update={"status": "cancelled"})
+        await self._store.save(
+            StoredResponse(
+                cancelled,
+                stored.input_items,
+                stored.user_id,
+                stored.request_id,
+                stored.conversation_id,
+            )
+        )
+        return cancelled
+
+    async def input_items(
+        self,
+        user_id: str,
+        rid: str,
+        *,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | None = None,
+    ) -> InputItemList:
+        items = list((await self._find(user_id, rid)).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.id for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[: max(1, min(limit, 100))]
+        return InputItemList(
+            data=page,
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+            has_more=len(items) > len(page),
+        )
