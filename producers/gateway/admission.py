@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from chatbus.api_keys import KeyVerifier, Principal
 from producers.gateway import metrics
@@ -20,7 +20,7 @@ from producers.gateway.rate_limit import Decision, Kind, RateLimiter
 HEADERS_STATE = "chatbus_headers"  # request.state field: headers added to the response
 
 
-def response_headers(request: Request) -> dict[str, str]:
+def response_headers(request: HTTPConnection) -> dict[str, str]:
     """The headers collected for this request's response (created on first use)."""
     headers: dict[str, str] | None = getattr(request.state, HEADERS_STATE, None)
     if headers is None:
@@ -29,8 +29,9 @@ def response_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-async def authenticate(request: Request, keys: KeyVerifier) -> Principal:
-    """The principal of ``Authorization: Bearer <key>``; 401 in OpenAI's shape otherwise."""
+async def authenticate(request: HTTPConnection, keys: KeyVerifier) -> Principal:
+    """The principal of ``Authorization: Bearer <key>`` (a request's, or a WebSocket handshake's);
+    401 in OpenAI's shape otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     key = key.strip()
@@ -71,7 +72,7 @@ class Reservation:
 class Limits:
     """The rate limits of one request's key."""
 
-    def __init__(self, limiter: RateLimiter, principal: Principal, request: Request) -> None:
+    def __init__(self, limiter: RateLimiter, principal: Principal, request: HTTPConnection) -> None:
         self._limiter = limiter
         self._principal = principal
         self._headers = response_headers(request)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import HTTPConnection
 
 from chatbus.errors import ChatbusError
 from chatbus.history import ContextStore, Conversation, HistoryRepository
@@ -217,7 +218,7 @@ class ConversationService:
         return ConversationDeleted(id=conversation_id)
 
 
-def set_conversation_header(request: Request, conversation_id: str) -> None:
+def set_conversation_header(request: HTTPConnection, conversation_id: str) -> None:
     """Every response to this request (errors and streams included) names the conversation."""
     response_headers(request)[CONVERSATION_HEADER] = conversation_id
 

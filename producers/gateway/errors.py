@@ -60,6 +60,11 @@ def invalid(message: str, param: str | None, code: str | None = None) -> APIErro
     return APIError(400, message, param=param, code=code)
 
 
+def unsupported(param: str, what: str) -> APIError:
+    """A 400 for a parameter whose value asks for what chatbus does not serve (yet)."""
+    return invalid(f"{what} is not supported by chatbus yet.", param, "unsupported_parameter")
+
+
 def from_validation(exc: ValidationError, rename: Mapping[str, str] | None = None) -> APIError:
     """A 400 naming the first invalid parameter (``messages.0.role`` style)."""
     first = exc.errors(include_url=False)[0]

@@ -7,11 +7,12 @@ Only what chatbus can honour is accepted; an unknown or unsupported parameter is
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 OpenAIFinishReason = Literal["stop", "length", "content_filter"]
+DEFAULT_VERBOSITY = "medium"  # OpenAI's default verbosity, the only one chatbus serves
 
 
 class _Strict(BaseModel):
@@ -39,12 +40,37 @@ class RequestMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class ClientHints(_Strict):
+    """What clients send beside the request proper: accepted here, and refused by
+    :func:`~producers.gateway.client_hints.refuse_unserved` when a value asks for what chatbus
+    does not serve. Both APIs' requests carry them."""
+
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    service_tier: str | None = None
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = Field(None, max_length=64)
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if len(key) > 64 or len(item) > 512:
+                raise ValueError("keys are at most 64 characters, values at most 512")
+        return value
+
+
 class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
-    """``POST /v1/chat/completions``: the parameters chatbus supports."""
+class ChatCompletionRequest(ClientHints):
+    """``POST /v1/chat/completions``: the parameters chatbus supports, and the client hints."""
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[RequestMessage] = Field(min_length=1)
@@ -58,6 +84,8 @@ class ChatCompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     n: Literal[1] = 1
+    logprobs: bool | None = None
+    verbosity: str | None = None
     conversation_id: str | None = Field(
         None,
         min_length=1,

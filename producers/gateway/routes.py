@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection
 
 from chatbus.api_keys import Principal
 from chatbus.tracing import TRACEPARENT_HEADER, RequestTrace
@@ -27,7 +28,7 @@ Body = TypeVar("Body", bound=BaseModel)
 _STARTED = int(time.time())
 
 
-def runtime_of(request: Request) -> GatewayRuntime:
+def runtime_of(request: HTTPConnection) -> GatewayRuntime:
     runtime: GatewayRuntime = request.app.state.gateway
     return runtime
 
@@ -65,15 +66,17 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request past authentication and the requests-per-minute limit."""
+    """A request past authentication and the requests-per-minute limit (an HTTP request, or one
+    ``response.create`` on a WebSocket, whose handshake was authenticated)."""
 
-    request: Request
+    request: HTTPConnection
     runtime: GatewayRuntime
     principal: Principal
     limits: Limits
     trace: RequestTrace
 
     async def read(self, model: type[Body]) -> Body:
+        assert isinstance(self.request, Request), "a WebSocket's messages are read by its handler"
         raw = await read_body(self.request, self.runtime.settings.gateway.max_body_bytes)
         return parse_json(raw, model)
 
@@ -111,11 +114,19 @@ async def admit(request: Request) -> Admitted:
         request.headers.get(TRACEPARENT_HEADER),
         received_ms=getattr(request.state, RECEIVED_MS_STATE, None),
     )
-    runtime = runtime_of(request)
-    principal = await authenticate(request, runtime.keys)
-    limits = Limits(runtime.limiter, principal, request)
+    principal = await authenticate(request, runtime_of(request).keys)
+    return await admit_as(request, principal, trace)
+
+
+async def admit_as(
+    connection: HTTPConnection, principal: Principal, trace: RequestTrace
+) -> Admitted:
+    """Count one request of ``principal``, already authenticated (each ``response.create`` on a
+    WebSocket counts like one ``POST``)."""
+    runtime = runtime_of(connection)
+    limits = Limits(runtime.limiter, principal, connection)
     await limits.admit_request()
-    return Admitted(request, runtime, principal, limits, trace)
+    return Admitted(connection, runtime, principal, limits, trace)
 
 
 def event_stream(events: AsyncIterator[str]) -> StreamingResponse:

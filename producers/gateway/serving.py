@@ -28,7 +28,14 @@ from chatbus.logging import get_logger
 from chatbus.tracing import Hop, RequestTrace
 from producers.gateway import metrics
 from producers.gateway.backend import ChatBackend, PromptCounter
-from producers.gateway.errors import APIError, from_chat_error, from_validation, invalid
+from producers.gateway.client_hints import refuse_unserved, refuse_verbosity
+from producers.gateway.errors import (
+    APIError,
+    from_chat_error,
+    from_validation,
+    invalid,
+    unsupported,
+)
 from producers.gateway.protocol import (
     DONE_EVENT,
     AssistantMessage,
@@ -143,6 +150,10 @@ class ChatCompletionService:
                 param="model",
                 code="model_not_found",
             )
+        refuse_unserved(body)
+        refuse_verbosity(body.verbosity, "verbosity")
+        if body.logprobs:
+            raise unsupported("logprobs", "Log probabilities ('logprobs')")
         if len(body.messages) > self._max_messages:
             raise invalid(
                 f"{len(body.messages)} messages are more than the "

@@ -214,8 +214,8 @@ def test_what_is_not_served_is_a_400_naming_the_parameter(
 
 
 def test_an_unknown_parameter_is_refused_by_name() -> None:
-    with pytest.raises(Exception, match="service_tier"):
-        request(service_tier="flex")
+    with pytest.raises(Exception, match="prompt"):
+        request(prompt={"id": "pmpt_1"})  # a stored prompt template: not served
 
 
 def test_harmless_defaults_clients_send_are_accepted() -> None:

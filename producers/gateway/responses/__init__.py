@@ -2,7 +2,8 @@
 
 ``protocol`` (request, response object, ids) · ``translate`` (what is served, input → chat
 messages) · ``events`` (the streamed events) · ``serving`` (:class:`ResponsesService`, on the
-chat service) · ``store`` (stored responses in MongoDB) · ``routes`` (the HTTP routes).
+chat service) · ``store`` (stored responses in MongoDB) · ``routes`` (the HTTP routes) ·
+``websocket`` (OpenAI's WebSocket mode on the same path).
 """
 
 from producers.gateway.responses.serving import ResponsesService

@@ -4,12 +4,14 @@
 ``response.content_part.added`` → ``response.output_text.delta``… → ``response.output_text.done``
 → ``response.content_part.done`` → ``response.output_item.done`` → ``response.completed`` (or
 ``response.incomplete``); a worker error ends the stream with ``response.failed`` right after
-the deltas so far. Each is one SSE event, ``event: <type>`` then ``data: <json>``.
+the deltas so far. Each is one SSE event, ``event: <type>`` then ``data: <json>``; over the
+WebSocket, one text message of the same JSON.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from producers.gateway.responses.protocol import OutputMessage, OutputText, ResponseObject
@@ -22,21 +24,26 @@ _TERMINAL = {
 }
 
 
+Encode = Callable[[str, dict[str, Any]], str]  # (event type, event JSON) → what is sent
+
+
 def sse(event_type: str, data: dict[str, Any]) -> str:
     return f"event: {event_type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 class ResponseEvents:
-    """Builds the SSE events of the response whose one output message is ``item_id``."""
+    """Builds the events of the response whose one output message is ``item_id``, each encoded
+    by ``encode``: an SSE event by default, a WebSocket message's text for the WebSocket mode."""
 
-    def __init__(self, item_id: str) -> None:
+    def __init__(self, item_id: str, encode: Encode = sse) -> None:
         self._item_id = item_id
+        self._encode = encode
         self._next = 0
 
     def _event(self, event_type: str, **fields: Any) -> str:
         data = {"type": event_type, "sequence_number": self._next, **fields}
         self._next += 1
-        return sse(event_type, data)
+        return self._encode(event_type, data)
 
     def _in_item(self, event_type: str, **fields: Any) -> str:
         return self._event(

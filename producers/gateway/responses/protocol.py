@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from producers.gateway.protocol import UsageInfo
+from producers.gateway.protocol import DEFAULT_VERBOSITY, ClientHints, UsageInfo
 
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
@@ -57,14 +57,16 @@ class TextFormat(BaseModel):
 
 class TextConfig(_Strict):
     format: TextFormat | None = None
+    verbosity: str | None = None  # only the default, "medium", is served
 
 
 class ConversationRef(_Strict):
     id: str = Field(min_length=1, max_length=128, pattern=rf"^{_ID_CHARS}+$")
 
 
-class ResponseCreateRequest(_Strict):
-    """``POST /v1/responses``: what chatbus serves, and what it names when refusing."""
+class ResponseCreateRequest(ClientHints):
+    """``POST /v1/responses``: what chatbus serves, what it names when refusing, and the client
+    hints both APIs accept (:class:`~producers.gateway.protocol.ClientHints`)."""
 
     model: str = Field(min_length=1, max_length=256)
     input: str | list[Any]
@@ -78,25 +80,13 @@ class ResponseCreateRequest(_Strict):
     conversation: str | ConversationRef | None = Field(
         None, description="continue this chatbus conversation (an id or {'id': ...})"
     )
-    metadata: dict[str, str] | None = Field(None, max_length=16)
     user: str | None = Field(None, max_length=256)
     # accepted only while they ask for nothing chatbus would have to ignore
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     reasoning: dict[str, Any] | None = None
     background: bool | None = None
     include: list[str] | None = None
     truncation: Literal["disabled"] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key, item in (value or {}).items():
-            if len(key) > 64 or len(item) > 512:
-                raise ValueError("keys are at most 64 characters, values at most 512")
-        return value
 
     @property
     def conversation_id(self) -> str | None:
@@ -194,10 +184,18 @@ class ResponseObject(BaseModel):
     store: bool = True
     temperature: float | None = None
     top_p: float | None = None
-    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    top_logprobs: int = 0
+    text: dict[str, Any] = Field(
+        default_factory=lambda: {"format": {"type": "text"}, "verbosity": DEFAULT_VERBOSITY}
+    )
+    reasoning: dict[str, Any] = Field(default_factory=lambda: {"effort": None, "summary": None})
     tool_choice: str = "none"
     tools: list[Any] = Field(default_factory=list)
     truncation: Literal["disabled"] = "disabled"
+    service_tier: Literal["default"] = "default"
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    safety_identifier: str | None = None
     usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -5,6 +5,7 @@
 ``DELETE /v1/responses/{id}``                forget it
 ``POST /v1/responses/{id}/cancel``           stop it on whichever worker holds it
 ``GET /v1/responses/{id}/input_items``       its input, as a list object
+``WebSocket /v1/responses``                  OpenAI's WebSocket mode (:mod:`.websocket`)
 
 Admission is chat's own (:func:`~producers.gateway.routes.admit`): the same keys, rate limits,
 conversation claim, ``x-conversation-id`` header and trace.
@@ -25,9 +26,11 @@ from producers.gateway.responses.protocol import (
     ResponseObject,
 )
 from producers.gateway.responses.serving import ResponsesService
+from producers.gateway.responses.websocket import responses_socket
 from producers.gateway.routes import admit, event_stream, runtime_of
 
 router = APIRouter()
+router.add_api_websocket_route("/v1/responses", responses_socket)  # OpenAI's WebSocket mode
 
 
 async def _caller(request: Request) -> tuple[ResponsesService, str]:
@@ -41,13 +44,7 @@ async def create_response(request: Request) -> Response:
     admitted = await admit(request)
     body = await admitted.read(ResponseCreateRequest)
     responses = admitted.runtime.responses
-    user = admitted.principal.user
-    prepared = responses.prepare(body)
-    conversation_id = await responses.conversation_of(user, body)
-    answer = await admitted.submit(prepared.valid, conversation_id)
-    run = responses.begin(
-        prepared, answer, user_id=user, conversation_id=answer.first.conversation_id
-    )
+    run = await responses.open(body, user_id=admitted.principal.user, submit=admitted.submit)
     if body.stream:
         return event_stream(responses.stream(run))
     return JSONResponse((await responses.complete(run)).model_dump(mode="json"))

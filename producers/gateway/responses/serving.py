@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,7 +27,7 @@ from chatbus.logging import get_logger
 from chatbus.tracing import Hop
 from producers.gateway import metrics
 from producers.gateway.errors import APIError, invalid
-from producers.gateway.responses.events import ResponseEvents
+from producers.gateway.responses.events import Encode, ResponseEvents, sse
 from producers.gateway.responses.protocol import (
     ConversationRef,
     IncompleteDetails,
@@ -138,6 +138,9 @@ class ResponseRun:
             temperature=self.prepared.valid.sampling.temperature,
             top_p=self.prepared.valid.sampling.top_p,
             tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "none",
+            prompt_cache_key=body.prompt_cache_key,
+            prompt_cache_retention=body.prompt_cache_retention,
+            safety_identifier=body.safety_identifier,
             usage=None if status == "in_progress" else ResponseUsage.of(self.answer.usage()),
             user=body.user,
             metadata=body.metadata or {},
@@ -195,6 +198,21 @@ class ResponsesService:
         return stored.conversation_id
 
     # --- on the bus ----------------------------------------------------------------------------
+    async def open(
+        self,
+        body: ResponseCreateRequest,
+        *,
+        user_id: str,
+        submit: Callable[[ValidRequest, str | None], Awaitable[Answer]],
+    ) -> ResponseRun:
+        """Check ``body``, put it on the bus through ``submit`` (the caller's admission: limits,
+        conversation, trace) and begin its response; what ``POST`` and the WebSocket both do."""
+        prepared = self.prepare(body)
+        answer = await submit(prepared.valid, await self.conversation_of(user_id, body))
+        return self.begin(
+            prepared, answer, user_id=user_id, conversation_id=answer.first.conversation_id
+        )
+
     def begin(
         self, prepared: PreparedResponse, answer: Answer, *, user_id: str, conversation_id: str
     ) -> ResponseRun:
@@ -215,10 +233,11 @@ class ResponsesService:
         assert run.final is not None
         return run.final
 
-    async def stream(self, run: ResponseRun) -> AsyncGenerator[str, None]:
-        """The response as OpenAI's SSE events; stored before its terminal event."""
+    async def stream(self, run: ResponseRun, encode: Encode = sse) -> AsyncGenerator[str, None]:
+        """The response as OpenAI's events (SSE unless ``encode`` says otherwise); stored before
+        its terminal event."""
         answer = run.answer
-        events = ResponseEvents(message_id(answer.request_id))
+        events = ResponseEvents(message_id(answer.request_id), encode)
         metrics.STREAMS.inc()
         try:
             for n, event in enumerate(events.opening(run.snapshot("in_progress"))):

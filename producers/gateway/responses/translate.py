@@ -4,9 +4,13 @@
 messages whose content is a string or ``input_text`` parts; an assistant message may carry
 ``output_text`` parts, as clients replaying a transcript send it) becomes the bus's
 :class:`~schemas.events.ChatMessage` list. Everything refused is a 400 naming the parameter, down
-to the input item and its part: ``tools``, a ``tool_choice`` that asks for tools, a
-``text.format`` other than plain text, ``reasoning``, ``background``, ``include``, non-message
-items and non-text parts. Nothing is dropped silently.
+to the input item and its part: ``tools``, a ``tool_choice`` that asks for tools, a service tier,
+log probabilities or a ``text.verbosity`` other than the default (the client hints both APIs
+share, :mod:`~producers.gateway.client_hints`), a ``text.format`` other than plain text,
+``reasoning``, ``background``, ``include``, non-message items and non-text parts. Nothing is
+dropped silently; what clients send that asks for nothing (``tools: []``, ``tool_choice:
+"auto"``, ``include: []``, ``truncation: "disabled"``, ``store``, ``metadata``, prompt-cache
+hints, ``safety_identifier``) is accepted.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from producers.gateway.errors import APIError, invalid
+from producers.gateway.client_hints import refuse_unserved, refuse_verbosity
+from producers.gateway.errors import APIError, invalid, unsupported
 from producers.gateway.protocol import ChatCompletionRequest, RequestMessage
 from producers.gateway.responses.protocol import (
     InputItem,
@@ -30,18 +35,12 @@ _ROLES = ("user", "assistant", "system", "developer")
 _TEXT_PARTS = {"user": "input_text", "system": "input_text", "developer": "input_text"}
 
 
-def unsupported(param: str, what: str) -> APIError:
-    return invalid(f"{what} is not supported by chatbus yet.", param, "unsupported_parameter")
-
-
 def check_supported(body: ResponseCreateRequest) -> None:
     """Refuse (400, naming it) every parameter chatbus would otherwise have to ignore."""
-    if body.tools:
-        raise unsupported("tools", "Calling tools ('tools')")
-    if isinstance(body.tool_choice, dict) or body.tool_choice not in (None, "none", "auto"):
-        raise unsupported("tool_choice", "A 'tool_choice' that asks for a tool")
+    refuse_unserved(body)
     if body.text is not None and body.text.format is not None and body.text.format.type != "text":
         raise unsupported("text.format", f"The text format '{body.text.format.type}'")
+    refuse_verbosity(None if body.text is None else body.text.verbosity, "text.verbosity")
     if body.reasoning and any(value is not None for value in body.reasoning.values()):
         raise unsupported("reasoning", "Reasoning configuration ('reasoning')")
     if body.background:
