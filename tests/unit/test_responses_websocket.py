@@ -5,8 +5,7 @@ a disconnect that cancels, a refused key."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +19,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
 from chatbus.api_keys import Principal
+from chatbus.polling import poll_until
 from producers.gateway.responses.protocol import ResponseCreateRequest
 from producers.gateway.responses.serving import ResponseRun, ResponsesService
 from producers.gateway.responses.websocket import ResponsesSocket, responses_socket
@@ -79,13 +79,6 @@ def until_terminal(ws: Any) -> list[dict[str, Any]]:
     while events[-1]["type"] not in TERMINAL:
         events.append(receive(ws))
     return events
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_the_events_are_the_sse_streams_json_numbered_from_zero() -> None:
@@ -208,9 +201,17 @@ def test_a_client_that_leaves_mid_response_cancels_it_on_the_bus() -> None:
             create(ws)
             while receive(ws)["type"] != "response.output_text.delta":
                 pass
-        eventually(lambda: backend.cancelled == ["req-" + "0" * 31 + "1"])
+        poll_until(
+            lambda: backend.cancelled == ["req-" + "0" * 31 + "1"],
+            timeout_s=5,
+            what="the request cancelled on the bus",
+        )
         rid = "resp_" + "0" * 31 + "1"
-        eventually(lambda: rid in store.saved and store.saved[rid].response.status == "cancelled")
+        poll_until(
+            lambda: rid in store.saved and store.saved[rid].response.status == "cancelled",
+            timeout_s=5,
+            what="the response stored as cancelled",
+        )
 
 
 class _Keys:
