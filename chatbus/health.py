@@ -10,7 +10,9 @@ One small threaded HTTP server per process (on ``CHATBUS_METRICS_PORT``) serves:
   consumer lag and the autoscaler are for.
 
 The server runs in a thread so it answers even while the process's own event loop is busy; the
-loops prove they are alive through :meth:`Health.beat`.
+loops prove they are alive through :meth:`Health.beat`. A process may serve a few more things on
+this ops port as ``POST`` routes (the processors' moderation check): each a :data:`PostHandler`
+called in the server's thread with the body, returning the status and a JSON body.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from chatbus.logging import get_logger
 
 log = get_logger(__name__)
+
+PostHandler = Callable[[bytes], tuple[int, bytes]]
+MAX_POST_BYTES = 2_000_000
 
 
 class Health:
@@ -79,9 +84,16 @@ class Health:
 class HealthServer:
     """Serves ``/metrics``, ``/livez`` and ``/readyz`` of one :class:`Health` on a port."""
 
-    def __init__(self, health: Health, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        health: Health,
+        port: int,
+        host: str = "127.0.0.1",
+        routes: Mapping[str, PostHandler] | None = None,
+    ) -> None:
         self.health = health
         self.host, self.port = host, port
+        self.routes: Mapping[str, PostHandler] = routes if routes is not None else {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -89,8 +101,25 @@ class HealthServer:
         if self._server is not None:
             return
         health = self.health
+        routes = self.routes
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                handler = routes.get(self.path.split("?", 1)[0])
+                if handler is None:
+                    self._send(404, b'{"error": "not found"}', "application/json")
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_POST_BYTES:
+                    self._send(413, b'{"error": "body too large"}', "application/json")
+                    return
+                try:
+                    status, body = handler(self.rfile.read(length))
+                except Exception as exc:
+                    log.exception("ops_route_failed", path=self.path)
+                    status, body = 500, json.dumps({"error": repr(exc)}).encode()
+                self._send(status, body, "application/json")
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

@@ -249,6 +249,17 @@ class GatewaySettings(Section):
     request_timeout_s: float = Field(
         120.0, gt=0, description="How long a client waits for the next chunk of an answer."
     )
+    resume_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long an answer whose client went away keeps being generated for a "
+        "client to resume it (GET …/stream); then it is cancelled. 0: cancel at once.",
+    )
+    resume_ttl_s: int = Field(
+        3600,
+        ge=60,
+        description="How long a stream stays resumable (where it begins on the bus, in Redis).",
+    )
 
 
 class ModerationSettings(Section):
@@ -293,6 +304,11 @@ class ModerationSettings(Section):
         ge=0,
         description="CPU threads of the moderation classifier (torch); 0: one per "
         "core. One leaves the other cores to a worker on the same machine.",
+    )
+    service_url: str = Field(
+        "http://127.0.0.1:39100",
+        description="Where the gateway's /v1/moderations sends texts to be judged: the "
+        "processors' ops port (POST /v1/moderations). Locally derived from metrics_base_port.",
     )
     output: bool = Field(True, description="Judge answers while they stream.")
     output_window_chars: int = Field(
@@ -457,6 +473,7 @@ _ADDRESS_FROM_LOCAL_PORT = {
     ("redis", "url"): ("redis_port", "redis://127.0.0.1:{}/0"),
     ("mongo", "url"): ("mongo_port", "mongodb://127.0.0.1:{}/"),
     ("s3", "endpoint"): ("s3_port", "http://127.0.0.1:{}"),
+    ("moderation", "service_url"): ("metrics_base_port", "http://127.0.0.1:{}"),  # processors +0
 }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from chatbus.errors import ChatbusError, InvalidEvent
+from chatbus.errors import InvalidEvent
 from chatbus.kafka import (
     EventPublisher,
     decode_event,
@@ -30,11 +30,11 @@ from chatbus.kafka.startup import start_client
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import STAMPS_HEADER, Hop, RequestTrace, header_value, now_ms
+from producers.replay import ChatError, ChatTimeout, ReplyPosition, SeqOrder
 from schemas.events import (
     CancelRequest,
     ChatMessage,
     ChatRequest,
-    ErrorInfo,
     ReplyTo,
     SamplingParams,
     TokenChunk,
@@ -46,27 +46,12 @@ log = get_logger(__name__)
 _KEPT_TRACES = 1024  # traces of finished requests kept for trace()
 
 
-class ChatError(ChatbusError):
-    """The service ended a request with an error; ``info`` says which and why."""
-
-    def __init__(self, info: ErrorInfo) -> None:
-        where = f" (parameter {info.param!r})" if info.param else ""
-        super().__init__(f"{info.code}{where}: {info.message}")
-        self.info = info
-
-
-class ChatTimeout(ChatbusError):
-    """No chunk arrived in time."""
-
-    retriable = True
-
-
 @dataclass
 class _Stream:
     queue: asyncio.Queue[TokenChunk] = field(default_factory=asyncio.Queue)
-    next_seq: int = 0
-    early: dict[int, TokenChunk] = field(default_factory=dict)
+    order: SeqOrder = field(default_factory=SeqOrder)
     trace: RequestTrace | None = None
+    first_offset: int | None = None  # where its chunks begin on the reply partition
 
 
 PartitionChooser = Callable[[set[int]], Awaitable[int]]
@@ -195,6 +180,15 @@ class ChatClient:
         """Collect the chunks of a request published by someone else to our reply partition."""
         self._streams.setdefault(request_id, _Stream())
 
+    def position(self, request_id: str) -> ReplyPosition | None:
+        """Where the chunks of ``request_id`` (one being read now) begin on our reply partition,
+        once its first chunk has arrived: what :func:`~producers.replay.replay_chunks` needs to
+        read them again, from any process."""
+        stream = self._streams.get(request_id)
+        if stream is None or stream.first_offset is None or self._reply_partition is None:
+            return None
+        return ReplyPosition(self._reply_partition, stream.first_offset)
+
     def trace(self, request_id: str) -> RequestTrace | None:
         """The trace of one of our recent requests: its stamps so far, and once its first chunk
         was yielded, ``trace(...).breakdown()`` (time to first token by stage)."""
@@ -264,13 +258,16 @@ class ChatClient:
                 continue
             assert isinstance(event, TokenChunk)
             stream = self._streams.get(event.request_id)
-            if stream is None or event.seq < stream.next_seq or event.seq in stream.early:
-                continue  # not ours, or a duplicate
+            if stream is None:
+                continue  # not ours
+            ready = stream.order.add(event)
+            if not ready and event.seq not in stream.order.early:
+                continue  # a duplicate
             self._on_traced_chunk(event.request_id, stream, record.headers, arrived)
-            stream.early[event.seq] = event
-            while stream.next_seq in stream.early:
-                stream.queue.put_nowait(stream.early.pop(stream.next_seq))
-                stream.next_seq += 1
+            if stream.first_offset is None:  # the lowest: its chunks are in order on it
+                stream.first_offset = record.offset
+            for chunk in ready:
+                stream.queue.put_nowait(chunk)
 
     def _on_traced_chunk(
         self,

@@ -3,6 +3,7 @@
 Faust's worker owns the event loop and the signals here, so the process uses the shared pieces of
 :mod:`chatbus.kafka.serve` inside it: the same health endpoint, beaten by an app timer, and the
 same lag reporter (``chatbus_consumer_lag_records`` of the app's consumer group) on a timer.
+The ops port also serves the moderation check (``POST /v1/moderations``) the gateway forwards.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import logging
 
 import faust
 
-from chatbus.health import Health
+from chatbus.health import Health, PostHandler
 from chatbus.kafka.lag import LagReporter
 from chatbus.kafka.serve import health_endpoint
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from stream_processors.agents import moderation_check
 from stream_processors.app import app_id, build_app
 from stream_processors.topic_setup import ensure_app_topics_sync
 
@@ -24,12 +26,14 @@ log = get_logger(__name__)
 
 def run_processors(settings: Settings) -> None:
     """Start the app as a Faust worker; returns (exits) when the worker stops."""
-    with health_endpoint(settings, "processors") as health:
-        _run(settings, health)
+    routes: dict[str, PostHandler] = {}
+    with health_endpoint(settings, "processors", routes) as health:
+        _run(settings, health, routes)
 
 
-def _run(settings: Settings, health: Health) -> None:
+def _run(settings: Settings, health: Health, routes: dict[str, PostHandler]) -> None:
     app, moderation = build_app(settings)
+    routes[moderation_check.PATH] = moderation_check.check_handler(moderation)
     lag = LagReporter(
         settings,
         app_id(settings),

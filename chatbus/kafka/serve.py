@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol
 
 from chatbus.errors import ChatbusError
-from chatbus.health import Health, HealthServer
+from chatbus.health import Health, HealthServer, PostHandler
 from chatbus.kafka.lag import LagReporter
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -56,10 +56,17 @@ class Service(Protocol):
 
 
 @contextmanager
-def health_endpoint(settings: Settings, component: str) -> Iterator[Health]:
-    """The process's :class:`Health`, served on ``settings.metrics_port`` (0: not served)."""
+def health_endpoint(
+    settings: Settings, component: str, routes: Mapping[str, PostHandler] | None = None
+) -> Iterator[Health]:
+    """The process's :class:`Health`, served on ``settings.metrics_port`` (0: not served), with
+    ``routes`` beside it (a mapping the process may fill once it has what they need)."""
     health = Health(component)
-    server = HealthServer(health, settings.metrics_port) if settings.metrics_port else None
+    server = (
+        HealthServer(health, settings.metrics_port, routes=routes)
+        if settings.metrics_port
+        else None
+    )
     if server is not None:
         server.start()
     try:

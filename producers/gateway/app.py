@@ -16,6 +16,7 @@ from chatbus.settings import Settings
 from producers.gateway.conversations import router as conversations_router
 from producers.gateway.errors import APIError, from_chatbus
 from producers.gateway.middleware import GatewayMiddleware
+from producers.gateway.moderations import router as moderations_router
 from producers.gateway.responses.routes import router as responses_router
 from producers.gateway.routes import router
 from producers.gateway.runtime import GatewayRuntime
@@ -84,6 +85,7 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
     app.include_router(router)
     app.include_router(conversations_router)
     app.include_router(responses_router)
+    app.include_router(moderations_router)
     mount_web(app)
     return app
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from chatbus.errors import ConfigurationError
 from chatbus.logging import get_logger
+from chatbus.settings import Settings
 from chatbus.tracing import RequestTrace
+from producers.replay import ReplyPosition, replay_chunks
 from producers.sdk import ChatClient
 from schemas.events import ChatMessage, SamplingParams, TokenChunk
 
@@ -57,6 +59,14 @@ class ChatBackend(abc.ABC):
         """The trace of a recent request, when this backend keeps one."""
         return None
 
+    def position(self, request_id: str) -> ReplyPosition | None:
+        """Where the chunks of ``request_id`` (being read now) begin on the bus, once known."""
+        return None
+
+    def replay(self, position: ReplyPosition, request_id: str) -> AsyncIterator[TokenChunk]:
+        """The chunks of ``request_id`` again from ``position``, then live, up to the last."""
+        raise NotImplementedError("this backend cannot replay streams")
+
 
 class PromptCounter(abc.ABC):
     @abc.abstractmethod
@@ -67,8 +77,9 @@ class PromptCounter(abc.ABC):
 class BusChatBackend(ChatBackend):
     """Requests over Kafka through the gateway's one :class:`ChatClient`."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, settings: Settings) -> None:
         self._client = client
+        self._settings = settings
 
     async def send(
         self,
@@ -97,6 +108,12 @@ class BusChatBackend(ChatBackend):
 
     def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
         return self._client.chunks(request_id)
+
+    def position(self, request_id: str) -> ReplyPosition | None:
+        return self._client.position(request_id)
+
+    def replay(self, position: ReplyPosition, request_id: str) -> AsyncIterator[TokenChunk]:
+        return replay_chunks(self._settings, position, request_id)
 
     async def cancel(self, request_id: str) -> None:
         await self._client.cancel(request_id, reason="client_disconnected")

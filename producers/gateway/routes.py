@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -80,9 +80,15 @@ class Admitted:
         raw = await read_body(self.request, self.runtime.settings.gateway.max_body_bytes)
         return parse_json(raw, model)
 
-    async def submit(self, valid: ValidRequest, conversation_id: str | None) -> Answer:
+    async def submit(
+        self,
+        valid: ValidRequest,
+        conversation_id: str | None,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> Answer:
         """Open (or continue) the conversation, reserve tokens, put ``valid`` on the bus and
-        wait for its first chunk; the answer names its conversation in ``x-conversation-id``."""
+        wait for its first chunk; the answer names its conversation in ``x-conversation-id``.
+        ``on_sent`` learns the request id once the request is on the bus."""
         runtime, request = self.runtime, self.request
         service = runtime.service
         prompt_tokens = await service.count_prompt(valid)
@@ -94,6 +100,8 @@ class Admitted:
 
         def sent(request_id: str) -> None:
             setattr(request.state, REQUEST_ID_STATE, request_id)
+            if on_sent is not None:
+                on_sent(request_id)
 
         return await service.submit(
             valid,
@@ -147,6 +155,38 @@ async def create_chat_completion(request: Request) -> Response:
         return event_stream(service.stream(answer))
     completion = await service.complete(answer)
     return JSONResponse(completion.model_dump(mode="json"))
+
+
+@router.get("/v1/chat/completions/{completion_id}/stream")
+async def resume_chat_completion(
+    request: Request, completion_id: str, starting_after: int | None = None
+) -> Response:
+    """Resume a streamed chat completion (``chatcmpl-…``, or its request id ``req-…``): every
+    event after number ``starting_after`` (the ``id`` of the last event the client has; also
+    read from the ``Last-Event-ID`` header), then the live stream, on any gateway."""
+    runtime = runtime_of(request)
+    principal = await authenticate(request, runtime.keys)
+    after = starting_after if starting_after is not None else last_event_id(request)
+    request_id = "req-" + completion_id.removeprefix("chatcmpl-").removeprefix("req-")
+    service = runtime.service
+    answer = await service.replay(await service.origin(principal.user, request_id))
+    return event_stream(service.stream(answer, starting_after=after))
+
+
+def last_event_id(request: Request) -> int:
+    """The ``Last-Event-ID`` header as a number (-1 when absent: replay from the start)."""
+    raw = request.headers.get("last-event-id")
+    if raw is None or raw.strip() == "":
+        return -1
+    try:
+        return int(raw)
+    except ValueError:
+        raise APIError(
+            400,
+            f"Last-Event-ID must be the number of an event of the stream, got {raw!r}.",
+            param="Last-Event-ID",
+            code="invalid_last_event_id",
+        ) from None
 
 
 @router.get("/v1/models")

@@ -17,9 +17,11 @@ from chatbus.settings import Settings
 from chatbus.stores import redis_client, redis_errors
 from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
 from producers.gateway.conversations import ConversationService
+from producers.gateway.moderation_client import ModerationClient
 from producers.gateway.rate_limit import RateLimiter
 from producers.gateway.reply_lease import ReplyPartitionLease
 from producers.gateway.responses import MongoResponseStore, ResponsesService
+from producers.gateway.resume import RedisStreamDirectory, StreamKeeper
 from producers.gateway.served_models import ServedModels
 from producers.gateway.serving import ChatCompletionService
 from producers.sdk import ChatClient
@@ -40,6 +42,7 @@ class GatewayRuntime:
         self._client: ChatClient | None = None
         self._conversations: ConversationService | None = None
         self._responses: ResponsesService | None = None
+        self._moderation: ModerationClient | None = None
         self.models = ServedModels(settings)
 
     @property
@@ -65,6 +68,10 @@ class GatewayRuntime:
     @property
     def responses(self) -> ResponsesService:
         return require_started(self._responses, "gateway")
+
+    @property
+    def moderation(self) -> ModerationClient:
+        return require_started(self._moderation, "gateway")
 
     @property
     def reply_partition(self) -> int | None:
@@ -108,16 +115,27 @@ class GatewayRuntime:
             await client.start()
             stack.push_async_callback(client.stop)
             self._client = client
+            keeper = StreamKeeper(
+                RedisStreamDirectory(
+                    redis, prefix=settings.kafka.topic_prefix, ttl_s=settings.gateway.resume_ttl_s
+                ),
+                grace_s=settings.gateway.resume_grace_s,
+            )
             service = ChatCompletionService(
-                BusChatBackend(client),
+                BusChatBackend(client, settings),
                 counter,
                 models=settings.served_models,
                 default_max_tokens=settings.model.default_max_tokens,
                 max_messages=settings.gateway.max_messages,
+                keeper=keeper,
+                request_timeout_s=settings.gateway.request_timeout_s,
             )
             stack.push_async_callback(service.drain)  # pending cancels go out before the client
             self._service = service
             self._responses = ResponsesService(service, stored_responses)
+            moderation = ModerationClient(settings.moderation.service_url)
+            stack.push_async_callback(moderation.stop)
+            self._moderation = moderation
         except BaseException:
             await self.stop()
             raise
@@ -137,6 +155,7 @@ class GatewayRuntime:
         finally:
             self._service = self._client = None
             self._responses = None
+            self._moderation = None
             self._keys = self._limiter = None
             self._conversations = None
             self._lease = None

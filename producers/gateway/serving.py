@@ -50,6 +50,7 @@ from producers.gateway.protocol import (
     OpenAIFinishReason,
     UsageInfo,
 )
+from producers.gateway.resume import OnCancelled, StreamKeeper, StreamOrigin
 from producers.gateway.trace_report import report_trace
 from producers.sdk import ChatError
 from schemas.events import ChatMessage, FinishReason, SamplingParams, TokenChunk
@@ -83,9 +84,10 @@ class ValidRequest:
 
 @dataclass
 class Answer:
-    """A request on the bus whose first chunk has arrived."""
+    """A request on the bus whose first chunk has arrived (or whose chunks are replayed)."""
 
-    request: ValidRequest
+    model: str
+    include_usage: bool  # its stream ends with a usage chunk
     request_id: str
     prompt_tokens: int
     created: int
@@ -130,8 +132,12 @@ class ChatCompletionService:
         default_max_tokens: int,
         max_messages: int,
         clock: Callable[[], float] = time.time,
+        keeper: StreamKeeper | None = None,
+        request_timeout_s: float = 120.0,
     ) -> None:
         self._backend = backend
+        self._keeper = keeper
+        self.request_timeout_s = request_timeout_s
         self._counter = counter
         self._models = tuple(models)
         self._default_max_tokens = default_max_tokens
@@ -239,8 +245,72 @@ class ChatCompletionService:
         except BaseException:
             self._cancel_soon(request_id)
             raise
+        answer = Answer(
+            model=request.body.model,
+            include_usage=request.body.include_usage,
+            request_id=request_id,
+            prompt_tokens=prompt_tokens,
+            created=created,
+            first=first,
+            rest=rest,
+            on_usage=on_usage,
+            trace=trace,
+        )
+        await self._keep(answer, user_id)
+        return answer
+
+    async def _keep(self, answer: Answer, user_id: str) -> None:
+        """Record where ``answer`` begins on the bus, so its stream can be resumed."""
+        position = self._backend.position(answer.request_id)
+        if self._keeper is None or position is None:
+            return
+        await self._keeper.record(
+            StreamOrigin(
+                request_id=answer.request_id,
+                user_id=user_id,
+                position=position,
+                model=answer.model,
+                created=answer.created,
+                prompt_tokens=answer.prompt_tokens,
+                include_usage=answer.include_usage,
+            )
+        )
+
+    async def origin(self, user_id: str, request_id: str) -> StreamOrigin:
+        """Where the user's answer ``request_id`` begins; a 404 when it is unknown, someone
+        else's, or forgotten (after ``CHATBUS_GATEWAY_RESUME_TTL_S``)."""
+        found = await self.find_origin(user_id, request_id)
+        if found is None:
+            raise APIError(
+                404,
+                f"No stream found for '{request_id}' (unknown, not yours, or older than the "
+                "gateway keeps streams resumable).",
+                param="id",
+                code="stream_not_found",
+            )
+        return found
+
+    async def find_origin(self, user_id: str, request_id: str) -> StreamOrigin | None:
+        """Where the user's answer ``request_id`` begins, when known."""
+        return None if self._keeper is None else await self._keeper.find(user_id, request_id)
+
+    async def replay(self, origin: StreamOrigin) -> Answer:
+        """The answer at ``origin`` again, its chunks read from the bus (then live)."""
+        rest = self._backend.replay(origin.position, origin.request_id)
+        try:
+            first = await anext(rest)
+        except ChatError as exc:
+            raise from_chat_error(exc.info) from None
+        except StopAsyncIteration:
+            raise APIError(404, f"No chunks of '{origin.request_id}' on the bus.") from None
         return Answer(
-            request, request_id, prompt_tokens, created, first, rest, on_usage, trace=trace
+            model=origin.model,
+            include_usage=origin.include_usage,
+            request_id=origin.request_id,
+            prompt_tokens=origin.prompt_tokens,
+            created=origin.created,
+            first=first,
+            rest=rest,
         )
 
     def trace(self, request_id: str) -> RequestTrace | None:
@@ -254,7 +324,7 @@ class ChatCompletionService:
         if answer.trace is not None:  # delivered: when the first chunk reached us (SDK's stamp)
             report_trace(answer.trace, request_id=answer.request_id, stream=False)
         try:
-            async for chunk in answer.all_chunks():
+            async for chunk in self._followed(answer):
                 text.append(chunk.text)
                 finish = chunk.finish_reason
         except ChatError as exc:
@@ -266,7 +336,7 @@ class ChatCompletionService:
         return ChatCompletion(
             id=answer.id,
             created=answer.created,
-            model=answer.request.body.model,
+            model=answer.model,
             choices=[
                 Choice(
                     message=AssistantMessage(content="".join(text)),
@@ -276,20 +346,27 @@ class ChatCompletionService:
             usage=answer.usage(),
         )
 
-    async def stream(self, answer: Answer) -> AsyncIterator[str]:
+    async def stream(
+        self, answer: Answer, *, starting_after: int = -1
+    ) -> AsyncGenerator[str, None]:
         """The answer as SSE events, ending with ``[DONE]`` (``stream: true``).
 
+        Each event carries its number in the SSE ``id`` field (0, 1, …: the role, each piece of
+        text, the finish, the usage, ``[DONE]``); the same chunks always give the same events
+        with the same numbers, so a resumed stream (``starting_after``: the last number the
+        client has) continues exactly where the client stopped.
+
         When the client goes away first (the generator is closed or cancelled), the request is
-        cancelled on the bus so the worker frees its slot.
+        cancelled on the bus so the worker frees its slot (after the resume grace period).
         """
-        body = answer.request.body
-        with_usage = body.include_usage
+        with_usage = answer.include_usage
+        numbered = _Numbered(starting_after)
 
         def event(delta: Delta, finish: OpenAIFinishReason | None = None) -> str:
             chunk = ChatCompletionChunk(
                 id=answer.id,
                 created=answer.created,
-                model=body.model,
+                model=answer.model,
                 choices=[ChunkChoice(delta=delta, finish_reason=finish)],
             )
             return chunk.sse(with_usage_field=with_usage)
@@ -297,30 +374,35 @@ class ChatCompletionService:
         finished = False
         metrics.STREAMS.inc()
         try:
-            yield event(Delta(role="assistant", content=""))
+            if first := numbered(event(Delta(role="assistant", content=""))):
+                yield first
             if answer.trace is not None:  # resumed: the first event was handed to the server
                 answer.trace.stamp(Hop.DELIVERED)
                 report_trace(answer.trace, request_id=answer.request_id, stream=True)
             try:
-                async for chunk in answer.all_chunks():
-                    if chunk.text:
-                        yield event(Delta(content=chunk.text))
+                async for chunk in self._followed(answer):
+                    if chunk.text and (text := numbered(event(Delta(content=chunk.text)))):
+                        yield text
                     if chunk.finish_reason is not None:
                         finished = True
-                        yield event(Delta(), _FINISH.get(chunk.finish_reason, "stop"))
+                        finish = _FINISH.get(chunk.finish_reason, "stop")
+                        if last := numbered(event(Delta(), finish)):
+                            yield last
             except ChatError as exc:
                 finished = True
-                yield _error_event(exc)
+                yield numbered(_error_event(exc)) or _error_event(exc)
                 return
             if with_usage:
-                yield ChatCompletionChunk(
+                usage = ChatCompletionChunk(
                     id=answer.id,
                     created=answer.created,
-                    model=body.model,
+                    model=answer.model,
                     choices=[],
                     usage=answer.usage(),
                 ).sse(with_usage_field=True)
-            yield DONE_EVENT
+                if usage := numbered(usage):
+                    yield usage
+            yield numbered(DONE_EVENT) or DONE_EVENT
         finally:
             metrics.STREAMS.dec()
             if not finished:
@@ -330,37 +412,58 @@ class ChatCompletionService:
             self._settle_soon(answer.on_usage, answer.usage())
             await _close_quietly(answer.rest)
 
-    async def follow(self, answer: Answer) -> AsyncGenerator[TokenChunk, None]:
+    async def follow(
+        self, answer: Answer, on_cancelled: OnCancelled | None = None
+    ) -> AsyncGenerator[TokenChunk, None]:
         """The answer's chunks, for another view of it (the Responses API): when the consumer
-        stops before the last chunk (its client went away) the request is cancelled on the bus;
-        the usage is settled either way. A worker's error raises ``ChatError``."""
+        stops before the last chunk (its client went away) the request is cancelled on the bus
+        (``on_cancelled`` runs then); the usage is settled either way. A worker's error raises
+        ``ChatError``."""
         ended = False
         try:
-            async for chunk in answer.all_chunks():
+            async for chunk in self._followed(answer):
                 ended = chunk.finish_reason is not None
                 yield chunk
         except ChatError:
             ended = True
             raise
         finally:
-            await self.release(answer, ended=ended)
+            await self.release(answer, ended=ended, on_cancelled=on_cancelled)
 
-    async def release(self, answer: Answer, *, ended: bool) -> None:
+    async def release(
+        self, answer: Answer, *, ended: bool, on_cancelled: OnCancelled | None = None
+    ) -> None:
         """Done with ``answer``: cancel it on the bus unless it ended, settle its usage, stop
         reading its chunks (what :meth:`follow` does when it stops)."""
         if not ended:
-            self._cancel_soon(answer.request_id)
+            self._cancel_soon(answer.request_id, on_cancelled)
         self._settle_soon(answer.on_usage, answer.usage())
         await _close_quietly(answer.rest)
+
+    def _followed(self, answer: Answer) -> AsyncIterator[TokenChunk]:
+        """The answer's chunks, marked followed (for the resume grace period) as they come."""
+        if self._keeper is None:
+            return answer.all_chunks()
+        return self._keeper.follow(answer.request_id, answer.all_chunks())
 
     async def cancel(self, request_id: str) -> None:
         """Stop ``request_id`` wherever it runs (``chat.control``)."""
         await self._backend.cancel(request_id)
 
     # --- background work -----------------------------------------------------------------------
-    def _cancel_soon(self, request_id: str) -> None:
-        """Cancel on the bus in a task: the caller may itself be being cancelled."""
-        self.spawn(self._backend.cancel(request_id), f"cancel-{request_id}")
+    def _cancel_soon(self, request_id: str, on_cancelled: OnCancelled | None = None) -> None:
+        """Cancel on the bus in a task (the caller may itself be being cancelled): at once, or,
+        when streams are kept resumable, once the grace period passed with nobody resuming."""
+        if self._keeper is None:
+            work = self._cancel_now(request_id, on_cancelled)
+        else:
+            work = self._keeper.abandon(request_id, self._backend.cancel, on_cancelled or _nothing)
+        self.spawn(work, f"cancel-{request_id}")
+
+    async def _cancel_now(self, request_id: str, on_cancelled: OnCancelled | None) -> None:
+        await self._backend.cancel(request_id)
+        if on_cancelled is not None:
+            await on_cancelled()
 
     def _settle_soon(self, hook: UsageHook | None, usage: UsageInfo) -> None:
         if hook is not None:
@@ -387,6 +490,23 @@ class ChatCompletionService:
         """Wait for pending cancels and usage updates (on shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+async def _nothing() -> None:
+    return None
+
+
+class _Numbered:
+    """Numbers a stream's SSE events in its ``id`` field, dropping those up to ``starting_after``
+    (those a resuming client already has): returns the event to send, or ``""``."""
+
+    def __init__(self, starting_after: int) -> None:
+        self._next = 0
+        self._after = starting_after
+
+    def __call__(self, event: str) -> str:
+        n, self._next = self._next, self._next + 1
+        return f"id: {n}\n{event}" if n > self._after else ""
 
 
 def _error_event(exc: ChatError) -> str:

@@ -28,13 +28,14 @@ from typing import Any
 import faust
 from mode import Service
 
-from chatbus.errors import InvalidEvent, require_started
+from chatbus.errors import ChatbusError, InvalidEvent, require_started
 from chatbus.kafka import EventPublisher, decode_event
 from chatbus.kafka.dlq import reject_request
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace, header_list, with_trace
 from schemas.events import CancelRequest, ChatRequest, ModerationVerdict
+from schemas.moderation_check import ModerationCheck, ModerationCheckResult, TextJudgement
 from schemas.topics import TopicName
 from stream_processors import metrics
 from stream_processors.moderation.abuse import AbusePolicy, AbuseState
@@ -53,6 +54,10 @@ log = get_logger(__name__)
 CONSUMER_NAME = "moderation"
 
 
+class ClassifierNotReady(ChatbusError):
+    retriable = True
+
+
 class ModerationRuntime(Service):  # type: ignore[misc]
     """What the agents share: the publisher, the classifier (loaded in a thread), the executor."""
 
@@ -67,12 +72,14 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation")
         self._publisher: EventPublisher | None = None  # aiokafka wants a running loop
         self._moderator: asyncio.Future[InputModerator] | None = None
+        self._loaded: InputModerator | None = None  # for other threads (the moderation check)
 
     def _build_moderator(self) -> InputModerator:
         classifier = self._classifier or build_classifier(self.settings)
         classifier.classify("warm up")  # load the model now, not on the first request
         log.info("classifier_ready", classifier=classifier.name)
-        return InputModerator(classifier, self._thresholds, self.policy)
+        self._loaded = InputModerator(classifier, self._thresholds, self.policy)
+        return self._loaded
 
     @property
     def publisher(self) -> EventPublisher:
@@ -130,6 +137,28 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         )
         metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
         return result
+
+    def check(self, check: ModerationCheck, timeout_s: float = 30.0) -> ModerationCheckResult:
+        """Judge ``check``'s texts as input moderation would, from another thread (the ops
+        server's), on the moderation thread; :class:`ClassifierNotReady` while it loads."""
+        moderator = self._loaded
+        if moderator is None:
+            raise ClassifierNotReady("the moderation classifier is still loading; retry shortly")
+        started = time.perf_counter()
+        judged = self._executor.submit(lambda: [moderator.judge(t) for t in check.texts])
+        results = judged.result(timeout_s)
+        metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
+        return ModerationCheckResult(
+            classifier=moderator.classifier.name,
+            results=[
+                TextJudgement(
+                    flagged=any(categories.values()),
+                    categories=categories,
+                    category_scores={c: round(s, 4) for c, s in scores.items()},
+                )
+                for scores, categories in results
+            ],
+        )
 
     async def reject_invalid(self, message: Any, exc: InvalidEvent) -> None:
         """DLQ the message; when its requester can be told, end its stream with the reason."""

@@ -21,6 +21,7 @@ from stream_processors.moderation.abuse import AbusePolicy, AbuseState
 from stream_processors.moderation.categories import (
     ABUSE,
     CATEGORIES,
+    CategoryScores,
     flagged_categories,
     with_parents,
 )
@@ -65,6 +66,14 @@ class InputModerator:
         self.thresholds = thresholds
         self.policy = policy
 
+    def judge(self, text: str) -> tuple[CategoryScores, dict[str, bool]]:
+        """``text``'s score per category (a parent at least its subcategories) and whether each
+        reaches its threshold: what input moderation and ``/v1/moderations`` both decide on."""
+        scores = with_parents(
+            {c: min(1.0, max(0.0, s)) for c, s in self.classifier.classify(text).items()}
+        )
+        return scores, flagged_categories(scores, self.thresholds)
+
     def assess(self, request: ChatRequest, abuse: AbuseState, now: float) -> Decision:
         """The decision on ``request`` by a user whose abuse state is ``abuse`` (blocking)."""
         base = {
@@ -91,10 +100,7 @@ class InputModerator:
         if found is None:
             return Decision(ModerationVerdict(**base, flagged=False))
         index, text = found
-        scores = with_parents(
-            {c: min(1.0, max(0.0, s)) for c, s in self.classifier.classify(text).items()}
-        )
-        categories = flagged_categories(scores, self.thresholds)
+        scores, categories = self.judge(text)
         flagged = tuple(
             sorted((c for c, hit in categories.items() if hit), key=lambda c: -scores.get(c, 0.0))
         )

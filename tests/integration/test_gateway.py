@@ -32,10 +32,13 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello th
 
 
 def sse_data(lines: list[str]) -> list[str]:
-    """The data payloads of an SSE body (every non-blank line must be a data line)."""
+    """The data payloads of an SSE body: every event is ``id: <n>`` (numbered from 0, what a
+    resuming client sends back) then one data line."""
     payloads = [line for line in lines if line]
-    assert all(line.startswith("data: ") for line in payloads), payloads
-    return [line.removeprefix("data: ") for line in payloads]
+    ids, data = payloads[0::2], payloads[1::2]
+    assert ids == [f"id: {n}" for n in range(len(ids))], payloads
+    assert all(line.startswith("data: ") for line in data), payloads
+    return [line.removeprefix("data: ") for line in data]
 
 
 @asynccontextmanager

@@ -167,6 +167,7 @@ async def test_cancel_stops_a_streaming_response_on_the_worker(
         assert streaming.headers["content-type"].startswith("text/event-stream")
         assert streaming.headers["x-conversation-id"].startswith("conv-")
         lines = streaming.aiter_lines()
+        assert await anext(lines) == "id: 0"
         assert await anext(lines) == "event: response.created"
         created = json.loads((await anext(lines)).removeprefix("data: "))
         rid = created["response"]["id"]

@@ -9,6 +9,8 @@ from typing import Any
 from chatbus.tracing import RequestTrace
 from producers.gateway.backend import ChatBackend
 from producers.gateway.responses.store import ResponseStore, StoredResponse
+from producers.gateway.resume import StreamDirectory, StreamOrigin
+from producers.replay import ReplyPosition
 from producers.sdk import ChatError
 from schemas.events import ChatMessage, SamplingParams, TokenChunk
 
@@ -21,6 +23,7 @@ class ScriptedBackend(ChatBackend):
         self.script = script
         self.sent: list[tuple[list[ChatMessage], SamplingParams, str]] = []
         self.cancelled: list[str] = []
+        self.replayed: list[tuple[ReplyPosition, str]] = []
         self.gate = asyncio.Event()
         self.gate.set()
 
@@ -42,6 +45,13 @@ class ScriptedBackend(ChatBackend):
         request_id = f"req-{len(self.sent):032x}"
         self.accepted(request_id, trace)
         return request_id
+
+    def position(self, request_id: str) -> ReplyPosition | None:
+        return ReplyPosition(partition=0, offset=int(request_id.removeprefix("req-"), 16))
+
+    def replay(self, position: ReplyPosition, request_id: str) -> AsyncIterator[TokenChunk]:
+        self.replayed.append((position, request_id))
+        return self.chunks(request_id)
 
     async def chunks(self, request_id: str) -> AsyncIterator[TokenChunk]:
         for seq, fields in enumerate(self.script):
@@ -74,3 +84,26 @@ class MemoryResponseStore(ResponseStore):
             return False
         del self.saved[response_id]
         return True
+
+
+class MemoryStreamDirectory(StreamDirectory):
+    """Stream origins and follow marks in dicts; a mark lives until :meth:`expire_marks`."""
+
+    def __init__(self) -> None:
+        self.origins: dict[str, StreamOrigin] = {}
+        self.marks: dict[str, float] = {}
+
+    async def record(self, origin: StreamOrigin) -> None:
+        self.origins[origin.request_id] = origin
+
+    async def find(self, request_id: str) -> StreamOrigin | None:
+        return self.origins.get(request_id)
+
+    async def mark_followed(self, request_id: str, for_s: float) -> None:
+        self.marks[request_id] = for_s
+
+    async def followed(self, request_id: str) -> bool:
+        return request_id in self.marks
+
+    def expire_marks(self) -> None:
+        self.marks.clear()

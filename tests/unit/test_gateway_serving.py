@@ -108,9 +108,17 @@ def test_openai_parameters_become_our_sampling_params() -> None:
 
 
 # --- answers --------------------------------------------------------------------------------
-def events(raw: list[str]) -> list[Any]:
-    assert all(e.startswith("data: ") and e.endswith("\n\n") for e in raw)
-    return [e[6:-2] if e == "data: [DONE]\n\n" else json.loads(e[6:-2]) for e in raw]
+def events(raw: list[str], first_id: int = 0) -> list[Any]:
+    """The events' data; each event is numbered in its SSE ``id``, from ``first_id`` up."""
+    data = []
+    for n, event in enumerate(raw, start=first_id):
+        head, _, body = event.partition("\n")
+        if event != "data: [DONE]\n\n":
+            assert head == f"id: {n}", event
+            event = body
+        assert event.startswith("data: ") and event.endswith("\n\n")
+        data.append(event[6:-2] if event == "data: [DONE]\n\n" else json.loads(event[6:-2]))
+    return data
 
 
 async def test_a_stream_is_openai_sse_with_role_first_finish_last_usage_and_done() -> None:

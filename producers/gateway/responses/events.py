@@ -28,22 +28,29 @@ Encode = Callable[[str, dict[str, Any]], str]  # (event type, event JSON) → wh
 
 
 def sse(event_type: str, data: dict[str, Any]) -> str:
-    return f"event: {event_type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    """One SSE event; its ``id`` is the sequence number (what a resuming client sends back as
+    ``starting_after``, or a browser's EventSource as ``Last-Event-ID``)."""
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"id: {data['sequence_number']}\nevent: {event_type}\ndata: {payload}\n\n"
 
 
 class ResponseEvents:
     """Builds the events of the response whose one output message is ``item_id``, each encoded
-    by ``encode``: an SSE event by default, a WebSocket message's text for the WebSocket mode."""
+    by ``encode``: an SSE event by default, a WebSocket message's text for the WebSocket mode.
+    Events numbered up to ``starting_after`` are counted but come out as ``""`` (a resuming
+    client has them)."""
 
-    def __init__(self, item_id: str, encode: Encode = sse) -> None:
+    def __init__(self, item_id: str, encode: Encode = sse, starting_after: int = -1) -> None:
         self._item_id = item_id
         self._encode = encode
         self._next = 0
+        self._after = starting_after
 
     def _event(self, event_type: str, **fields: Any) -> str:
-        data = {"type": event_type, "sequence_number": self._next, **fields}
-        self._next += 1
-        return self._encode(event_type, data)
+        number, self._next = self._next, self._next + 1
+        if number <= self._after:
+            return ""
+        return self._encode(event_type, {"type": event_type, "sequence_number": number, **fields})
 
     def _in_item(self, event_type: str, **fields: Any) -> str:
         return self._event(

@@ -1,7 +1,8 @@
 """``/v1/responses`` over HTTP: thin routes on :class:`ResponsesService`.
 
 ``POST /v1/responses``                       create (``stream: true``: SSE events)
-``GET /v1/responses/{id}``                   a stored response
+``GET /v1/responses/{id}``                   a stored response (``?stream=true``: its events
+                                             again, then live: a stream resumed)
 ``DELETE /v1/responses/{id}``                forget it
 ``POST /v1/responses/{id}/cancel``           stop it on whichever worker holds it
 ``GET /v1/responses/{id}/input_items``       its input, as a list object
@@ -27,7 +28,7 @@ from producers.gateway.responses.protocol import (
 )
 from producers.gateway.responses.serving import ResponsesService
 from producers.gateway.responses.websocket import responses_socket
-from producers.gateway.routes import admit, event_stream, runtime_of
+from producers.gateway.routes import admit, event_stream, last_event_id, runtime_of
 
 router = APIRouter()
 router.add_api_websocket_route("/v1/responses", responses_socket)  # OpenAI's WebSocket mode
@@ -44,16 +45,34 @@ async def create_response(request: Request) -> Response:
     admitted = await admit(request)
     body = await admitted.read(ResponseCreateRequest)
     responses = admitted.runtime.responses
+    if body.background:
+        queued = await responses.open_background(
+            body, user_id=admitted.principal.user, submit=admitted.submit
+        )
+        if not body.stream:
+            return JSONResponse(queued.model_dump(mode="json"))
+        stream = await responses.resume(admitted.principal.user, queued.id)
+        return event_stream(stream)
     run = await responses.open(body, user_id=admitted.principal.user, submit=admitted.submit)
     if body.stream:
         return event_stream(responses.stream(run))
     return JSONResponse((await responses.complete(run)).model_dump(mode="json"))
 
 
-@router.get("/v1/responses/{response_id}")
-async def retrieve_response(request: Request, response_id: str) -> ResponseObject:
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def retrieve_response(
+    request: Request,
+    response_id: str,
+    stream: bool = False,
+    starting_after: int | None = None,
+) -> ResponseObject | Response:
+    """The stored response; ``stream=true``: its events after ``starting_after`` (or the
+    ``Last-Event-ID`` header), then the live ones: a stream resumed, on any gateway."""
     responses, user = await _caller(request)
-    return await responses.retrieve(user, response_id)
+    if not stream:
+        return await responses.retrieve(user, response_id)
+    after = starting_after if starting_after is not None else last_event_id(request)
+    return event_stream(await responses.resume(user, response_id, starting_after=after))
 
 
 @router.delete("/v1/responses/{response_id}")

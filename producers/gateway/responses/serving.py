@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
@@ -31,6 +31,7 @@ from producers.gateway.responses.events import Encode, ResponseEvents, sse
 from producers.gateway.responses.protocol import (
     ConversationRef,
     IncompleteDetails,
+    InputItem,
     InputItemList,
     OutputMessage,
     OutputText,
@@ -52,9 +53,10 @@ from producers.gateway.responses.translate import (
     rename_param,
     translate_input,
 )
+from producers.gateway.resume import StreamOrigin
 from producers.gateway.serving import Answer, ChatCompletionService, ValidRequest
 from producers.gateway.trace_report import report_trace
-from producers.sdk import ChatError
+from producers.sdk import ChatError, ChatTimeout
 from schemas.events import ErrorInfo, FinishReason
 
 log = get_logger(__name__)
@@ -88,12 +90,19 @@ class PreparedResponse:
 
 @dataclass
 class ResponseRun:
-    """A response whose request is on the bus: its text so far and, once ended, its object."""
+    """A response whose request is on the bus: its text so far and, once ended, its object.
 
-    prepared: PreparedResponse
+    ``base`` is the response as it starts (``in_progress``, no output); every later state is
+    ``base`` with an outcome (:meth:`snapshot`). A resumed stream builds its run from the stored
+    response, so its events are the original's.
+    """
+
+    base: ResponseObject
     answer: Answer
     user_id: str
     conversation_id: str
+    input_items: list[InputItem]
+    store: bool
     text: list[str] = field(default_factory=list)
     final: ResponseObject | None = None
     started: bool = False  # its chunks are being read
@@ -101,7 +110,7 @@ class ResponseRun:
 
     @property
     def id(self) -> str:
-        return response_id(self.answer.request_id)
+        return self.base.id
 
     def snapshot(
         self,
@@ -111,9 +120,8 @@ class ResponseRun:
         error: ErrorInfo | None = None,
         ended_at: int | None = None,
     ) -> ResponseObject:
-        body = self.prepared.body
         output = []
-        if status not in ("in_progress", "failed"):
+        if status not in ("queued", "in_progress", "failed"):
             output.append(
                 OutputMessage(
                     id=message_id(self.answer.request_id),
@@ -121,39 +129,85 @@ class ResponseRun:
                     content=[OutputText(text="".join(self.text))],
                 )
             )
-        return ResponseObject(
-            id=self.id,
-            created_at=self.answer.created,
-            completed_at=ended_at if status == "completed" else None,
-            status=status,
-            error=None if error is None else _failure(error),
-            incomplete_details=incomplete,
-            instructions=body.instructions,
-            max_output_tokens=body.max_output_tokens,
-            model=body.model,
-            output=output,
-            previous_response_id=body.previous_response_id,
-            conversation=ConversationRef(id=self.conversation_id),
-            store=body.store,
-            temperature=self.prepared.valid.sampling.temperature,
-            top_p=self.prepared.valid.sampling.top_p,
-            tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "none",
-            prompt_cache_key=body.prompt_cache_key,
-            prompt_cache_retention=body.prompt_cache_retention,
-            safety_identifier=body.safety_identifier,
-            usage=None if status == "in_progress" else ResponseUsage.of(self.answer.usage()),
-            user=body.user,
-            metadata=body.metadata or {},
+        in_flight = status in ("queued", "in_progress")
+        return self.base.model_copy(
+            update={
+                "status": status,
+                "completed_at": ended_at if status == "completed" else None,
+                "error": None if error is None else _failure(error),
+                "incomplete_details": incomplete,
+                "output": output,
+                "usage": None if in_flight else ResponseUsage.of(self.answer.usage()),
+            }
         )
 
     def stored(self, response: ResponseObject) -> StoredResponse:
         return StoredResponse(
             response=response,
-            input_items=self.prepared.input.items(f"msg_{self.id.removeprefix('resp_')}_in"),
+            input_items=self.input_items,
             user_id=self.user_id,
             request_id=self.answer.request_id,
             conversation_id=self.conversation_id,
         )
+
+
+BackgroundSubmit = Callable[
+    [ValidRequest, str | None, Callable[[str], None]], Coroutine[Any, Any, Answer]
+]
+
+
+def initial_response(
+    prepared: PreparedResponse, request_id: str, created: int, conversation_id: str | None
+) -> ResponseObject:
+    """The response to ``prepared`` as it starts: queued, with no output yet."""
+    body = prepared.body
+    return ResponseObject(
+        id=response_id(request_id),
+        created_at=created,
+        status="queued",
+        instructions=body.instructions,
+        max_output_tokens=body.max_output_tokens,
+        model=body.model,
+        previous_response_id=body.previous_response_id,
+        conversation=None if conversation_id is None else ConversationRef(id=conversation_id),
+        background=bool(body.background),
+        store=body.store,
+        temperature=prepared.valid.sampling.temperature,
+        top_p=prepared.valid.sampling.top_p,
+        tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "none",
+        prompt_cache_key=body.prompt_cache_key,
+        prompt_cache_retention=body.prompt_cache_retention,
+        safety_identifier=body.safety_identifier,
+        user=body.user,
+        metadata=body.metadata or {},
+    )
+
+
+def input_items_of(prepared: PreparedResponse, request_id: str) -> list[InputItem]:
+    return prepared.input.items(f"msg_{request_id.removeprefix('req-')}_in")
+
+
+async def _stored_events(
+    response: ResponseObject, encode: Encode, starting_after: int
+) -> AsyncGenerator[str, None]:
+    """The events of an ended response rebuilt from its stored object (its text in one delta)."""
+    item = message_id(request_id_of(response.id) or "")
+    events = ResponseEvents(item, encode, starting_after)
+    opening = response.model_copy(
+        update={
+            "status": "in_progress",
+            "output": [],
+            "usage": None,
+            "completed_at": None,
+            "error": None,
+            "incomplete_details": None,
+        }
+    )
+    text = "".join(part.text for message in response.output for part in message.content)
+    pieces = [*events.opening(opening), events.delta(text) if text else ""]
+    for event in [*pieces, *events.closing(response)]:
+        if event:
+            yield event
 
 
 def _failure(info: ErrorInfo) -> ResponseError:
@@ -217,11 +271,93 @@ class ResponsesService:
         self, prepared: PreparedResponse, answer: Answer, *, user_id: str, conversation_id: str
     ) -> ResponseRun:
         """The response of ``answer``; stored as ``in_progress`` in the background."""
-        run = ResponseRun(prepared, answer, user_id, conversation_id)
-        if prepared.body.store:
+        base = initial_response(prepared, answer.request_id, answer.created, conversation_id)
+        run = ResponseRun(
+            base.model_copy(update={"status": "in_progress"}),
+            answer,
+            user_id,
+            conversation_id,
+            input_items_of(prepared, answer.request_id),
+            prepared.body.store,
+        )
+        if run.store:
             saving = self._store.save(run.stored(run.snapshot("in_progress")))
             run.saving = asyncio.create_task(saving, name=f"store-{run.id}")
         return run
+
+    async def open_background(
+        self,
+        body: ResponseCreateRequest,
+        *,
+        user_id: str,
+        submit: Callable[
+            [ValidRequest, str | None, Callable[[str], None]], Coroutine[Any, Any, Answer]
+        ],
+    ) -> ResponseObject:
+        """``background: true``: put the request on the bus and return it ``queued`` at once;
+        this gateway follows the answer with no client attached and stores it as it goes, and
+        the client polls ``GET /v1/responses/{id}`` or streams it with ``?stream=true``."""
+        prepared = self.prepare(body)
+        if not body.store:
+            raise invalid(
+                "A background response must be stored ('store': true): it is read back later.",
+                "store",
+                "background_requires_store",
+            )
+        conversation_id = await self.conversation_of(user_id, body)
+        published: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def sent(request_id: str) -> None:
+            if not published.done():
+                published.set_result(request_id)
+
+        task = asyncio.create_task(
+            submit(prepared.valid, conversation_id, sent), name="background-response"
+        )
+        waiting: list[asyncio.Future[Any]] = [published, task]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not published.done():  # refused before it reached the bus: an HTTP error
+            published.cancel()
+            task.result()
+            raise AssertionError("submit returned without publishing")
+        request_id = published.result()
+        queued = initial_response(prepared, request_id, int(self._clock()), conversation_id)
+        stored = StoredResponse(
+            queued,
+            input_items_of(prepared, request_id),
+            user_id,
+            request_id,
+            conversation_id or "",
+        )
+        await self._store.save(stored)
+        self._chat.spawn(self._run_background(prepared, task, stored), f"background-{queued.id}")
+        return queued
+
+    async def _run_background(
+        self, prepared: PreparedResponse, submitted: asyncio.Task[Answer], queued: StoredResponse
+    ) -> None:
+        """Follow a background response to its end, storing it (failed when refused)."""
+        try:
+            answer = await submitted
+        except (APIError, ChatbusError) as exc:
+            message = exc.body.error.message if isinstance(exc, APIError) else str(exc)
+            failed = queued.response.model_copy(
+                update={
+                    "status": "failed",
+                    "error": ResponseError(code="server_error", message=message),
+                }
+            )
+            await self._store.save(replace(queued, response=failed))
+            return
+        run = self.begin(
+            prepared,
+            answer,
+            user_id=queued.user_id,
+            conversation_id=answer.first.conversation_id,
+        )
+        async with aclosing(self._generate(run, quiet=True)) as pieces:
+            async for _ in pieces:
+                pass
 
     async def complete(self, run: ResponseRun) -> ResponseObject:
         """The whole response (``stream: false``), stored before it is returned."""
@@ -233,32 +369,39 @@ class ResponsesService:
         assert run.final is not None
         return run.final
 
-    async def stream(self, run: ResponseRun, encode: Encode = sse) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, run: ResponseRun, encode: Encode = sse, *, starting_after: int = -1
+    ) -> AsyncGenerator[str, None]:
         """The response as OpenAI's events (SSE unless ``encode`` says otherwise); stored before
-        its terminal event."""
+        its terminal event. ``starting_after``: leave out the events up to that sequence number
+        (a resumed stream: the client has them)."""
         answer = run.answer
-        events = ResponseEvents(message_id(answer.request_id), encode)
+        events = ResponseEvents(message_id(answer.request_id), encode, starting_after)
         metrics.STREAMS.inc()
         try:
             for n, event in enumerate(events.opening(run.snapshot("in_progress"))):
-                yield event
+                if event:
+                    yield event
                 if n == 0 and answer.trace is not None:  # the first event is handed over
                     answer.trace.stamp(Hop.DELIVERED)
                     report_trace(answer.trace, request_id=answer.request_id, stream=True)
             async with aclosing(self._generate(run, quiet=True)) as pieces:
                 async for text in pieces:
-                    yield events.delta(text)
+                    if delta := events.delta(text):
+                        yield delta
             assert run.final is not None
             for event in events.closing(run.final):
-                yield event
+                if event:
+                    yield event
         finally:
             metrics.STREAMS.dec()
             if run.final is None:
                 metrics.DISCONNECTS.inc()
                 log.info("client_disconnected", request_id=answer.request_id)
                 if not run.started:  # gone before the first delta: nobody read the chunks
-                    await self._chat.release(answer, ended=False)
-                    self._store_abandoned(run)
+                    await self._chat.release(
+                        answer, ended=False, on_cancelled=self._on_cancelled(run)
+                    )
 
     async def _generate(
         self, run: ResponseRun, *, quiet: bool = False
@@ -269,26 +412,28 @@ class ResponsesService:
         finish: FinishReason | None = None
         error: ErrorInfo | None = None
         run.started = True
+        follow = self._chat.follow(run.answer, on_cancelled=self._on_cancelled(run))
         try:
-            try:
-                async with aclosing(self._chat.follow(run.answer)) as chunks:
-                    async for chunk in chunks:
-                        finish = chunk.finish_reason or finish
-                        if chunk.text:
-                            run.text.append(chunk.text)
-                            yield chunk.text
-            except ChatError as exc:
-                error = exc.info
-            run.final = self._ended(run, finish, error)
-            await self._record(run, run.final, quiet=quiet)
-        finally:
-            if run.final is None:
-                self._store_abandoned(run)
+            async with aclosing(follow) as chunks:
+                async for chunk in chunks:
+                    finish = chunk.finish_reason or finish
+                    if chunk.text:
+                        run.text.append(chunk.text)
+                        yield chunk.text
+        except ChatError as exc:
+            error = exc.info
+        except ChatTimeout as exc:
+            error = ErrorInfo(code="timeout", message=str(exc))
+        run.final = self._ended(run, finish, error)
+        await self._record(run, run.final, quiet=quiet)
 
-    def _store_abandoned(self, run: ResponseRun) -> None:
-        """Record, in the background, a response its client left (cancelled on the bus)."""
-        ended = self._ended(run, "cancelled", None)
-        self._chat.spawn(self._record(run, ended), f"store-{run.id}")
+    def _on_cancelled(self, run: ResponseRun) -> Callable[[], Awaitable[None]]:
+        """What to do once a response its client left is cancelled on the bus: store it so."""
+
+        async def record() -> None:
+            await self._record(run, self._ended(run, "cancelled", None))
+
+        return record
 
     def _ended(
         self, run: ResponseRun, finish: FinishReason | None, error: ErrorInfo | None
@@ -303,7 +448,7 @@ class ResponsesService:
     async def _record(
         self, run: ResponseRun, response: ResponseObject, quiet: bool = False
     ) -> None:
-        if not run.prepared.body.store:
+        if not run.store:
             return
         if run.saving is not None:  # the in-progress record lands first
             await asyncio.gather(run.saving, return_exceptions=True)
@@ -313,6 +458,52 @@ class ResponsesService:
             if not quiet:
                 raise
             log.warning("response_not_stored", response_id=run.id, error=str(exc))
+
+    # --- resumed streams -----------------------------------------------------------------------
+    async def resume(
+        self, user_id: str, rid: str, *, starting_after: int = -1, encode: Encode = sse
+    ) -> AsyncGenerator[str, None]:
+        """The stream of the user's response ``rid`` again: every event after sequence number
+        ``starting_after``, then the live ones, on any gateway. Its chunks are read again from
+        the bus; when the bus no longer has them (past the resume TTL), an ended response is
+        rebuilt from the store (its text as one delta)."""
+        stored = await self._find(user_id, rid)
+        origin = await self._origin_of(user_id, stored)
+        if origin is None:
+            stored = await self._find(user_id, rid)
+            if stored.response.status not in _TERMINAL:
+                raise APIError(
+                    409,
+                    f"Response '{rid}' is {stored.response.status} but its stream cannot be "
+                    "found on the bus; retrieve it later with GET /v1/responses/{id}.",
+                    code="stream_not_resumable",
+                )
+            return _stored_events(stored.response, encode, starting_after)
+        answer = await self._chat.replay(origin)
+        response = stored.response
+        run = ResponseRun(
+            response.model_copy(update={"status": "in_progress"}),
+            answer,
+            user_id,
+            stored.conversation_id,
+            stored.input_items,
+            store=response.status not in _TERMINAL,  # whoever follows it to the end records it
+        )
+        return self.stream(run, encode, starting_after=starting_after)
+
+    async def _origin_of(self, user_id: str, stored: StoredResponse) -> StreamOrigin | None:
+        """Where the response's chunks begin; while it is queued (no first chunk yet), waits
+        for one, up to the request timeout. None: not on the bus (refused, or forgotten)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._chat.request_timeout_s
+        while True:
+            origin = await self._chat.find_origin(user_id, stored.request_id)
+            if origin is not None or stored.response.status != "queued":
+                return origin
+            if loop.time() > deadline:
+                return None
+            await asyncio.sleep(0.1)  # polling the store and Redis, with the deadline above
+            stored = await self._find(user_id, stored.response.id)
 
     # --- stored responses ----------------------------------------------------------------------
     async def _find(self, user_id: str, rid: str, param: str | None = None) -> StoredResponse:

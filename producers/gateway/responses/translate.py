@@ -7,7 +7,7 @@ messages whose content is a string or ``input_text`` parts; an assistant message
 to the input item and its part: ``tools``, a ``tool_choice`` that asks for tools, a service tier,
 log probabilities or a ``text.verbosity`` other than the default (the client hints both APIs
 share, :mod:`~producers.gateway.client_hints`), a ``text.format`` other than plain text,
-``reasoning``, ``background``, ``include``, non-message items and non-text parts. Nothing is
+``reasoning``, ``include``, non-message items and non-text parts. Nothing is
 dropped silently; what clients send that asks for nothing (``tools: []``, ``tool_choice:
 "auto"``, ``include: []``, ``truncation: "disabled"``, ``store``, ``metadata``, prompt-cache
 hints, ``safety_identifier``) is accepted.
@@ -43,8 +43,6 @@ def check_supported(body: ResponseCreateRequest) -> None:
     refuse_verbosity(None if body.text is None else body.text.verbosity, "text.verbosity")
     if body.reasoning and any(value is not None for value in body.reasoning.values()):
         raise unsupported("reasoning", "Reasoning configuration ('reasoning')")
-    if body.background:
-        raise unsupported("background", "Background mode ('background': true)")
     if body.include:
         raise unsupported("include", "Including extra output data ('include')")
     if body.previous_response_id is not None and body.conversation is not None:
