@@ -530,6 +530,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     metrics_port: int = Field(0, ge=0, description="Prometheus port of this process; 0 = off.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the ops port (/metrics, /livez, /readyz; the processors' "
+        "moderation check) listens on; 0.0.0.0 in a pod, so probes and scrapes reach it.",
+    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)

@@ -63,7 +63,7 @@ def health_endpoint(
     ``routes`` beside it (a mapping the process may fill once it has what they need)."""
     health = Health(component)
     server = (
-        HealthServer(health, settings.metrics_port, routes=routes)
+        HealthServer(health, settings.metrics_port, settings.metrics_host, routes=routes)
         if settings.metrics_port
         else None
     )

@@ -29,10 +29,27 @@ def response_headers(request: HTTPConnection) -> dict[str, str]:
     return headers
 
 
+#: The WebSocket subprotocol a browser offers with ``bearer.<key>`` beside it: a browser cannot
+#: set ``Authorization`` on a WebSocket handshake, so it sends the key this way.
+BROWSER_PROTOCOL = "chatbus.v1"
+
+
+def browser_key(connection: HTTPConnection) -> str | None:
+    """The key a browser's WebSocket handshake offers as subprotocol ``bearer.<key>`` (beside
+    :data:`BROWSER_PROTOCOL`), or None."""
+    offered = [p.strip() for p in connection.headers.get("sec-websocket-protocol", "").split(",")]
+    if BROWSER_PROTOCOL not in offered:
+        return None
+    return next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), None)
+
+
 async def authenticate(request: HTTPConnection, keys: KeyVerifier) -> Principal:
-    """The principal of ``Authorization: Bearer <key>`` (a request's, or a WebSocket handshake's);
-    401 in OpenAI's shape otherwise."""
+    """The principal of ``Authorization: Bearer <key>`` (a request's, or a WebSocket handshake's,
+    where a browser may offer it as a subprotocol instead: :func:`browser_key`); 401 in OpenAI's
+    shape otherwise."""
     header = request.headers.get("authorization", "")
+    if not header and request.scope["type"] == "websocket" and (key := browser_key(request)):
+        header = f"Bearer {key}"
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:

@@ -1,8 +1,10 @@
 """The web chat page in headless Chromium, against a real gateway, bus and demo model.
 
-Sign in with a key, pick the model, watch an answer stream into its bubble, stop a long one
-mid-way (the worker frees the slot through the cancel on ``chat.control``), keep a screenshot.
-A second test feeds the page moderated answers through Playwright's request routing.
+Sign in with a key, pick the model, watch an answer stream into its bubble over the Responses
+API's WebSocket, stop a long one mid-way (the worker frees the slot through the cancel on
+``chat.control``), reload the page in the middle of an answer and watch it carry on, keep a
+screenshot. Other tests force the SSE fallback and feed the page answers through Playwright's
+request routing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Page, Route, WebSocket, expect
 
 from chatbus.polling import eventually
 from chatbus.settings import Settings
@@ -77,15 +79,12 @@ async def test_sign_in_stream_an_answer_and_stop_one(
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#login-error")).to_have_text("That key was not accepted.")
 
-    sent: list[dict[str, Any]] = []
-    page.on(
-        "request",
-        lambda r: (
-            sent.append(json.loads(r.post_data or "{}"))
-            if r.url.endswith("/v1/chat/completions")
-            else None
-        ),
-    )
+    sent: list[dict[str, Any]] = []  # the response.create messages the page sends
+
+    def on_socket(socket: WebSocket) -> None:
+        socket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    page.on("websocket", on_socket)
     await sign_in(page, gateway, key)
     assert await page.evaluate("sessionStorage.getItem('chatbus.apiKey')") == key
     await expect(page.get_by_label("Model")).to_have_value(settings.model.name)
@@ -99,6 +98,7 @@ async def test_sign_in_stream_an_answer_and_stop_one(
     await send(page, "Hello there", max_tokens=48)
     first = page.locator(".message.assistant").nth(0)
     await expect(first).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    await expect(first).to_have_attribute("data-transport", "websocket")
     lengths: list[int] = await page.evaluate("window.__lengths")
     final = len(await first.locator(".content").text_content() or "")
     assert final > 0 and lengths[-1] == final
@@ -132,33 +132,76 @@ async def test_sign_in_stream_an_answer_and_stop_one(
     await expect(page.get_by_role("button", name="Send")).to_be_visible()
 
     # 3. With history on the gateway, the second message continued the first one's conversation.
-    assert [body["messages"][-1]["content"] for body in sent] == [
-        "Hello there",
-        "talk for a long time",
-    ]
+    assert [body["type"] for body in sent] == ["response.create"] * 2
+    assert sent[0]["input"] == [{"role": "user", "content": "Hello there"}]
+    conversation = await first.get_attribute("data-conversation-id")
+    assert conversation and "conversation" not in sent[0]
+    assert sent[1]["conversation"] == conversation and sent[1]["input"] == "talk for a long time"
     if await page.locator("#history-status").get_attribute("data-state") != "unavailable":
-        conversation = await first.get_attribute("data-conversation-id")
-        assert conversation and "conversation_id" not in sent[0]
-        assert sent[1]["conversation_id"] == conversation and len(sent[1]["messages"]) == 1
         await expect(page.locator("#conversations button")).to_have_count(1)
         await expect(page.locator("#conversations button")).to_contain_text("Hello there")
 
     await page.screenshot(path=str(artifacts / "web_ui.png"), full_page=True)
 
 
-def sse(*events: object) -> str:
-    return "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events)
+async def test_reloading_the_page_mid_answer_shows_it_so_far_and_keeps_streaming(
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str, page: Page
+) -> None:
+    await sign_in(page, gateway, key)
+    await send(page, "tell me a long story", max_tokens=1000, temperature=0.7)
+    await page.wait_for_function(LAST_ANSWER_STREAMING, timeout=WAIT_MS)
+    answer = page.locator(".message.assistant").last
+    before = await answer.locator(".content").text_content() or ""
+    response_id = await answer.get_attribute("data-response-id")
+    await page.reload()
+    answer = page.locator(".message.assistant").last
+    await expect(answer).to_have_attribute("data-resumed", "true", timeout=WAIT_MS)
+    await expect(answer).to_have_attribute("data-response-id", response_id or "")
+    await expect(page.locator(".message.user .content").last).to_have_text("tell me a long story")
+    await expect(answer).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    after = await answer.locator(".content").text_content() or ""
+    assert after.startswith(before) and len(after) > len(before)  # the same answer, carried on
+    assert await answer.get_attribute("data-finish") in ("length", "stop")  # never cancelled
+    assert await page.evaluate("sessionStorage.getItem('chatbus.inflight')") is None
 
 
-def chunk(content: str | None, finish: str | None = None) -> dict[str, object]:
-    delta = {"content": content} if content is not None else {}
-    return {
-        "id": "chatcmpl-x",
-        "object": "chat.completion.chunk",
-        "created": 0,
+def over_sse(page: Page) -> Any:
+    """Make the page use SSE from POST /v1/responses (what it falls back to without the
+    WebSocket), so request routing can feed it answers."""
+    return page.add_init_script("sessionStorage.setItem('chatbus.transport', 'sse')")
+
+
+def response_sse(
+    text: str | None,
+    *,
+    status: str = "completed",
+    reason: str | None = None,
+    error: dict[str, str] | None = None,
+) -> str:
+    """The Responses API's events of one answer, as the gateway streams them."""
+    base = {
+        "id": "resp_" + "0" * 31 + "1",
+        "object": "response",
+        "created_at": 0,
+        "status": "in_progress",
         "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "output": [],
+        "conversation": {"id": "conv-1"},
     }
+    events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": base})]
+    if text:
+        events.append(("response.output_text.delta", {"delta": text}))
+    final = {
+        **base,
+        "status": status,
+        "incomplete_details": {"reason": reason} if reason else None,
+        "error": error,
+    }
+    events.append((f"response.{status}", {"response": final}))
+    numbered = [
+        {"type": kind, "sequence_number": n, **data} for n, (kind, data) in enumerate(events)
+    ]
+    return "".join(f"id: {e['sequence_number']}\ndata: {json.dumps(e)}\n\n" for e in numbered)
 
 
 async def test_moderation_shows_a_notice(
@@ -175,27 +218,15 @@ async def test_moderation_shows_a_notice(
         "error": {
             "message": "the request was blocked by input moderation",
             "type": "invalid_request_error",
-            "param": "messages.0.content",
+            "param": "input",
             "code": "content_policy_violation",
         }
     }
+    failed = {"code": "server_error", "message": "The worker failed."}
     answers = iter(
         [
-            (200, sse(chunk(""), chunk("I can't help"), chunk(None, "content_filter"), "[DONE]")),
-            (
-                200,
-                sse(
-                    chunk(""),
-                    {
-                        "error": {
-                            "message": "The request was flagged.",
-                            "type": "content_policy_violation",
-                            "param": None,
-                            "code": "content_filter",
-                        }
-                    },
-                ),
-            ),
+            (200, response_sse("I can't help", status="incomplete", reason="content_filter")),
+            (200, response_sse(None, status="failed", error=failed)),
             (400, json.dumps(refused)),
         ]
     )
@@ -208,19 +239,21 @@ async def test_moderation_shows_a_notice(
             content_type="text/event-stream" if status == 200 else "application/json",
         )
 
-    await page.route("**/v1/chat/completions", moderated)
+    await over_sse(page)
+    await page.route("**/v1/responses", moderated)
     await sign_in(page, gateway, key)
 
     await send(page, "something the filter stops", max_tokens=8)
     first = page.locator(".message.assistant").nth(0)
     await expect(first).to_have_attribute("data-state", "moderated")
+    await expect(first).to_have_attribute("data-transport", "sse")
     await expect(first.locator(".content")).to_have_text("I can't help")
     await expect(first.get_by_role("alert")).to_contain_text("content moderation")
 
-    await send(page, "something flagged before the model", max_tokens=8)
+    await send(page, "something the worker fails on", max_tokens=8)
     second = page.locator(".message.assistant").nth(1)
-    await expect(second).to_have_attribute("data-state", "moderated")
-    await expect(second.get_by_role("alert")).to_contain_text("The request was flagged.")
+    await expect(second).to_have_attribute("data-state", "error")
+    await expect(second.get_by_role("alert")).to_contain_text("The worker failed.")
 
     await send(page, "something refused with a 400", max_tokens=8)
     third = page.locator(".message.assistant").nth(2)
@@ -275,6 +308,7 @@ async def test_the_conversation_list_opens_a_conversation(
         body = conversation if route.request.url.endswith("/conv-1") else listing
         await route.fulfill(status=200, json=body)
 
+    await over_sse(page)
     await page.route(re.compile(r"/v1/conversations(/[^/?]+)?$"), history)
     await sign_in(page, gateway, key)
 
@@ -301,12 +335,12 @@ async def test_the_conversation_list_opens_a_conversation(
             status=200,
             content_type="text/event-stream",
             headers={"x-conversation-id": "conv-1"},
-            body=sse(chunk(""), chunk("Day two: Belém."), chunk(None, "stop"), "[DONE]"),
+            body=response_sse("Day two: Belém."),
         )
 
-    await page.route("**/v1/chat/completions", answer)
+    await page.route("**/v1/responses", answer)
     await send(page, "And day two?", max_tokens=8)
     await expect(answers.nth(2)).to_have_attribute("data-state", "done")
     await expect(answers.nth(2).locator(".content")).to_have_text("Day two: Belém.")
-    assert sent[0]["conversation_id"] == "conv-1"
-    assert sent[0]["messages"] == [{"role": "user", "content": "And day two?"}]
+    assert sent[0]["conversation"] == "conv-1" and sent[0]["stream"] is True
+    assert sent[0]["input"] == "And day two?"

@@ -8,6 +8,7 @@ wording. One test prints the time to the first event over the WebSocket and over
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from typing import Any
@@ -131,6 +132,30 @@ async def test_a_bad_key_is_refused_at_the_handshake(
             pass
     assert refused.value.response.status_code == 401
     assert b"invalid_api_key" in refused.value.response.body
+
+
+@pytest.mark.parametrize("valid", [True, False])
+async def test_a_browser_offers_its_key_as_a_subprotocol(
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str, valid: bool
+) -> None:
+    """A browser cannot set Authorization on a WebSocket: it offers ``chatbus.v1`` and
+    ``bearer.<key>``, the server picks ``chatbus.v1`` (never echoing the key)."""
+    url = gateway.base_url.replace("http://", "ws://") + "/responses"
+    offered = ["chatbus.v1", f"bearer.{key if valid else 'cb-not-a-real-key'}"]
+    if not valid:
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(url, subprotocols=offered):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 401
+        return
+    async with websockets.connect(url, subprotocols=offered) as socket:  # type: ignore[arg-type]
+        assert socket.subprotocol == "chatbus.v1"
+        create = {"type": "response.create", "model": settings.model.name, "input": "hi"}
+        await socket.send(json.dumps({**create, "max_output_tokens": 4}))
+        types: list[str] = []
+        while not types or types[-1] not in ("response.completed", "response.incomplete"):
+            types.append(json.loads(await socket.recv())["type"])
+    assert types[0] == "response.created"
 
 
 async def test_time_to_first_event_over_the_websocket_and_over_sse(

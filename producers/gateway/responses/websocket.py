@@ -1,9 +1,11 @@
 """OpenAI's WebSocket mode of the Responses API: a WebSocket on ``/v1/responses``.
 
 The handshake carries the API key (``Authorization: Bearer``, as the SDK's
-``responses.connect()`` sends it); a bad key is refused *before* the upgrade, as an HTTP 401 in
-OpenAI's error shape (the WebSocket Denial Response extension; a server without it closes with
-1008), so a peer that is not authenticated never holds an open socket. Then the client sends
+``responses.connect()`` sends it; a browser, which cannot set that header, offers the subprotocols
+``chatbus.v1`` and ``bearer.<key>``, and the server picks ``chatbus.v1``); a bad key is refused
+*before* the upgrade, as an HTTP 401 in OpenAI's error shape (the WebSocket Denial Response
+extension; a server without it closes with 1008), so a peer that is not authenticated never
+holds an open socket. Then the client sends
 ``{"type": "response.create", ...the POST /v1/responses body}`` messages (``stream`` is implicit
 and ignored; ``background`` is refused) and gets back the very events of the SSE stream, each
 as one text message of the same JSON: ``response.created`` … ``response.completed`` /
@@ -38,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
 from chatbus.tracing import TRACEPARENT_HEADER, RequestTrace
-from producers.gateway.admission import authenticate
+from producers.gateway.admission import BROWSER_PROTOCOL, authenticate, browser_key
 from producers.gateway.errors import APIError, from_chatbus, from_validation, invalid
 from producers.gateway.responses.events import Encode
 from producers.gateway.responses.protocol import ResponseCreateRequest
@@ -262,7 +264,8 @@ async def responses_socket(websocket: WebSocket) -> None:
         admitted = await admit_as(websocket, principal, RequestTrace.begin(traceparent))
         return await runtime.responses.open(body, user_id=principal.user, submit=admitted.submit)
 
-    await websocket.accept()
+    # a browser authenticated through its offered subprotocol: the server must pick one
+    await websocket.accept(subprotocol=BROWSER_PROTOCOL if browser_key(websocket) else None)
     log.info("websocket_opened", user=principal.user)
     max_bytes = runtime.settings.gateway.max_body_bytes
     await ResponsesSocket(websocket, runtime.responses, open_run, max_bytes=max_bytes).serve()

@@ -1,17 +1,22 @@
 // The chatbus web chat: plain JavaScript, no build step, no third-party code.
 //
-// It talks to the gateway like any OpenAI client: the API key goes in `Authorization: Bearer`,
-// answers stream as server-sent events from POST /v1/chat/completions, and Stop aborts the
-// fetch (the gateway turns the disconnect into a cancel on the bus).
+// It talks to the gateway like any OpenAI client, through the Responses API: answers stream as
+// its events over the WebSocket (/v1/responses; the browser offers its key as a subprotocol),
+// or over server-sent events from POST /v1/responses where the WebSocket cannot open (a proxy
+// that drops it; sessionStorage "chatbus.transport" = "sse" forces it). Stop cancels the
+// response on the bus (POST /v1/responses/{id}/cancel).
 //
-// Conversations: every chat answer names its conversation in `x-conversation-id`; the next
-// message continues it by sending `conversation_id` with only the new message (the worker
-// prepends the stored context). A gateway without history gets the whole transcript instead.
+// Conversations: every response names its conversation; the next message continues it by
+// sending `conversation` with only the new message (the worker prepends the stored context).
+// Reloading the page in the middle of an answer shows the answer so far and keeps streaming it
+// (GET /v1/responses/{id}?stream=true replays it from the bus, then follows it live).
 "use strict";
 
 (() => {
   const KEY_STORAGE = "chatbus.apiKey";
   const MODEL_STORAGE = "chatbus.model";
+  const INFLIGHT_STORAGE = "chatbus.inflight";   // the answer streaming now (survives a reload)
+  const TRANSPORT_STORAGE = "chatbus.transport";  // "sse": never try the WebSocket
   const HISTORY_MISSING = new Set([404, 405, 501]);
 
   const $ = (id) => document.getElementById(id);
@@ -31,7 +36,11 @@
                            // history, which needs all of it with every request
     controller: null,      // the AbortController of the answer streaming now
     conversationId: null,  // the gateway's conversation shown (x-conversation-id), if any
+    unloading: false,      // the page is going away (a reload): keep the answer in flight
   };
+
+  window.addEventListener("pagehide", () => { state.unloading = true; });
+  window.addEventListener("beforeunload", () => { state.unloading = true; });
 
   // ---- HTTP ------------------------------------------------------------------------------------
 
@@ -161,95 +170,259 @@
     return input.value !== "" && Number.isFinite(value) ? value : fallback;
   }
 
-  async function sendMessage(text) {
-    showNotice("");
-    state.transcript.push({ role: "user", content: text });
-    addMessage("user", text);
-    const bubble = addMessage("assistant", "", "streaming");
-    bubble.setAttribute("aria-busy", "true");
-    const content = bubble.querySelector(".content");
-    const controller = new AbortController();
-    state.controller = controller;
-    if (state.conversationId) bubble.dataset.conversationId = state.conversationId;
-    setStreaming(true);
+  // The Responses API's events of one answer, over the WebSocket (one per page, opened on the
+  // first message; a browser sends its key as a subprotocol) or, where that cannot open, over
+  // SSE from POST /v1/responses. Both carry the same events.
+  const transport = {
+    socket: null,
+    failed: sessionStorage.getItem(TRANSPORT_STORAGE) === "sse" || !("WebSocket" in window),
+  };
 
-    let answer = "";
-    let finish = null;
-    const request = {
-      model: el.model.value,
-      messages: state.conversationId ? [{ role: "user", content: text }] : state.transcript,
-      stream: true,
-      max_tokens: Math.max(1, Math.round(numberOr(el.maxTokens, 128))),
-      temperature: numberOr(el.temperature, 0.2),
-    };
-    // A small model rambles once its long tail is sampled: keep the most likely 90% only.
-    if (request.temperature > 0) request.top_p = 0.9;
-    if (state.conversationId) request.conversation_id = state.conversationId;
+  function openSocket() {
+    if (transport.failed) return Promise.resolve(null);
+    if (transport.socket && transport.socket.readyState === WebSocket.OPEN) {
+      return Promise.resolve(transport.socket);
+    }
+    return new Promise((resolve) => {
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      let ws;
+      try {
+        ws = new WebSocket(`${scheme}://${location.host}/v1/responses`,
+          ["chatbus.v1", `bearer.${state.key}`]);
+      } catch (_) {
+        transport.failed = true;
+        resolve(null);
+        return;
+      }
+      const give = (socket) => { clearTimeout(timer); resolve(socket); };
+      const timer = setTimeout(() => { transport.failed = true; ws.close(); give(null); }, 5000);
+      ws.addEventListener("open", () => { transport.socket = ws; give(ws); });
+      ws.addEventListener("error", () => { if (!transport.socket) transport.failed = true; give(null); });
+      ws.addEventListener("close", () => { if (transport.socket === ws) transport.socket = null; });
+    });
+  }
+
+  const TERMINAL = new Set(["response.completed", "response.incomplete", "response.failed"]);
+
+  async function* socketEvents(ws, body, signal) {
+    const queue = [];
+    let wake = null;
+    let closed = false;
+    const onMessage = (message) => { queue.push(JSON.parse(message.data)); if (wake) wake(); };
+    const onClose = () => { closed = true; if (wake) wake(); };
+    ws.addEventListener("message", onMessage);
+    ws.addEventListener("close", onClose);
+    signal.addEventListener("abort", onClose);
     try {
-      const response = await fetch("/v1/chat/completions", {
-        method: "POST",
-        headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-        body: JSON.stringify(request),
-        signal: controller.signal,
-      });
-      bubble.dataset.requestId = response.headers.get("x-request-id") || "";
-      if (!response.ok) throw await failureOf(response);
-      const conversation = response.headers.get("x-conversation-id");
-      if (conversation) {
-        state.conversationId = conversation;
-        bubble.dataset.conversationId = conversation;
-      }
-      for await (const data of sseData(response.body)) {
-        if (data === "[DONE]") break;
-        const event = JSON.parse(data);
-        if (event.error) throw new ApiFailure(200, event.error);
-        const choice = event.choices && event.choices[0];
-        if (!choice) continue;  // the usage chunk
-        const delta = choice.delta && choice.delta.content;
-        if (delta) {
-          answer += delta;
-          content.textContent = answer;
-          scrollToEnd();
+      ws.send(JSON.stringify(Object.assign({ type: "response.create" }, body)));
+      for (;;) {
+        while (queue.length && !signal.aborted) {
+          const event = queue.shift();
+          if (event.type === "error") throw new ApiFailure(event.status || 400, event.error);
+          yield event;
+          if (TERMINAL.has(event.type)) return;
         }
-        if (choice.finish_reason) finish = choice.finish_reason;
-      }
-      bubble.dataset.state = "done";
-      bubble.dataset.finish = finish || "stop";
-      if (finish === "content_filter") {
-        bubble.dataset.state = "moderated";
-        addNote(bubble, "This answer was stopped by content moderation.", "moderation");
-      } else if (finish === "length") {
-        addNote(bubble, "The answer reached the max tokens limit.", "info");
-      }
-    } catch (error) {
-      if (error && error.name === "AbortError") {
-        bubble.dataset.state = "stopped";
-        addNote(bubble, "Stopped.", "info");
-      } else if (error instanceof ApiFailure && error.moderation) {
-        bubble.dataset.state = "moderated";
-        addNote(bubble, `Blocked by content moderation: ${error.message}`, "moderation");
-      } else {
-        bubble.dataset.state = "error";
-        const message = error instanceof ApiFailure ? error.message : String(error);
-        addNote(bubble, `Error: ${message}`, "error");
-        if (error instanceof ApiFailure && error.status === 401) {
-          showNotice("Your key was refused; sign in again.", "error");
-        }
+        if (signal.aborted) throw new DOMException("stopped", "AbortError");
+        if (closed) throw new Error("the connection to the gateway was lost");
+        await new Promise((resolve) => { wake = resolve; });
+        wake = null;
       }
     } finally {
+      ws.removeEventListener("message", onMessage);
+      ws.removeEventListener("close", onClose);
+      signal.removeEventListener("abort", onClose);
+    }
+  }
+
+  async function* httpEvents(url, init) {
+    const response = await fetch(url, init);
+    if (!response.ok) throw await failureOf(response);
+    for await (const data of sseData(response.body)) {
+      const event = JSON.parse(data);
+      if (event.error && !event.type) throw new ApiFailure(200, event.error);
+      yield event;
+      if (TERMINAL.has(event.type)) return;
+    }
+  }
+
+  async function createEvents(body, signal, bubble) {
+    const ws = await openSocket();
+    bubble.dataset.transport = ws ? "websocket" : "sse";
+    if (ws) return socketEvents(ws, body, signal);
+    return httpEvents("/v1/responses", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+      body: JSON.stringify(Object.assign({ stream: true }, body)),
+      signal,
+    });
+  }
+
+  // An answer in flight, kept across a reload of the page so that it picks the stream up again.
+  function remember(inflight) {
+    if (inflight) sessionStorage.setItem(INFLIGHT_STORAGE, JSON.stringify(inflight));
+    else sessionStorage.removeItem(INFLIGHT_STORAGE);
+  }
+
+  // Renders the events of one answer into ``bubble``; returns its text.
+  async function render(bubble, events, question) {
+    const content = bubble.querySelector(".content");
+    let answer = "";
+    for await (const event of events) {
+      if (event.type === "response.created") {
+        const response = event.response;
+        bubble.dataset.responseId = response.id;
+        bubble.dataset.requestId = `req-${response.id.replace(/^resp_/, "")}`;
+        const conversation = response.conversation && response.conversation.id;
+        if (conversation) {
+          state.conversationId = conversation;
+          bubble.dataset.conversationId = conversation;
+        }
+        remember({ responseId: response.id, conversationId: conversation, question });
+      } else if (event.type === "response.output_text.delta") {
+        answer += event.delta;
+        content.textContent = answer;
+        scrollToEnd();
+      } else if (TERMINAL.has(event.type)) {
+        const response = event.response;
+        const reason = response.incomplete_details && response.incomplete_details.reason;
+        if (event.type === "response.failed") {
+          throw new ApiFailure(200, response.error || { message: "the answer failed" });
+        }
+        bubble.dataset.finish = response.status === "cancelled" ? "cancelled"
+          : reason === "max_output_tokens" ? "length" : reason || "stop";
+      }
+    }
+    return answer;
+  }
+
+  function showOutcome(bubble) {
+    bubble.dataset.state = "done";
+    if (bubble.dataset.finish === "content_filter") {
+      bubble.dataset.state = "moderated";
+      addNote(bubble, "This answer was stopped by content moderation.", "moderation");
+    } else if (bubble.dataset.finish === "length") {
+      addNote(bubble, "The answer reached the max tokens limit.", "info");
+    } else if (bubble.dataset.finish === "cancelled") {
+      bubble.dataset.state = "stopped";
+      addNote(bubble, "Stopped.", "info");
+    }
+  }
+
+  function showFailure(bubble, error) {
+    if (error && error.name === "AbortError") {
+      bubble.dataset.state = "stopped";
+      addNote(bubble, "Stopped.", "info");
+    } else if (error instanceof ApiFailure && error.moderation) {
+      bubble.dataset.state = "moderated";
+      addNote(bubble, `Blocked by content moderation: ${error.message}`, "moderation");
+    } else {
+      bubble.dataset.state = "error";
+      const message = error instanceof ApiFailure ? error.message : String(error);
+      addNote(bubble, `Error: ${message}`, "error");
+      if (error instanceof ApiFailure && error.status === 401) {
+        showNotice("Your key was refused; sign in again.", "error");
+      }
+    }
+  }
+
+  async function streamInto(bubble, events, question) {
+    const content = bubble.querySelector(".content");
+    let answer = "";
+    setStreaming(true);
+    try {
+      answer = await render(bubble, await events(), question);
+      showOutcome(bubble);
+    } catch (error) {
+      answer = content.textContent;
+      showFailure(bubble, error);
+    } finally {
+      if (!state.unloading) remember(null);  // a reload keeps it, to resume it
       bubble.removeAttribute("aria-busy");
       if (!answer) content.classList.add("blank");
-      if (answer) state.transcript.push({ role: "assistant", content: answer });
-      else state.transcript.pop();  // nothing came back: do not resend a dangling question
       state.controller = null;
       setStreaming(false);
       el.prompt.focus();
       loadHistory();
     }
+    return answer;
   }
 
-  function stop() {
-    if (state.controller) state.controller.abort();
+  function answerBubble() {
+    const bubble = addMessage("assistant", "", "streaming");
+    bubble.setAttribute("aria-busy", "true");
+    const controller = new AbortController();
+    state.controller = controller;
+    return { bubble, controller };
+  }
+
+  async function sendMessage(text) {
+    showNotice("");
+    state.transcript.push({ role: "user", content: text });
+    addMessage("user", text);
+    const { bubble, controller } = answerBubble();
+    if (state.conversationId) bubble.dataset.conversationId = state.conversationId;
+    const request = {
+      model: el.model.value,
+      // with a stored conversation the gateway has the earlier turns; else send them all
+      input: state.conversationId ? text : state.transcript.slice(),
+      max_output_tokens: Math.max(1, Math.round(numberOr(el.maxTokens, 128))),
+      temperature: numberOr(el.temperature, 0.2),
+    };
+    // A small model rambles once its long tail is sampled: keep the most likely 90% only.
+    if (request.temperature > 0) request.top_p = 0.9;
+    if (state.conversationId) request.conversation = state.conversationId;
+    const answer = await streamInto(
+      bubble, () => createEvents(request, controller.signal, bubble), text);
+    if (answer) state.transcript.push({ role: "assistant", content: answer });
+    else state.transcript.pop();  // nothing came back: do not resend a dangling question
+  }
+
+  // After a reload in the middle of an answer: the conversation so far, the question, and the
+  // answer replayed from its first event and followed live (GET /v1/responses/{id}?stream=true).
+  async function resumeInflight() {
+    const raw = sessionStorage.getItem(INFLIGHT_STORAGE);
+    if (!raw) return;
+    let inflight;
+    try {
+      inflight = JSON.parse(raw);
+    } catch (_) {
+      remember(null);
+      return;
+    }
+    let status;
+    try {
+      status = (await getJSON(`/v1/responses/${encodeURIComponent(inflight.responseId)}`)).status;
+    } catch (_) {
+      remember(null);  // gone (deleted, expired, another key): nothing to resume
+      return;
+    }
+    if (inflight.conversationId) await openConversation(inflight.conversationId);
+    if (state.controller) return;
+    if (status !== "queued" && status !== "in_progress") {
+      remember(null);  // it ended meanwhile: the conversation shows it
+      return;
+    }
+    addMessage("user", inflight.question || "");
+    const { bubble, controller } = answerBubble();
+    bubble.dataset.resumed = "true";
+    bubble.dataset.transport = "sse";
+    const url = `/v1/responses/${encodeURIComponent(inflight.responseId)}?stream=true`;
+    const init = { headers: headers({ Accept: "text/event-stream" }), signal: controller.signal };
+    await streamInto(bubble, async () => httpEvents(url, init), inflight.question);
+  }
+
+  async function stop() {
+    const controller = state.controller;
+    if (!controller) return;
+    const streaming = [...el.messages.querySelectorAll(".message.assistant")].at(-1);
+    const id = streaming && streaming.dataset.responseId;
+    controller.abort();
+    remember(null);
+    if (id) {  // stop the generation on the worker now, not after the resume grace period
+      fetch(`/v1/responses/${encodeURIComponent(id)}/cancel`, {
+        method: "POST", headers: headers(),
+      }).catch(() => {});
+    }
   }
 
   // ---- models and history -----------------------------------------------------------------------
@@ -391,10 +564,12 @@
     el.app.hidden = false;
     el.prompt.focus();
     loadHistory();
+    resumeInflight();
   }
 
   function signOut() {
     stop();
+    remember(null);
     sessionStorage.removeItem(KEY_STORAGE);
     state.key = null;
     clearChat();
