@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean bench bench-inference bench-archiver bench-analytics \
+        lint schemas check-schemas chat clean bench bench-inference bench-transport bench-archiver bench-analytics \
         report
 
 help: ## Show this help
@@ -108,11 +108,15 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
 
-bench: bench-inference bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
+bench: bench-inference bench-transport bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
 	@$(BIN)/python -m benchmarks.inference $(BENCH_ARGS)
+
+bench-transport: model up ## Responses API: first event over SSE vs the WebSocket, and resuming a stream (user path)
+	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
+	@$(BIN)/python -m benchmarks.transport $(TRANSPORT_BENCH_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
 	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)

@@ -150,6 +150,13 @@ class GatewaySystem(ManagedSystem):
         finally:
             mongo.close()
 
+    @property
+    def api_key(self) -> str:
+        """The key of the benchmark's user (created at start)."""
+        if not self._key:
+            raise BenchError("the gateway is not started")
+        return self._key
+
     def processes(self) -> dict[str, int]:
         """The pipeline's processes and the services it uses (for CPU seconds)."""
         found = {
