@@ -170,7 +170,9 @@ class ChatClient:
             **fields,
         )  # type: ignore[arg-type]
         self.watch(request.request_id)
-        self._streams[request.request_id].trace = trace
+        stream = self._streams[request.request_id]
+        stream.trace = trace
+        stream.first_offset = await self._reply_position()  # its chunks can only come later
         self._keep_trace(request.request_id, trace)
         trace.stamp(Hop.PUBLISHED)
         await self._publisher.publish(TopicName.REQUESTS, request, headers=trace.headers())
@@ -180,10 +182,18 @@ class ChatClient:
         """Collect the chunks of a request published by someone else to our reply partition."""
         self._streams.setdefault(request_id, _Stream())
 
+    async def _reply_position(self) -> int | None:
+        """Where our reader is on the reply partition: no chunk of a request sent from now on
+        can be before it."""
+        if self._consumer is None or self._reply_partition is None:
+            return None
+        tp = TopicPartition(self._settings.topic(TopicName.TOKENS), self._reply_partition)
+        return await self._consumer.position(tp)
+
     def position(self, request_id: str) -> ReplyPosition | None:
-        """Where the chunks of ``request_id`` (one being read now) begin on our reply partition,
-        once its first chunk has arrived: what :func:`~producers.replay.replay_chunks` needs to
-        read them again, from any process."""
+        """Where the chunks of ``request_id`` (one of ours being read now) begin on our reply
+        partition, at the latest: what :func:`~producers.replay.replay_chunks` needs to read them
+        again, from any process."""
         stream = self._streams.get(request_id)
         if stream is None or stream.first_offset is None or self._reply_partition is None:
             return None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
 from chatbus.tracing import Hop, RequestTrace
 from producers.gateway import metrics
@@ -234,6 +235,7 @@ class ChatCompletionService:
         except BaseException:
             await self._settle(on_usage, UsageInfo())
             raise
+        await self._keep(request, request_id, user_id, created, prompt_tokens)
         if on_sent is not None:
             on_sent(request_id)
         rest = self._backend.chunks(request_id)
@@ -256,23 +258,30 @@ class ChatCompletionService:
             on_usage=on_usage,
             trace=trace,
         )
-        await self._keep(answer, user_id)
         return answer
 
-    async def _keep(self, answer: Answer, user_id: str) -> None:
-        """Record where ``answer`` begins on the bus, so its stream can be resumed."""
-        position = self._backend.position(answer.request_id)
+    async def _keep(
+        self,
+        request: ValidRequest,
+        request_id: str,
+        user_id: str,
+        created: int,
+        prompt_tokens: int,
+    ) -> None:
+        """Record where the answer to ``request_id`` begins on the bus (before its first chunk:
+        a queued request can be resumed too), so its stream can be picked up anywhere."""
+        position = self._backend.position(request_id)
         if self._keeper is None or position is None:
             return
         await self._keeper.record(
             StreamOrigin(
-                request_id=answer.request_id,
+                request_id=request_id,
                 user_id=user_id,
                 position=position,
-                model=answer.model,
-                created=answer.created,
-                prompt_tokens=answer.prompt_tokens,
-                include_usage=answer.include_usage,
+                model=request.body.model,
+                created=created,
+                prompt_tokens=prompt_tokens,
+                include_usage=request.body.include_usage,
             )
         )
 
@@ -289,6 +298,19 @@ class ChatCompletionService:
                 code="stream_not_found",
             )
         return found
+
+    async def followed(self, request_id: str) -> bool:
+        """Whether some gateway follows ``request_id`` now (True when that cannot be known)."""
+        if self._keeper is None:
+            return True
+        try:
+            return await self._keeper.directory.followed(request_id)
+        except ChatbusError:
+            return True
+
+    @property
+    def resume_grace_s(self) -> float:
+        return 0.0 if self._keeper is None else self._keeper.grace_s
 
     async def find_origin(self, user_id: str, request_id: str) -> StreamOrigin | None:
         """Where the user's answer ``request_id`` begins, when known."""

@@ -231,3 +231,34 @@ def test_replayed_chunks_come_in_seq_order_each_once() -> None:
     order = SeqOrder()
     ready = [c.seq for s in (0, 2, 1, 1, 0, 3, 2) for c in order.add(chunk(s))]
     assert ready == [0, 1, 2, 3]
+
+
+async def test_a_running_response_nobody_follows_is_adopted_when_polled() -> None:
+    directory, store = MemoryStreamDirectory(), MemoryResponseStore()
+    svc, backend = responses_on(directory, store)
+    run = await svc.open(request(), user_id="alice", submit=submit_as(svc, "alice"))
+    assert run.saving is not None
+    await run.saving  # stored in_progress; then its gateway dies: nobody follows it
+    later_chat, _ = service(keeper=keeper(directory))
+    later_chat._backend = backend
+    later = ResponsesService(later_chat, store, clock=lambda: 1_700_000_000.0 + 3600)
+    polled = await later.retrieve("alice", run.id)
+    assert polled.status == "in_progress"
+    await later_chat.drain()  # the adopting gateway follows it to the end from the bus
+    assert (await later.retrieve("alice", run.id)).status == "completed"
+    assert store.saved[run.id].response.output[0].content[0].text == "Hello!"
+
+
+async def test_a_running_response_someone_follows_is_left_to_them() -> None:
+    directory, store = MemoryStreamDirectory(), MemoryResponseStore()
+    svc, backend = responses_on(directory, store)
+    run = await svc.open(request(), user_id="alice", submit=submit_as(svc, "alice"))
+    assert run.saving is not None
+    await run.saving
+    await directory.mark_followed(run.answer.request_id, GRACE_S)
+    later_chat, _ = service(keeper=keeper(directory))
+    later_chat._backend = backend
+    later = ResponsesService(later_chat, store, clock=lambda: 1_700_000_000.0 + 3600)
+    await later.retrieve("alice", run.id)
+    await later_chat.drain()
+    assert backend.replayed == []  # not adopted

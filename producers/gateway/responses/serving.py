@@ -228,6 +228,7 @@ class ResponsesService:
         self._chat = chat
         self._store = store
         self._clock = clock
+        self._adopted: set[str] = set()  # responses this gateway took over, while it follows them
 
     @property
     def chat(self) -> ChatCompletionService:
@@ -467,7 +468,7 @@ class ResponsesService:
         ``starting_after``, then the live ones, on any gateway. Its chunks are read again from
         the bus; when the bus no longer has them (past the resume TTL), an ended response is
         rebuilt from the store (its text as one delta)."""
-        stored = await self._find(user_id, rid)
+        stored = await self._find_soon(user_id, rid)
         origin = await self._origin_of(user_id, stored)
         if origin is None:
             stored = await self._find(user_id, rid)
@@ -490,6 +491,23 @@ class ResponsesService:
             store=response.status not in _TERMINAL,  # whoever follows it to the end records it
         )
         return self.stream(run, encode, starting_after=starting_after)
+
+    async def _find_soon(self, user_id: str, rid: str) -> StoredResponse:
+        """The stored response; one whose stream is known but whose first record is still being
+        written (a client resuming right after it began) is waited for, briefly."""
+        request_id = request_id_of(rid)
+        origin = None
+        if request_id is not None:
+            origin = await self._chat.find_origin(user_id, request_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while True:
+            try:
+                return await self._find(user_id, rid)
+            except APIError:
+                if origin is None or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)  # polling the store, with the deadline above
 
     async def _origin_of(self, user_id: str, stored: StoredResponse) -> StreamOrigin | None:
         """Where the response's chunks begin; while it is queued (no first chunk yet), waits
@@ -515,7 +533,33 @@ class ResponsesService:
         return stored
 
     async def retrieve(self, user_id: str, rid: str) -> ResponseObject:
-        return (await self._find(user_id, rid)).response
+        """The stored response. One still running that no gateway follows (its gateway died, a
+        background response's included) is adopted here: followed to its end from the bus and
+        stored, so polling it never hangs on a gateway that is gone."""
+        stored = await self._find(user_id, rid)
+        if stored.response.status in ("queued", "in_progress"):
+            await self._adopt_if_orphaned(user_id, stored)
+        return stored.response
+
+    async def _adopt_if_orphaned(self, user_id: str, stored: StoredResponse) -> None:
+        rid = stored.response.id
+        age_s = self._clock() - stored.response.created_at
+        if rid in self._adopted or age_s < self._chat.resume_grace_s + 1:
+            return
+        if await self._chat.followed(stored.request_id):
+            return
+        self._adopted.add(rid)
+        log.info("orphaned_response_adopted", response_id=rid)
+
+        async def follow_to_end() -> None:
+            try:
+                async with aclosing(await self.resume(user_id, rid)) as events:
+                    async for _ in events:
+                        pass
+            finally:
+                self._adopted.discard(rid)
+
+        self._chat.spawn(follow_to_end(), f"adopt-{rid}")
 
     async def delete(self, user_id: str, rid: str) -> ResponseDeleted:
         if request_id_of(rid) is None or not await self._store.delete(user_id, rid):
