@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +18,11 @@ import pytest
 from openai import OpenAI
 
 from chatbus.polling import eventually
+from chatbus.ports import free_port
 from chatbus.settings import Settings
 from inference_consumers.worker import InferenceWorker
 from tests.integration.gateway_fixtures import RunningGateway, running_gateway
+from tests.integration.processors import start_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -174,3 +178,59 @@ async def test_resuming_an_unknown_or_foreign_stream_is_a_404(
     assert chat.status_code == 404 and chat.json()["error"]["code"] == "stream_not_found"
     assert response.status_code == 404
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "Last-Event-ID"
+
+
+async def test_a_stream_whose_gateway_was_killed_resumes_on_another_and_completes(
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str, tmp_path: Path
+) -> None:
+    """``chatbus gateway`` in its own process, SIGKILLed mid-stream (no drain, no cancel): the
+    client resumes on another gateway, which follows the answer to its end and stores it."""
+    port = free_port()
+    environ = (
+        os.environ
+        | settings.replace(state_dir=tmp_path, log_json=False, gateway_port=port).as_env()
+        | {"HF_HUB_OFFLINE": "1", "CHATBUS_MODEL_PATH": str(settings.resolved_model_path)}
+    )
+    proc = start_cli("gateway", environ, tmp_path / "gateway.log")
+    try:
+        async with httpx.AsyncClient(
+            headers={"authorization": f"Bearer {key}"}, timeout=60
+        ) as client:
+
+            async def up() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError((tmp_path / "gateway.log").read_text()[-2000:])
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).is_success
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(up, timeout_s=120, what="the gateway process to be ready")
+            body = {
+                "model": settings.model.name,
+                "input": "Tell me a story.",
+                "max_output_tokens": 48,
+                "temperature": 0,
+                "stream": True,
+            }
+            url = f"http://127.0.0.1:{port}/v1/responses"
+            first = sse_events(await read_some(client, url, body, 6))
+            proc.kill()  # mid-answer: nothing of the gateway's shutdown runs
+            proc.wait(timeout=30)
+            response_id = json.loads(first[0][1])["response"]["id"]
+            resumed = await client.get(
+                f"{gateway.base_url}/responses/{response_id}",
+                params={"stream": "true", "starting_after": 5},
+            )
+            stored = await client.get(f"{gateway.base_url}/responses/{response_id}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    after = sse_events(resumed.text.splitlines())
+    assert [n for n, _ in after] == list(range(6, 6 + len(after)))
+    final = json.loads(after[-1][1])["response"]
+    assert final["status"] in ("completed", "incomplete") and final["usage"]["output_tokens"] > 0
+    text = "".join(json.loads(d).get("delta", "") for _, d in first + after)
+    assert text == final["output"][0]["content"][0]["text"]
+    assert stored.json()["status"] == final["status"]  # the resuming gateway stored the end
