@@ -22,9 +22,12 @@ from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient, MongoClient
 
-from chatbus.errors import ChatbusError
+from chatbus.errors import ChatbusError, ServiceUnavailable
+from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.stores import Document, async_mongo_client, mongo_client, mongo_errors
+
+log = get_logger(__name__)
 
 KEY_PREFIX = "cb-"
 COLLECTION = "api_keys"
@@ -109,13 +112,20 @@ class KeyVerifier(Protocol):
 
 
 class ApiKeyStore:
-    """Verifies bearer keys against MongoDB, with a short in-process cache of good ones."""
+    """Verifies bearer keys against MongoDB, with a short in-process cache of good ones.
+
+    While MongoDB is out of reach, a key verified within ``CHATBUS_GATEWAY_KEY_STALE_S`` keeps
+    working (logged): chat does not stop with the document store. A key never seen, or seen
+    longer ago, gets the 503. The trade is written down: a key revoked during an outage works
+    until MongoDB answers again, for at most that long.
+    """
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._client: AsyncMongoClient[Document] = async_mongo_client(settings)
         self._collection = self._client[settings.mongo.db][COLLECTION]
         self._ttl = settings.gateway.key_cache_s
+        self._stale_s = settings.gateway.key_stale_s
         self._clock = clock
         self._cache: dict[str, tuple[Principal, float]] = {}
 
@@ -133,8 +143,14 @@ class ApiKeyStore:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        with mongo_errors(_WHAT):
-            doc = await self._collection.find_one({"hash": digest})
+        try:
+            with mongo_errors(_WHAT):
+                doc = await self._collection.find_one({"hash": digest})
+        except ServiceUnavailable:
+            if cached is not None and cached[1] - self._ttl + self._stale_s > now:
+                log.warning("api_key_verified_from_cache", user=cached[0].user)
+                return cached[0]
+            raise
         if doc is None:
             self._cache.pop(digest, None)
             return None

@@ -202,6 +202,17 @@ class WorkerSettings(Section):
         "moderation approved, or chat.requests to run workers with no moderation in front.",
     )
     progress_ttl_s: int = Field(86_400, ge=60, description="How long request progress is kept.")
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        description="Session timeout of the inference group: a worker silent this long is "
+        "declared dead and its streams move to another (their stall). Unset: "
+        "CHATBUS_SESSION_TIMEOUT_MS. Below 6000 the brokers' group.min.session.timeout.ms "
+        "must allow it (the local broker's is 1000; the local pipeline uses 1500).",
+    )
+    heartbeat_interval_ms: int | None = Field(
+        None, ge=100, description="Heartbeat of the inference group; unset: a third of its timeout."
+    )
 
 
 class GatewaySettings(Section):
@@ -236,6 +247,12 @@ class GatewaySettings(Section):
         30.0,
         ge=0,
         description="How long a verified API key is trusted without asking MongoDB again.",
+    )
+    key_stale_s: float = Field(
+        900.0,
+        ge=0,
+        description="While MongoDB is out of reach, a key verified this recently keeps working "
+        "(a key revoked during the outage works until MongoDB answers again); 0: refuse (503).",
     )
     lease_ttl_s: float = Field(
         15.0,
@@ -403,6 +420,14 @@ class LocalSettings(Section):
         "s3_port": "s3_port",
     }
 
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Local Kafka nodes (controller and broker each): 1, or 3 for the "
+        "production shape in miniature (node N listens on the ports of node 1 + 100*(N-1); "
+        "topics replicated 3 times with min.insync.replicas 2).",
+    )
     kafka_port: int = Field(39092, description="Port of the local Kafka broker's client listener.")
     kafka_controller_port: int = Field(39093, description="Port of the local KRaft controller.")
     kafka_version: str = "4.1.1"
@@ -466,6 +491,14 @@ def _flat_fields() -> dict[str, tuple[str, str]]:
 
 
 FLAT_FIELDS = _flat_fields()
+
+NODE_PORT_STEP = 100  # local Kafka node N listens on node 1's ports + 100*(N-1)
+
+
+def local_bootstrap(first_port: int, brokers: int) -> str:
+    """The bootstrap list of a local cluster of ``brokers`` nodes."""
+    return ",".join(f"127.0.0.1:{first_port + NODE_PORT_STEP * i}" for i in range(brokers))
+
 
 # A local service's port moves its clients' address too, unless the address is set.
 _ADDRESS_FROM_LOCAL_PORT = {
@@ -586,10 +619,21 @@ class Settings(BaseSettings):
             part = grouped.get(section)
             grouped[section] = {**(part if isinstance(part, dict) else {}), name: value}
         local: dict[str, Any] = grouped.get("local") or {}
+        brokers = int(local.get("kafka_brokers") or 1)
+        kafka: dict[str, Any] = grouped.get("kafka") or {}
+        bootstrap_given = "bootstrap" in kafka
         for (section, name), (port, template) in _ADDRESS_FROM_LOCAL_PORT.items():
             given: dict[str, Any] = grouped.get(section) or {}
             if port in local and name not in given:
                 grouped[section] = {**given, name: template.format(local[port])}
+        if brokers > 1:  # a local cluster: every node's listener, topics replicated on three
+            kafka = grouped.get("kafka") or {}
+            first = int(local.get("kafka_port") or LocalSettings.model_fields["kafka_port"].default)
+            if not bootstrap_given:
+                kafka = {**kafka, "bootstrap": local_bootstrap(first, brokers)}
+            if "topic_replication" not in kafka:
+                kafka = {**kafka, "topic_replication": min(3, brokers)}
+            grouped["kafka"] = kafka
         return grouped
 
     def replace(self, **changes: Any) -> Settings:
@@ -613,6 +657,18 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of a registry topic (``chat.tokens`` → ``<prefix>chat.tokens``)."""
         return self.kafka.topic(name)
+
+    @property
+    def inference_session_timeout_ms(self) -> int:
+        return self.worker.session_timeout_ms or self.kafka.session_timeout_ms
+
+    @property
+    def inference_heartbeat_interval_ms(self) -> int:
+        if self.worker.heartbeat_interval_ms is not None:
+            return self.worker.heartbeat_interval_ms
+        if self.worker.session_timeout_ms is None:
+            return self.kafka.heartbeat_interval_ms
+        return max(100, self.worker.session_timeout_ms // 3)
 
     @property
     def resolved_model_path(self) -> Path:

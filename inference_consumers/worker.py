@@ -79,6 +79,9 @@ class InferenceWorker(ConsumerRuntime):
             client_id=f"worker-{worker_id}",
             health=health,
             max_poll_interval_ms=300_000,
+            # a dead worker's streams stall until the group notices: worker.session_timeout_ms
+            session_timeout_ms=settings.inference_session_timeout_ms,
+            heartbeat_interval_ms=settings.inference_heartbeat_interval_ms,
         )
         self._engine = engine
         self.worker_id = worker_id

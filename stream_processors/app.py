@@ -51,6 +51,7 @@ def build_app(
     moderation.register(app, settings, runtime)
     if settings.moderation.output:
         output_moderation.register(app, settings, runtime)
+    output_moderation.register_control_audit(app, settings, runtime)
     history_runtime = history.HistoryRuntime(settings)
     app.add_dependency(history_runtime)
     history.register(app, settings, history_runtime)

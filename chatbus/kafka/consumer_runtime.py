@@ -279,9 +279,11 @@ class ConsumerRuntime:
             self.settings,
             group_id=self.group,
             client_id=self._client_id,
-            session_timeout_ms=self.settings.kafka.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.kafka.heartbeat_interval_ms,
-            **self._consumer_options,
+            **{
+                "session_timeout_ms": self.settings.kafka.session_timeout_ms,
+                "heartbeat_interval_ms": self.settings.kafka.heartbeat_interval_ms,
+                **self._consumer_options,  # a runtime may detect its members' death faster
+            },
         )
         consumer.subscribe(topics=self._topics, listener=_Listener(self))
         # the first assignment may arrive while start() runs

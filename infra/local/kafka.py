@@ -1,4 +1,11 @@
-"""Apache Kafka 4.x as one KRaft node (broker + controller), run from jars resolved by Maven."""
+"""Apache Kafka 4.x as KRaft nodes (broker + controller each), run from jars resolved by Maven.
+
+One node by default; ``CHATBUS_LOCAL_KAFKA_BROKERS=3`` runs three on loopback (``kafka``,
+``kafka-2``, ``kafka-3``: node N on node 1's ports + 100*(N-1), its own data and log), one quorum
+of three controllers, topics replicated three times with ``min.insync.replicas`` 2: the
+production shape in miniature, run by the same jars. The nodes start together (a quorum needs a
+majority before any of them is healthy).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import hashlib
 import re
 import secrets
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +26,7 @@ import structlog
 from chatbus import ports, programs
 from chatbus.console import say
 from chatbus.errors import ConfigurationError, ServiceUnavailable
-from chatbus.settings import Settings
+from chatbus.settings import NODE_PORT_STEP, Settings
 from infra.local.service import Command, Service
 from infra.local.tls import ServerTLS, ensure_server_tls
 
@@ -55,21 +63,53 @@ def random_cluster_id() -> str:
             return cid
 
 
+_CLUSTER_ID_LOCK = threading.Lock()  # the nodes are prepared in parallel threads
+
+
+def cluster_id_file(settings: Settings) -> Path:
+    return settings.state_dir.resolve() / "kafka-cluster-id"
+
+
+def shared_cluster_id(settings: Settings) -> str:
+    """The one cluster id every node of a local cluster is formatted with (made once)."""
+    with _CLUSTER_ID_LOCK:
+        path = cluster_id_file(settings)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(random_cluster_id())
+        return path.read_text().strip()
+
+
 class Kafka(Service):
-    name = "kafka"
     title = "Kafka"
     start_timeout = 90.0
     stop_timeout = 30.0
 
+    def __init__(self, node: int = 1) -> None:
+        self.node = node
+        self.name = "kafka" if node == 1 else f"kafka-{node}"
+
+    def _port(self, first: int) -> int:
+        return first + NODE_PORT_STEP * (self.node - 1)
+
+    def client_port(self, settings: Settings) -> int:
+        return self._port(settings.local.kafka_port)
+
+    def controller_port(self, settings: Settings) -> int:
+        return self._port(settings.local.kafka_controller_port)
+
+    def secure_port(self, settings: Settings) -> int:
+        return self._port(settings.local.kafka_secure_port)
+
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [
-            (settings.local.kafka_port, "CHATBUS_KAFKA_PORT"),
-            (settings.local.kafka_controller_port, "CHATBUS_KAFKA_CONTROLLER_PORT"),
-            (settings.local.kafka_secure_port, "CHATBUS_KAFKA_SECURE_PORT"),
+            (self.client_port(settings), "CHATBUS_KAFKA_PORT"),
+            (self.controller_port(settings), "CHATBUS_KAFKA_CONTROLLER_PORT"),
+            (self.secure_port(settings), "CHATBUS_KAFKA_SECURE_PORT"),
         ]
 
     def address(self, settings: Settings) -> str:
-        return f"{ports.HOST}:{settings.local.kafka_port}"
+        return f"{ports.HOST}:{self.client_port(settings)}"
 
     # --- install ----------------------------------------------------------------------------
 
@@ -130,18 +170,24 @@ class Kafka(Service):
         logs.mkdir(parents=True, exist_ok=True)
         host = ports.HOST
         secure = _prepare_secure_listener(base)
+        nodes = settings.local.kafka_brokers
+        voters = ",".join(
+            f"{n}@{host}:{Kafka(n).controller_port(settings)}" for n in range(1, nodes + 1)
+        )
+        replicas = str(min(3, nodes))
+        min_isr = "2" if nodes >= 3 else "1"
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{host}:{settings.local.kafka_controller_port}",
+            "node.id": str(self.node),
+            "controller.quorum.voters": voters,
             "listeners": (
-                f"PLAINTEXT://{host}:{settings.local.kafka_port},"
-                f"CONTROLLER://{host}:{settings.local.kafka_controller_port},"
-                f"SECURE://{host}:{settings.local.kafka_secure_port}"
+                f"PLAINTEXT://{host}:{self.client_port(settings)},"
+                f"CONTROLLER://{host}:{self.controller_port(settings)},"
+                f"SECURE://{host}:{self.secure_port(settings)}"
             ),
             "advertised.listeners": (
-                f"PLAINTEXT://{host}:{settings.local.kafka_port},"
-                f"SECURE://{host}:{settings.local.kafka_secure_port}"
+                f"PLAINTEXT://{host}:{self.client_port(settings)},"
+                f"SECURE://{host}:{self.secure_port(settings)}"
             ),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -161,26 +207,29 @@ class Kafka(Service):
             "log.dirs": str(data),
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "8",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
+            # lets the inference group notice a dead worker in 1.5 s (CHATBUS_WORKER_SESSION_*)
+            "group.min.session.timeout.ms": "1000",
             "log.retention.hours": "168",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
         text = "# written by infra/local/kafka.py on every start; edit that file instead\n"
         text += "".join(f"{k}={v}\n" for k, v in props.items())
         self.properties_file(settings).write_text(text)
-        self.log4j_file(settings).write_text(LOG4J2.format(log_file=logs / "kafka-server.log"))
+        log_file = logs / f"{self.name}-server.log"
+        self.log4j_file(settings).write_text(LOG4J2.format(log_file=log_file))
         if (data / "meta.properties").exists():
             return
-        cluster_id = random_cluster_id()
+        cluster_id = random_cluster_id() if nodes == 1 else shared_cluster_id(settings)
         say(f"formatting Kafka storage in {data} (cluster {cluster_id})…")
         programs.run(
             [
@@ -219,7 +268,7 @@ class Kafka(Service):
     # --- health -----------------------------------------------------------------------------
 
     def check(self, settings: Settings, timeout: float) -> str:
-        if not ports.is_open(settings.local.kafka_port, timeout=min(timeout, 1.0)):
+        if not ports.is_open(self.client_port(settings), timeout=min(timeout, 1.0)):
             raise ServiceUnavailable(f"nothing listens on {self.address(settings)}")
         cluster = asyncio.run(describe_cluster(self.address(settings), timeout))
         brokers = cluster.get("brokers") or []

@@ -29,21 +29,38 @@ log = structlog.get_logger(__name__)
 
 SERVICES: dict[str, Service] = {s.name: s for s in (Kafka(), Redis(), FerretDB(), S3())}
 ALIASES = {"mongo": "ferretdb", "mongodb": "ferretdb", "moto": "s3"}
+MAX_KAFKA_NODES = 5
+
+
+def services_of(settings: Settings) -> dict[str, Service]:
+    """Every local service of ``settings``: each Kafka node (CHATBUS_LOCAL_KAFKA_BROKERS), then
+    the stores."""
+    count = settings.local.kafka_brokers
+    # nodes of a bigger cluster still running (the setting went down): still ours to stop
+    while count < MAX_KAFKA_NODES and process.running_pid(settings, f"kafka-{count + 1}"):
+        count += 1
+    nodes = [Kafka(n) for n in range(1, count + 1)]
+    return {s.name: s for s in (*nodes, Redis(), FerretDB(), S3())}
+
 
 T = TypeVar("T")
 
 
-def select(services: Iterable[str] | None) -> list[Service]:
-    """The services named (all when None), in the canonical order."""
+def select(settings: Settings, services: Iterable[str] | None) -> list[Service]:
+    """The services named (all when None), in the canonical order; ``kafka`` names every node
+    of a local cluster, ``kafka-2`` one of them."""
+    known = services_of(settings)
     if services is None:
-        return list(SERVICES.values())
+        return list(known.values())
     wanted = {ALIASES.get(n.lower(), n.lower()) for n in services}
-    unknown = wanted - SERVICES.keys()
+    if "kafka" in wanted:
+        wanted |= {name for name in known if name.startswith("kafka-")}
+    unknown = wanted - known.keys()
     if unknown:
         raise ConfigurationError(
-            f"unknown service(s) {sorted(unknown)}; choose from {sorted(SERVICES)}"
+            f"unknown service(s) {sorted(unknown)}; choose from {sorted(known)}"
         )
-    return [s for name, s in SERVICES.items() if name in wanted]
+    return [s for name, s in known.items() if name in wanted]
 
 
 def _in_parallel(fn: Callable[[Service], T], chosen: Sequence[Service]) -> list[T]:
@@ -121,7 +138,7 @@ def up(settings: Settings, services: Iterable[str] | None = None) -> list[Servic
     Raises ConfigurationError (a port is taken, a tool is missing: the message says what to do)
     or ServiceUnavailable (a service did not become healthy: the message points at its log).
     """
-    chosen = select(services)
+    chosen = select(settings, services)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = _in_parallel(lambda svc: _up_one(settings, svc), chosen)
@@ -144,7 +161,7 @@ def _down_one(settings: Settings, svc: Service) -> bool:
 
 def down(settings: Settings, services: Iterable[str] | None = None) -> list[str]:
     """Stop the services we started (all by default); return the names of those stopped."""
-    chosen = select(services)
+    chosen = select(settings, services)
     stopped = _in_parallel(lambda svc: _down_one(settings, svc), chosen)
     return [svc.name for svc, was in zip(chosen, stopped, strict=True) if was]
 
@@ -172,4 +189,4 @@ def _status_one(settings: Settings, svc: Service) -> ServiceStatus:
 
 def status(settings: Settings, services: Iterable[str] | None = None) -> list[ServiceStatus]:
     """Each service's state: running (our PID file is live), healthy (one probe passed)."""
-    return _in_parallel(lambda svc: _status_one(settings, svc), select(services))
+    return _in_parallel(lambda svc: _status_one(settings, svc), select(settings, services))

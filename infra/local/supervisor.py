@@ -41,6 +41,9 @@ from infra.local import process
 
 log = get_logger(__name__)
 
+#: The inference group's session timeout on the local broker (see KafkaService's properties).
+LOCAL_WORKER_SESSION_TIMEOUT_MS = 1500
+
 TICK_S = 0.25
 HEALTHY_RESET_S = 60.0
 
@@ -333,6 +336,10 @@ class Supervisor:
                 ),
             )
 
+    @property
+    def _local_broker(self) -> bool:
+        return all(h.startswith("127.0.0.1:") for h in self.settings.kafka.bootstrap.split(","))
+
     def _start(self, replica: Replica, now: float) -> None:
         name = replica.name
         env = {"CHATBUS_METRICS_PORT": str(replica.port)}
@@ -341,6 +348,10 @@ class Supervisor:
         if model is not None:
             replica.worker_id = f"{name}.{socket.gethostname()}.{secrets.token_hex(2)}"
             env["CHATBUS_WORKER_ID"] = replica.worker_id
+            if self.settings.worker.session_timeout_ms is None and self._local_broker:
+                # the local broker allows it (group.min.session.timeout.ms): a dead worker's
+                # streams stall ~2 s, not the 6 s a managed cluster's default minimum imposes
+                env["CHATBUS_WORKER_SESSION_TIMEOUT_MS"] = str(LOCAL_WORKER_SESSION_TIMEOUT_MS)
             if component != "worker":  # a further model: its own name and folder
                 env["CHATBUS_MODEL_NAME"] = model
                 env["CHATBUS_MODEL_PATH"] = str(self.settings.model_folder(model))

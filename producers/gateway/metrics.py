@@ -31,3 +31,9 @@ STAGE_LATENCY = Histogram(
 )
 for _stage in ("gateway", "bus", "moderation", "queue", "prefill", "delivery"):
     STAGE_LATENCY.labels(_stage)  # every stage's series exists from the start
+FALLBACKS = Counter(
+    "chatbus_gateway_store_fallbacks_total",
+    "Requests served on a fallback because a store was out of reach (rate limits in memory "
+    "while Redis is down)",
+    ["store", "what"],
+)

@@ -5,6 +5,13 @@ request's ``max_tokens`` (or the default) — and *settled* when the answer ends
 is replaced by the actual prompt + completion tokens, so the window ends up holding real usage
 while a burst of long requests cannot overshoot it. Each window's counters expire on their own.
 Every admitted (or refused) request gets OpenAI's ``x-ratelimit-*`` headers.
+
+Redis out of reach does not stop the chat: each gateway counts the same windows in its own
+memory meanwhile (:class:`LocalWindows`; with N gateways a key may get up to N times its limit
+for that while), logs it once a window and counts
+``chatbus_gateway_store_fallbacks_total{store="redis"}``. After a failure it leaves Redis alone
+for :data:`RETRY_REDIS_S` (no request pays the client's retries and timeouts twice), then
+tries it again.
 """
 
 from __future__ import annotations
@@ -17,9 +24,15 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from chatbus.errors import ServiceUnavailable
+from chatbus.logging import get_logger
 from chatbus.stores import redis_errors
+from producers.gateway.metrics import FALLBACKS
+
+log = get_logger(__name__)
 
 WINDOW_S = 60
+RETRY_REDIS_S = 5.0  # after Redis failed, how long the limits stay in memory before trying it
 
 # KEYS[1]: counter; ARGV[1]: amount, ARGV[2]: limit, ARGV[3]: ttl seconds.
 # Adds the amount unless that would pass the limit; returns {allowed, used}.
@@ -73,8 +86,33 @@ class Decision:
         return max(1, math.ceil(self.quota.reset_s))
 
 
+class _RedisSkipped(ServiceUnavailable):
+    """Redis is not even asked: it failed less than :data:`RETRY_REDIS_S` ago."""
+
+
+class LocalWindows:
+    """The fixed-window counters in this process's memory: the limits while Redis is down."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, tuple[int, int]] = {}  # key → (window, used)
+
+    def admit(self, key: str, window: int, amount: int, limit: int) -> tuple[bool, int]:
+        _, used = self._used.get(key, (window, 0))
+        if used + amount > limit:
+            return False, used
+        self._used[key] = (window, used + amount)
+        if len(self._used) > 10_000:  # forget windows that are over
+            self._used = {k: v for k, v in self._used.items() if v[0] >= window}
+        return True, used + amount
+
+    def settle(self, key: str, delta: int) -> None:
+        if key in self._used:
+            window, used = self._used[key]
+            self._used[key] = (window, used + delta)
+
+
 class RateLimiter:
-    """Fixed-window counters per API key; Redis failures become :class:`ServiceUnavailable`."""
+    """Fixed-window counters per API key, in Redis; in memory while Redis is out of reach."""
 
     def __init__(
         self,
@@ -94,6 +132,9 @@ class RateLimiter:
         self._clock = clock
         self._admit: Any = redis.register_script(_ADMIT)
         self._settle: Any = redis.register_script(_SETTLE)
+        self._local = LocalWindows()
+        self._warned_window = -1
+        self._skip_redis_until = float("-inf")
 
     def _key(self, key_id: str, kind: Kind, window: int) -> str:
         return f"{self._prefix}{key_id}:{kind}:{window}"
@@ -104,15 +145,37 @@ class RateLimiter:
         window = int(now // WINDOW_S)
         reset = (window + 1) * WINDOW_S - now
         limit = self._limits[kind]
-        with redis_errors("check rate limits"):
-            allowed, used = await self._admit(
-                keys=[self._key(key_id, kind, window)], args=[amount, limit, WINDOW_S * 2]
-            )
+        key = self._key(key_id, kind, window)
+        try:
+            self._redis_or_skip()
+            with redis_errors("check rate limits"):
+                allowed, used = await self._admit(keys=[key], args=[amount, limit, WINDOW_S * 2])
+        except ServiceUnavailable as exc:
+            self._fell_back(window, exc)
+            allowed, used = self._local.admit(key, window, amount, limit)
         return Decision(bool(allowed), Quota(kind, limit, int(used), reset), window)
+
+    def _redis_or_skip(self) -> None:
+        if time.monotonic() < self._skip_redis_until:
+            raise _RedisSkipped("Redis failed a moment ago; rate limits are in memory")
+
+    def _fell_back(self, window: int, exc: ServiceUnavailable) -> None:
+        FALLBACKS.labels("redis", "rate_limit").inc()
+        if not isinstance(exc, _RedisSkipped):
+            self._skip_redis_until = time.monotonic() + RETRY_REDIS_S
+        if window != self._warned_window:  # once a window, not once a request
+            self._warned_window = window
+            log.warning("rate_limits_in_memory", error=str(exc))
 
     async def settle(self, key_id: str, window: int, reserved: int, actual: int) -> None:
         """Replace a token reservation made in ``window`` by the tokens actually used."""
         if actual == reserved:
             return
-        with redis_errors("settle token usage"):
-            await self._settle(keys=[self._key(key_id, "tokens", window)], args=[actual - reserved])
+        key = self._key(key_id, "tokens", window)
+        try:
+            self._redis_or_skip()
+            with redis_errors("settle token usage"):
+                await self._settle(keys=[key], args=[actual - reserved])
+        except ServiceUnavailable as exc:
+            self._fell_back(window, exc)
+            self._local.settle(key, actual - reserved)

@@ -30,7 +30,7 @@ from mode import Service
 
 from chatbus.errors import ChatbusError, InvalidEvent, require_started
 from chatbus.kafka import EventPublisher, decode_event
-from chatbus.kafka.dlq import reject_request
+from chatbus.kafka.dlq import reject_request, send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.tracing import Hop, RequestTrace, header_list, with_trace
@@ -159,6 +159,10 @@ class ModerationRuntime(Service):  # type: ignore[misc]
                 for scores, categories in results
             ],
         )
+
+    async def dead_letter(self, message: Any, exc: InvalidEvent, consumer: str) -> None:
+        """DLQ a message that is not a valid event of its topic (nobody to tell)."""
+        await send_to_dlq(self.publisher, message, error=exc.reason, consumer=consumer)
 
     async def reject_invalid(self, message: Any, exc: InvalidEvent) -> None:
         """DLQ the message; when its requester can be told, end its stream with the reason."""

@@ -7,8 +7,10 @@
                                         the worker stops within a decode step and ends the
                                         stream with ``finish_reason=content_filter``
 
-A chunk that is not a valid event is skipped with a warning, not dead-lettered: the token stream
-is the workers' own output, and the client skips such a chunk too.
+A chunk that is not a valid event goes to ``chat.dlq`` (this group sees each message of
+``chat.tokens`` once; the client skips such a chunk). ``chat.control`` is read by every worker
+in full, so none of them can dead-letter it once: the ``control-audit`` agent here does, for a
+message no worker could use (a cancel that is not a valid event).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from stream_processors.moderation.output_watch import OutputWatch
 
 log = get_logger(__name__)
 
+OUTPUT_CONSUMER = "moderation-output"
+CONTROL_CONSUMER = "control-audit"
+
 
 def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> None:
     """Declare the output-moderation agent on ``app``."""
@@ -43,8 +48,8 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
             message = event.message
             try:
                 chunk = decode_event(message.topic, message.value, ("chat.token",))
-            except InvalidEvent as exc:  # not ours to dead-letter: the client skips it too
-                log.warning("invalid_token_chunk", error=exc.reason, offset=message.offset)
+            except InvalidEvent as exc:
+                await runtime.dead_letter(message, exc, OUTPUT_CONSUMER)
                 continue
             assert isinstance(chunk, TokenChunk)
             window, overrun = watch.add(chunk)
@@ -69,3 +74,20 @@ def register(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> 
                     tokens_seen=window.tokens_seen,
                     flagged=[c for c, hit in verdict.categories.items() if hit],
                 )
+
+
+def register_control_audit(app: faust.App, settings: Settings, runtime: ModerationRuntime) -> None:
+    """Dead-letter what lands on ``chat.control`` and is not a cancel (each message once, by
+    this group: the workers read the topic without a group and only skip such a message)."""
+    control = app.topic(
+        settings.topic(TopicName.CONTROL), key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(control, name=CONTROL_CONSUMER)
+    async def audit_control(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                decode_event(message.topic, message.value, ("chat.cancel",))
+            except InvalidEvent as exc:
+                await runtime.dead_letter(message, exc, CONTROL_CONSUMER)

@@ -171,6 +171,34 @@ async def test_a_malformed_message_goes_to_the_dlq_and_processing_continues(
     assert "Invalid JSON" in letter.error
 
 
+async def test_garbage_on_the_control_and_token_topics_is_dead_lettered_once_each(
+    bus: Settings, processor: subprocess.Popen[bytes]
+) -> None:
+    """chat.control is read by every worker without a group, so none of them can dead-letter
+    it once; the processors' group does, as it does for chat.tokens (output moderation)."""
+    garbage = {
+        TopicName.CONTROL: [b"\xff\xfe not json", b'{"type": "chat.cancel"}'],
+        TopicName.TOKENS: [b"{truncated", b'{"type": "chat.request", "schema_version": 1}'],
+    }
+    for topic, values in garbage.items():
+        for n, value in enumerate(values):
+            await send_raw(bus, topic, value, key=f"req-bad-{n}".encode())
+    async with TopicReader(bus, TopicName.DLQ) as dlq:
+
+        def all_in(_: object) -> bool:
+            letters = [e for e in dlq.events if isinstance(e, DeadLetter)]
+            return len(letters) >= 4
+
+        await dlq.wait_for(all_in, what="four dead letters")
+    letters = [e for e in dlq.events if isinstance(e, DeadLetter)]
+    by_topic = sorted((letter.original_topic, letter.consumer) for letter in letters)
+    assert by_topic == sorted(
+        [(bus.topic(TopicName.CONTROL), "control-audit")] * 2
+        + [(bus.topic(TopicName.TOKENS), "moderation-output")] * 2
+    )
+    assert all(letter.error for letter in letters)
+
+
 @pytest.mark.parametrize("processor_env", [{"CHATBUS_ABUSE_BLOCK_THRESHOLD": "1.5"}])
 async def test_a_user_with_repeated_violations_gets_blocked(
     bus: Settings, processor: subprocess.Popen[bytes], client: ChatClient

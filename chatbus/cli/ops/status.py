@@ -13,7 +13,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     from infra.local import manager, process, supervisor
 
     rows: list[dict[str, Any]] = []
-    for service in manager.select(None):  # healthy when it answers, whoever started it
+    for service in manager.select(settings, None):  # healthy when it answers, whoever started it
         pid = process.running_pid(settings, service.name)
         try:
             detail, healthy = service.check(settings, timeout=2.0), True

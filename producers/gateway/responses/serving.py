@@ -364,8 +364,8 @@ class ResponsesService:
         """The whole response (``stream: false``), stored before it is returned."""
         if run.answer.trace is not None:
             report_trace(run.answer.trace, request_id=run.answer.request_id, stream=False)
-        async with aclosing(self._generate(run)) as pieces:
-            async for _ in pieces:
+        async with aclosing(self._generate(run, quiet=True)) as pieces:  # a store outage
+            async for _ in pieces:  # costs the stored copy, not the answer
                 pass
         assert run.final is not None
         return run.final
