@@ -49,9 +49,9 @@ def cluster(tmp_path: Path) -> Iterator[Settings]:
     settings = Settings(
         state_dir=tmp_path / "state",
         local_kafka_brokers=3,
-        local_kafka_port=base,
-        local_kafka_controller_port=base + 1,
-        local_kafka_secure_port=base + 2,
+        kafka_port=base,
+        kafka_controller_port=base + 1,
+        kafka_secure_port=base + 2,
         kafka_topic_prefix="cluster.",
     )
     try:
