@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean bench bench-inference bench-transport bench-archiver bench-analytics \
+        lint schemas check-schemas chat clean faults bench bench-inference bench-transport bench-archiver bench-analytics \
         report
 
 help: ## Show this help
@@ -117,6 +117,10 @@ bench-inference: model up ## Inference: engine ceiling, transformers serve, llam
 bench-transport: model up ## Responses API: first event over SSE vs the WebSocket, and resuming a stream (user path)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
 	@$(BIN)/python -m benchmarks.transport $(TRANSPORT_BENCH_ARGS)
+
+faults: model up ## The fault suite: each service killed under load, every request audited (FAULTS_ARGS=--faults worker-kill,redis-down)
+	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
+	@$(BIN)/python -m benchmarks.faults $(FAULTS_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
 	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)

@@ -150,6 +150,15 @@ class GatewaySystem(ManagedSystem):
         finally:
             mongo.close()
 
+    def add_env(self, **variables: str) -> None:
+        """More CHATBUS_* variables for the pipeline (before it starts)."""
+        self._env.update(variables)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The pipeline's CHATBUS_* variables (what its commands run with)."""
+        return dict(self._env)
+
     @property
     def api_key(self) -> str:
         """The key of the benchmark's user (created at start)."""
