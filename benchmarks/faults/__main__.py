@@ -36,6 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmarks.faults.garbage import dead_lettered, send_garbage
 from benchmarks.faults.load import Load, Outcome, audit
 from benchmarks.inference.config import serving_config
 from benchmarks.inference.gateway import GatewaySystem
@@ -69,6 +70,12 @@ class FaultContext:
     base: Settings  # the services' settings (make up)
     pipeline: Settings  # the private pipeline's
     outage_s: float
+    garbage_per_topic: int = 2000
+    note: str = ""  # what a fault found, for its row
+
+    def restarts(self) -> int:
+        rows = read_status(self.pipeline).values()
+        return sum(int(str(row.get("restarts") or 0)) for row in rows)
 
     def pid_of(self, replica: str) -> int:
         row = read_status(self.pipeline).get(replica) or {}
@@ -79,6 +86,19 @@ class FaultContext:
 
     async def kill_replica(self, replica: str, sig: int) -> None:
         os.killpg(self.pid_of(replica), sig)  # the supervisor restarts it
+
+    async def service_frozen(self, service: str) -> None:
+        """The service stops answering (SIGSTOP) for the outage, then carries on (SIGCONT):
+        an outage that keeps its data (the local S3 endpoint, moto, keeps objects in memory
+        only, so a restart would lose the archive for a reason no real S3 has)."""
+        pid = process.running_pid(self.base, service)
+        if pid is None:
+            raise RuntimeError(f"{service} is not running: make up")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(self.outage_s)  # the outage itself
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     async def service_down(self, service: str) -> None:
         await asyncio.to_thread(manager.down, self.base, [service])
@@ -116,6 +136,22 @@ async def _broker_kill(ctx: FaultContext) -> None:
     await asyncio.to_thread(manager.up, ctx.base, ["kafka-2"])
 
 
+async def _garbage(ctx: FaultContext) -> None:
+    since_ms = int(time.time() * 1000)
+    restarts = ctx.restarts()
+    sent = await send_garbage(ctx.pipeline, ctx.garbage_per_topic)
+    total = sum(sent.values())
+    found = await dead_lettered(ctx.pipeline, since_ms, sent, timeout_s=300)
+    per_topic = ", ".join(
+        f"{topic.removeprefix(ctx.pipeline.kafka.topic_prefix)} {found[topic]}/{n}"
+        for topic, n in sent.items()
+    )
+    ctx.note = (
+        f"{sum(found.values())} of {total} in chat.dlq ({per_topic}); "
+        f"component restarts {ctx.restarts() - restarts}"
+    )
+
+
 FAULTS = {
     f.name: f
     for f in (
@@ -130,8 +166,13 @@ FAULTS = {
             "FerretDB down for the outage",
             lambda ctx: ctx.service_down("ferretdb"),
         ),
-        Fault("s3-down", "the S3 endpoint down for the outage", lambda ctx: ctx.service_down("s3")),
+        Fault(
+            "s3-down",
+            "the S3 endpoint frozen for the outage",
+            lambda ctx: ctx.service_frozen("s3"),
+        ),
         Fault("kafka-restart", "restart the single broker", _kafka_restart),
+        Fault("garbage", "malformed messages on every consumed topic", _garbage),
         Fault("broker-kill", "SIGKILL one broker of three", _broker_kill, needs_brokers=3),
     )
 }
@@ -193,7 +234,7 @@ async def _one_fault(
     return list(load.outcomes)
 
 
-def _verify_archive(env: dict[str, str]) -> str:
+def _verify_once(env: dict[str, str]) -> tuple[bool, list[str]]:
     result = subprocess.run(
         [sys.executable, "-m", "chatbus.cli", "archive", "verify"],
         env=os.environ | env,
@@ -202,8 +243,22 @@ def _verify_archive(env: dict[str, str]) -> str:
         timeout=600,
         check=False,
     )
-    lines = result.stdout.strip().splitlines()
-    return lines[-1] if lines else result.stderr.strip()[-200:]
+    lines = result.stdout.strip().splitlines() or [result.stderr.strip()[-300:]]
+    return result.returncode == 0, lines
+
+
+def _verify_archive(env: dict[str, str], timeout_s: float = 180.0) -> str:
+    """``chatbus archive verify`` once the archiver has caught up (it flushes by size and time,
+    so the newest records reach the object store a little after the broker); the last summary
+    line, and the first problems it names when it still fails at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ok, lines = _verify_once(env)
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(5.0)  # the archiver's next flush, within the deadline
+    problems = [line.strip() for line in lines if "FAIL" in line or "gap" in line]
+    return lines[-1] + ("" if ok else " — " + "; ".join(problems[:4]))
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -234,6 +289,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             row = {"fault": fault.name, "what": fault.what, **audit(outcomes, reference, recorded)}
             whole = [o for o in outcomes if o.kind in ("whole", "mismatch")]
             row["turns"] = f"{sum(o.request_id in recorded for o in whole)}/{len(whole)}"
+            row["note"], ctx.note = ctx.note, ""
             rows.append(row)
             print(f"    {json.dumps(row)}")
         verify = await asyncio.to_thread(_verify_archive, system.env)
@@ -248,20 +304,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| fault | sent | whole | retriable error | hung | lost/failed | duplicated | missing "
         "| resumed | largest gap p99 (s) | turns in MongoDB | differs from reference "
-        "| archive verify |\n"
+        "| archive verify | note |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| --- |\n"
+        "| --- | --- |\n"
     )
     lines = []
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['what']} | {r['skipped']} |" + " |" * 11)
+            lines.append(f"| {r['what']} | {r['skipped']} |" + " |" * 12)
             continue
         lines.append(
             f"| {r['what']} | {r['sent']} | {r['whole']} | {r['retriable']} | {r['hung']} "
             f"| {r['failed']} | {r['duplicated']} | {r['missing']} | {r['resumed']} "
             f"| {r['largest_gap_p99_s']} | {r['turns']} | {r['differs_from_reference']} "
-            f"| {r['archive']} |"
+            f"| {r['archive']} | {r.get('note', '')} |"
         )
     return head + "\n".join(lines)
 

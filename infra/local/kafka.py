@@ -164,13 +164,14 @@ class Kafka(Service):
 
     def prepare(self, settings: Settings) -> None:
         base = self.data_dir(settings)
-        data = base / "data"
+        nodes = settings.local.kafka_brokers
+        # a node's log of each topology apart: switching between one node and three keeps both
+        data = base / ("data" if nodes == 1 else f"data-{nodes}-nodes")
         logs = settings.log_dir.resolve()
         data.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         host = ports.HOST
         secure = _prepare_secure_listener(base)
-        nodes = settings.local.kafka_brokers
         voters = ",".join(
             f"{n}@{host}:{Kafka(n).controller_port(settings)}" for n in range(1, nodes + 1)
         )
