@@ -218,6 +218,9 @@ class Kafka(Service):
             "share.coordinator.state.topic.replication.factor": replicas,
             "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
+            # a dead node's partitions get new leaders in ~3 s, not the 9 s default
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "1000",
             # lets the inference group notice a dead worker in 1.5 s (CHATBUS_WORKER_SESSION_*)
             "group.min.session.timeout.ms": "1000",
             "log.retention.hours": "168",

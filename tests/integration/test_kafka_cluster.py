@@ -8,6 +8,7 @@ stopped by PID afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -65,7 +66,11 @@ async def test_three_nodes_replicate_the_bus_and_survive_one_killed(cluster: Set
     assert cluster.kafka.bootstrap.count(",") == 2 and cluster.kafka.topic_replication == 3
     statuses = manager.status(cluster, ["kafka"])
     assert [s.name for s in statuses] == ["kafka", "kafka-2", "kafka-3"]
-    assert all(s.healthy for s in statuses)
+
+    async def all_healthy() -> bool:
+        return all(s.healthy for s in await asyncio.to_thread(manager.status, cluster, ["kafka"]))
+
+    await eventually(all_healthy, timeout_s=60, what="every node healthy")
     await ensure_topics(cluster)
     topics = await describe_topics(cluster)  # what `chatbus ops topics` shows
     assert topics and all(t.replication == 3 for t in topics), topics
