@@ -61,7 +61,8 @@ class ReplyPartitionLease:
         self.partition: int | None = None
         self.lost = False  # True when renewal found someone else holding our partition
 
-    def _key(self, partition: int) -> str:
+    def key(self, partition: int) -> str:
+        """The Redis key of ``partition``'s lease (its value: the owner holding it)."""
         return f"chatbus:reply-lease:{self._topic}:{partition}"
 
     async def acquire(self, partitions: set[int]) -> int:
@@ -73,7 +74,7 @@ class ReplyPartitionLease:
         for partition in order:
             with redis_errors("lease a reply partition"):
                 won = await self._redis.set(
-                    self._key(partition), self.owner, nx=True, px=self._ttl_ms
+                    self.key(partition), self.owner, nx=True, px=self._ttl_ms
                 )
             if won:
                 self.partition = partition
@@ -101,14 +102,14 @@ class ReplyPartitionLease:
             return
         partition, self.partition = self.partition, None
         try:
-            await self._release(keys=[self._key(partition)], args=[self.owner])
+            await self._release(keys=[self.key(partition)], args=[self.owner])
         except RedisError as exc:  # it expires on its own after the TTL
             log.warning("reply_lease_release_failed", partition=partition, error=repr(exc))
 
     async def renew_once(self) -> bool:
         """Extend the lease; re-take it if it expired meanwhile. False when someone else has it."""
         assert self.partition is not None
-        key = self._key(self.partition)
+        key = self.key(self.partition)
         if await self._renew(keys=[key], args=[self.owner, self._ttl_ms]):
             return True
         return bool(await self._redis.set(key, self.owner, nx=True, px=self._ttl_ms))

@@ -47,6 +47,7 @@ class StreamOrigin:
     created: int
     prompt_tokens: int
     include_usage: bool = False
+    owner: str = ""  # the gateway that follows it (its reply-lease owner)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -77,14 +78,26 @@ class StreamDirectory(abc.ABC):
     async def followed(self, request_id: str) -> bool:
         """Whether a mark of :meth:`mark_followed` is still alive."""
 
+    async def owner_alive(self, origin: StreamOrigin) -> bool:
+        """Whether the gateway that began ``origin`` still runs (True when unknown)."""
+        return True
+
 
 class RedisStreamDirectory(StreamDirectory):
     """The directory in Redis: one key per answer (``EX ttl``), one per follow mark (``PX``)."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        ttl_s: int,
+        lease_key: Callable[[int], str] | None = None,
+    ) -> None:
         self._redis = redis
         self._prefix = f"chatbus:{prefix}stream"
         self._ttl_s = ttl_s
+        self._lease_key = lease_key  # the reply-lease key of a partition: who holds it
 
     async def record(self, origin: StreamOrigin) -> None:
         with redis_errors("record where a stream begins"):
@@ -106,6 +119,16 @@ class RedisStreamDirectory(StreamDirectory):
     async def followed(self, request_id: str) -> bool:
         with redis_errors("ask whether a stream is followed"):
             return bool(await self._redis.exists(f"{self._prefix}-followed:{request_id}"))
+
+    async def owner_alive(self, origin: StreamOrigin) -> bool:
+        """The owner still holds the lease on the stream's reply partition: it runs."""
+        if not origin.owner or self._lease_key is None:
+            return True
+        with redis_errors("ask whether a gateway runs"):
+            holder = await self._redis.get(self._lease_key(origin.position.partition))
+        if isinstance(holder, bytes):
+            holder = holder.decode()
+        return holder == origin.owner
 
 
 class StreamKeeper:

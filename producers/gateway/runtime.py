@@ -117,7 +117,10 @@ class GatewayRuntime:
             self._client = client
             keeper = StreamKeeper(
                 RedisStreamDirectory(
-                    redis, prefix=settings.kafka.topic_prefix, ttl_s=settings.gateway.resume_ttl_s
+                    redis,
+                    prefix=settings.kafka.topic_prefix,
+                    ttl_s=settings.gateway.resume_ttl_s,
+                    lease_key=lease.key,
                 ),
                 grace_s=settings.gateway.resume_grace_s,
             )
@@ -129,6 +132,7 @@ class GatewayRuntime:
                 max_messages=settings.gateway.max_messages,
                 keeper=keeper,
                 request_timeout_s=settings.gateway.request_timeout_s,
+                owner=lease.owner,
             )
             stack.push_async_callback(service.drain)  # pending cancels go out before the client
             self._service = service

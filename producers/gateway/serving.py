@@ -135,9 +135,11 @@ class ChatCompletionService:
         clock: Callable[[], float] = time.time,
         keeper: StreamKeeper | None = None,
         request_timeout_s: float = 120.0,
+        owner: str = "",
     ) -> None:
         self._backend = backend
         self._keeper = keeper
+        self._owner = owner  # this gateway, as its streams' origins name it
         self.request_timeout_s = request_timeout_s
         self._counter = counter
         self._models = tuple(models)
@@ -282,6 +284,7 @@ class ChatCompletionService:
                 created=created,
                 prompt_tokens=prompt_tokens,
                 include_usage=request.body.include_usage,
+                owner=self._owner,
             )
         )
 
@@ -299,14 +302,19 @@ class ChatCompletionService:
             )
         return found
 
-    async def followed(self, request_id: str) -> bool:
-        """Whether some gateway follows ``request_id`` now (True when that cannot be known)."""
+    async def orphaned(self, user_id: str, request_id: str) -> bool:
+        """Whether the user's ``request_id`` is still running with nobody to see it end: no
+        gateway follows it and the gateway that began it is gone (False when unknown)."""
         if self._keeper is None:
-            return True
+            return False
+        directory = self._keeper.directory
         try:
-            return await self._keeper.directory.followed(request_id)
+            origin = await self._keeper.find(user_id, request_id)
+            if origin is None or await directory.followed(request_id):
+                return False
+            return not await directory.owner_alive(origin)
         except ChatbusError:
-            return True
+            return False
 
     @property
     def resume_grace_s(self) -> float:

@@ -87,11 +87,13 @@ class MemoryResponseStore(ResponseStore):
 
 
 class MemoryStreamDirectory(StreamDirectory):
-    """Stream origins and follow marks in dicts; a mark lives until :meth:`expire_marks`."""
+    """Stream origins and follow marks in dicts; a mark lives until :meth:`expire_marks`; a
+    gateway is alive while its owner name is in ``live_owners``."""
 
     def __init__(self) -> None:
         self.origins: dict[str, StreamOrigin] = {}
         self.marks: dict[str, float] = {}
+        self.live_owners: set[str] = set()  # gateways still running
 
     async def record(self, origin: StreamOrigin) -> None:
         self.origins[origin.request_id] = origin
@@ -107,3 +109,6 @@ class MemoryStreamDirectory(StreamDirectory):
 
     def expire_marks(self) -> None:
         self.marks.clear()
+
+    async def owner_alive(self, origin: StreamOrigin) -> bool:
+        return origin.owner in self.live_owners

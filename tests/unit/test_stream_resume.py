@@ -262,3 +262,20 @@ async def test_a_running_response_someone_follows_is_left_to_them() -> None:
     await later.retrieve("alice", run.id)
     await later_chat.drain()
     assert backend.replayed == []  # not adopted
+
+
+async def test_a_running_response_whose_gateway_lives_is_left_to_it() -> None:
+    """A client that left on a live gateway: that gateway ends it (its grace period), a poll
+    elsewhere does not take it over."""
+    directory, store = MemoryStreamDirectory(), MemoryResponseStore()
+    svc, backend = responses_on(directory, store)
+    run = await svc.open(request(), user_id="alice", submit=submit_as(svc, "alice"))
+    assert run.saving is not None
+    await run.saving
+    directory.live_owners.add("")  # the gateway that began it (owner "" here) still runs
+    later_chat, _ = service(keeper=keeper(directory))
+    later_chat._backend = backend
+    later = ResponsesService(later_chat, store, clock=lambda: 1_700_000_000.0 + 3600)
+    await later.retrieve("alice", run.id)
+    await later_chat.drain()
+    assert backend.replayed == []

@@ -533,9 +533,10 @@ class ResponsesService:
         return stored
 
     async def retrieve(self, user_id: str, rid: str) -> ResponseObject:
-        """The stored response. One still running that no gateway follows (its gateway died, a
-        background response's included) is adopted here: followed to its end from the bus and
-        stored, so polling it never hangs on a gateway that is gone."""
+        """The stored response. One still running whose gateway is gone and that no other
+        gateway follows (a background response's gateway died, say) is adopted here: followed to
+        its end from the bus and stored, so polling it never hangs on a gateway that is gone. A
+        stream its client left on a live gateway is that gateway's to end (its grace period)."""
         stored = await self._find(user_id, rid)
         if stored.response.status in ("queued", "in_progress"):
             await self._adopt_if_orphaned(user_id, stored)
@@ -546,7 +547,7 @@ class ResponsesService:
         age_s = self._clock() - stored.response.created_at
         if rid in self._adopted or age_s < self._chat.resume_grace_s + 1:
             return
-        if await self._chat.followed(stored.request_id):
+        if not await self._chat.orphaned(user_id, stored.request_id):
             return
         self._adopted.add(rid)
         log.info("orphaned_response_adopted", response_id=rid)
