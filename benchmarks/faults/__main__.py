@@ -40,6 +40,7 @@ from benchmarks.faults.garbage import dead_lettered, send_garbage
 from benchmarks.faults.load import Load, Outcome, audit
 from benchmarks.inference.config import serving_config
 from benchmarks.inference.gateway import GatewaySystem
+from benchmarks.inference.report import write_json
 from chatbus.settings import Settings, get_settings
 from chatbus.stores import mongo_client
 from infra.local import manager, process
@@ -348,8 +349,7 @@ def main() -> None:
     print()
     print(table(rows))
     out = Path(get_settings().state_dir) / "faults" / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
+    write_json(out, rows)
     print(f"written: {out}")
 
 

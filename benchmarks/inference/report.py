@@ -89,7 +89,8 @@ def payload(
     }
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
+def write_json(path: Path, data: Mapping[str, Any] | Sequence[Any]) -> None:
+    """``data`` as JSON at ``path``, written whole or not at all (every benchmark's results)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")

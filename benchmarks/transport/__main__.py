@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from benchmarks.inference.config import serving_config
 from benchmarks.inference.gateway import GatewaySystem
+from benchmarks.inference.report import write_json
 from chatbus.settings import get_settings
 
 PROMPT = "What is the capital of France?"
@@ -195,8 +196,7 @@ def main() -> None:
     result = asyncio.run(run(args.rounds, args.max_tokens))
     _print(result)
     out = Path(get_settings().state_dir) / "bench" / "transport.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"written: {out}")
 
 
