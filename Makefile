@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean faults bench bench-inference bench-transport bench-archiver bench-analytics \
+        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics \
         report
 
 help: ## Show this help
@@ -121,6 +121,14 @@ bench-transport: model up ## Responses API: first event over SSE vs the WebSocke
 faults: model up ## The fault suite: each service killed under load, every request audited (FAULTS_ARGS=--faults worker-kill,redis-down)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
 	@$(BIN)/python -m benchmarks.faults $(FAULTS_ARGS)
+
+soak: model up ## The soak: 20 minutes of steady load on the default pipeline; memory, fds, lag over time (SOAK_ARGS=--minutes 5)
+	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
+	@$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
+fuzz: model up ## Fuzz the gateway from its OpenAPI schema (schemathesis, every phase; FUZZ_EXAMPLES=100 cases per operation)
+	@CHATBUS_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) CHATBUS_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
+	  $(BIN)/pytest tests/integration/test_gateway_fuzz.py -p no:cacheprovider -s -q --timeout=3600
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
 	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from chatbus.errors import ChatbusError
 from schemas.events import (
+    Appeal,
     CancelRequest,
     ChatRequest,
     Completion,
@@ -40,6 +41,7 @@ TOPIC_EVENTS: dict[str, type[Envelope]] = {
     TopicName.COMPLETIONS: Completion,
     TopicName.MODERATION: ModerationVerdict,
     TopicName.CONTROL: CancelRequest,
+    TopicName.FEEDBACK: Appeal,
     TopicName.DLQ: DeadLetter,
 }
 KAFKA_COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")

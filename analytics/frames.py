@@ -93,6 +93,20 @@ def verdicts(spark: SparkSession, root: str) -> DataFrame:
     )
 
 
+def appeals(spark: SparkSession, root: str) -> DataFrame:
+    """``chat.feedback``: users' appeals of refusals, the latest per request (an appeal of the
+    same request again replaces the earlier one)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def build() -> DataFrame:
+        every = read_topic(spark, root, TopicName.FEEDBACK, dedupe_by=("event_id",))
+        latest = Window.partitionBy("request_id").orderBy(F.desc("created_at"), "event_id")
+        return every.withColumn("n", F.row_number().over(latest)).where("n = 1").drop("n")
+
+    return _frame(root, "appeals", build)
+
+
 def cancels(spark: SparkSession, root: str) -> DataFrame:
     """``chat.control``: cancel requests."""
     return _frame(

@@ -201,11 +201,20 @@ def _moderation(tables: dict[str, pd.DataFrame]) -> str:
     ax.set_xlabel("% of verdicts flagged")
     ax.legend(fontsize=7)
     sample = tables["moderation_review_sample"]
+    appeals = tables.get("moderation_appeals")
+    appealed = (
+        f"<h3>Refusals users appealed ({len(appeals)})</h3>"
+        + _table(tables["moderation_appeal_rates"])
+        + _table(appeals, 30)
+        if appeals is not None
+        else ""
+    )
     return (
         _png(figure)
         + _table(rates)
         + f"<h3>Sample for human review ({len(sample)} verdicts)</h3>"
         + _table(sample, 30)
+        + appealed
     )
 
 

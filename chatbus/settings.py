@@ -294,26 +294,16 @@ class ModerationSettings(Section):
         "consumer group and the prefix of its internal and changelog topics.",
     )
     classifier: Literal["hybrid", "rules", "embedding"] = Field(
-        "hybrid", description="Input classifier: rules + embedding model (hybrid), or either alone."
+        "embedding",
+        description="Classifier: embedding + character n-gram heads (embedding, the default: "
+        "the evaluation set shows the rules add false positives and no recall), rules alone, "
+        "or both (hybrid).",
     )
     thresholds: dict[str, float] = Field(
-        default_factory=lambda: {
-            "harassment": 0.65,
-            "harassment/threatening": 0.6,
-            "hate": 0.65,
-            "hate/threatening": 0.55,
-            "illicit": 0.65,
-            "illicit/violent": 0.55,
-            "self-harm": 0.6,
-            "self-harm/intent": 0.55,
-            "self-harm/instructions": 0.55,
-            "sexual": 0.65,
-            "sexual/minors": 0.5,
-            "violence": 0.7,
-            "violence/graphic": 0.6,
-        },
-        description="Score at or above which a category is flagged (JSON object; categories "
-        "left out use moderation_default_threshold).",
+        default_factory=dict,
+        description="Score at or above which a category is flagged (JSON object). Categories "
+        "left out use the thresholds calibrated on the evaluation set "
+        "(stream_processors/moderation/calibration.json), else moderation_default_threshold.",
     )
     default_threshold: float = Field(0.65, gt=0, le=1)
     threads: int = Field(
@@ -328,6 +318,12 @@ class ModerationSettings(Section):
         "processors' ops port (POST /v1/moderations). Locally derived from metrics_base_port.",
     )
     output: bool = Field(True, description="Judge answers while they stream.")
+    refusals: dict[str, str] = Field(
+        default_factory=dict,
+        description="What a refused user reads, per category (JSON object, category → "
+        "message); categories left out keep the built-in message (plain words, and where to "
+        "find help for self-harm).",
+    )
     output_window_chars: int = Field(
         120, ge=8, description="New answer text that triggers a judgement of the answer so far."
     )

@@ -32,6 +32,7 @@ from chatbus.settings import Settings
 from chatbus.tracing import STAMPS_HEADER, Hop, RequestTrace, header_value, now_ms
 from producers.replay import ChatError, ChatTimeout, ReplyPosition, SeqOrder
 from schemas.events import (
+    Appeal,
     CancelRequest,
     ChatMessage,
     ChatRequest,
@@ -255,6 +256,11 @@ class ChatClient:
         await self._publisher.publish(
             TopicName.CONTROL, CancelRequest(request_id=request_id, reason=reason)
         )
+
+    async def appeal(self, appeal: Appeal) -> None:
+        """Tell moderation a refusal was wrong (``chat.feedback``): stored with the turn and
+        counted in the analytics report's moderation section."""
+        await self._publisher.publish(TopicName.FEEDBACK, appeal)
 
     async def _read_replies(self) -> None:
         consumer = self._consumer

@@ -212,6 +212,23 @@ class ModerationVerdict(Envelope):
         return value
 
 
+class Appeal(Envelope):
+    """A user says a moderation refusal of their own request was wrong (topic ``chat.feedback``,
+    key ``conversation_id``): stored with the turn, counted and sampled for review."""
+
+    type: Literal["chat.appeal"] = "chat.appeal"
+    request_id: Id
+    conversation_id: Id
+    user_id: Id
+    stage: Literal["input", "output"] = Field(
+        description="The refusal appealed: the request blocked, or the answer stopped."
+    )
+    categories: list[str] = Field(
+        default_factory=list, description="What moderation flagged (from the stored verdict)."
+    )
+    comment: str = Field("", max_length=2000, description="The user's reason, if any.")
+
+
 class DeadLetter(Envelope):
     """A message a consumer could not process (topic ``chat.dlq``, key = the original key)."""
 
@@ -226,7 +243,7 @@ class DeadLetter(Envelope):
 
 
 Event = Annotated[
-    ChatRequest | TokenChunk | Completion | CancelRequest | ModerationVerdict | DeadLetter,
+    ChatRequest | TokenChunk | Completion | CancelRequest | ModerationVerdict | Appeal | DeadLetter,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
@@ -237,6 +254,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     Completion,
     CancelRequest,
     ModerationVerdict,
+    Appeal,
     DeadLetter,
 )
 

@@ -15,6 +15,7 @@ class TopicName(StrEnum):
     COMPLETIONS = "chat.completions"
     MODERATION = "chat.moderation"
     CONTROL = "chat.control"
+    FEEDBACK = "chat.feedback"
     DLQ = "chat.dlq"
 
 
@@ -77,6 +78,13 @@ TOPICS: dict[TopicName, Topic] = {
             1 * _DAY_MS,
             scales_with_partitions=False,
             description="cancel a request on every worker",
+        ),
+        Topic(
+            TopicName.FEEDBACK,
+            "conversation_id",
+            ("chat.appeal",),
+            90 * _DAY_MS,
+            description="users' judgements of answers (appeals of refusals) → history, archiver",
         ),
         Topic(
             TopicName.DLQ,

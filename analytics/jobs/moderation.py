@@ -10,6 +10,11 @@ Table ``moderation_review_sample`` — flagged verdicts for a human to review: a
 flagged category, picked by a hash of ``event_id`` (a stable pseudo-random sample: the same archive
 gives the same sample). ``text`` is what was judged: the prompt (its last user message) for the
 input stage, the answer for the output stage, cut to 1,000 characters.
+
+Table ``moderation_appeals`` — refusals users marked as wrong (``chat.feedback``): one row per
+appealed request with its stage, the categories moderation flagged, the user's comment and the
+refused text (the prompt, or the answer as far as it got), for review; and
+``moderation_appeal_rates`` — per stage, refusals (flagged verdicts), appeals, and their ratio.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from analytics import frames
 from analytics.jobs import runner
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 SAMPLE_PER_CATEGORY = 20
 TEXT_CHARS = 1000
+
+
+def _judged_text() -> Column:
+    """What moderation judged: the prompt at the input stage, the answer at the output stage
+    (joined in as ``prompt`` and ``answer``), cut to ``TEXT_CHARS``."""
+    from pyspark.sql import functions as F
+
+    judged = F.when(F.col("stage") == "input", F.col("prompt")).otherwise(F.col("answer"))
+    return F.substring(judged, 1, TEXT_CHARS).alias("text")
 
 
 def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
@@ -83,15 +97,38 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
             "conversation_id",
             "user_id",
             "created_at",
-            F.substring(
-                F.when(F.col("stage") == "input", F.col("prompt")).otherwise(F.col("answer")),
-                1,
-                TEXT_CHARS,
-            ).alias("text"),
+            _judged_text(),
         )
         .orderBy("stage", "category", "request_id")
     )
-    return {"moderation_rates": rates, "moderation_review_sample": review}
+    appeals = frames.appeals(spark, root)
+    appealed = (
+        appeals.join(prompts, "request_id", "left")
+        .join(answers, "request_id", "left")
+        .select(
+            "stage",
+            F.concat_ws(", ", "categories").alias("categories"),
+            "comment",
+            "request_id",
+            "user_id",
+            "created_at",
+            _judged_text(),
+        )
+        .orderBy("stage", "created_at", "request_id")
+    )
+    refusals = flagged.groupBy("stage").agg(F.count("*").alias("refusals"))
+    appeal_rates = (
+        refusals.join(appeals.groupBy("stage").agg(F.count("*").alias("appeals")), "stage", "left")
+        .fillna(0, ["appeals"])
+        .withColumn("appeal_rate", F.col("appeals") / F.col("refusals"))
+        .orderBy("stage")
+    )
+    return {
+        "moderation_rates": rates,
+        "moderation_review_sample": review,
+        "moderation_appeals": appealed,
+        "moderation_appeal_rates": appeal_rates,
+    }
 
 
 def run(spark: SparkSession, input: str, output: str) -> dict[str, str]:

@@ -37,6 +37,7 @@ from itertools import accumulate, pairwise
 from analytics.lexicon import AXES
 from schemas.events import (
     MODERATION_CATEGORIES,
+    Appeal,
     CancelRequest,
     ChatMessage,
     ChatRequest,
@@ -109,6 +110,15 @@ _WORD_TEXT = (
     "snow tire bring yes distant fill east paint language among"
 )
 _WORDS = tuple(_WORD_TEXT.split())
+
+
+P_APPEAL = 0.2  # of input refusals
+APPEAL_COMMENTS = (
+    "",
+    "I was asking how to stay safe.",
+    "This is for a history essay.",
+    "I'm a nurse, this is a normal question at work.",
+)
 
 
 @dataclass(frozen=True)
@@ -420,6 +430,21 @@ class Simulator:
                 error=error,
             )
             ev.append(self._event(TopicName.COMPLETIONS, conversation_id, completion))
+            # one refusal in five is appealed (its own stream of chances: the rest of the
+            # simulation draws the same numbers with or without appeals)
+            chance = random.Random(request.request_id)  # noqa: S311 - simulation
+            if chance.random() < P_APPEAL:
+                appeal = Appeal(
+                    event_id=f"evt-{chance.getrandbits(96):024x}",
+                    created_at=refused_at + timedelta(seconds=chance.uniform(2, 60)),
+                    request_id=request.request_id,
+                    conversation_id=conversation_id,
+                    user_id=user,
+                    stage="input",
+                    categories=sorted(c for c, hit in verdict.categories.items() if hit),
+                    comment=chance.choice(APPEAL_COMMENTS),
+                )
+                ev.append(self._event(TopicName.FEEDBACK, conversation_id, appeal))
             out.ended_at = refused_at
             out.stop_conversation = rng.random() < 0.5
             return out

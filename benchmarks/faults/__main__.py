@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -40,7 +39,7 @@ from benchmarks.faults.garbage import dead_lettered, send_garbage
 from benchmarks.faults.load import Load, Outcome, audit
 from benchmarks.inference.config import serving_config
 from benchmarks.inference.gateway import GatewaySystem
-from benchmarks.inference.report import write_json
+from benchmarks.private_run import run_and_keep
 from chatbus.settings import Settings, get_settings
 from chatbus.stores import mongo_client
 from infra.local import manager, process
@@ -323,10 +322,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -344,13 +339,7 @@ def main() -> None:
     unknown = [n for n in args.faults if n not in FAULTS]
     if unknown:
         parser.error(f"unknown faults {unknown}; choose from {', '.join(FAULTS)}")
-    signal.signal(signal.SIGTERM, _interrupt)  # stopped: the private pipeline goes down too
-    rows = asyncio.run(run(args))
-    print()
-    print(table(rows))
-    out = Path(get_settings().state_dir) / "faults" / "results.json"
-    write_json(out, rows)
-    print(f"written: {out}")
+    run_and_keep("faults", run(args), table)
 
 
 if __name__ == "__main__":

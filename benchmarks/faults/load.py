@@ -34,6 +34,7 @@ class Outcome:
     resumed: int = 0
     largest_gap_s: float = 0.0
     detail: str = ""
+    tokens: int = 0  # completion tokens, from the stream's usage chunk
 
 
 class Resume(Exception):
@@ -49,6 +50,7 @@ class StreamState:
     done: bool = False
     last_at: float = field(default_factory=time.monotonic)
     largest_gap_s: float = 0.0
+    tokens: int = 0
 
     def event(self, event_id: int | None, data: str) -> None:
         now = time.monotonic()
@@ -64,6 +66,8 @@ class StreamState:
         if "error" in body:
             raise RuntimeError(f"error event: {body['error'].get('message')}")
         self.request_id = self.request_id or body.get("id", "")
+        if body.get("usage"):
+            self.tokens = int(body["usage"].get("completion_tokens") or 0)
         for choice in body.get("choices", []):
             self.text.append(choice.get("delta", {}).get("content") or "")
             self.finish = choice.get("finish_reason") or self.finish
@@ -107,6 +111,7 @@ class Load:
             "max_tokens": self._max_tokens,
             "temperature": 0,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
 
     async def one(self, client: httpx.AsyncClient, prompt: int) -> Outcome:
@@ -147,6 +152,7 @@ class Load:
         outcome.text = "".join(state.text)
         outcome.finish = state.finish
         outcome.largest_gap_s = state.largest_gap_s
+        outcome.tokens = state.tokens
         if state.done and outcome.kind == "hung":
             outcome.kind = "whole"  # checked against the reference by the audit
         return outcome

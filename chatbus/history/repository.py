@@ -5,9 +5,14 @@
 microseconds, for ordering), messages, use_history, model,
 answer, finish_reason, usage, timings, worker_id, completed_at, error, verdicts.{input,output}}``
 
-Every write is an upsert keyed by ``_id`` with ``$set``/``$setOnInsert``/``$min``/``$max``, and
-``turn_count`` is recounted rather than incremented, so replaying any event (a restart, a
-redelivery) leaves the same documents. A conversation is owned by the user of its first event:
+Every write is an upsert keyed by ``_id`` with ``$set``/``$setOnInsert``/``$min``/``$max``, so
+replaying any event (a restart, a redelivery) leaves the same documents. ``turn_count`` grows by
+one when a turn's first event inserts the turn (a replay inserts nothing), and a conversation
+created after some of its turns starts from their count: FerretDB cannot use an index for a
+count, so counting a conversation's turns on every write scanned every turn of every
+conversation (the soak's throughput fell as the history grew). Turns recorded before their
+conversation exists wait in ``uncounted_turns`` (``{_id: conversation_id, turns}``).
+A conversation is owned by the user of its first event:
 an event naming another user's conversation raises :class:`ConversationOwnedByOther`. Only
 operators FerretDB v1.24 supports are used (no transactions, no aggregation). FerretDB v1 does
 *not* apply concurrent updates of one document atomically (the last whole-document write wins),
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
@@ -32,14 +38,25 @@ from chatbus.errors import ChatbusError
 from chatbus.history.turns import ContextTurn, select_context
 from chatbus.settings import Settings
 from chatbus.stores import Document, mongo_client, mongo_errors
-from schemas.events import ChatMessage, ChatRequest, Completion, ModerationVerdict
+from schemas.events import Appeal, ChatMessage, ChatRequest, Completion, ModerationVerdict
 
 CONVERSATIONS = "conversations"
 TURNS = "turns"
+UNCOUNTED = "uncounted_turns"
 
 
 class ConversationOwnedByOther(ChatbusError):
     """An event names a conversation that belongs to another user (it is not recorded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A turn moderation refused: the request blocked (``input``) or the answer stopped."""
+
+    request_id: str
+    conversation_id: str
+    stage: Literal["input", "output"]
+    categories: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +107,30 @@ class HistoryRepository:
         db = self._client[settings.mongo.db]
         self._conversations: Collection[Document] = db[CONVERSATIONS]
         self._turns: Collection[Document] = db[TURNS]
+        self._uncounted: Collection[Document] = db[UNCOUNTED]
 
     @staticmethod
-    def _upsert(collection: Collection[Document], selector: Document, update: Document) -> None:
-        """An upsert keyed by ``_id``; two racing upserts of one new ``_id`` make one fail
-        with a duplicate key, and its retry finds the document and updates it."""
+    def _upsert(collection: Collection[Document], selector: Document, update: Document) -> bool:
+        """An upsert keyed by ``_id``; True when it inserted the document. Two racing upserts
+        of one new ``_id`` make one fail with a duplicate key, and its retry finds the document
+        and updates it."""
         try:
-            collection.update_one(selector, update, upsert=True)
+            return collection.update_one(selector, update, upsert=True).upserted_id is not None
         except DuplicateKeyError:
-            collection.update_one(selector, update, upsert=True)
+            return collection.update_one(selector, update, upsert=True).upserted_id is not None
+
+    def _upsert_turn(self, conversation_id: str, selector: Document, update: Document) -> None:
+        """Upsert a turn; its conversation counts it when this inserted it (a conversation not
+        created yet finds the count waiting for it when it is)."""
+        if not self._upsert(self._turns, selector, update):
+            return
+        counted = self._conversations.update_one(
+            {"_id": conversation_id}, {"$inc": {"turn_count": 1}}
+        )
+        if counted.matched_count == 0:
+            self._uncounted.update_one(
+                {"_id": conversation_id}, {"$inc": {"turns": 1}}, upsert=True
+            )
 
     def ensure_indexes(self) -> None:
         with mongo_errors("create the history indexes"):
@@ -131,7 +163,7 @@ class HistoryRepository:
                             "user_id": user_id,
                             "title": title,
                             "created_at": now,
-                            "turn_count": 0,
+                            "turn_count": self._turns_recorded(conversation_id),
                         },
                         "$max": {"updated_at": now},
                     },
@@ -156,8 +188,8 @@ class HistoryRepository:
                 f"{request.user_id}"
             )
         with mongo_errors("record a request"):
-            self._upsert(
-                self._turns,
+            self._upsert_turn(
+                request.conversation_id,
                 {"_id": request.request_id},
                 {
                     "$set": {
@@ -173,7 +205,6 @@ class HistoryRepository:
                     },
                 },
             )
-        self._recount(request.conversation_id)
 
     def record_completion(self, completion: Completion) -> ContextTurn:
         """The answer's side of a turn; returns the turn as context (messages may be missing
@@ -200,12 +231,11 @@ class HistoryRepository:
                     "created_us": _micros(completion.created_at),
                 },
             }
-            self._upsert(self._turns, selector, update)
+            self._upsert_turn(completion.conversation_id, selector, update)
             doc = self._turns.find_one(selector)
             self._conversations.update_one(
                 {"_id": completion.conversation_id}, {"$max": {"updated_at": completion.created_at}}
             )
-        self._recount(completion.conversation_id)
         assert doc is not None  # just upserted
         return ContextTurn.from_document(doc)
 
@@ -221,8 +251,8 @@ class HistoryRepository:
             "at": verdict.created_at,
         }
         with mongo_errors("record a verdict"):
-            self._upsert(
-                self._turns,
+            self._upsert_turn(
+                verdict.conversation_id,
                 {"_id": verdict.request_id},
                 {
                     "$set": {
@@ -237,12 +267,48 @@ class HistoryRepository:
                 },
             )
 
-    def _recount(self, conversation_id: str) -> None:
-        with mongo_errors("count a conversation's turns"):
-            count = self._turns.count_documents({"conversation_id": conversation_id})
-            self._conversations.update_one(
-                {"_id": conversation_id}, {"$set": {"turn_count": count}}
+    def record_appeal(self, appeal: Appeal) -> None:
+        """A user's appeal of a refusal, on its turn (a second appeal replaces the first)."""
+        entry = {
+            "event_id": appeal.event_id,
+            "stage": appeal.stage,
+            "categories": appeal.categories,
+            "comment": appeal.comment,
+            "at": appeal.created_at,
+        }
+        with mongo_errors("record an appeal"):
+            self._turns.update_one(
+                {"_id": appeal.request_id, "user_id": appeal.user_id}, {"$set": {"appeal": entry}}
             )
+
+    def refusal_of(self, user_id: str, request_id: str) -> Refusal | None:
+        """How moderation refused ``user_id``'s request ``request_id`` (None: not theirs, not
+        recorded yet, or not refused)."""
+        with mongo_errors("read a turn"):
+            doc = self._turns.find_one({"_id": request_id, "user_id": user_id})
+        if doc is None:
+            return None
+        verdicts = doc.get("verdicts") or {}
+        for stage in ("input", "output"):
+            verdict = verdicts.get(stage) or {}
+            if verdict.get("flagged"):
+                return Refusal(
+                    request_id, str(doc["conversation_id"]), stage, list(verdict["categories"])
+                )
+        if doc.get("finish_reason") == "content_filter":
+            return Refusal(request_id, str(doc["conversation_id"]), "input", [])
+        return None
+
+    def _turns_recorded(self, conversation_id: str) -> int:
+        """Turns recorded before their conversation was created (its events can arrive before
+        its claim), taken over by the conversation being created."""
+        if self._conversations.find_one({"_id": conversation_id}, {"_id": 1}) is not None:
+            return 0  # it exists: $setOnInsert will not apply
+        waiting = self._uncounted.find_one({"_id": conversation_id})
+        if waiting is None:
+            return 0
+        self._uncounted.delete_one({"_id": conversation_id})
+        return int(waiting.get("turns") or 0)
 
     # --- reads -----------------------------------------------------------------------------
     def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:

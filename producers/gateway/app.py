@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,10 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chatbus.errors import ChatbusError
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from producers.gateway.appeals import router as appeals_router
 from producers.gateway.conversations import router as conversations_router
 from producers.gateway.errors import APIError, from_chatbus
 from producers.gateway.middleware import GatewayMiddleware
 from producers.gateway.moderations import router as moderations_router
+from producers.gateway.openapi import gateway_openapi
 from producers.gateway.responses.routes import router as responses_router
 from producers.gateway.routes import router
 from producers.gateway.runtime import GatewayRuntime
@@ -74,8 +77,15 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = gateway_openapi(app, settings.model.name)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.gateway = gateway
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.gateway.max_body_bytes)
     app.add_exception_handler(APIError, _on_api_error)
@@ -86,6 +96,7 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
     app.include_router(conversations_router)
     app.include_router(responses_router)
     app.include_router(moderations_router)
+    app.include_router(appeals_router)
     mount_web(app)
     return app
 

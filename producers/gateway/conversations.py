@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 
 from chatbus.errors import ChatbusError
 from chatbus.history import ContextStore, Conversation, HistoryRepository
-from chatbus.history.repository import title_of
+from chatbus.history.repository import Refusal, title_of
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.stores import Document
@@ -207,6 +207,10 @@ class ConversationService:
             **ConversationObject.of(conversation).model_dump(),
             turns=[TurnObject.of(t) for t in turns],
         )
+
+    async def refusal(self, user: str, request_id: str) -> Refusal | None:
+        """How moderation refused ``user``'s request (None: not theirs, unknown, not refused)."""
+        return await asyncio.to_thread(self._repository.refusal_of, user, request_id)
 
     async def delete(self, user: str, conversation_id: str) -> ConversationDeleted:
         deleted = _ID.match(conversation_id) is not None and await asyncio.to_thread(

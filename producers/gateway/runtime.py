@@ -74,6 +74,11 @@ class GatewayRuntime:
         return require_started(self._moderation, "gateway")
 
     @property
+    def bus(self) -> ChatClient:
+        """The gateway's client of the bus (its producer publishes appeals too)."""
+        return require_started(self._client, "gateway")
+
+    @property
     def reply_partition(self) -> int | None:
         return None if self._lease is None else self._lease.partition
 

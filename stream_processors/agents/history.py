@@ -1,8 +1,9 @@
-"""Conversation history on the bus, as three Faust agents feeding one repository.
+"""Conversation history on the bus, as four Faust agents feeding one repository.
 
 ``chat.requests``    ──► the user's side of each turn (and the conversation, on its first turn)
 ``chat.completions`` ──► the answer, usage, timings; then the turn goes into the context cache
 ``chat.moderation``  ──► the verdicts of each turn
+``chat.feedback``    ──► users' appeals of refusals, on their turn
 
 Invalid events (and events naming another user's conversation) go to ``chat.dlq`` and the agent
 continues. MongoDB being down is retriable: the agent retries the same event with backoff (its
@@ -28,7 +29,7 @@ from chatbus.kafka.backoff import Backoff, retrying
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
-from schemas.events import ChatRequest, Completion, ModerationVerdict
+from schemas.events import Appeal, ChatRequest, Completion, ModerationVerdict
 from schemas.topics import TopicName
 
 log = get_logger(__name__)
@@ -146,6 +147,15 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         await self._retrying("record a verdict", self.repository.record_verdict, verdict)
         self.recorded += 1
 
+    async def on_appeal(self, message: Any) -> None:
+        appeal = await self._decode(message, "chat.appeal")
+        if appeal is None:
+            return
+        assert isinstance(appeal, Appeal)
+        await self._retrying("record an appeal", self.repository.record_appeal, appeal)
+        self.recorded += 1
+        log.info("appeal_recorded", request_id=appeal.request_id, stage=appeal.stage)
+
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run one handler; an unexpected error dead-letters the message instead of stopping
         the agent (what was not retried is on the DLQ, with the reason, to replay)."""
@@ -178,3 +188,8 @@ def register(app: faust.App, settings: Settings, runtime: HistoryRuntime) -> Non
     async def verdicts(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await runtime.handle(event.message, runtime.on_verdict)
+
+    @app.agent(raw_topic(TopicName.FEEDBACK), name="history-appeals")
+    async def appeals(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await runtime.handle(event.message, runtime.on_appeal)

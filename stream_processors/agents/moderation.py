@@ -78,7 +78,9 @@ class ModerationRuntime(Service):  # type: ignore[misc]
         classifier = self._classifier or build_classifier(self.settings)
         classifier.classify("warm up")  # load the model now, not on the first request
         log.info("classifier_ready", classifier=classifier.name)
-        self._loaded = InputModerator(classifier, self._thresholds, self.policy)
+        self._loaded = InputModerator(
+            classifier, self._thresholds, self.policy, self.settings.moderation.refusals
+        )
         return self._loaded
 
     @property

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from chatbus.errors import ConfigurationError
 from chatbus.settings import Settings
@@ -16,8 +18,27 @@ ABUSE = "abuse"
 CategoryScores = dict[str, float]
 
 
-def thresholds_from(settings: Settings) -> dict[str, float]:
-    """Every category's threshold; raises :class:`ConfigurationError` on an unknown category."""
+#: Thresholds calibrated on the evaluation set's train split (python -m
+#: stream_processors.moderation.calibrate writes it; the heads it was calibrated for are trained
+#: on the same data at start-up).
+CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+
+
+def calibrated_thresholds(path: Path = CALIBRATION_FILE) -> dict[str, float]:
+    """The calibrated threshold of each category ({} without a calibration file)."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {str(c): float(v) for c, v in data["thresholds"].items()}
+
+
+def thresholds_from(
+    settings: Settings, calibrated: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Every category's threshold: the one ``CHATBUS_MODERATION_THRESHOLDS`` sets, else the
+    calibrated one (``calibration.json``; ``calibrated`` replaces it), else
+    ``CHATBUS_MODERATION_DEFAULT_THRESHOLD``. Raises :class:`ConfigurationError` on an unknown
+    category or a threshold outside (0, 1]."""
     unknown = sorted(set(settings.moderation.thresholds) - set(CATEGORIES))
     if unknown:
         raise ConfigurationError(
@@ -29,10 +50,9 @@ def thresholds_from(settings: Settings) -> dict[str, float]:
             raise ConfigurationError(
                 f"CHATBUS_MODERATION_THRESHOLDS[{name!r}] must be within (0, 1], got {value}"
             )
-    return {
-        c: settings.moderation.thresholds.get(c, settings.moderation.default_threshold)
-        for c in CATEGORIES
-    }
+    tuned = calibrated_thresholds() if calibrated is None else dict(calibrated)
+    default = settings.moderation.default_threshold
+    return {c: settings.moderation.thresholds.get(c, tuned.get(c, default)) for c in CATEGORIES}
 
 
 def with_parents(scores: Mapping[str, float]) -> CategoryScores:

@@ -41,16 +41,20 @@ def build_classifier(settings: Settings) -> Classifier:
     rules = RuleClassifier()
     if settings.moderation.classifier == "rules":
         return rules
+    from stream_processors.moderation.calibrate import training_examples
     from stream_processors.moderation.embedding import (
         EmbeddingClassifier,
         MiniLMEncoder,
         load_or_train_heads,
     )
+    from stream_processors.moderation.evalset import load_evalset, split_of
     from stream_processors.moderation.seed import load_seed
 
+    # the data the thresholds were calibrated for: the seed set and the evaluation train split
+    examples = training_examples(load_seed(), split_of(load_evalset(), "train"))
     encoder = MiniLMEncoder("cpu", threads=settings.moderation.threads)
     embedding = EmbeddingClassifier(
-        encoder, load_or_train_heads(encoder, load_seed(), settings.cache_dir)
+        encoder, load_or_train_heads(encoder, examples, settings.cache_dir)
     )
     if settings.moderation.classifier == "embedding":
         return embedding

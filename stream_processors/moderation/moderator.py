@@ -6,6 +6,7 @@ thread and publishes what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,13 +27,16 @@ from stream_processors.moderation.categories import (
     with_parents,
 )
 from stream_processors.moderation.classifier import Classifier
+from stream_processors.moderation.context import input_texts
+from stream_processors.moderation.normalize import variants
 from stream_processors.moderation.pii import find_pii
+from stream_processors.moderation.refusals import refusal_for, refusal_messages
 
 MODERATION_WORKER_ID = "moderation"
 
 
 def last_user_message(request: ChatRequest) -> tuple[int, str] | None:
-    """Index and text of the request's last user message (what input moderation judges)."""
+    """Index and text of the request's last user message (where a refusal points)."""
     for index in range(len(request.messages) - 1, -1, -1):
         if request.messages[index].role == "user":
             return index, request.messages[index].content
@@ -54,10 +58,15 @@ class Decision:
 
 
 class InputModerator:
-    """Classifies the last user message, applies thresholds, and tracks abuse per user."""
+    """Classifies the conversation (its last user message and its recent user turns, each as
+    written and normalised), applies thresholds, and tracks abuse per user."""
 
     def __init__(
-        self, classifier: Classifier, thresholds: dict[str, float], policy: AbusePolicy
+        self,
+        classifier: Classifier,
+        thresholds: dict[str, float],
+        policy: AbusePolicy,
+        refusals: Mapping[str, str] | None = None,
     ) -> None:
         missing = set(CATEGORIES) - set(thresholds)
         if missing:
@@ -65,14 +74,23 @@ class InputModerator:
         self.classifier = classifier
         self.thresholds = thresholds
         self.policy = policy
+        self.refusals = refusal_messages(refusals or {})
+
+    def judge_texts(self, texts: Sequence[str]) -> tuple[CategoryScores, dict[str, bool]]:
+        """The highest score per category over ``texts`` and their normalised forms (a parent
+        at least its subcategories), and whether each reaches its threshold."""
+        scores = dict.fromkeys(CATEGORIES, 0.0)
+        for text in texts:
+            for variant in variants(text):
+                for c, s in self.classifier.classify(variant).items():
+                    if c in scores:
+                        scores[c] = max(scores[c], min(1.0, max(0.0, s)))
+        scores = with_parents(scores)
+        return scores, flagged_categories(scores, self.thresholds)
 
     def judge(self, text: str) -> tuple[CategoryScores, dict[str, bool]]:
-        """``text``'s score per category (a parent at least its subcategories) and whether each
-        reaches its threshold: what input moderation and ``/v1/moderations`` both decide on."""
-        scores = with_parents(
-            {c: min(1.0, max(0.0, s)) for c, s in self.classifier.classify(text).items()}
-        )
-        return scores, flagged_categories(scores, self.thresholds)
+        """One text's verdict: what ``/v1/moderations`` decides on."""
+        return self.judge_texts([text])
 
     def assess(self, request: ChatRequest, abuse: AbuseState, now: float) -> Decision:
         """The decision on ``request`` by a user whose abuse state is ``abuse`` (blocking)."""
@@ -91,8 +109,7 @@ class InputModerator:
                 verdict,
                 ErrorInfo(
                     code="user_blocked",
-                    message=f"category {ABUSE}: this user is temporarily blocked after repeated "
-                    f"content policy violations; try again after {until}",
+                    message=f"{self.refusals[ABUSE]} Try again after {until} (category {ABUSE}).",
                 ),
                 flagged=(ABUSE,),
             )
@@ -100,7 +117,9 @@ class InputModerator:
         if found is None:
             return Decision(ModerationVerdict(**base, flagged=False))
         index, text = found
-        scores, categories = self.judge(text)
+        scores, categories = self.judge_texts(
+            input_texts([(m.role, m.content) for m in request.messages])
+        )
         flagged = tuple(
             sorted((c for c, hit in categories.items() if hit), key=lambda c: -scores.get(c, 0.0))
         )
@@ -121,7 +140,8 @@ class InputModerator:
         named = ", ".join(f"{c} ({scores[c]:.2f})" for c in flagged)
         refusal = ErrorInfo(
             code="content_policy_violation",
-            message=f"the request was blocked by input moderation; flagged categories: {named}",
+            message=f"{refusal_for(flagged, self.refusals)} "
+            f"(blocked by input moderation; flagged categories: {named})",
             param=f"messages.{index}.content",
         )
         return Decision(verdict, refusal, abuse.with_violation(now, self.policy), flagged)

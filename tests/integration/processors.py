@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from chatbus.polling import eventually
 from chatbus.settings import Settings
 from schemas.topics import TopicName
 
@@ -60,6 +62,24 @@ async def running_processors(
         stop_processors(proc)
         print((state_dir / "processors.log").read_text(errors="replace")[-4000:])
         await delete_internal_topics(settings)
+
+
+@asynccontextmanager
+async def moderation_service(settings: Settings, state_dir: Path) -> AsyncIterator[None]:
+    """The processors (rules classifier) serving ``POST /v1/moderations`` on the port of
+    ``settings.moderation.service_url``, ready, for the block."""
+    port = str(settings.moderation.service_url).rstrip("/").rsplit(":", 1)[1]
+    env = {**RULES_ONLY, "CHATBUS_METRICS_PORT": port}
+    async with running_processors(settings, state_dir, **env), httpx.AsyncClient() as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, timeout_s=STARTUP_S, what="the processors to be ready")
+        yield
 
 
 def stop_processors(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

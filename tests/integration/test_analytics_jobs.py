@@ -255,6 +255,28 @@ def test_the_review_sample_holds_flagged_verdicts_by_their_top_category(
             assert row.text == prompts[row.request_id][:1000]
 
 
+def test_appealed_refusals_are_listed_with_their_text_and_counted_per_stage(
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
+    appeals = {a["request_id"]: a for a in events["chat.feedback"]}
+    assert appeals, "the simulation appeals some refusals"
+    got = outputs["moderation_appeals"]
+    assert sorted(got["request_id"]) == sorted(appeals)
+    prompts = {r["request_id"]: _prompt(r) for r in events["chat.requests"]}
+    for row in got.itertuples():
+        appeal = appeals[row.request_id]
+        assert (row.stage, row.comment) == (appeal["stage"], appeal["comment"])
+        assert row.categories == ", ".join(appeal["categories"])
+        assert row.text == prompts[row.request_id][:1000]
+    refusals: dict[str, int] = defaultdict(int)
+    for v in events["chat.moderation"]:
+        refusals[v["stage"]] += v["flagged"]
+    rates = outputs["moderation_appeal_rates"].set_index("stage")
+    assert rates.loc["input", "appeals"] == len(appeals)
+    assert rates.loc["input", "refusals"] == refusals["input"]
+    assert math.isclose(rates.loc["input", "appeal_rate"], len(appeals) / refusals["input"])
+
+
 def test_conversations_turns_cancellations_and_abandonment(
     outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
 ) -> None:

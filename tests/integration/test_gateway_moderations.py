@@ -13,11 +13,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from chatbus.polling import eventually
 from chatbus.ports import free_port
 from chatbus.settings import Settings
 from tests.integration.gateway_fixtures import RunningGateway, running_gateway
-from tests.integration.processors import RULES_ONLY, STARTUP_S, running_processors
+from tests.integration.processors import moderation_service
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +32,8 @@ def settings(settings: Settings, ops_port: int) -> Settings:
 
 
 @pytest.fixture
-async def processors_up(settings: Settings, ops_port: int, tmp_path: Path) -> AsyncIterator[None]:
-    env = {**RULES_ONLY, "CHATBUS_METRICS_PORT": str(ops_port)}
-    async with running_processors(settings, tmp_path, **env), httpx.AsyncClient() as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get(f"http://127.0.0.1:{ops_port}/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ready, timeout_s=STARTUP_S, what="the processors to be ready")
+async def processors_up(settings: Settings, tmp_path: Path) -> AsyncIterator[None]:
+    async with moderation_service(settings, tmp_path):
         yield
 
 

@@ -89,6 +89,7 @@ def test_every_topic_of_the_design_is_registered_with_its_key() -> None:
         "chat.completions",
         "chat.moderation",
         "chat.control",
+        "chat.feedback",
         "chat.dlq",
     }
     assert topic("chat.tokens").key == "request_id"
@@ -105,5 +106,6 @@ def test_exported_json_schemas_are_current() -> None:
         "chat.completion.json",
         "chat.cancel.json",
         "chat.moderation.json",
+        "chat.appeal.json",
         "chat.dead_letter.json",
     }

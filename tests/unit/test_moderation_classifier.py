@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from chatbus.settings import Settings
+from stream_processors.moderation.calibrate import production_examples
 from stream_processors.moderation.categories import thresholds_from
 from stream_processors.moderation.classifier import Classifier, HybridClassifier
 from stream_processors.moderation.embedding import (
@@ -31,7 +32,7 @@ def encoder() -> MiniLMEncoder:
 @pytest.fixture(scope="session")
 def hybrid(encoder: MiniLMEncoder, tmp_path_factory: pytest.TempPathFactory) -> Classifier:
     cache = tmp_path_factory.mktemp("cache")
-    heads = load_or_train_heads(encoder, load_seed(), cache)
+    heads = load_or_train_heads(encoder, production_examples(), cache)
     return HybridClassifier([RuleClassifier(), EmbeddingClassifier(encoder, heads)])
 
 

@@ -8,6 +8,7 @@ from chatbus.errors import ConfigurationError
 from chatbus.settings import Settings
 from stream_processors.moderation.categories import (
     CATEGORIES,
+    calibrated_thresholds,
     flagged_categories,
     thresholds_from,
     with_parents,
@@ -55,8 +56,12 @@ def test_rules_leave_benign_lookalikes_alone(text: str) -> None:
     assert flagged(text) <= {"sexual"}
 
 
-def test_rules_flag_no_benign_seed_example() -> None:
-    benign = [ex.text for ex in load_seed() if not ex.categories]
+def test_rules_flag_no_benign_example_of_the_first_seed_set() -> None:
+    # the 164 benign examples the rules were written against; on the newer, harder look-alikes
+    # the rules do flag some (the evaluation counts them: why `rules` is no longer the default)
+    benign = [
+        ex.text for ex in load_seed() if not ex.categories and ex.source in ("benign", "borderline")
+    ]
     assert len(benign) > 100
     assert [t for t in benign if flagged(t)] == []
 
@@ -110,12 +115,24 @@ def test_no_pii_in_dates_versions_and_counts(text: str) -> None:
 
 def test_thresholds_per_category_come_from_settings() -> None:
     settings = Settings(moderation_thresholds={"hate": 0.2}, moderation_default_threshold=0.9)
-    thresholds = thresholds_from(settings)
+    thresholds = thresholds_from(settings, calibrated={})
     assert thresholds["hate"] == 0.2
     assert thresholds["violence"] == 0.9
     scores = dict.fromkeys(CATEGORIES, 0.0) | {"hate": 0.3, "violence": 0.8}
     hits = flagged_categories(scores, thresholds)
     assert hits["hate"] and not hits["violence"]
+
+
+def test_a_setting_beats_the_calibration_which_beats_the_default() -> None:
+    settings = Settings(moderation_thresholds={"hate": 0.2}, moderation_default_threshold=0.9)
+    thresholds = thresholds_from(settings, calibrated={"hate": 0.4, "violence": 0.6})
+    assert (thresholds["hate"], thresholds["violence"], thresholds["sexual"]) == (0.2, 0.6, 0.9)
+
+
+def test_the_committed_calibration_covers_every_category() -> None:
+    thresholds = calibrated_thresholds()
+    assert set(thresholds) == set(CATEGORIES)
+    assert all(0.0 < t <= 1.0 for t in thresholds.values())
 
 
 def test_an_unknown_category_in_the_thresholds_is_a_configuration_error() -> None:

@@ -295,11 +295,41 @@
     return answer;
   }
 
+  // A refusal the user thinks is wrong: POST /v1/appeals (stored with the turn, reviewed).
+  function offerAppeal(bubble) {
+    const id = bubble.dataset.responseId || bubble.dataset.requestId;
+    if (!id || bubble.querySelector(".appeal")) return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "appeal";
+    button.textContent = "This refusal is wrong";
+    button.addEventListener("click", async () => {
+      const comment = window.prompt("What were you asking for? (optional)") ?? "";
+      button.disabled = true;
+      try {
+        const response = await fetch("/v1/appeals", {
+          method: "POST",
+          headers: headers({ "Content-Type": "application/json" }),
+          body: JSON.stringify({ id, comment }),
+        });
+        const body = await response.json();
+        button.textContent = response.ok ? "Appeal sent, thank you"
+          : `Appeal not sent: ${(body.error && body.error.message) || response.status}`;
+        if (!response.ok) button.disabled = false;
+      } catch (error) {
+        button.textContent = `Appeal not sent: ${error}`;
+        button.disabled = false;
+      }
+    });
+    bubble.append(button);
+  }
+
   function showOutcome(bubble) {
     bubble.dataset.state = "done";
     if (bubble.dataset.finish === "content_filter") {
       bubble.dataset.state = "moderated";
       addNote(bubble, "This answer was stopped by content moderation.", "moderation");
+      offerAppeal(bubble);
     } else if (bubble.dataset.finish === "length") {
       addNote(bubble, "The answer reached the max tokens limit.", "info");
     } else if (bubble.dataset.finish === "cancelled") {
@@ -315,6 +345,7 @@
     } else if (error instanceof ApiFailure && error.moderation) {
       bubble.dataset.state = "moderated";
       addNote(bubble, `Blocked by content moderation: ${error.message}`, "moderation");
+      offerAppeal(bubble);
     } else {
       bubble.dataset.state = "error";
       const message = error instanceof ApiFailure ? error.message : String(error);
