@@ -11,7 +11,10 @@ one when a turn's first event inserts the turn (a replay inserts nothing), and a
 created after some of its turns starts from their count: FerretDB cannot use an index for a
 count, so counting a conversation's turns on every write scanned every turn of every
 conversation (the soak's throughput fell as the history grew). Turns recorded before their
-conversation exists wait in ``uncounted_turns`` (``{_id: conversation_id, turns}``).
+conversation exists wait in ``uncounted_turns`` (``{_id: conversation_id, turns}``). For the
+same reason every write and every hot read filters by ``_id`` alone (FerretDB pushes only that
+down; ``{_id, user_id}`` made it read and decode the whole collection) and checks the owner in
+Python.
 A conversation is owned by the user of its first event:
 an event naming another user's conversation raises :class:`ConversationOwnedByOther`. Only
 operators FerretDB v1.24 supports are used (no transactions, no aggregation). FerretDB v1 does
@@ -151,30 +154,40 @@ class HistoryRepository:
     def claim_conversation(
         self, user_id: str, conversation_id: str, *, title: str = "", at: datetime | None = None
     ) -> bool:
-        """Create ``conversation_id`` for ``user_id`` unless it exists; False if another's."""
+        """Create ``conversation_id`` for ``user_id`` unless it exists; False if another's.
+
+        Every filter is the ``_id`` alone: FerretDB pushes only that down to its storage; a
+        filter with another field makes it read and decode every conversation."""
         now = at or datetime.now(UTC)
-        try:  # a duplicate key after the retry: the _id exists with another user_id
-            with mongo_errors("create a conversation"):
-                self._upsert(
-                    self._conversations,
-                    {"_id": conversation_id, "user_id": user_id},
-                    {
-                        "$setOnInsert": {
+        with mongo_errors("create a conversation"):
+            found = self._conversations.find_one(
+                {"_id": conversation_id}, {"user_id": 1, "title": 1}
+            )
+            if found is None:
+                try:
+                    self._conversations.insert_one(
+                        {
+                            "_id": conversation_id,
                             "user_id": user_id,
                             "title": title,
                             "created_at": now,
+                            "updated_at": now,
                             "turn_count": self._turns_recorded(conversation_id),
-                        },
-                        "$max": {"updated_at": now},
-                    },
-                )
-        except DuplicateKeyError:
-            return False
-        if title:
-            with mongo_errors("title a conversation"):
-                self._conversations.update_one(
-                    {"_id": conversation_id, "title": ""}, {"$set": {"title": title}}
-                )
+                        }
+                    )
+                    return True
+                except DuplicateKeyError:  # created meanwhile: judge the one that won
+                    found = self._conversations.find_one(
+                        {"_id": conversation_id}, {"user_id": 1, "title": 1}
+                    )
+                    if found is None:
+                        raise
+            if found.get("user_id") != user_id:
+                return False
+            update: Document = {"$max": {"updated_at": now}}
+            if title and not found.get("title"):
+                update["$set"] = {"title": title}
+            self._conversations.update_one({"_id": conversation_id}, update)
         return True
 
     def record_request(self, request: ChatRequest) -> None:
@@ -277,16 +290,16 @@ class HistoryRepository:
             "at": appeal.created_at,
         }
         with mongo_errors("record an appeal"):
-            self._turns.update_one(
-                {"_id": appeal.request_id, "user_id": appeal.user_id}, {"$set": {"appeal": entry}}
-            )
+            turn = self._turns.find_one({"_id": appeal.request_id}, {"user_id": 1})
+            if turn is not None and turn.get("user_id") == appeal.user_id:
+                self._turns.update_one({"_id": appeal.request_id}, {"$set": {"appeal": entry}})
 
     def refusal_of(self, user_id: str, request_id: str) -> Refusal | None:
         """How moderation refused ``user_id``'s request ``request_id`` (None: not theirs, not
         recorded yet, or not refused)."""
         with mongo_errors("read a turn"):
-            doc = self._turns.find_one({"_id": request_id, "user_id": user_id})
-        if doc is None:
+            doc = self._turns.find_one({"_id": request_id})  # by _id alone: see claim
+        if doc is None or doc.get("user_id") != user_id:
             return None
         verdicts = doc.get("verdicts") or {}
         for stage in ("input", "output"):
@@ -326,8 +339,8 @@ class HistoryRepository:
     ) -> tuple[Conversation, list[Document]] | None:
         """The conversation and its turns (oldest first); None when absent or another's."""
         with mongo_errors("read a conversation"):
-            doc = self._conversations.find_one({"_id": conversation_id, "user_id": user_id})
-            if doc is None:
+            doc = self._conversations.find_one({"_id": conversation_id})
+            if doc is None or doc.get("user_id") != user_id:
                 return None
             turns = list(
                 self._turns.find({"conversation_id": conversation_id, "user_id": user_id}).sort(

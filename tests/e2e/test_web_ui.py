@@ -9,6 +9,7 @@ request routing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -249,6 +250,19 @@ async def test_moderation_shows_a_notice(
     await expect(first).to_have_attribute("data-transport", "sse")
     await expect(first.locator(".content")).to_have_text("I can't help")
     await expect(first.get_by_role("alert")).to_contain_text("content moderation")
+
+    appealed: list[dict[str, Any]] = []
+
+    async def appeal(route: Route) -> None:
+        appealed.append(json.loads(route.request.post_data or "{}"))
+        await route.fulfill(status=200, content_type="application/json", body="{}")
+
+    await page.route("**/v1/appeals", appeal)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("about fireworks")))
+    await first.get_by_role("button", name="This refusal is wrong").click()
+    await expect(first.locator(".appeal")).to_have_text("Appeal sent, thank you")
+    assert appealed and appealed[0]["comment"] == "about fireworks"
+    assert appealed[0]["id"].startswith("resp_")
 
     await send(page, "something the worker fails on", max_tokens=8)
     second = page.locator(".message.assistant").nth(1)
