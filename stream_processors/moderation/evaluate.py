@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbus.settings import Settings
+from chatbus.settings import ModerationSettings
 from stream_processors.moderation.calibrate import (
     Scorer,
     VectorCache,
@@ -221,7 +221,7 @@ def evaluate(encode: Any) -> tuple[list[EvalCase], dict[str, Any], list[Category
 def production_classifier() -> str:
     """The classifier the processors use by default (the one the per-category figures and
     ``make test``'s baseline are about)."""
-    return str(Settings.model_fields["moderation"].default_factory().classifier)  # type: ignore[misc]
+    return str(ModerationSettings.model_fields["classifier"].default)
 
 
 def thresholds_for_evaluation() -> dict[str, float]:
