@@ -1,17 +1,18 @@
 """Conversations and turns in MongoDB (FerretDB locally), written idempotently.
 
-``conversations``: ``{_id: conversation_id, user_id, title, created_at, updated_at, turn_count}``
+``conversations``: ``{_id: conversation_id, user_id, title, created_at, updated_at, turn_ids}``
 ``turns``: ``{_id: request_id, conversation_id, user_id, created_at, created_us (the same in
 microseconds, for ordering), messages, use_history, model,
 answer, finish_reason, usage, timings, worker_id, completed_at, error, verdicts.{input,output}}``
 
 Every write is an upsert keyed by ``_id`` with ``$set``/``$setOnInsert``/``$min``/``$max``, so
-replaying any event (a restart, a redelivery) leaves the same documents. ``turn_count`` grows by
-one when a turn's first event inserts the turn (a replay inserts nothing), and a conversation
-created after some of its turns starts from their count: FerretDB cannot use an index for a
-count, so counting a conversation's turns on every write scanned every turn of every
-conversation (the soak's throughput fell as the history grew). Turns recorded before their
-conversation exists wait in ``uncounted_turns`` (``{_id: conversation_id, turns}``). For the
+replaying any event (a restart, a redelivery) leaves the same documents. A conversation's turn
+count is the length of its ``turn_ids``, which every event of a turn adds its id to
+(``$addToSet``: idempotent, and a crash between writing a turn and adding it is healed by the
+turn's next event or its replay); ids of turns recorded before their conversation exists wait in
+``uncounted_turns`` (``{_id: conversation_id, turn_ids}``) until it is created. FerretDB cannot
+use an index for a count, so counting a conversation's turns on every write scanned every turn
+of every conversation (the soak's throughput fell as the history grew). For the
 same reason every write and every hot read filters by ``_id`` alone (FerretDB pushes only that
 down; ``{_id, user_id}`` made it read and decode the whole collection) and checks the owner in
 Python.
@@ -79,7 +80,7 @@ class Conversation:
             title=str(doc.get("title") or ""),
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
-            turn_count=int(doc.get("turn_count") or 0),
+            turn_count=len(doc.get("turn_ids") or ()),
         )
 
 
@@ -123,17 +124,12 @@ class HistoryRepository:
             return collection.update_one(selector, update, upsert=True).upserted_id is not None
 
     def _upsert_turn(self, conversation_id: str, selector: Document, update: Document) -> None:
-        """Upsert a turn; its conversation counts it when this inserted it (a conversation not
-        created yet finds the count waiting for it when it is)."""
-        if not self._upsert(self._turns, selector, update):
-            return
-        counted = self._conversations.update_one(
-            {"_id": conversation_id}, {"$inc": {"turn_count": 1}}
-        )
-        if counted.matched_count == 0:
-            self._uncounted.update_one(
-                {"_id": conversation_id}, {"$inc": {"turns": 1}}, upsert=True
-            )
+        """Upsert a turn and count it in its conversation (or, before the conversation exists,
+        where its creation will find it); idempotent."""
+        self._upsert(self._turns, selector, update)
+        added = {"$addToSet": {"turn_ids": selector["_id"]}}
+        if self._conversations.update_one({"_id": conversation_id}, added).matched_count == 0:
+            self._uncounted.update_one({"_id": conversation_id}, added, upsert=True)
 
     def ensure_indexes(self) -> None:
         with mongo_errors("create the history indexes"):
@@ -172,7 +168,7 @@ class HistoryRepository:
                             "title": title,
                             "created_at": now,
                             "updated_at": now,
-                            "turn_count": self._turns_recorded(conversation_id),
+                            "turn_ids": self._turns_recorded(conversation_id),
                         }
                     )
                     return True
@@ -312,18 +308,15 @@ class HistoryRepository:
             return Refusal(request_id, str(doc["conversation_id"]), "input", [])
         return None
 
-    def _turns_recorded(self, conversation_id: str) -> int:
-        """Turns recorded before their conversation was created (its events can arrive before
-        its claim), taken over by the conversation being created."""
-        if self._conversations.find_one({"_id": conversation_id}, {"_id": 1}) is not None:
-            return 0  # it exists: $setOnInsert will not apply
+    def _turns_recorded(self, conversation_id: str) -> list[str]:
+        """Ids of turns recorded before their conversation was created (its events can arrive
+        before its claim), taken over by the conversation being created."""
         waiting = self._uncounted.find_one({"_id": conversation_id})
         if waiting is None:
-            return 0
+            return []
         self._uncounted.delete_one({"_id": conversation_id})
-        return int(waiting.get("turns") or 0)
+        return [str(i) for i in waiting.get("turn_ids") or ()]
 
-    # --- reads -----------------------------------------------------------------------------
     def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
         """The user's conversations, most recently updated first."""
         with mongo_errors("list conversations"):

@@ -36,7 +36,7 @@ from stream_processors.moderation.normalize import variants
 from stream_processors.moderation.rules import RuleClassifier
 from stream_processors.moderation.seed import SeedExample, load_seed
 
-FLOOR = 0.3  # no category flags below this score, however quiet its safe cases are
+FLOOR = 0.5  # no category flags below this score: below it, ids and gibberish were refused
 CEILING = 0.95
 FOLDS = 5
 STEP_CANDIDATES = 60  # lower thresholds tried per category and step

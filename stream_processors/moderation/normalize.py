@@ -27,6 +27,8 @@ def _unleet(match: re.Match[str]) -> str:
     word = match.group(0)
     if word.isdigit() or re.fullmatch(r"\d+[a-z]{1,2}", word, re.IGNORECASE):
         return word  # 1990, 10th, 3am: numbers, not leetspeak
+    if sum(c.isdigit() for c in word) >= 3 or re.fullmatch(r"[0-9a-f]{6,}", word, re.IGNORECASE):
+        return word  # ids, hashes, versions: spelled out they are noise the heads misread
     return word.translate(_LEET)
 
 

@@ -105,7 +105,7 @@ def test_replaying_every_event_in_any_order_changes_nothing(
         repository.record_completion(completion)
     assert snapshot(settings) == first
     (conversation,) = first["conversations"]
-    assert (conversation["turn_count"], conversation["title"]) == (2, "q1")
+    assert (conversation["turn_ids"], conversation["title"]) == (["req-1", "req-2"], "q1")
     assert [t["answer"] for t in first["turns"]] == ["a1", "a2"]
     assert [t["created_us"] for t in first["turns"]] == [
         int(r.created_at.timestamp() * 1_000_000) for r in (request1, request2)

@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,8 +73,12 @@ async def test_three_nodes_replicate_the_bus_and_survive_one_killed(cluster: Set
 
     await eventually(all_healthy, timeout_s=60, what="every node healthy")
     await ensure_topics(cluster)
-    topics = await describe_topics(cluster)  # what `chatbus ops topics` shows
-    assert topics and all(t.replication == 3 for t in topics), topics
+
+    async def replicated() -> list[Any] | None:  # what `chatbus ops topics` shows, once the
+        topics = await describe_topics(cluster)  # new topics' metadata reached every node
+        return topics if topics and all(t.replication == 3 for t in topics) else None
+
+    await eventually(replicated, timeout_s=30, what="every topic replicated 3 times")
     properties = Kafka(2).properties_file(cluster).read_text()
     assert "min.insync.replicas=2\n" in properties and "node.id=2\n" in properties
 
