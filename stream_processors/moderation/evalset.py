@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from stream_processors.moderation.categories import CATEGORIES
-from stream_processors.moderation.seed import SeedExample
 
 EVAL_DIR = Path(__file__).resolve().parent / "evalset"
 TRAIN_SHARE = 0.4  # of every case: the rest is held back
@@ -86,14 +84,3 @@ def load_evalset(directory: Path = EVAL_DIR) -> list[EvalCase]:
 
 def split_of(cases: list[EvalCase], split: Split) -> list[EvalCase]:
     return [case for case in cases if case.split == split]
-
-
-def as_training(
-    cases: list[EvalCase], text_of: Callable[[EvalCase], list[str]]
-) -> list[SeedExample]:
-    """Cases as training examples: each text moderation would judge, with the case's label."""
-    return [
-        SeedExample(text, case.categories, f"evalset:{case.id}")
-        for case in cases
-        for text in text_of(case)
-    ]
