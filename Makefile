@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics \
+        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics bench-ledger \
         report
 
 help: ## Show this help
@@ -108,7 +108,7 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
 
-bench: bench-inference bench-transport bench-archiver bench-analytics ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
+bench: bench-inference bench-transport bench-archiver bench-analytics bench-ledger ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
@@ -133,6 +133,9 @@ fuzz: model up ## Fuzz the gateway from its OpenAPI schema (schemathesis, every 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
 	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)
 
+bench-ledger: up ## Usage ledger: rows/s written exactly once to PostgreSQL vs a bare consumer
+	@$(BIN)/python -m benchmarks.ledger $(LEDGER_BENCH_ARGS)
+
 bench-analytics: install ## Analytics: the five Spark jobs over 1 million archived events
 	@$(BIN)/python -m benchmarks.analytics $(ANALYTICS_BENCH_ARGS)
 
@@ -140,4 +143,5 @@ report: install ## The analytics report over the archive (HTML with charts)
 	@$(BIN)/chatbus analytics report
 
 clean: down ## Stop everything and remove .chatbus state (keeps the download cache)
+	@if [ -L .chatbus/postgres/data ]; then rm -rf "$$(readlink -f .chatbus/postgres/data)"; fi
 	@rm -rf .chatbus

@@ -153,11 +153,12 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
-def assert_archive(spark: SparkSession, root: str) -> None:
-    """Raise :class:`ArchiveNotFound` (saying what to do) when ``root`` holds no archive."""
-    if not path_exists(spark, topic_path(root, TopicName.REQUESTS)):
+def assert_archive(spark: SparkSession, root: str, topic: TopicName = TopicName.REQUESTS) -> None:
+    """Raise :class:`ArchiveNotFound` (saying what to do) when ``root`` holds no archive (no
+    ``topic`` in it)."""
+    if not path_exists(spark, topic_path(root, topic)):
         raise ArchiveNotFound(
-            f"no archive at {root} (no topic={TopicName.REQUESTS.value}/ under it): run "
+            f"no archive at {root} (no topic={topic.value}/ under it): run "
             f"`chatbus simulate --to archive --output {root}` for synthetic data, or start the "
             "archiver (`make run`) and let it flush"
         )

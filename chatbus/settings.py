@@ -118,6 +118,30 @@ class MongoSettings(Section):
     db: str = "chatbus"
 
 
+class PostgresSettings(Section):
+    """The relational store: accounts, API keys, quotas and the usage ledger."""
+
+    url: SecretStr = Field(
+        SecretStr("postgresql://chatbus@127.0.0.1:35432/chatbus"),
+        description="libpq URL of the accounts and usage database. Locally derived from "
+        "postgres_port when unset.",
+    )
+    usage_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a gateway trusts a key's month-to-date usage before reading the "
+        "ledger again (the quota's lag behind the ledger).",
+    )
+    ledger_batch: int = Field(
+        500, ge=1, le=10_000, description="Completions the ledger writes per transaction at most."
+    )
+    ledger_group: str = Field(
+        "chatbus-usage-ledger",
+        description="Consumer group of the usage ledger (under the topic prefix); its offsets "
+        "live in PostgreSQL, with the rows.",
+    )
+
+
 class S3Settings(Section):
     env_names: ClassVar[dict[str, str]] = {
         "access_key_id": "aws_access_key_id",
@@ -412,6 +436,7 @@ class LocalSettings(Section):
         "kafka_secure_port": "kafka_secure_port",
         "redis_port": "redis_port",
         "mongo_port": "mongo_port",
+        "postgres_port": "postgres_port",
         "ferretdb_version": "ferretdb_version",
         "s3_port": "s3_port",
     }
@@ -432,6 +457,7 @@ class LocalSettings(Section):
     )
     redis_port: int = 36379
     mongo_port: int = 37017
+    postgres_port: int = Field(35432, description="Port of the local PostgreSQL (loopback only).")
     ferretdb_version: str = "v1.24.2"
     s3_port: int = 39000
     worker_replicas: int = Field(
@@ -451,7 +477,8 @@ class LocalSettings(Section):
         ge=1024,
         le=65000,
         description="Local components serve /metrics, /livez and "
-        "/readyz from here up: processors +0, archiver +1, worker-N +1+N (the gateway: its port).",
+        "/readyz from here up: processors +0, archiver-N +10+N, worker-N +20+N, ledger-N "
+        "+30+N, further models' workers +40 on (the gateway: its port).",
     )
     restart_backoff_max_s: float = Field(
         30.0,
@@ -465,6 +492,7 @@ SECTIONS: dict[str, type[Section]] = {
     "kafka": KafkaSettings,
     "redis": RedisSettings,
     "mongo": MongoSettings,
+    "postgres": PostgresSettings,
     "s3": S3Settings,
     "model": ModelSettings,
     "worker": WorkerSettings,
@@ -502,6 +530,7 @@ _ADDRESS_FROM_LOCAL_PORT = {
     ("redis", "url"): ("redis_port", "redis://127.0.0.1:{}/0"),
     ("mongo", "url"): ("mongo_port", "mongodb://127.0.0.1:{}/"),
     ("s3", "endpoint"): ("s3_port", "http://127.0.0.1:{}"),
+    ("postgres", "url"): ("postgres_port", "postgresql://chatbus@127.0.0.1:{}/chatbus"),
     ("moderation", "service_url"): ("metrics_base_port", "http://127.0.0.1:{}"),  # processors +0
 }
 
@@ -568,6 +597,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

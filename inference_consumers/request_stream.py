@@ -350,6 +350,7 @@ class RequestStreamer:
             request_id=request.request_id,
             conversation_id=request.conversation_id,
             user_id=request.user_id,
+            key_id=request.key_id,
             model=request.model,
             text=outcome.text,
             finish_reason=finish_reason,

@@ -147,6 +147,7 @@ class ChatClient:
         user_id: str = "anonymous",
         use_history: bool = False,
         trace: RequestTrace | None = None,
+        key_id: str = "",
     ) -> ChatRequest:
         """Publish a request (registering its stream first, so no chunk can be missed).
 
@@ -162,6 +163,7 @@ class ChatClient:
         request = ChatRequest(
             model=model,
             user_id=user_id,
+            key_id=key_id,
             reply_to=self.reply_to,
             messages=[
                 m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages

@@ -72,6 +72,9 @@ class ChatRequest(Envelope):
     request_id: Id = Field(default_factory=lambda: new_id("req"))
     conversation_id: Id = Field(default_factory=lambda: new_id("conv"))
     user_id: Id = "anonymous"
+    key_id: Annotated[str, Field(max_length=128)] = Field(
+        "", description="The API key the request came with (the usage ledger counts by it)."
+    )
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
@@ -143,6 +146,9 @@ class Completion(Envelope):
     request_id: Id
     conversation_id: Id
     user_id: Id = "anonymous"
+    key_id: Annotated[str, Field(max_length=128)] = Field(
+        "", description="The request's API key, copied from it ('' when it had none)."
+    )
     model: str
     text: str
     finish_reason: FinishReason

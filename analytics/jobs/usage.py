@@ -8,6 +8,11 @@ request without a completion), counted on the request's day and model.
 Columns: ``requests``, ``conversations`` (distinct), ``active_users`` (distinct ``user_id``),
 ``answered`` (requests with a completion, refusals included), ``prompt_tokens``,
 ``completion_tokens``, ``total_tokens``.
+
+Table ``usage_by_request`` — one row per answered request, as the usage ledger in PostgreSQL
+counts it (``chatbus usage verify`` compares the two): the request's *first* completion on the log
+(lowest partition offset, as the ledger keeps it), its ``completed_at`` (the completion's
+``created_at``), ``model``, ``user_id``, ``key_id`` and tokens.
 """
 
 from __future__ import annotations
@@ -57,7 +62,32 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
         .withColumn("total_tokens", F.col("prompt_tokens") + F.col("completion_tokens"))
         .orderBy("day", "model")
     )
-    return {"usage_daily": table}
+    return {"usage_daily": table, "usage_by_request": by_request(spark, root)}
+
+
+def by_request(spark: SparkSession, root: str) -> DataFrame:
+    """Each request's first completion (by partition offset), as the ledger keeps it."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from analytics.archive_reader import read_topic
+    from schemas.topics import TopicName
+
+    every = read_topic(spark, root, TopicName.COMPLETIONS)
+    first = Window.partitionBy("request_id").orderBy("kafka_partition", "kafka_offset")
+    return (
+        every.withColumn("n", F.row_number().over(first))
+        .where("n = 1")
+        .select(
+            "request_id",
+            F.col("created_at").alias("completed_at"),
+            "model",
+            "user_id",
+            F.coalesce(F.col("key_id"), F.lit("")).alias("key_id"),
+            F.col("usage.prompt_tokens").alias("prompt_tokens"),
+            F.col("usage.completion_tokens").alias("completion_tokens"),
+        )
+    )
 
 
 def run(spark: SparkSession, input: str, output: str) -> dict[str, str]:

@@ -33,8 +33,9 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from benchmarks.bare_consumer import bare_consumer_rate
 from chatbus.kafka.codec import encode_event, event_headers
-from chatbus.kafka.factories import make_consumer, make_producer
+from chatbus.kafka.factories import make_producer
 from chatbus.kafka.lag import group_offsets, log_offsets
 from chatbus.kafka.topic_setup import admin_client, ensure_topics
 from chatbus.object_store import ObjectStore
@@ -86,27 +87,6 @@ async def _produce(
                 return sent
     finally:
         await producer.stop()
-
-
-async def _baseline(settings: Settings, total: int) -> float:
-    consumer = make_consumer(
-        settings,
-        *[settings.topic(t.value) for t in TopicName],
-        group_id=None,
-        max_poll_records=5000,
-        fetch_max_wait_ms=200,
-    )
-    await consumer.start()
-    seen, started = 0, time.perf_counter()
-    try:
-        with tqdm(total=total, desc="baseline: bare consumer", unit="ev") as bar:
-            while seen < total:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    seen += len(records)
-                    bar.update(len(records))
-    finally:
-        await consumer.stop()
-    return total / (time.perf_counter() - started)
 
 
 def _stage_costs(events: list[Any]) -> dict[str, float]:
@@ -164,7 +144,9 @@ async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]
         backlog = _events(events)
         with tqdm(total=len(backlog), desc="produce", unit="ev") as bar:
             await _produce(settings, backlog, bar=bar)
-        baseline = await _baseline(settings, len(backlog))
+        baseline = await bare_consumer_rate(
+            settings, [settings.topic(t.value) for t in TopicName], len(backlog)
+        )
 
         stages = _stage_costs(backlog)
         # the backlog is flushed by size; a partition's last, partial batch waits at most 1 s

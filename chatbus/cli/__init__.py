@@ -13,7 +13,8 @@ import click
 from chatbus.cli.analytics import analytics, simulate
 from chatbus.cli.archive import archive
 from chatbus.cli.chat import chat
-from chatbus.cli.components import archiver, gateway, processors, worker
+from chatbus.cli.components import archiver, gateway, ledger, processors, worker
+from chatbus.cli.db import db
 from chatbus.cli.keys import keys
 from chatbus.cli.model import model
 from chatbus.cli.ops.commands import ops
@@ -21,6 +22,7 @@ from chatbus.cli.pipeline import pipeline, supervise
 from chatbus.cli.schemas import schemas_cmd
 from chatbus.cli.services import infra
 from chatbus.cli.topics import topics
+from chatbus.cli.usage import usage
 from chatbus.cli.users import users
 
 __all__ = ["main"]
@@ -36,8 +38,11 @@ for _command in (
     worker,
     gateway,
     keys,
+    db,
+    usage,
     processors,
     archiver,
+    ledger,
     archive,
     users,
     topics,

@@ -1,4 +1,5 @@
-"""``chatbus worker|gateway|processors|archiver``: run one long-lived component until SIGTERM."""
+"""``chatbus worker|gateway|processors|archiver|ledger``: run one long-lived component until
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -45,3 +46,11 @@ def archiver() -> None:
     from stream_processors.archiver.serve import run_archiver
 
     common.serve("archiver", run_archiver)
+
+
+@click.command()
+def ledger() -> None:
+    """Write every completion's usage to the PostgreSQL ledger, exactly once, until SIGTERM."""
+    from stream_processors.ledger.serve import run_ledger
+
+    common.serve("ledger", run_ledger)

@@ -33,7 +33,8 @@ def stop_pipeline(settings: Settings) -> None:
 
 @click.group()
 def pipeline() -> None:
-    """The chatbus components (processors, archiver, workers, gateway) under a local supervisor."""
+    """The chatbus components (processors, archiver, ledger, workers, gateway) under a local
+    supervisor."""
 
 
 @pipeline.command("up")
@@ -41,7 +42,7 @@ def pipeline() -> None:
     "--only",
     "only",
     multiple=True,
-    type=click.Choice(["processors", "archiver", "worker", "gateway"]),
+    type=click.Choice(["processors", "archiver", "ledger", "worker", "gateway"]),
     help="Run only this component (repeatable).",
 )
 @click.option(

@@ -19,8 +19,8 @@ def users() -> None:
 @click.argument("name")
 @click.option("--keep-keys", is_flag=True, help="Keep the user's API keys (history only).")
 def users_delete(name: str, keep_keys: bool) -> None:
-    """Delete everything of user NAME: API keys, conversations and turns (MongoDB), cached
-    context (Redis)."""
+    """Delete everything of user NAME: the user and their API keys (PostgreSQL; the usage ledger
+    keeps its rows), conversations and turns (MongoDB), cached context (Redis)."""
     from chatbus.api_keys import ApiKeyStore
     from chatbus.history.erase import erase_user_history
 
@@ -30,6 +30,7 @@ def users_delete(name: str, keep_keys: bool) -> None:
         keys = 0
         if not keep_keys:  # first: no new requests from this user while history is erased
             store = ApiKeyStore(settings)
+            await store.start()
             try:
                 keys = await store.delete_user(name)
             finally:

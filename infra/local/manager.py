@@ -21,14 +21,15 @@ from chatbus.settings import Settings
 from infra.local import process
 from infra.local.ferretdb import FerretDB
 from infra.local.kafka import Kafka
+from infra.local.postgres import Postgres
 from infra.local.redis import Redis
 from infra.local.s3 import S3
 from infra.local.service import Service, ServiceStatus
 
 log = structlog.get_logger(__name__)
 
-SERVICES: dict[str, Service] = {s.name: s for s in (Kafka(), Redis(), FerretDB(), S3())}
-ALIASES = {"mongo": "ferretdb", "mongodb": "ferretdb", "moto": "s3"}
+SERVICES: dict[str, Service] = {s.name: s for s in (Kafka(), Redis(), FerretDB(), Postgres(), S3())}
+ALIASES = {"mongo": "ferretdb", "mongodb": "ferretdb", "moto": "s3", "postgresql": "postgres"}
 MAX_KAFKA_NODES = 5
 
 
@@ -40,7 +41,7 @@ def services_of(settings: Settings) -> dict[str, Service]:
     while count < MAX_KAFKA_NODES and process.running_pid(settings, f"kafka-{count + 1}"):
         count += 1
     nodes = [Kafka(n) for n in range(1, count + 1)]
-    return {s.name: s for s in (*nodes, Redis(), FerretDB(), S3())}
+    return {s.name: s for s in (*nodes, Redis(), FerretDB(), Postgres(), S3())}
 
 
 T = TypeVar("T")
@@ -118,7 +119,7 @@ def _up_one(settings: Settings, svc: Service) -> ServiceStatus:
     svc.install(settings)
     svc.prepare(settings)
     cmd = svc.command(settings)
-    pid = process.spawn(settings, svc.name, cmd.argv, env=dict(cmd.env), cwd=cmd.cwd)
+    pid = process.spawn(settings, svc.name, cmd.argv, env=dict(cmd.env), cwd=cmd.cwd, user=cmd.user)
     try:
         svc.wait_healthy(settings, pid, timeout=svc.start_timeout)
         svc.after_start(settings)

@@ -214,12 +214,14 @@ def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
+    user: str | None = None,
 ) -> int:
     """Start ``argv`` in the background as process ``name`` and return its PID.
 
     The process gets its own session (it outlives the caller and its terminal), stdin from /dev/null
     and stdout/stderr appended to ``log_dir/<name>.log``. ``env`` is added to this process's
-    environment. Raises ConfigurationError when ``name`` is already running.
+    environment; ``user`` runs it as that system user (and its group; root only). Raises
+    ConfigurationError when ``name`` is already running.
     """
     _check_name(name)
     if not argv:
@@ -248,6 +250,9 @@ def spawn(
                 cwd=str(cwd) if cwd is not None else None,
                 start_new_session=True,
                 close_fds=True,
+                user=user,
+                group=_primary_group(user) if user else None,
+                extra_groups=[] if user else None,
             )
         except FileNotFoundError as exc:
             raise ConfigurationError(f"cannot start {name}: {argv[0]} not found") from exc
@@ -265,6 +270,12 @@ def spawn(
     _write_atomic(pid_file(settings, name), f"{proc.pid}\n")
     log.info("process started", process=name, pid=proc.pid, log=str(logpath))
     return proc.pid
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def _wait_gone(pids: Sequence[int], deadline: float) -> list[int]:

@@ -7,11 +7,10 @@ import shutil
 
 import structlog
 
-from chatbus import ports, programs
-from chatbus.console import say
+from chatbus import ports
 from chatbus.errors import ConfigurationError, ServiceUnavailable
 from chatbus.settings import Settings
-from infra.local.service import Command, Service
+from infra.local.service import Command, Service, apt_install
 
 log = structlog.get_logger(__name__)
 
@@ -37,22 +36,7 @@ class Redis(Service):
         return f"{ports.HOST}:{settings.local.redis_port}"
 
     def install(self, settings: Settings) -> None:
-        if find_redis_server():
-            return
-        if os.geteuid() != 0:
-            raise ConfigurationError(f"redis-server is not installed; {INSTALL_HINT}")
-        apt = programs.require("apt-get", f"this is not a Debian-like system; {INSTALL_HINT}")
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        say("installing redis-server from Debian's packages (apt-get)…")
-        argv = [apt, "install", "-y", "--no-install-recommends", "redis-server"]
-        try:
-            programs.run(argv, "apt-get install redis-server", env=env)
-        except ConfigurationError:
-            say("apt-get install failed; running apt-get update and retrying…")
-            programs.run([apt, "update"], "apt-get update", env=env)
-            programs.run(argv, "apt-get install redis-server", env=env)
-        if not find_redis_server():
-            raise ConfigurationError(f"redis-server still not found after apt-get; {INSTALL_HINT}")
+        apt_install("redis-server", find_redis_server, INSTALL_HINT)
 
     def prepare(self, settings: Settings) -> None:
         self.data_dir(settings).mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import abc
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbus.errors import ServiceUnavailable
+from chatbus import programs
+from chatbus.console import say
+from chatbus.errors import ConfigurationError, ServiceUnavailable
 from chatbus.programs import tail
 from chatbus.settings import Settings
 from infra.local import process
@@ -21,6 +24,7 @@ class Command:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    user: str | None = None  # run as this system user (a server that refuses root)
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,25 @@ class Service(abc.ABC):
                     f"({type(last).__name__}: {last}); see {process.log_file(settings, self.name)}"
                 ) from last
             time.sleep(0.2)  # poll interval of the deadline loop
+
+
+def apt_install(package: str, found: Callable[[], object], hint: str) -> None:
+    """Install Debian's ``package`` unless ``found()`` already finds its program (root only;
+    ``apt-get update`` and a retry when the package lists are stale)."""
+    if found():
+        return
+    what = f"{package} is not installed; {hint}"
+    if os.geteuid() != 0:
+        raise ConfigurationError(what)
+    apt = programs.require("apt-get", f"this is not a Debian-like system; {hint}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    say(f"installing {package} from Debian's packages (apt-get)…")
+    argv = [apt, "install", "-y", "--no-install-recommends", package]
+    try:
+        programs.run(argv, f"apt-get install {package}", env=env)
+    except ConfigurationError:
+        say("apt-get install failed; running apt-get update and retrying…")
+        programs.run([apt, "update"], "apt-get update", env=env)
+        programs.run(argv, f"apt-get install {package}", env=env)
+    if not found():
+        raise ConfigurationError(f"{package} still not found after apt-get; {hint}")

@@ -61,11 +61,12 @@ COMPONENTS: dict[str, Component] = {
     for c in (
         Component("processors", scalable=False, stop_timeout_s=30.0, port_offset=0),
         Component("archiver", scalable=True, stop_timeout_s=30.0, port_offset=10),
+        Component("ledger", scalable=True, stop_timeout_s=20.0, port_offset=30),
         Component("worker", scalable=True, stop_timeout_s=75.0, port_offset=20),  # drains ≤ 30 s
         Component("gateway", scalable=False, stop_timeout_s=20.0, port_offset=None),
     )
 }
-START_ORDER = ("processors", "archiver", "worker", "gateway")
+START_ORDER = ("processors", "archiver", "ledger", "worker", "gateway")
 # The workers of a further local model are the component ``worker@<model>`` (one consumer group
 # per model); their ports follow the first model's, ten per model.
 MODEL_WORKER_PREFIX = "worker@"
@@ -81,7 +82,7 @@ def start_order(settings: Settings) -> tuple[str, ...]:
     """Every component of this settings' pipeline, in start order (extra models' workers after
     the first model's)."""
     extra = tuple(model_worker(m) for m in settings.local_model_names[1:])
-    return ("processors", "archiver", "worker", *extra, "gateway")
+    return ("processors", "archiver", "ledger", "worker", *extra, "gateway")
 
 
 def is_component(name: str) -> bool:
@@ -206,7 +207,7 @@ def wanted_replicas(desired: Desired, running: set[str]) -> list[str]:
     (pure logic)."""
     out: list[str] = []
     extra = sorted(c for c in desired.replicas if c.startswith(MODEL_WORKER_PREFIX))
-    for name in ("processors", "archiver", "worker", *extra, "gateway"):
+    for name in ("processors", "archiver", "ledger", "worker", *extra, "gateway"):
         spec, count = spec_of(name), desired.count(name)
         if not spec.scalable:
             out += [name] if count > 0 else []

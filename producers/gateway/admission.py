@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from chatbus.api_keys import KeyVerifier, Principal
 from producers.gateway import metrics
+from producers.gateway.budget import BudgetBook
 from producers.gateway.errors import APIError
 from producers.gateway.protocol import UsageInfo
 from producers.gateway.rate_limit import Decision, Kind, RateLimiter
@@ -89,13 +90,22 @@ class Reservation:
 class Limits:
     """The rate limits of one request's key."""
 
-    def __init__(self, limiter: RateLimiter, principal: Principal, request: HTTPConnection) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        principal: Principal,
+        request: HTTPConnection,
+        budgets: BudgetBook | None = None,
+    ) -> None:
         self._limiter = limiter
         self._principal = principal
         self._headers = response_headers(request)
+        self._budgets = budgets
 
     async def _admit(self, kind: Kind, amount: int) -> Decision:
-        decision = await self._limiter.admit(self._principal.key_id, kind, amount)
+        principal = self._principal
+        own = principal.requests_per_minute if kind == "requests" else principal.tokens_per_minute
+        decision = await self._limiter.admit(principal.key_id, kind, amount, own)
         self._headers.update(decision.quota.headers())
         if not decision.allowed:
             metrics.RATE_LIMITED.labels(kind).inc()
@@ -111,6 +121,8 @@ class Limits:
         return decision
 
     async def admit_request(self) -> None:
+        if self._budgets is not None:
+            await self._budgets.admit(self._principal, self._headers)
         await self._admit("requests", 1)
 
     async def reserve_tokens(self, amount: int) -> Reservation:

@@ -23,6 +23,7 @@ from producers.gateway.openapi import gateway_openapi
 from producers.gateway.responses.routes import router as responses_router
 from producers.gateway.routes import router
 from producers.gateway.runtime import GatewayRuntime
+from producers.gateway.usage import router as usage_router
 from producers.gateway.web import mount_web
 
 log = get_logger(__name__)
@@ -97,6 +98,7 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
     app.include_router(responses_router)
     app.include_router(moderations_router)
     app.include_router(appeals_router)
+    app.include_router(usage_router)
     mount_web(app)
     return app
 

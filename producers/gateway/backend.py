@@ -40,6 +40,7 @@ class ChatBackend(abc.ABC):
         conversation_id: str | None = None,
         use_history: bool = False,
         trace: RequestTrace | None = None,
+        key_id: str = "",
     ) -> str:
         """Publish a request; returns its request_id (its chunks are collected from now on).
 
@@ -91,6 +92,7 @@ class BusChatBackend(ChatBackend):
         conversation_id: str | None = None,
         use_history: bool = False,
         trace: RequestTrace | None = None,
+        key_id: str = "",
     ) -> str:
         request = await self._client.send(
             list(messages),
@@ -100,6 +102,7 @@ class BusChatBackend(ChatBackend):
             conversation_id=conversation_id,
             use_history=use_history,
             trace=trace,
+            key_id=key_id,
         )
         return request.request_id
 

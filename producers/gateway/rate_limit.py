@@ -139,12 +139,15 @@ class RateLimiter:
     def _key(self, key_id: str, kind: Kind, window: int) -> str:
         return f"{self._prefix}{key_id}:{kind}:{window}"
 
-    async def admit(self, key_id: str, kind: Kind, amount: int) -> Decision:
-        """Count ``amount`` against ``kind`` for this key, or refuse it past the limit."""
+    async def admit(
+        self, key_id: str, kind: Kind, amount: int, limit: int | None = None
+    ) -> Decision:
+        """Count ``amount`` against ``kind`` for this key, or refuse it past the limit (the
+        key's own ``limit``, else the gateway's default)."""
         now = self._clock()
         window = int(now // WINDOW_S)
         reset = (window + 1) * WINDOW_S - now
-        limit = self._limits[kind]
+        limit = limit or self._limits[kind]
         key = self._key(key_id, kind, window)
         try:
             self._redis_or_skip()

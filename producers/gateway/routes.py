@@ -106,6 +106,7 @@ class Admitted:
         return await service.submit(
             valid,
             user_id=self.principal.user,
+            key_id=self.principal.key_id,
             prompt_tokens=prompt_tokens,
             on_usage=reservation.settle,
             on_sent=sent,
@@ -132,7 +133,7 @@ async def admit_as(
     """Count one request of ``principal``, already authenticated (each ``response.create`` on a
     WebSocket counts like one ``POST``)."""
     runtime = runtime_of(connection)
-    limits = Limits(runtime.limiter, principal, connection)
+    limits = Limits(runtime.limiter, principal, connection, runtime.budgets)
     await limits.admit_request()
     return Admitted(connection, runtime, principal, limits, trace)
 

@@ -1,6 +1,7 @@
 """What one gateway process holds while it runs, started in order and stopped in reverse.
 
-Redis (leases, rate limits) → MongoDB (API keys, conversations, stored responses) → the prompt
+Redis (leases, rate limits) → PostgreSQL (API keys, budgets, usage) → MongoDB (conversations,
+stored responses) → the prompt
 tokenizer → the reply-partition lease and the one :class:`ChatClient` that multiplexes every
 request of the process. ``stop`` closes whatever ``start`` opened, in ``finally`` order, even
 when ``start`` failed half-way.
@@ -16,6 +17,7 @@ from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.stores import redis_client, redis_errors
 from producers.gateway.backend import BusChatBackend, TokenizerPromptCounter
+from producers.gateway.budget import BudgetBook
 from producers.gateway.conversations import ConversationService
 from producers.gateway.moderation_client import ModerationClient
 from producers.gateway.rate_limit import RateLimiter
@@ -36,6 +38,7 @@ class GatewayRuntime:
         self.settings = settings
         self._stack: AsyncExitStack | None = None
         self._keys: ApiKeyStore | None = None
+        self._budgets: BudgetBook | None = None
         self._limiter: RateLimiter | None = None
         self._lease: ReplyPartitionLease | None = None
         self._service: ChatCompletionService | None = None
@@ -48,6 +51,10 @@ class GatewayRuntime:
     @property
     def keys(self) -> ApiKeyStore:
         return require_started(self._keys, "gateway")
+
+    @property
+    def budgets(self) -> BudgetBook:
+        return require_started(self._budgets, "gateway")
 
     @property
     def limiter(self) -> RateLimiter:
@@ -103,6 +110,7 @@ class GatewayRuntime:
             stack.push_async_callback(keys.stop)
             await keys.start()
             self._keys = keys
+            self._budgets = BudgetBook(keys.pool, cache_s=settings.postgres.usage_cache_s)
             conversations = ConversationService(settings)
             stack.push_async_callback(conversations.stop)
             await conversations.start()

@@ -216,6 +216,7 @@ class ChatCompletionService:
         conversation_id: str | None = None,
         use_history: bool = False,
         trace: RequestTrace | None = None,
+        key_id: str = "",
     ) -> Answer:
         """Publish the request and wait for its first chunk (a refusal raises APIError).
 
@@ -230,6 +231,7 @@ class ChatCompletionService:
                 model=request.body.model,
                 sampling=request.sampling,
                 user_id=user_id,
+                key_id=key_id,
                 conversation_id=conversation_id,
                 use_history=use_history,
                 **traced,

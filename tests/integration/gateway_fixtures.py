@@ -74,6 +74,7 @@ async def api_key(settings: Settings, user: str) -> AsyncIterator[str]:
 async def delete_keys_of(settings: Settings, user: str) -> None:
     """Every API key of ``user`` gone (a test's cleanup)."""
     store = ApiKeyStore(settings)
+    await store.start()
     try:
         await store.delete_user(user)
     finally:

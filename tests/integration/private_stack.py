@@ -14,6 +14,7 @@ PORTS = (
     "kafka_secure_port",
     "redis_port",
     "mongo_port",
+    "postgres_port",
     "s3_port",
 )
 

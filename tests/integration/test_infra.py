@@ -18,6 +18,7 @@ from chatbus.errors import ConfigurationError
 from chatbus.polling import poll_until
 from chatbus.settings import Settings
 from infra.local import manager, process
+from infra.local.postgres import Postgres
 from tests.integration.private_stack import private_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -42,11 +43,12 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
         yield settings
     finally:
         manager.down(settings)
+        Postgres().remove_data(settings)
 
 
 def test_up_twice_is_harmless(private_stack: Settings) -> None:
     first = manager.up(private_stack)
-    assert [s.name for s in first] == ["kafka", "redis", "ferretdb", "s3"]
+    assert [s.name for s in first] == ["kafka", "redis", "ferretdb", "postgres", "s3"]
     assert all(s.running and s.healthy and s.pid for s in first), first
 
     second = manager.up(private_stack)
@@ -65,11 +67,11 @@ def test_up_twice_is_harmless(private_stack: Settings) -> None:
 def test_down_leaves_no_process_of_ours(private_stack: Settings) -> None:
     manager.up(private_stack)  # already up when the previous test ran: returns at once
     pids = [s.pid for s in manager.status(private_stack) if s.pid]
-    assert len(pids) == 4
+    assert len(pids) == 5
 
     stopped = manager.down(private_stack)
 
-    assert sorted(stopped) == ["ferretdb", "kafka", "redis", "s3"]
+    assert sorted(stopped) == ["ferretdb", "kafka", "postgres", "redis", "s3"]
     assert _wait_until_gone(pids) == []
     assert all(process.group_members(pid) == [] for pid in pids)
     assert not any(private_stack.run_dir.glob("*.pid"))

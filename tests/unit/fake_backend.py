@@ -40,6 +40,7 @@ class ScriptedBackend(ChatBackend):
         conversation_id: str | None = None,
         use_history: bool = False,
         trace: RequestTrace | None = None,
+        key_id: str = "",
     ) -> str:
         self.sent.append((list(messages), sampling, user_id))
         request_id = f"req-{len(self.sent):032x}"

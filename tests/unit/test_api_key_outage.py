@@ -1,7 +1,7 @@
-"""API keys while MongoDB is out of reach: a key verified recently keeps working for
+"""API keys while PostgreSQL is out of reach: a key verified recently keeps working for
 ``CHATBUS_GATEWAY_KEY_STALE_S``; a key never seen, or seen longer ago, is a 503.
 
-A real pymongo client pointed at a port nobody listens on: every lookup fails as in an outage.
+A real psycopg pool pointed at a port nobody listens on: every lookup fails as in an outage.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ class Clock:
         return self.now
 
 
-async def test_a_recently_verified_key_outlives_a_mongodb_outage_for_the_stale_window() -> None:
+async def test_a_recently_verified_key_outlives_a_postgres_outage_for_the_stale_window() -> None:
     settings = Settings(
-        mongo_url=f"mongodb://127.0.0.1:{free_port()}/",
+        postgres_url=f"postgresql://chatbus@127.0.0.1:{free_port()}/chatbus",
         gateway_key_cache_s=30,
         gateway_key_stale_s=600,
     )
     clock = Clock()
     store = ApiKeyStore(settings, clock=clock)
+    await store.start()
     alice = Principal(key_id="k1", user="alice")
     store._cache[hash_key("cb-alice")] = (alice, clock.now + 30)  # verified just now
     try:
-        clock.now += 300  # the cache entry expired; MongoDB cannot be asked
+        clock.now += 300  # the cache entry expired; PostgreSQL cannot be asked
         assert await store.verify("cb-alice") == alice
         with pytest.raises(ServiceUnavailable):
             await store.verify("cb-never-seen")

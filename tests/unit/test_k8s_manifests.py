@@ -338,6 +338,7 @@ COMPONENTS = {
     "chatbus-processors": "processors",
     "chatbus-worker": "worker",
     "chatbus-archiver": "archiver",
+    "chatbus-ledger": "ledger",
 }
 
 
@@ -448,7 +449,7 @@ def test_the_worker_runs_on_a_gpu_and_has_time_to_drain(main_docs: list[dict[str
 
 
 def test_replicas_fit_the_partitions(main_docs: list[dict[str, Any]], settings: Settings) -> None:
-    for name in ("chatbus-gateway", "chatbus-processors", "chatbus-archiver"):
+    for name in ("chatbus-gateway", "chatbus-processors", "chatbus-archiver", "chatbus-ledger"):
         assert (
             find(main_docs, "Deployment", name)["spec"]["replicas"]
             <= settings.kafka.topic_partitions

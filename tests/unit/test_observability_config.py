@@ -213,9 +213,22 @@ def dashboard() -> dict[str, Any]:
 
 
 def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every PromQL target (the usage panels' SQL runs against the real ledger in
+    tests/integration/test_usage_ledger.py)."""
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            yield panel, target
+            if "expr" in target:
+                yield panel, target
+
+
+def sql_targets(dashboard: dict[str, Any]) -> list[str]:
+    """The SQL of every panel on the usage ledger's PostgreSQL."""
+    return [
+        target["rawSql"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "rawSql" in target
+    ]
 
 
 _GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
@@ -261,7 +274,7 @@ def test_dashboard_has_what_grafana_needs(dashboard: dict[str, Any]) -> None:
         cells |= mine
         if panel["type"] != "row":
             assert panel["title"] and panel["targets"], panel["id"]
-            assert panel["datasource"]["uid"] == "${datasource}"
+            assert panel["datasource"]["uid"] in {"${datasource}", "${ledger}"}
             refs = [t["refId"] for t in panel["targets"]]
             assert len(refs) == len(set(refs)), f"duplicate refIds in {panel['title']!r}"
 
@@ -292,6 +305,7 @@ def test_dashboard_queries_use_known_series(
         "chatbus_dead_letters_total",
         "chatbus_moderation_flagged_total",
         "chatbus_archive_lag_records",
+        "chatbus_ledger_rows_total",
     ):
         assert series in used, f"no panel shows {series}"
 
@@ -301,6 +315,8 @@ def test_grafana_provisioning_examples() -> None:
         yaml.safe_load(p.read_text())
         for p in (GRAFANA / "provisioning" / "datasources").glob("*.yaml")
     )
+    kinds = {d["uid"]: d["type"] for d in datasources["datasources"]}
+    assert kinds["chatbus-ledger"] == "grafana-postgresql-datasource"
     (dashboards,) = (
         yaml.safe_load(p.read_text())
         for p in (GRAFANA / "provisioning" / "dashboards").glob("*.yaml")

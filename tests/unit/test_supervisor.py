@@ -28,9 +28,9 @@ def test_each_replica_has_its_own_health_port_and_the_gateway_uses_its_own() -> 
     settings = Settings(local_metrics_base_port=40000, gateway_port=8123)
     ports = [
         replica_port(settings, r)
-        for r in ("processors", "archiver-1", "worker-1", "worker-2", "gateway")
+        for r in ("processors", "archiver-1", "worker-1", "worker-2", "ledger-1", "gateway")
     ]
-    assert ports == [40000, 40011, 40021, 40022, 8123]
+    assert ports == [40000, 40011, 40021, 40022, 40031, 8123]
 
 
 def test_a_further_local_model_gets_its_own_worker_component_and_ports() -> None:
@@ -42,6 +42,7 @@ def test_a_further_local_model_gets_its_own_worker_component_and_ports() -> None
     assert start_order(settings) == (
         "processors",
         "archiver",
+        "ledger",
         "worker",
         "worker@chatbus-tiny",
         "gateway",
@@ -60,6 +61,7 @@ def test_a_further_local_model_gets_its_own_worker_component_and_ports() -> None
     assert wanted_replicas(desired, set()) == [
         "processors",
         "archiver-1",
+        "ledger-1",
         "worker-1",
         "worker@chatbus-tiny-1",
         "gateway",

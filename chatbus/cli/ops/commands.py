@@ -110,8 +110,8 @@ def ops_status(as_json: bool) -> None:
 )
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None:
-    """Run REPLICAS processes of COMPONENT (worker, worker@<model>, archiver) under the local
-    supervisor; the group rebalances."""
+    """Run REPLICAS processes of COMPONENT (worker, worker@<model>, archiver, ledger) under the
+    local supervisor; the group rebalances."""
     from infra.local import process, supervisor
 
     settings = get_settings()
@@ -119,6 +119,7 @@ def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None
         "worker",
         *(supervisor.model_worker(m) for m in settings.local_model_names[1:]),
         "archiver",
+        "ledger",
     ]
     if component not in scalable:
         _fail(

@@ -1,0 +1,1 @@
+"""The usage ledger's benchmark (``python -m benchmarks.ledger``)."""
