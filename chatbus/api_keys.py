@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from chatbus.accounts.database import async_connect, async_pool, connect, postgres_errors
+from chatbus.accounts.database import (
+    Breaker,
+    async_connect,
+    async_pool,
+    connect,
+    postgres_errors,
+)
 from chatbus.errors import ChatbusError, ServiceUnavailable
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -37,7 +43,6 @@ KEY_PREFIX = "cb-"
 CHANNEL = "chatbus_keys"  # NOTIFY payload: the hash of a key that must not be trusted any more
 _WHAT = "read or write API keys"
 _USER = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")  # the bus's Id pattern (ChatRequest.user_id)
-SKIP_AFTER_FAILURE_S = 2.0  # after a failed lookup, answer from the cache without waiting
 _COLUMNS = (
     "key_id, user_name, state, expires_at, requests_per_minute, tokens_per_minute, "
     "monthly_token_budget"
@@ -267,7 +272,7 @@ class ApiKeyStore:
         self._clock = clock
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._skip_until = float("-inf")  # monotonic: PostgreSQL just failed, do not wait again
+        self._breaker = Breaker()  # PostgreSQL just failed: answer from the cache meanwhile
         self.listening = asyncio.Event()
 
     @property
@@ -318,8 +323,7 @@ class ApiKeyStore:
         if cached is not None and cached[1] > now:
             return None if cached[0].expired() else cached[0]
         try:
-            if time.monotonic() < self._skip_until:
-                raise ServiceUnavailable("PostgreSQL failed a moment ago; not asking again yet")
+            self._breaker.check()
             with postgres_errors(_WHAT):
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(
@@ -328,11 +332,12 @@ class ApiKeyStore:
                     )
                     row = await cursor.fetchone()
         except ServiceUnavailable:
-            self._skip_until = max(self._skip_until, time.monotonic() + SKIP_AFTER_FAILURE_S)
+            self._breaker.failed()
             if cached is not None and cached[1] - self._ttl + self._stale_s > now:
                 log.warning("api_key_verified_from_cache", user=cached[0].user)
                 return None if cached[0].expired() else cached[0]
             raise
+        self._breaker.succeeded()
         if row is None or row[2] != "active":
             self._cache.pop(digest, None)
             return None

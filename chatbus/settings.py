@@ -438,6 +438,7 @@ class LocalSettings(Section):
         "mongo_port": "mongo_port",
         "postgres_port": "postgres_port",
         "ferretdb_version": "ferretdb_version",
+        "ferretdb_backend": "ferretdb_backend",
         "s3_port": "s3_port",
     }
 
@@ -459,6 +460,12 @@ class LocalSettings(Section):
     mongo_port: int = 37017
     postgres_port: int = Field(35432, description="Port of the local PostgreSQL (loopback only).")
     ferretdb_version: str = "v1.24.2"
+    ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
+        "postgresql",
+        description="Where the local FerretDB keeps documents: the local PostgreSQL (database "
+        "'ferretdb'; 1.7-2.7x the history writes of SQLite, docs/benchmarks.md) or SQLite files "
+        "under .chatbus/ferretdb/data. Switching starts from an empty document store.",
+    )
     s3_port: int = 39000
     worker_replicas: int = Field(
         1,

@@ -9,6 +9,7 @@ through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -98,3 +99,33 @@ def postgres_errors(what: str) -> Iterator[None]:
         raise ServiceUnavailable(
             f"PostgreSQL has no chatbus schema yet ({exc}); run `chatbus db upgrade`"
         ) from exc
+
+
+class Breaker:
+    """After PostgreSQL failed, answer from what is held for a while instead of asking again:
+    2 s, doubling per failure in a row up to 30 s, so an outage costs a caller one wait for a
+    connection, not one per request."""
+
+    def __init__(self, first_s: float = 2.0, max_s: float = 30.0) -> None:
+        self._first_s, self._max_s = first_s, max_s
+        self._failures = 0
+        self._until = float("-inf")
+
+    def check(self) -> None:
+        """Raise :class:`ServiceUnavailable` while PostgreSQL is presumed down."""
+        if time.monotonic() < self._until:
+            raise ServiceUnavailable(
+                "PostgreSQL failed a moment ago; not asking again yet (CHATBUS_POSTGRES_URL)"
+            )
+
+    def failed(self) -> None:
+        """A call failed (one refused by :meth:`check` while open changes nothing)."""
+        if time.monotonic() < self._until:
+            return
+        delay = min(self._max_s, self._first_s * 2**self._failures)
+        self._failures += 1
+        self._until = max(self._until, time.monotonic() + delay)
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._until = float("-inf")

@@ -1,4 +1,9 @@
-"""FerretDB v1.x (MongoDB wire protocol on SQLite), built from its Go module at an exact version."""
+"""FerretDB v1.x (MongoDB wire protocol), built from its Go module at an exact version.
+
+Its documents live in the local PostgreSQL (database ``ferretdb``, the default) or in SQLite files
+under ``.chatbus/ferretdb/data`` (``CHATBUS_FERRETDB_BACKEND=sqlite``). On PostgreSQL it waits for
+that server to answer before it starts (both start together under ``make up``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from chatbus import ports, programs
 from chatbus.console import say
 from chatbus.errors import ServiceUnavailable
 from chatbus.settings import Settings
+from infra.local.postgres import Postgres
 from infra.local.service import Command, Service
 
 log = structlog.get_logger(__name__)
@@ -21,6 +27,7 @@ log = structlog.get_logger(__name__)
 MODULE = "github.com/FerretDB/FerretDB"
 PACKAGE = f"{MODULE}/cmd/ferretdb"
 GO_MOD = Path(__file__).parent / "ferretdb" / "go.mod"
+PG_DATABASE = "ferretdb"
 GO_HINT = "install Go 1.24 or newer (https://go.dev/dl/, or Debian's golang-go if recent enough)"
 
 
@@ -83,14 +90,32 @@ class FerretDB(Service):
 
     def prepare(self, settings: Settings) -> None:
         (self.data_dir(settings) / "data").mkdir(parents=True, exist_ok=True)
+        if settings.local.ferretdb_backend == "postgresql":
+            postgres = Postgres()
+            try:
+                postgres.wait_healthy(settings, None, timeout=postgres.start_timeout)
+            except ServiceUnavailable as exc:
+                raise ServiceUnavailable(
+                    f"FerretDB keeps its documents in PostgreSQL, which does not answer: {exc}; "
+                    "start it (`python -m infra.local up postgres`) or set "
+                    "CHATBUS_FERRETDB_BACKEND=sqlite"
+                ) from exc
+            postgres.create_database(settings, PG_DATABASE)
+
+    def _backend(self, settings: Settings) -> list[str]:
+        if settings.local.ferretdb_backend == "postgresql":
+            return [
+                "--handler=postgresql",
+                f"--postgresql-url={Postgres().local_url(settings, PG_DATABASE)}",
+            ]
+        return ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir(settings) / 'data'}/"]
 
     def command(self, settings: Settings) -> Command:
         base = self.data_dir(settings)
         return Command(
             argv=[
                 str(binary(settings)),
-                "--handler=sqlite",
-                f"--sqlite-url=file:{base / 'data'}/",
+                *self._backend(settings),
                 f"--listen-addr={ports.HOST}:{settings.local.mongo_port}",
                 f"--state-dir={base}",
                 "--debug-addr=-",  # no debug HTTP listener

@@ -187,24 +187,28 @@ class Postgres(Service):
             row = conn.execute("SHOW server_version").fetchone()
         return f"postgres {row[0] if row else '?'}, SELECT ok"
 
-    def after_start(self, settings: Settings) -> None:
-        """Create the ``chatbus`` database when missing and migrate it to the newest schema."""
+    def local_url(self, settings: Settings, database: str = DATABASE) -> str:
+        return f"postgresql://{SUPERUSER}@{ports.HOST}:{settings.local.postgres_port}/{database}"
+
+    def create_database(self, settings: Settings, database: str) -> None:
+        """Create ``database`` on the local server unless it exists (idempotent)."""
         import psycopg
 
-        from chatbus.accounts.migrate import upgrade
-
         with psycopg.connect(
-            host=ports.HOST,
-            port=settings.local.postgres_port,
-            user=SUPERUSER,
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=5,
+            self.local_url(settings, "postgres"), autocommit=True, connect_timeout=5
         ) as conn:
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+                "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
             ).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
-        local = f"postgresql://{SUPERUSER}@{ports.HOST}:{settings.local.postgres_port}/{DATABASE}"
-        upgrade(settings, database_url=local)
+                try:
+                    conn.execute(f'CREATE DATABASE "{database}"')
+                except psycopg.errors.DuplicateDatabase:
+                    pass  # created by a concurrent `up` meanwhile
+
+    def after_start(self, settings: Settings) -> None:
+        """Create the ``chatbus`` database when missing and migrate it to the newest schema."""
+        from chatbus.accounts.migrate import upgrade
+
+        self.create_database(settings, DATABASE)
+        upgrade(settings, database_url=self.local_url(settings))

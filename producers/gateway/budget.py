@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from chatbus.accounts.database import postgres_errors
+from chatbus.accounts.database import Breaker, postgres_errors
 from chatbus.accounts.usage import month_to_date
 from chatbus.api_keys import Principal
 from chatbus.errors import ServiceUnavailable
@@ -28,7 +28,6 @@ from producers.gateway import metrics
 from producers.gateway.errors import APIError
 
 log = get_logger(__name__)
-SKIP_AFTER_FAILURE_S = 2.0  # after a failed read, use the cached figure without waiting
 
 
 def seconds_to_next_month(now: datetime) -> int:
@@ -57,7 +56,7 @@ class BudgetBook:
         self._clock = clock
         self._wall = wall
         self._used: dict[str, tuple[int, float, datetime]] = {}  # key → used, read at, month
-        self._skip_until = float("-inf")
+        self._breaker = Breaker()
 
     async def used(self, key_id: str) -> int | None:
         """Tokens ``key_id`` used this month (None: unknown, PostgreSQL never answered)."""
@@ -70,16 +69,16 @@ class BudgetBook:
         if cached is not None and same_month and now - cached[1] < self._cache_s:
             return cached[0]
         try:
-            if time.monotonic() < self._skip_until:
-                raise ServiceUnavailable("PostgreSQL failed a moment ago; not asking again yet")
+            self._breaker.check()
             with postgres_errors("read the key's usage this month"):
                 async with self._pool.connection() as conn:
                     used = await month_to_date(conn, key_id, wall)
         except ServiceUnavailable as exc:
-            self._skip_until = max(self._skip_until, time.monotonic() + SKIP_AFTER_FAILURE_S)
+            self._breaker.failed()
             metrics.FALLBACKS.labels("postgres", "budget").inc()
             log.warning("budget_from_cache", key_id=key_id, error=str(exc))
             return cached[0] if cached is not None and same_month else None
+        self._breaker.succeeded()
         if len(self._used) > 10_000:
             self._used.clear()
         self._used[key_id] = (used, now, wall)

@@ -24,6 +24,7 @@ from chatbus.settings import Settings
 from inference_consumers.worker import InferenceWorker
 from stream_processors.ledger.reader import LedgerReader
 from tests.integration.gateway_fixtures import delete_keys_of, running_gateway
+from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +183,59 @@ async def test_an_answer_whose_client_went_away_is_counted_as_generated(
     finally:
         await delete_keys_of(settings, user)
         _forget(settings, principal.key_id)
+
+
+async def test_postgres_down_chat_keeps_answering_on_what_the_gateway_holds(
+    settings: Settings, worker: InferenceWorker
+) -> None:
+    """A key verified a moment ago, and its budget as last read, carry the gateway through a
+    PostgreSQL outage; a key it never saw gets a 503 that says what is wrong, never a 401."""
+    user = f"outage-{uuid.uuid4().hex[:8]}"
+    key, _ = await asyncio.to_thread(create_key, settings, user, monthly_token_budget=10_000)
+    stranger, _ = await asyncio.to_thread(create_key, settings, user + "-new")
+    body = {
+        "model": settings.model.name,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+    }
+    try:
+        async with TcpProxy(settings.local.postgres_port) as proxy:
+            through = settings.replace(
+                **{
+                    "postgres_url": f"postgresql://chatbus@127.0.0.1:{proxy.port}/chatbus",
+                    "gateway_key_cache_s": 0.2,  # so the outage is met by an expired entry
+                    "postgres_usage_cache_s": 0.0,
+                }
+            )
+            async with (
+                running_gateway(through) as gateway,
+                httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+            ):
+                auth = {"Authorization": f"Bearer {key}"}
+                before = await http.post("/v1/chat/completions", headers=auth, json=body)
+                assert before.status_code == 200, before.text
+                left = before.headers["x-chatbus-budget-remaining-tokens"]
+                await proxy.cut()
+                during = [
+                    await http.post("/v1/chat/completions", headers=auth, json=body)
+                    for _ in range(3)
+                ]
+                assert [r.status_code for r in during] == [200, 200, 200]
+                assert {r.headers["x-chatbus-budget-remaining-tokens"] for r in during} == {left}
+                unknown = await http.get(
+                    "/v1/models", headers={"Authorization": f"Bearer {stranger}"}
+                )
+                assert unknown.status_code == 503
+                assert "PostgreSQL" in unknown.json()["error"]["message"]
+                await proxy.restore()
+
+                async def known_again() -> bool:
+                    response = await http.get(
+                        "/v1/models", headers={"Authorization": f"Bearer {stranger}"}
+                    )
+                    return response.status_code == 200
+
+                await eventually(known_again, timeout_s=30, what="PostgreSQL back for the gateway")
+    finally:
+        await delete_keys_of(settings, user)
+        await delete_keys_of(settings, user + "-new")
