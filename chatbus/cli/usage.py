@@ -68,6 +68,8 @@ def usage_report(start: str | None, end: str, by: str, as_json: bool) -> None:
         rows = report(common.settings(), since, until, groups)
     except (ChatbusError, ValueError) as exc:
         common.fail(exc)
+    for row in rows:  # a request sent on the bus directly (chatbus chat, the SDK) has no key
+        row.group.update({g: "(none)" for g in groups if not row.group[g]})
     if as_json:
         for row in rows:
             click.echo(
