@@ -26,12 +26,25 @@ class HybridClassifier:
         self.name = "+".join(p.name for p in self._parts)
 
     def classify(self, text: str) -> CategoryScores:
-        scores = dict.fromkeys(CATEGORIES, 0.0)
+        return self.classify_all([text])[0]
+
+    def classify_all(self, texts: Sequence[str]) -> list[CategoryScores]:
+        out = [dict.fromkeys(CATEGORIES, 0.0) for _ in texts]
         for part in self._parts:
-            for category, score in part.classify(text).items():
-                if category in scores and score > scores[category]:
-                    scores[category] = score
-        return scores
+            for scores, found in zip(out, classify_all(part, texts), strict=True):
+                for category, score in found.items():
+                    if category in scores and score > scores[category]:
+                        scores[category] = score
+        return out
+
+
+def classify_all(classifier: Classifier, texts: Sequence[str]) -> list[CategoryScores]:
+    """The scores of each of ``texts``: in one batch where the classifier batches (the embedding
+    heads encode every text in one call of the model), else one text at a time."""
+    batch = getattr(classifier, "classify_all", None)
+    if batch is not None:
+        return list(batch(texts))
+    return [classifier.classify(text) for text in texts]
 
 
 def build_classifier(settings: Settings) -> Classifier:

@@ -14,6 +14,7 @@ import pickle
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -199,13 +200,20 @@ class EmbeddingClassifier:
         self._heads = heads
 
     def classify(self, text: str) -> CategoryScores:
-        pieces = windows(text)
-        probs = self._heads.predict(self._encoder.encode(pieces), pieces).max(axis=0)
-        return {c: float(p) for c, p in zip(self._heads.categories, probs, strict=True)}
+        return self.classify_all([text])[0]
 
-    def classify_many(self, texts: list[str]) -> list[CategoryScores]:
-        """One score dict per (short) text, in one encoder batch."""
-        probs = self._heads.predict(self._encoder.encode(texts), texts)
+    def classify_all(self, texts: Sequence[str]) -> list[CategoryScores]:
+        """Each text's scores (the highest over its windows), every window of every text in one
+        encoder batch: a request's texts cost one call of the model, not one each."""
+        pieces: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            for piece in windows(text):
+                pieces.append(piece)
+                owners.append(i)
+        probs = self._heads.predict(self._encoder.encode(pieces), pieces)
+        best = np.zeros((len(texts), probs.shape[1]), dtype=probs.dtype)
+        np.maximum.at(best, owners, probs)
         return [
-            {c: float(p) for c, p in zip(self._heads.categories, row, strict=True)} for row in probs
+            {c: float(p) for c, p in zip(self._heads.categories, row, strict=True)} for row in best
         ]

@@ -26,7 +26,7 @@ from stream_processors.moderation.categories import (
     flagged_categories,
     with_parents,
 )
-from stream_processors.moderation.classifier import Classifier
+from stream_processors.moderation.classifier import Classifier, classify_all
 from stream_processors.moderation.context import input_texts
 from stream_processors.moderation.normalize import variants
 from stream_processors.moderation.pii import find_pii
@@ -80,11 +80,11 @@ class InputModerator:
         """The highest score per category over ``texts`` and their normalised forms (a parent
         at least its subcategories), and whether each reaches its threshold."""
         scores = dict.fromkeys(CATEGORIES, 0.0)
-        for text in texts:
-            for variant in variants(text):
-                for c, s in self.classifier.classify(variant).items():
-                    if c in scores:
-                        scores[c] = max(scores[c], min(1.0, max(0.0, s)))
+        judged = list(dict.fromkeys(v for text in texts for v in variants(text)))
+        for found in classify_all(self.classifier, judged):  # one encoder batch
+            for c, s in found.items():
+                if c in scores:
+                    scores[c] = max(scores[c], min(1.0, max(0.0, s)))
         scores = with_parents(scores)
         return scores, flagged_categories(scores, self.thresholds)
 
