@@ -37,7 +37,7 @@ from benchmarks.bare_consumer import bare_consumer_rate
 from chatbus.kafka.codec import encode_event, event_headers
 from chatbus.kafka.factories import make_producer
 from chatbus.kafka.lag import group_offsets, log_offsets
-from chatbus.kafka.topic_setup import admin_client, ensure_topics
+from chatbus.kafka.topic_setup import delete_prefixed_topics, ensure_topics
 from chatbus.object_store import ObjectStore
 from chatbus.settings import Settings, get_settings
 from schemas.topics import TopicName
@@ -208,12 +208,7 @@ async def run(events: int, rate_factor: float, seconds: float) -> dict[str, Any]
         }
     finally:
         store.delete_prefix(settings.archive.prefix + "/")
-        async with admin_client(settings) as admin:
-            ours = [
-                t for t in await admin.list_topics() if t.startswith(settings.kafka.topic_prefix)
-            ]
-            if ours:
-                await admin.delete_topics(ours)
+        await delete_prefixed_topics(settings)
 
 
 def main() -> None:

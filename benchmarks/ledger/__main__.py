@@ -32,7 +32,7 @@ from benchmarks.bare_consumer import bare_consumer_rate
 from chatbus.accounts.database import connect
 from chatbus.kafka.codec import encode_event
 from chatbus.kafka.factories import make_producer
-from chatbus.kafka.topic_setup import admin_client, ensure_topics
+from chatbus.kafka.topic_setup import delete_prefixed_topics, ensure_topics
 from chatbus.settings import Settings, get_settings
 from schemas.events import Completion, Timings, Usage
 from schemas.topics import TopicName
@@ -132,12 +132,7 @@ async def run(count: int, batch: int) -> dict[str, Any]:
                 "DELETE FROM consumer_offsets WHERE group_id = %s",
                 (settings.topic(settings.postgres.ledger_group),),
             )
-        async with admin_client(settings) as admin:
-            ours = [
-                t for t in await admin.list_topics() if t.startswith(settings.kafka.topic_prefix)
-            ]
-            if ours:
-                await admin.delete_topics(ours)
+        await delete_prefixed_topics(settings)
 
 
 def main() -> None:

@@ -71,3 +71,16 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         await create_missing(admin, settings, wanted)
         described = await admin.describe_topics(list(wanted))
         return {d["topic"]: len(d["partitions"]) for d in described}
+
+
+async def delete_prefixed_topics(settings: Settings) -> list[str]:
+    """Delete every topic under the settings' prefix (a benchmark's or a test's private bus);
+    refuses an empty prefix, which would name the whole cluster. Returns the names deleted."""
+    prefix = settings.kafka.topic_prefix
+    if not prefix:
+        raise ValueError("no topic prefix: refusing to delete every topic of the cluster")
+    async with admin_client(settings) as admin:
+        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    return ours

@@ -178,11 +178,7 @@ class Postgres(Service):
         import psycopg
 
         with psycopg.connect(
-            host=ports.HOST,
-            port=settings.local.postgres_port,
-            user=SUPERUSER,
-            dbname="postgres",
-            connect_timeout=max(1, int(timeout)),
+            self.local_url(settings, "postgres"), connect_timeout=max(1, int(timeout))
         ) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return f"postgres {row[0] if row else '?'}, SELECT ok"

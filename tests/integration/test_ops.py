@@ -112,12 +112,9 @@ async def _create_topics(settings: Settings) -> None:
 
 
 async def _delete_topics(settings: Settings) -> None:
-    from chatbus.kafka.topic_setup import admin_client
+    from chatbus.kafka.topic_setup import delete_prefixed_topics
 
-    async with admin_client(settings) as admin:
-        ours = [t for t in await admin.list_topics() if t.startswith(settings.kafka.topic_prefix)]
-        if ours:
-            await admin.delete_topics(ours)
+    await delete_prefixed_topics(settings)
 
 
 def _logs(settings: Settings) -> str:
