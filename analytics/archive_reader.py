@@ -26,6 +26,7 @@ from schemas.events import (
     DeadLetter,
     Envelope,
     ModerationVerdict,
+    Rating,
     TokenChunk,
 )
 from schemas.topics import TopicName
@@ -34,15 +35,17 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
-TOPIC_EVENTS: dict[str, type[Envelope]] = {
-    TopicName.REQUESTS: ChatRequest,
-    TopicName.REQUESTS_APPROVED: ChatRequest,
-    TopicName.TOKENS: TokenChunk,
-    TopicName.COMPLETIONS: Completion,
-    TopicName.MODERATION: ModerationVerdict,
-    TopicName.CONTROL: CancelRequest,
-    TopicName.FEEDBACK: Appeal,
-    TopicName.DLQ: DeadLetter,
+# The events each topic carries (a topic of several types reads as the union of their fields,
+# ``type`` telling them apart).
+TOPIC_EVENTS: dict[str, tuple[type[Envelope], ...]] = {
+    TopicName.REQUESTS: (ChatRequest,),
+    TopicName.REQUESTS_APPROVED: (ChatRequest,),
+    TopicName.TOKENS: (TokenChunk,),
+    TopicName.COMPLETIONS: (Completion,),
+    TopicName.MODERATION: (ModerationVerdict,),
+    TopicName.CONTROL: (CancelRequest,),
+    TopicName.FEEDBACK: (Rating, Appeal),
+    TopicName.DLQ: (DeadLetter,),
 }
 KAFKA_COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")
 
@@ -80,23 +83,24 @@ def _spark_type(annotation: Any) -> DataType:
     raise TypeError(f"no Spark type for {annotation!r}")
 
 
-def model_schema(model: type[BaseModel]) -> StructType:
-    """The Spark schema of a pydantic model's JSON form."""
+def model_schema(*models: type[BaseModel]) -> StructType:
+    """The Spark schema of pydantic models' JSON form (several: the union of their fields; a
+    field two models share takes the first one's type)."""
     from pyspark.sql import types as T
 
-    return T.StructType(
-        [
-            T.StructField(name, _spark_type(field.annotation), nullable=True)
-            for name, field in model.model_fields.items()
-        ]
-    )
+    fields: dict[str, T.StructField] = {}
+    for model in models:
+        for name, field in model.model_fields.items():
+            if name not in fields:
+                fields[name] = T.StructField(name, _spark_type(field.annotation), nullable=True)
+    return T.StructType(list(fields.values()))
 
 
 def topic_schema(topic: str) -> StructType:
     """The schema of an archived record of ``topic``: event fields + Kafka coordinates."""
     from pyspark.sql import types as T
 
-    schema = model_schema(TOPIC_EVENTS[topic])
+    schema = model_schema(*TOPIC_EVENTS[topic])
     for name, kind in (
         ("kafka_topic", T.StringType()),
         ("kafka_partition", T.LongType()),

@@ -49,6 +49,11 @@ def _frame(root: str, name: str, build: Callable[[], DataFrame]) -> DataFrame:
     return _CACHE[(root, name)]
 
 
+_FEEDBACK = ("event_id", "created_at", "request_id", "conversation_id", "user_id", "comment")
+APPEAL_COLUMNS = (*_FEEDBACK, "stage", "categories")
+RATING_COLUMNS = (*_FEEDBACK, "model", "rating", "category")
+
+
 def _micros(column: str) -> Column:
     from pyspark.sql import functions as F
 
@@ -96,15 +101,37 @@ def verdicts(spark: SparkSession, root: str) -> DataFrame:
 def appeals(spark: SparkSession, root: str) -> DataFrame:
     """``chat.feedback``: users' appeals of refusals, the latest per request (an appeal of the
     same request again replaces the earlier one)."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     def build() -> DataFrame:
         every = read_topic(spark, root, TopicName.FEEDBACK, dedupe_by=("event_id",))
-        latest = Window.partitionBy("request_id").orderBy(F.desc("created_at"), "event_id")
-        return every.withColumn("n", F.row_number().over(latest)).where("n = 1").drop("n")
+        return _latest_per_request(every.where(F.col("type") == "chat.appeal")).select(
+            *APPEAL_COLUMNS
+        )
 
     return _frame(root, "appeals", build)
+
+
+def ratings(spark: SparkSession, root: str) -> DataFrame:
+    """``chat.feedback``: users' ratings of answers (``rating`` up or down, ``category``,
+    ``comment``, ``model``), the latest per request (a second rating replaces the first)."""
+    from pyspark.sql import functions as F
+
+    def build() -> DataFrame:
+        every = read_topic(spark, root, TopicName.FEEDBACK, dedupe_by=("event_id",))
+        return _latest_per_request(every.where(F.col("type") == "chat.rating")).select(
+            *RATING_COLUMNS
+        )
+
+    return _frame(root, "ratings", build)
+
+
+def _latest_per_request(events: DataFrame) -> DataFrame:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    latest = Window.partitionBy("request_id").orderBy(F.desc("created_at"), F.desc("event_id"))
+    return events.withColumn("n", F.row_number().over(latest)).where("n = 1").drop("n")
 
 
 def cancels(spark: SparkSession, root: str) -> DataFrame:

@@ -33,6 +33,7 @@ SECTION_TITLES = {
     "latency": "Latency",
     "usage": "Usage",
     "moderation": "Moderation",
+    "feedback": "Feedback",
     "conversations": "Conversations",
     "fairness": "Fairness",
 }
@@ -218,6 +219,42 @@ def _moderation(tables: dict[str, pd.DataFrame]) -> str:
     )
 
 
+def _feedback(tables: dict[str, pd.DataFrame]) -> str:
+    import matplotlib.pyplot as plt
+
+    by_model = tables["feedback_by_model"]
+    if not by_model["rated"].sum():
+        return "<p>No answers were rated in this archive.</p>" + _table(by_model)
+    daily = tables["feedback_daily"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3.2))
+    rated = by_model[by_model["rated"] > 0]
+    y = list(range(len(rated)))
+    rate = rated["up_rate"] * 100
+    left.errorbar(
+        rate,
+        y,
+        xerr=[rate - rated["up_rate_low"] * 100, rated["up_rate_high"] * 100 - rate],
+        fmt="o",
+        capsize=3,
+    )
+    left.set_yticks(y, rated["model"], fontsize=8)
+    left.set_xlabel("% of rated answers rated up (95% Wilson interval)")
+    for model, rows in daily.groupby("model"):
+        right.plot(rows["day"], rows["up_rate"] * 100, marker="o", label=str(model))
+    right.set_ylabel("% up, per day")
+    right.tick_params(axis="x", labelrotation=20, labelsize=7)
+    right.legend(fontsize=7)
+    sample = tables["feedback_review_sample"]
+    return (
+        _png(figure)
+        + _table(by_model)
+        + "<h3>What users said (categories)</h3>"
+        + _table(tables["feedback_categories"], 60)
+        + f"<h3>Down-rated answers for review ({len(sample)})</h3>"
+        + _table(sample, 30)
+    )
+
+
 def _conversations(tables: dict[str, pd.DataFrame]) -> str:
     import matplotlib.pyplot as plt
 
@@ -269,6 +306,7 @@ RENDERERS: dict[str, Callable[[dict[str, pd.DataFrame]], str]] = {
     "latency": _latency,
     "usage": _usage,
     "moderation": _moderation,
+    "feedback": _feedback,
     "conversations": _conversations,
     "fairness": _fairness,
 }

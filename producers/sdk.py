@@ -16,6 +16,7 @@ import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -36,6 +37,8 @@ from schemas.events import (
     CancelRequest,
     ChatMessage,
     ChatRequest,
+    Rating,
+    RatingCategory,
     ReplyTo,
     SamplingParams,
     TokenChunk,
@@ -259,10 +262,37 @@ class ChatClient:
             TopicName.CONTROL, CancelRequest(request_id=request_id, reason=reason)
         )
 
+    async def feedback(
+        self,
+        request: ChatRequest,
+        rating: Literal["up", "down"],
+        *,
+        category: RatingCategory | None = None,
+        comment: str = "",
+    ) -> Rating:
+        """Rate the answer to ``request`` (what :meth:`send` returned) up or down, on
+        ``chat.feedback``: stored with the turn (a second rating replaces the first), archived,
+        reported by model, and up-rated answers feed the fine-tuning set."""
+        event = Rating(
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            model=request.model,
+            rating=rating,
+            category=category,
+            comment=comment,
+        )
+        await self.publish_feedback(event)
+        return event
+
     async def appeal(self, appeal: Appeal) -> None:
         """Tell moderation a refusal was wrong (``chat.feedback``): stored with the turn and
         counted in the analytics report's moderation section."""
-        await self._publisher.publish(TopicName.FEEDBACK, appeal)
+        await self.publish_feedback(appeal)
+
+    async def publish_feedback(self, event: Rating | Appeal) -> None:
+        """Publish a user's judgement of an answer, keyed by its conversation."""
+        await self._publisher.publish(TopicName.FEEDBACK, event)
 
     async def _read_replies(self) -> None:
         consumer = self._consumer

@@ -235,6 +235,28 @@ class Appeal(Envelope):
     comment: str = Field("", max_length=2000, description="The user's reason, if any.")
 
 
+RatingCategory = Literal[
+    "helpful", "accurate", "incorrect", "unhelpful", "harmful", "biased", "refused", "other"
+]
+
+
+class Rating(Envelope):
+    """A user rates one of their own answers up or down (topic ``chat.feedback``, key
+    ``conversation_id``): stored with the turn (a second rating replaces the first), archived,
+    reported by model and over time, and the up-rated answers feed the fine-tuning set."""
+
+    type: Literal["chat.rating"] = "chat.rating"
+    request_id: Id
+    conversation_id: Id
+    user_id: Id
+    model: str = Field("", max_length=256, description="The model that answered (from the turn).")
+    rating: Literal["up", "down"]
+    category: RatingCategory | None = Field(
+        None, description="What was good or wrong about the answer, if the user said."
+    )
+    comment: str = Field("", max_length=2000, description="The user's words, if any.")
+
+
 class DeadLetter(Envelope):
     """A message a consumer could not process (topic ``chat.dlq``, key = the original key)."""
 
@@ -249,7 +271,14 @@ class DeadLetter(Envelope):
 
 
 Event = Annotated[
-    ChatRequest | TokenChunk | Completion | CancelRequest | ModerationVerdict | Appeal | DeadLetter,
+    ChatRequest
+    | TokenChunk
+    | Completion
+    | CancelRequest
+    | ModerationVerdict
+    | Appeal
+    | Rating
+    | DeadLetter,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
@@ -261,6 +290,7 @@ ALL_EVENTS: tuple[type[Envelope], ...] = (
     CancelRequest,
     ModerationVerdict,
     Appeal,
+    Rating,
     DeadLetter,
 )
 

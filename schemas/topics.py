@@ -82,9 +82,10 @@ TOPICS: dict[TopicName, Topic] = {
         Topic(
             TopicName.FEEDBACK,
             "conversation_id",
-            ("chat.appeal",),
+            ("chat.appeal", "chat.rating"),
             90 * _DAY_MS,
-            description="users' judgements of answers (appeals of refusals) → history, archiver",
+            description="users' judgements of answers (ratings, appeals of refusals) → history, "
+            "archiver",
         ),
         Topic(
             TopicName.DLQ,

@@ -2,4 +2,11 @@
 ``run(spark, input, output)`` (writes each table as Parquet under ``output/<table>/``) and a
 ``main()`` for ``spark-submit analytics/jobs/<job>.py --input … --output …``."""
 
-JOBS: tuple[str, ...] = ("latency", "usage", "moderation", "conversations", "fairness")
+JOBS: tuple[str, ...] = (
+    "latency",
+    "usage",
+    "moderation",
+    "feedback",
+    "conversations",
+    "fairness",
+)

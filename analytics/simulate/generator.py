@@ -46,6 +46,8 @@ from schemas.events import (
     ErrorInfo,
     ModerationVerdict,
     PiiSpan,
+    Rating,
+    RatingCategory,
     ReplyTo,
     SamplingParams,
     Timings,
@@ -113,6 +115,11 @@ _WORDS = tuple(_WORD_TEXT.split())
 
 
 P_APPEAL = 0.2  # of input refusals
+P_RATING = 0.15  # of answers: users rate one answer in seven or so
+# the chance a rating is up, by model (bigger answers better) and a refusal or a cut answer worse
+P_UP = {"chatbus-tiny": 0.55, "chatbus-small": 0.7, "chatbus-large": 0.8}
+DOWN_CATEGORIES: tuple[RatingCategory, ...] = ("incorrect", "unhelpful", "biased", "other")
+RATING_COMMENTS = ("", "", "Not what I asked.", "Great, thanks!", "Too long.", "Made things up.")
 APPEAL_COMMENTS = (
     "",
     "I was asking how to stay safe.",
@@ -572,9 +579,42 @@ class Simulator:
             [],
         )
         ev.append(self._event(TopicName.MODERATION, conversation_id, out_verdict))
+        rating = self._rating(request, completion, refused)
+        if rating is not None:
+            ev.append(self._event(TopicName.FEEDBACK, conversation_id, rating))
         out.ended_at = done
         out.stop_conversation = finish == "cancelled" and rng.random() < 0.7
         return out
+
+    @staticmethod
+    def _rating(request: ChatRequest, completion: Completion, refused: bool) -> Rating | None:
+        """Some answers are rated (their own stream of chances: the rest of the simulation
+        draws the same numbers with or without ratings); refusals and cut answers less well."""
+        chance = random.Random(f"rating:{request.request_id}")  # noqa: S311 - simulation
+        if chance.random() >= P_RATING:
+            return None
+        p_up = P_UP.get(completion.model, 0.65) * (0.3 if refused else 1.0)
+        if completion.finish_reason in ("cancelled", "content_filter", "length"):
+            p_up *= 0.5
+        up = chance.random() < p_up
+        category: RatingCategory | None
+        if refused and not up:
+            category = "refused"
+        else:
+            category = chance.choice(("helpful", "accurate", None)) if up else None
+            if not up:
+                category = chance.choice(DOWN_CATEGORIES)
+        return Rating(
+            event_id=f"evt-{chance.getrandbits(96):024x}",
+            created_at=completion.created_at + timedelta(seconds=chance.uniform(3, 120)),
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            model=completion.model,
+            rating="up" if up else "down",
+            category=category,
+            comment=chance.choice(RATING_COMMENTS),
+        )
 
 
 def conversations_for_events(profile: Profile, events: int, pilot: int = 300) -> int:

@@ -42,7 +42,14 @@ from chatbus.errors import ChatbusError
 from chatbus.history.turns import ContextTurn, select_context
 from chatbus.settings import Settings
 from chatbus.stores import Document, mongo_client, mongo_errors
-from schemas.events import Appeal, ChatMessage, ChatRequest, Completion, ModerationVerdict
+from schemas.events import (
+    Appeal,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    ModerationVerdict,
+    Rating,
+)
 
 CONVERSATIONS = "conversations"
 TURNS = "turns"
@@ -61,6 +68,15 @@ class Refusal:
     conversation_id: str
     stage: Literal["input", "output"]
     categories: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A turn that has an answer to rate: whose it is, where, and which model gave it."""
+
+    request_id: str
+    conversation_id: str
+    model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +305,36 @@ class HistoryRepository:
             turn = self._turns.find_one({"_id": appeal.request_id}, {"user_id": 1})
             if turn is not None and turn.get("user_id") == appeal.user_id:
                 self._turns.update_one({"_id": appeal.request_id}, {"$set": {"appeal": entry}})
+
+    def record_rating(self, rating: Rating) -> None:
+        """A user's rating of their answer, on its turn (a second rating replaces the first;
+        a rating of another user's turn is ignored: the gateway checked it, this is the guard)."""
+        entry = {
+            "event_id": rating.event_id,
+            "rating": rating.rating,
+            "category": rating.category,
+            "comment": rating.comment,
+            "at": rating.created_at,
+            "at_us": _micros(rating.created_at),
+        }
+        with mongo_errors("record a rating"):
+            turn = self._turns.find_one({"_id": rating.request_id}, {"user_id": 1, "rating": 1})
+            if turn is None or turn.get("user_id") != rating.user_id:
+                return
+            if (turn.get("rating") or {}).get("at_us", 0) > entry["at_us"]:
+                return  # an older rating replayed after a newer one: the newer stands
+            self._turns.update_one({"_id": rating.request_id}, {"$set": {"rating": entry}})
+
+    def answer_of(self, user_id: str, request_id: str) -> Answer | None:
+        """``user_id``'s answered turn ``request_id`` (None: not theirs, unknown, or not
+        answered yet)."""
+        with mongo_errors("read a turn"):
+            doc = self._turns.find_one(
+                {"_id": request_id}, {"user_id": 1, "conversation_id": 1, "model": 1, "answer": 1}
+            )
+        if doc is None or doc.get("user_id") != user_id or doc.get("answer") is None:
+            return None
+        return Answer(request_id, str(doc["conversation_id"]), str(doc.get("model") or ""))
 
     def refusal_of(self, user_id: str, request_id: str) -> Refusal | None:
         """How moderation refused ``user_id``'s request ``request_id`` (None: not theirs, not

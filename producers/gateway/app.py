@@ -17,6 +17,7 @@ from chatbus.settings import Settings
 from producers.gateway.appeals import router as appeals_router
 from producers.gateway.conversations import router as conversations_router
 from producers.gateway.errors import APIError, from_chatbus
+from producers.gateway.feedback import router as feedback_router
 from producers.gateway.middleware import GatewayMiddleware
 from producers.gateway.moderations import router as moderations_router
 from producers.gateway.openapi import gateway_openapi
@@ -98,6 +99,7 @@ def create_app(settings: Settings, runtime: GatewayRuntime | None = None) -> Fas
     app.include_router(responses_router)
     app.include_router(moderations_router)
     app.include_router(appeals_router)
+    app.include_router(feedback_router)
     app.include_router(usage_router)
     mount_web(app)
     return app

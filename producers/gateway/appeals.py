@@ -21,6 +21,9 @@ from schemas.events import Appeal
 
 router = APIRouter()
 
+# A chat completion, a response or a request: all name one request (see request_id_of).
+ANSWER_ID_PATTERN = r"^(chatcmpl-|resp_|req-)[A-Za-z0-9]+$"
+
 
 class AppealRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,7 +31,7 @@ class AppealRequest(BaseModel):
     id: str = Field(
         min_length=1,
         max_length=140,
-        pattern=r"^(chatcmpl-|resp_|req-)[A-Za-z0-9]+$",
+        pattern=ANSWER_ID_PATTERN,
         description="The refused chat completion, response or request.",
     )
     comment: str = Field("", max_length=2000, description="Why the refusal was wrong.")
@@ -78,7 +81,7 @@ async def create_appeal(request: Request) -> AppealReceived:
         categories=refusal.categories,
         comment=body.comment,
     )
-    await runtime.bus.appeal(appeal)
+    await runtime.bus.publish_feedback(appeal)
     return AppealReceived(
         id=appeal.event_id,
         request_id=request_id,

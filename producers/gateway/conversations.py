@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 
 from chatbus.errors import ChatbusError
 from chatbus.history import ContextStore, Conversation, HistoryRepository
-from chatbus.history.repository import Refusal, title_of
+from chatbus.history.repository import Answer, Refusal, title_of
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
 from chatbus.stores import Document
@@ -84,6 +84,9 @@ class TurnObject(BaseModel):
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
     verdicts: dict[str, Any] = Field(default_factory=dict)
+    rating: dict[str, Any] | None = Field(
+        None, description="The user's rating of the answer: rating (up/down), category, comment."
+    )
 
     @classmethod
     def of(cls, doc: Document) -> TurnObject:
@@ -101,6 +104,9 @@ class TurnObject(BaseModel):
             finish_reason=doc.get("finish_reason"),
             usage=doc.get("usage"),
             verdicts=verdicts,
+            rating={k: v for k, v in rated.items() if k in ("rating", "category", "comment")}
+            if (rated := doc.get("rating"))
+            else None,
         )
 
 
@@ -207,6 +213,10 @@ class ConversationService:
             **ConversationObject.of(conversation).model_dump(),
             turns=[TurnObject.of(t) for t in turns],
         )
+
+    async def answer(self, user: str, request_id: str) -> Answer | None:
+        """``user``'s answered turn (None: not theirs, unknown, or not answered yet)."""
+        return await asyncio.to_thread(self._repository.answer_of, user, request_id)
 
     async def refusal(self, user: str, request_id: str) -> Refusal | None:
         """How moderation refused ``user``'s request (None: not theirs, unknown, not refused)."""

@@ -3,7 +3,7 @@
 ``chat.requests``    ──► the user's side of each turn (and the conversation, on its first turn)
 ``chat.completions`` ──► the answer, usage, timings; then the turn goes into the context cache
 ``chat.moderation``  ──► the verdicts of each turn
-``chat.feedback``    ──► users' appeals of refusals, on their turn
+``chat.feedback``    ──► users' ratings of answers and appeals of refusals, on their turn
 
 Invalid events (and events naming another user's conversation) go to ``chat.dlq`` and the agent
 continues. MongoDB being down is retriable: the agent retries the same event with backoff (its
@@ -29,7 +29,7 @@ from chatbus.kafka.backoff import Backoff, retrying
 from chatbus.kafka.dlq import send_to_dlq
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
-from schemas.events import Appeal, ChatRequest, Completion, ModerationVerdict
+from schemas.events import Appeal, ChatRequest, Completion, ModerationVerdict, Rating
 from schemas.topics import TopicName
 
 log = get_logger(__name__)
@@ -99,9 +99,10 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         assert self._publisher is not None
         await send_to_dlq(self._publisher, message, error=reason, consumer=CONSUMER_NAME)
 
-    async def _decode(self, message: Any, expected: str) -> Any | None:
+    async def _decode(self, message: Any, expected: str | tuple[str, ...]) -> Any | None:
+        types = (expected,) if isinstance(expected, str) else expected
         try:
-            return decode_event(message.topic, message.value, (expected,))
+            return decode_event(message.topic, message.value, types)
         except InvalidEvent as exc:
             await self._dead_letter(message, exc.reason)
             return None
@@ -147,14 +148,18 @@ class HistoryRuntime(Service):  # type: ignore[misc]
         await self._retrying("record a verdict", self.repository.record_verdict, verdict)
         self.recorded += 1
 
-    async def on_appeal(self, message: Any) -> None:
-        appeal = await self._decode(message, "chat.appeal")
-        if appeal is None:
+    async def on_feedback(self, message: Any) -> None:
+        """A rating of an answer or an appeal of a refusal, on its turn."""
+        event = await self._decode(message, ("chat.rating", "chat.appeal"))
+        if isinstance(event, Rating):
+            await self._retrying("record a rating", self.repository.record_rating, event)
+            log.info("rating_recorded", request_id=event.request_id, rating=event.rating)
+        elif isinstance(event, Appeal):
+            await self._retrying("record an appeal", self.repository.record_appeal, event)
+            log.info("appeal_recorded", request_id=event.request_id, stage=event.stage)
+        else:
             return
-        assert isinstance(appeal, Appeal)
-        await self._retrying("record an appeal", self.repository.record_appeal, appeal)
         self.recorded += 1
-        log.info("appeal_recorded", request_id=appeal.request_id, stage=appeal.stage)
 
     async def handle(self, message: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Run one handler; an unexpected error dead-letters the message instead of stopping
@@ -190,6 +195,6 @@ def register(app: faust.App, settings: Settings, runtime: HistoryRuntime) -> Non
             await runtime.handle(event.message, runtime.on_verdict)
 
     @app.agent(raw_topic(TopicName.FEEDBACK), name="history-appeals")
-    async def appeals(stream: faust.StreamT[bytes]) -> None:
+    async def feedback(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await runtime.handle(event.message, runtime.on_appeal)
+            await runtime.handle(event.message, runtime.on_feedback)

@@ -51,6 +51,8 @@ def redact_event(event: dict[str, Any], *, chunks: bool = True) -> int:
         event["text"], found = redact_text(event["text"])
         if found and kind == "chat.token":
             event["token_ids"] = []
+    elif kind in ("chat.rating", "chat.appeal") and isinstance(event.get("comment"), str):
+        event["comment"], found = redact_text(event["comment"])  # users' own words
     elif kind == "chat.dead_letter" and isinstance(event.get("original_value_b64"), str):
         found = _redact_b64(event)
     return found

@@ -358,3 +358,119 @@ async def test_the_conversation_list_opens_a_conversation(
     await expect(answers.nth(2).locator(".content")).to_have_text("Day two: Belém.")
     assert sent[0]["conversation"] == "conv-1" and sent[0]["stream"] is True
     assert sent[0]["input"] == "And day two?"
+
+
+async def test_an_answer_can_be_rated_copied_and_regenerated(
+    settings: Settings, worker: InferenceWorker, gateway: RunningGateway, key: str, page: Page
+) -> None:
+    """The actions under an answer: 👍/👎 post to /v1/feedback (👎 then asks why, and the
+    reason replaces the first rating), Copy puts the answer on the clipboard, Regenerate asks
+    the same question again; an opened conversation shows the stored rating."""
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    answers = iter(["Paris.", "It is Paris."])
+    asked: list[dict[str, Any]] = []
+
+    async def answer(route: Route) -> None:
+        asked.append(json.loads(route.request.post_data or "{}"))
+        await route.fulfill(
+            status=200, content_type="text/event-stream", body=response_sse(next(answers))
+        )
+
+    rated: list[dict[str, Any]] = []
+    pending_404 = [True]  # the first rating meets an answer the history has not recorded yet
+
+    async def feedback(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        if pending_404.pop() if pending_404 else False:
+            error = {"message": "not recorded yet", "code": "answer_not_found", "param": "id"}
+            await route.fulfill(status=404, json={"error": error})
+            return
+        rated.append(body)
+        await route.fulfill(status=200, json={"object": "feedback", "status": "received"})
+
+    # a stored conversation whose answer was rated (opened at the end)
+    turn = {"created_at": 1767225600, "model": settings.model.name, "usage": None, "verdicts": {}}
+    stored = {
+        "id": "conv-9",
+        "object": "conversation",
+        "title": "Rated",
+        "created_at": 1767225600,
+        "updated_at": 1767225660,
+        "turn_count": 1,
+        "turns": [
+            {
+                **turn,
+                "request_id": "req-9",
+                "answer": "Yes.",
+                "finish_reason": "stop",
+                "messages": [{"role": "user", "content": "Is it?"}],
+                "rating": {"rating": "down", "category": "unhelpful", "comment": ""},
+            }
+        ],
+    }
+    listing = {"object": "list", "data": [{k: v for k, v in stored.items() if k != "turns"}]}
+
+    async def history(route: Route) -> None:
+        await route.fulfill(
+            status=200, json=stored if route.request.url.endswith("/conv-9") else listing
+        )
+
+    await page.route(re.compile(r"/v1/conversations(/[^/?]+)?$"), history)
+    await over_sse(page)
+    await page.route("**/v1/responses", answer)
+    await page.route("**/v1/feedback", feedback)
+    await sign_in(page, gateway, key)
+    await send(page, "What is the capital of France?", max_tokens=8)
+    first = page.locator(".message.assistant").nth(0)
+    await expect(first).to_have_attribute("data-state", "done")
+
+    up = first.get_by_role("button", name="Good answer")
+    down = first.get_by_role("button", name="Bad answer")
+    await up.click()
+    await expect(up).to_have_attribute("aria-pressed", "true")
+    await expect(first.get_by_role("status")).to_have_text("Thanks for the feedback.")
+    assert rated[0] == {
+        "id": "resp_" + "0" * 31 + "1",
+        "rating": "up",
+        "category": None,
+        "comment": "",
+    }
+
+    await down.click()
+    await expect(down).to_have_attribute("aria-pressed", "true")
+    await expect(up).to_have_attribute("aria-pressed", "false")
+    await first.get_by_label("What was wrong").select_option("incorrect")
+    await first.get_by_label("Comment").fill("It is Lyon.")
+    await first.get_by_role("button", name="Send").click()
+    await expect(first.locator(".rating-detail")).to_have_count(0)
+    assert [(r["rating"], r["category"], r["comment"]) for r in rated] == [
+        ("up", None, ""),
+        ("down", None, ""),
+        ("down", "incorrect", "It is Lyon."),
+    ]
+
+    await first.get_by_role("button", name="Copy answer").click()
+    await expect(first.get_by_role("status")).to_have_text("Copied.")
+    assert await page.evaluate("navigator.clipboard.readText()") == "Paris."
+
+    await first.get_by_role("button", name="Regenerate answer").click()
+    second = page.locator(".message.assistant").nth(1)
+    await expect(second).to_have_attribute("data-state", "done")
+    await expect(second.locator(".content")).to_have_text("It is Paris.")
+    await expect(page.locator(".message.user")).to_have_count(1)  # the question, once
+    assert asked[1]["input"] == "What is the capital of France?"
+    assert asked[1]["conversation"] == "conv-1"  # a new turn of the same conversation
+
+    # an opened conversation shows the rating stored with the turn
+    await page.get_by_role("button", name="New chat").click()
+    await page.get_by_role("button", name=re.compile("Rated")).click()
+    opened = page.locator(".message.assistant").nth(0)
+    await expect(opened.locator(".content")).to_have_text("Yes.")
+    await expect(opened.get_by_role("button", name="Bad answer")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    await opened.get_by_role("button", name="Good answer").click()
+    await expect(opened.get_by_role("button", name="Good answer")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    assert rated[-1]["id"] == "req-9" and rated[-1]["rating"] == "up"

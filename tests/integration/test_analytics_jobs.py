@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import pytest
 from analytics.lexicon import AXES, REFUSAL_PATTERN, mask, reference
 from analytics.simulate.archive_sink import simulate_to_archive
 from analytics.simulate.generator import Profile
-from analytics.stats import newcombe_difference
+from analytics.stats import newcombe_difference, wilson
 from chatbus.settings import Settings
 from tests.conftest import REPO, base_settings
 
@@ -258,7 +259,7 @@ def test_the_review_sample_holds_flagged_verdicts_by_their_top_category(
 def test_appealed_refusals_are_listed_with_their_text_and_counted_per_stage(
     outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
 ) -> None:
-    appeals = {a["request_id"]: a for a in events["chat.feedback"]}
+    appeals = {a["request_id"]: a for a in events["chat.feedback"] if a["type"] == "chat.appeal"}
     assert appeals, "the simulation appeals some refusals"
     got = outputs["moderation_appeals"]
     assert sorted(got["request_id"]) == sorted(appeals)
@@ -275,6 +276,113 @@ def test_appealed_refusals_are_listed_with_their_text_and_counted_per_stage(
     assert rates.loc["input", "appeals"] == len(appeals)
     assert rates.loc["input", "refusals"] == refusals["input"]
     assert math.isclose(rates.loc["input", "appeal_rate"], len(appeals) / refusals["input"])
+
+
+def test_ratings_are_counted_by_model_with_intervals_per_day_and_by_category(
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
+    ratings = [r for r in events["chat.feedback"] if r["type"] == "chat.rating"]
+    assert len(ratings) > 50, "the simulation rates some answers"
+    answered_by = {c["request_id"]: c["model"] for c in events["chat.completions"]}
+    answers: dict[str, int] = defaultdict(int)
+    for model in answered_by.values():
+        answers[model] += 1
+    up: dict[str, int] = defaultdict(int)
+    rated: dict[str, int] = defaultdict(int)
+    daily: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    categories: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in ratings:
+        model = answered_by[r["request_id"]]
+        rated[model] += 1
+        up[model] += r["rating"] == "up"
+        day = str(_ts(r["created_at"]).date())
+        daily[(day, model)][0] += 1
+        daily[(day, model)][1] += r["rating"] == "up"
+        categories[(model, r["rating"], r["category"] or "(none)")] += 1
+    table = outputs["feedback_by_model"].set_index("model")
+    assert set(table.index) == set(answers)
+    for model in answers:
+        row = table.loc[model]
+        assert (row.answers, row.rated, row.up, row.down) == (
+            answers[model],
+            rated[model],
+            up[model],
+            rated[model] - up[model],
+        )
+        assert math.isclose(row.up_rate, up[model] / rated[model])
+        low, high = wilson(up[model], rated[model])
+        assert math.isclose(row.up_rate_low, low) and math.isclose(row.up_rate_high, high)
+    got_daily = {
+        (str(r.day), r.model): [r.rated, r.up] for r in outputs["feedback_daily"].itertuples()
+    }
+    assert got_daily == dict(daily)
+    got_categories = {
+        (r.model, r.rating, r.category): r.ratings
+        for r in outputs["feedback_categories"].itertuples()
+    }
+    assert got_categories == dict(categories)
+
+
+def test_down_rated_answers_are_sampled_for_review_with_prompt_and_answer(
+    outputs: dict[str, pd.DataFrame], events: dict[str, list[dict[str, Any]]]
+) -> None:
+    from analytics.jobs.feedback import SAMPLE_PER_MODEL
+
+    down = {
+        r["request_id"]: r
+        for r in events["chat.feedback"]
+        if r["type"] == "chat.rating" and r["rating"] == "down"
+    }
+    answers = {c["request_id"]: c for c in events["chat.completions"]}
+    prompts = {r["request_id"]: _prompt(r) for r in events["chat.requests"]}
+    sample = outputs["feedback_review_sample"]
+    per_model: dict[str, int] = defaultdict(int)
+    for r in down.values():
+        per_model[answers[r["request_id"]]["model"]] += 1
+    assert sample.groupby("model").size().to_dict() == {
+        m: min(n, SAMPLE_PER_MODEL) for m, n in per_model.items()
+    }
+    for row in sample.itertuples():
+        rating = down[row.request_id]
+        assert (row.comment, row.category) == (rating["comment"], rating["category"] or "")
+        assert row.prompt == prompts[row.request_id][:1000]
+        assert row.answer == answers[row.request_id]["text"][:1000]
+
+
+def test_a_second_rating_of_an_answer_replaces_the_first(spark: Any, tmp_path: Path) -> None:
+    from analytics import frames
+    from schemas.archive import archived_record
+    from schemas.events import Rating
+
+    first = Rating(
+        request_id="req-1", conversation_id="conv-1", user_id="u", model="m", rating="down"
+    )
+    second = first.model_copy(
+        update={
+            "event_id": "evt-later",
+            "rating": "up",
+            "category": "helpful",
+            "created_at": first.created_at + timedelta(seconds=5),
+        }
+    )
+    folder = tmp_path / "topic=chat.feedback" / "dt=2026-11-30" / "hour=10"
+    folder.mkdir(parents=True)
+    lines = [
+        json.dumps(
+            archived_record(
+                event.model_dump(mode="json"),
+                topic="chat.feedback",
+                partition=0,
+                offset=offset,
+                timestamp_ms=0,
+                key="conv-1",
+            )
+        )
+        for offset, event in enumerate((second, first))  # the log's order need not be time's
+    ]
+    (folder / "0-0-1.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
+    rows = frames.ratings(spark, str(tmp_path)).collect()
+    assert [(r.request_id, r.rating, r.category) for r in rows] == [("req-1", "up", "helpful")]
 
 
 def test_conversations_turns_cancellations_and_abandonment(

@@ -25,7 +25,15 @@ from chatbus.polling import eventually, poll_until
 from chatbus.settings import Settings
 from infra.local import manager
 from schemas.archive import ManifestEntry, PendingRange, manifest_prefix, parse_object_key
-from schemas.events import ChatMessage, ChatRequest, Completion, ReplyTo, TokenChunk, Usage
+from schemas.events import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    Rating,
+    ReplyTo,
+    TokenChunk,
+    Usage,
+)
 from schemas.topics import TopicName
 from stream_processors.archiver.archiver import Archiver
 from stream_processors.archiver.verify import broker_positions, verify_archive
@@ -107,6 +115,16 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
                 ),
                 key="req-2",
             )
+        rating = Rating(
+            request_id=request.request_id,
+            conversation_id=request.conversation_id,
+            user_id="u",
+            model="m",
+            rating="down",
+            category="incorrect",
+            comment="wrong, write to ada@example.com",
+        )
+        await publisher.publish(TopicName.FEEDBACK, rating, key=request.conversation_id)
         await publisher.producer.send_and_wait(
             settings.topic(TopicName.DLQ), b"\xffnot json", key=b"k"
         )
@@ -116,13 +134,13 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
     health = Health("archiver")
     async with Archiver(settings, health=health) as archiver:
         await eventually(
-            lambda: _archived_count(archiver, 50), timeout_s=60, what="50 records archived"
+            lambda: _archived_count(archiver, 51), timeout_s=60, what="51 records archived"
         )
         assert health.readiness()[0]
 
     objects = _objects(settings)
     records = [r for rs in objects.values() for r in rs]
-    assert len(records) == 50
+    assert len(records) == 51
     coordinates = Counter(
         (r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) for r in records
     )
@@ -131,7 +149,16 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
         parts = parse_object_key(key)
         assert parts is not None and key.startswith(f"{settings.archive.prefix}/topic=")
     by_topic = Counter(r["kafka_topic"] for r in records)
-    assert by_topic == {"chat.completions": 40, "chat.requests": 1, "chat.tokens": 7, "chat.dlq": 2}
+    assert by_topic == {
+        "chat.completions": 40,
+        "chat.requests": 1,
+        "chat.tokens": 7,
+        "chat.feedback": 1,
+        "chat.dlq": 2,
+    }
+    archived_rating = next(r for r in records if r["kafka_topic"] == "chat.feedback")
+    assert (archived_rating["type"], archived_rating["rating"]) == ("chat.rating", "down")
+    assert archived_rating["comment"] == "wrong, write to [REDACTED:email]"
     archived_request = next(r for r in records if r["kafka_topic"] == "chat.requests")
     assert archived_request["request_id"] == request.request_id
     assert archived_request["messages"][0]["content"] == (  # type: ignore[index]
@@ -156,7 +183,7 @@ async def test_every_event_is_archived_once_in_the_documented_layout_and_redacte
 
     report = verify_archive(settings, broker=await broker_positions(settings))
     assert report.ok, report.as_dict()
-    assert report.records == 50
+    assert report.records == 51
 
 
 async def _archived_count(archiver: Archiver, wanted: int) -> bool:

@@ -107,5 +107,6 @@ def test_exported_json_schemas_are_current() -> None:
         "chat.cancel.json",
         "chat.moderation.json",
         "chat.appeal.json",
+        "chat.rating.json",
         "chat.dead_letter.json",
     }

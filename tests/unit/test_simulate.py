@@ -58,7 +58,7 @@ def test_every_event_is_a_valid_bus_event_on_its_topic(conversations: list[list[
     for e in _all(conversations)[:5000]:
         topic = TopicName(e.topic)
         assert topic != TopicName.DLQ
-        assert isinstance(parse_event(e.event.model_dump_json()), TOPIC_EVENTS[topic])
+        assert isinstance(parse_event(e.event.model_dump_json()), TOPIC_EVENTS[topic])  # a tuple
         assert 0 <= e.partition < PROFILE.partitions
 
 

@@ -324,8 +324,126 @@
     bubble.append(button);
   }
 
-  function showOutcome(bubble) {
+  // ---- answer actions: rate (POST /v1/feedback), copy, regenerate -------------------------------
+
+  const DOWN_REASONS = [
+    ["", "Why? (optional)"], ["incorrect", "Not true"], ["unhelpful", "Not helpful"],
+    ["harmful", "Harmful or unsafe"], ["biased", "Biased"], ["refused", "Refused wrongly"],
+    ["other", "Something else"],
+  ];
+
+  async function sendRating(bubble, rating, category, comment) {
+    const id = bubble.dataset.responseId || bubble.dataset.requestId;
+    const status = bubble.querySelector(".rating-status");
+    const body = JSON.stringify({ id, rating, category: category || null, comment: comment || "" });
+    // An answer that just ended may not be in the history yet (404 answer_not_found): retry a
+    // few seconds before saying so.
+    const deadline = Date.now() + 10000;
+    let response;
+    for (let wait = 200; ; wait = Math.min(wait * 2, 2000)) {
+      response = await fetch("/v1/feedback", {
+        method: "POST", headers: headers({ "Content-Type": "application/json" }), body,
+      });
+      if (response.status !== 404 || Date.now() + wait > deadline) break;
+      status.textContent = "Sending…";
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    if (response.ok) {
+      bubble.dataset.rating = rating;
+      for (const button of bubble.querySelectorAll("button.rate")) {
+        button.setAttribute("aria-pressed", String(button.dataset.rating === rating));
+      }
+      status.textContent = "Thanks for the feedback.";
+      return true;
+    }
+    const failure = await failureOf(response);
+    status.textContent = `Feedback not sent: ${failure.message}`;
+    return false;
+  }
+
+  function askWhy(bubble) {
+    if (bubble.querySelector(".rating-detail")) return;
+    const form = document.createElement("form");
+    form.className = "rating-detail";
+    const reason = document.createElement("select");
+    reason.name = "category";
+    reason.setAttribute("aria-label", "What was wrong");
+    for (const [value, label] of DOWN_REASONS) reason.add(new Option(label, value));
+    const comment = document.createElement("input");
+    comment.name = "comment";
+    comment.maxLength = 2000;
+    comment.placeholder = "Tell us more (optional)";
+    comment.setAttribute("aria-label", "Comment");
+    const send = document.createElement("button");
+    send.type = "submit";
+    send.textContent = "Send";
+    form.append(reason, comment, send);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      send.disabled = true;
+      if (await sendRating(bubble, "down", reason.value, comment.value.trim())) form.remove();
+      else send.disabled = false;
+    });
+    bubble.querySelector(".answer-actions").after(form);
+  }
+
+  function actionButton(label, text, onClick) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "ghost action";
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.textContent = text;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  function offerActions(bubble, question, rated) {
+    const id = bubble.dataset.responseId || bubble.dataset.requestId;
+    if (!id || bubble.querySelector(".answer-actions")) return;
+    const bar = document.createElement("div");
+    bar.className = "answer-actions";
+    for (const [rating, label, text] of [["up", "Good answer", "👍"], ["down", "Bad answer", "👎"]]) {
+      const button = actionButton(label, text, async () => {
+        button.disabled = true;
+        try {
+          if (await sendRating(bubble, rating) && rating === "down") askWhy(bubble);
+        } catch (error) {
+          bar.querySelector(".rating-status").textContent = `Feedback not sent: ${error}`;
+        } finally {
+          button.disabled = false;
+        }
+      });
+      button.classList.add("rate");
+      button.dataset.rating = rating;
+      button.setAttribute("aria-pressed", String(rated === rating));
+      bar.append(button);
+    }
+    bar.append(actionButton("Copy answer", "Copy", async () => {
+      const text = bubble.querySelector(".content").textContent;
+      const status = bar.querySelector(".rating-status");
+      try {
+        await navigator.clipboard.writeText(text);
+        status.textContent = "Copied.";
+      } catch (_) {
+        status.textContent = "Copy is not allowed here: select the text instead.";
+      }
+    }));
+    if (question) {
+      bar.append(actionButton("Regenerate answer", "Regenerate", () => {
+        if (!state.controller) regenerate(question);
+      }));
+    }
+    const status = document.createElement("span");
+    status.className = "rating-status";
+    status.setAttribute("role", "status");
+    bar.append(status);
+    bubble.append(bar);
+  }
+
+  function showOutcome(bubble, question) {
     bubble.dataset.state = "done";
+    if (bubble.dataset.finish !== "content_filter") offerActions(bubble, question, null);
     if (bubble.dataset.finish === "content_filter") {
       bubble.dataset.state = "moderated";
       addNote(bubble, "This answer was stopped by content moderation.", "moderation");
@@ -362,7 +480,7 @@
     setStreaming(true);
     try {
       answer = await render(bubble, await events(), question);
-      showOutcome(bubble);
+      showOutcome(bubble, question);
     } catch (error) {
       answer = content.textContent;
       showFailure(bubble, error);
@@ -386,11 +504,21 @@
     return { bubble, controller };
   }
 
-  async function sendMessage(text) {
+  // Ask the last question again: a new answer below (with a stored conversation, a new turn).
+  async function regenerate(question) {
+    if (!state.conversationId && state.transcript.at(-1)?.role === "assistant") {
+      state.transcript.pop();  // the answer being replaced
+      state.transcript.pop();  // its question, sent again below
+    }
+    await sendMessage(question, { regenerated: true });
+  }
+
+  async function sendMessage(text, { regenerated = false } = {}) {
     showNotice("");
     state.transcript.push({ role: "user", content: text });
-    addMessage("user", text);
+    if (!regenerated) addMessage("user", text);
     const { bubble, controller } = answerBubble();
+    if (regenerated) bubble.dataset.regenerated = "true";
     if (state.conversationId) bubble.dataset.conversationId = state.conversationId;
     const request = {
       model: el.model.value,
@@ -569,7 +697,11 @@
         for (const message of turn.messages || []) show(message.role, textOf(message.content));
         if (turn.answer == null && !turn.finish_reason) continue;
         const answer = show("assistant", turn.answer || "");
+        answer.dataset.requestId = turn.request_id;
         if (!turn.answer) answer.querySelector(".content").classList.add("blank");
+        else if (turn.finish_reason !== "content_filter") {
+          offerActions(answer, null, turn.rating && turn.rating.rating);
+        }
         if (turn.finish_reason === "content_filter") {
           answer.dataset.state = "moderated";
           addNote(answer, "This answer was stopped by content moderation.", "moderation");
