@@ -160,3 +160,10 @@ def archived_record(
     if invalid is not None:
         record.update(raw_b64=raw_b64, invalid=invalid)
     return record
+
+
+def archived_event_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The event's own fields of an archived record (the Kafka coordinates and the invalid
+    record's ``raw_b64``/``invalid`` left out): ready for the event model to validate."""
+    added = {*KAFKA_FIELDS, "raw_b64", "invalid"}
+    return {k: v for k, v in record.items() if k not in added}

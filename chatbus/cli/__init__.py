@@ -21,6 +21,7 @@ from chatbus.cli.ops.commands import ops
 from chatbus.cli.pipeline import pipeline, supervise
 from chatbus.cli.schemas import schemas_cmd
 from chatbus.cli.services import infra
+from chatbus.cli.shadow import shadow
 from chatbus.cli.topics import topics
 from chatbus.cli.usage import usage
 from chatbus.cli.users import users
@@ -47,6 +48,7 @@ for _command in (
     users,
     topics,
     model,
+    shadow,
     infra,
     pipeline,
     supervise,

@@ -1,0 +1,1 @@
+"""Shadow replay: a candidate model answers recorded traffic on topics no user reads."""
