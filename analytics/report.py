@@ -36,6 +36,7 @@ SECTION_TITLES = {
     "feedback": "Feedback",
     "conversations": "Conversations",
     "fairness": "Fairness",
+    "compare": "Production vs candidate",
 }
 
 
@@ -86,9 +87,15 @@ def _run_one(
 
 
 def build_report(
-    spark: SparkSession, input_root: str, output_dir: Path, *, progress: bool = True
+    spark: SparkSession,
+    input_root: str,
+    output_dir: Path,
+    *,
+    progress: bool = True,
+    candidate: str | None = None,
 ) -> Path:
-    """Run every job and write ``<output_dir>/report.html``; its path."""
+    """Run every job and write ``<output_dir>/report.html``; its path. With ``candidate`` (a
+    shadow run's archive), a section puts production and the candidate side by side."""
     from tqdm import tqdm
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +109,10 @@ def build_report(
             bar.set_postfix_str(job)
 
         results = run_jobs(spark, input_root, tables_dir, on_job=step)
+        if candidate is not None:
+            bar.total += 1
+            step("compare")
+            results.append(compare_result(spark, input_root, candidate, tables_dir))
         bar.update(1)
         bar.set_postfix_str("charts")
         page = render(results, input_root=input_root, tables_dir=tables_dir)
@@ -110,6 +121,26 @@ def build_report(
         bar.update(1)
     finally:
         bar.close()
+    return path.resolve()
+
+
+def compare_result(
+    spark: SparkSession, production: str, candidate: str, tables_dir: str
+) -> JobResult:
+    """The compare job's tables (written under ``tables_dir``), read back for the report."""
+    from analytics.jobs import compare
+
+    started = time.perf_counter()
+    paths = compare.run(spark, production, candidate, tables_dir)
+    result = JobResult("compare", time.perf_counter() - started, paths)
+    for name, path in paths.items():
+        result.tables[name] = spark.read.parquet(path).toPandas()
+    return result
+
+
+def write_page(results: list[JobResult], *, input_root: str, tables_dir: str, path: Path) -> Path:
+    """The HTML page of ``results`` at ``path``; its resolved path."""
+    path.write_text(render(results, input_root=input_root, tables_dir=tables_dir), "utf-8")
     return path.resolve()
 
 
@@ -302,6 +333,54 @@ def _fairness(tables: dict[str, pd.DataFrame]) -> str:
     )
 
 
+def _compare(tables: dict[str, pd.DataFrame]) -> str:
+    import matplotlib.pyplot as plt
+
+    summary = tables["compare_summary"].set_index("side")
+    figure, axes = plt.subplots(1, 3, figsize=(13, 2.8))
+    for ax, (metric, title) in zip(
+        axes[:2],
+        (("refusal_rate", "refusal rate (%)"), ("moderation_rate", "output flagged (%)")),
+        strict=True,
+    ):
+        rate = summary[metric] * 100
+        low = rate - summary[f"{metric}_low"] * 100
+        high = summary[f"{metric}_high"] * 100 - rate
+        ax.barh(list(summary.index), rate, xerr=[low, high], capsize=3)
+        ax.set_title(title, fontsize=9)
+    pairs = tables["compare_pairs"]
+    for side in ("production", "candidate"):
+        axes[2].hist(pairs[f"{side}_chars"].dropna(), bins=30, alpha=0.5, label=side)
+    axes[2].set_title("answer length (chars)", fontsize=9)
+    axes[2].legend(fontsize=7)
+    fairness = tables["compare_fairness"]
+    gaps = ""
+    if not fairness.empty:
+        wide = fairness.pivot_table(
+            index=["axis", "term"], columns="side", values="refusal_rate_diff"
+        ).reset_index()
+        gaps = (
+            "<h3>Fairness gaps on the same prompts</h3><p>Term group minus reference group, "
+            "per side; <code>*_adj</code> bounds are Bonferroni-corrected over the side's "
+            "comparisons (family-wise 95%).</p>" + _table(wide) + _table(fairness, 60)
+        )
+    columns = ["request_id", "prompt", "production_answer", "candidate_answer", "overlap"]
+    disagreements = pairs.sort_values("overlap").head(20)[columns]
+    return (
+        _png(figure)
+        + _table(tables["compare_summary"])
+        + "<h3>Output moderation by category</h3>"
+        + _table(tables["compare_moderation"], 60)
+        + gaps
+        + "<h3>Where the two answers differ most</h3>"
+        + _table(
+            disagreements[
+                ["request_id", "prompt", "production_answer", "candidate_answer", "overlap"]
+            ]
+        )
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, pd.DataFrame]], str]] = {
     "latency": _latency,
     "usage": _usage,
@@ -309,6 +388,7 @@ RENDERERS: dict[str, Callable[[dict[str, pd.DataFrame]], str]] = {
     "feedback": _feedback,
     "conversations": _conversations,
     "fairness": _fairness,
+    "compare": _compare,
 }
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}

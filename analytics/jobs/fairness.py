@@ -17,13 +17,17 @@ Method (also in ``docs/analytics.md``):
    term's group is compared with the reference group: the refusal-rate and moderation-rate
    differences with Newcombe's hybrid score 95% interval, the mean answer-length difference with
    Welch's 95% t interval (:mod:`analytics.stats`). An interval that excludes 0 is a difference
-   the data supports at that level (no correction for the many comparisons is applied).
+   the data supports at that level for that one comparison; the ``*_adj`` intervals correct for
+   the many comparisons of the table (Bonferroni over its ``comparisons`` rows, family-wise 95%).
 
 Table ``fairness`` — one row per (axis, term): ``reference``, ``templates`` (matched),
 ``n_term``, ``n_reference``, and for ``refusal_rate`` and ``moderation_rate``: ``*_term``,
 ``*_reference``, ``*_diff``, ``*_diff_low``, ``*_diff_high``; for answer length:
 ``answer_chars_term``, ``answer_chars_reference``, ``answer_chars_diff``,
-``answer_chars_diff_low``, ``answer_chars_diff_high``, ``answers_term``, ``answers_reference``.
+``answer_chars_diff_low``, ``answer_chars_diff_high``, ``answers_term``, ``answers_reference``;
+``comparisons`` (rows of the table) and the Bonferroni-adjusted bounds
+``refusal_rate_diff_low_adj``, ``refusal_rate_diff_high_adj``, ``moderation_rate_diff_low_adj``,
+``moderation_rate_diff_high_adj``, ``answer_chars_diff_low_adj``, ``answer_chars_diff_high_adj``.
 
 Table ``fairness_groups`` — the per (axis, template, term) counts the comparison is built from:
 ``requests``, ``refused``, ``moderated``, ``answers``, ``answer_chars_sum``,
@@ -36,6 +40,7 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a file by spark-submit: make the checkout importable
@@ -44,7 +49,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the checkou
 from analytics import frames
 from analytics.jobs import runner
 from analytics.lexicon import AXES, REFUSAL_PATTERN, axis_pattern, placeholder, reference
-from analytics.stats import mean_var, newcombe_difference, welch_difference
+from analytics.stats import Z95, mean_var, newcombe_difference, welch_difference
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -87,6 +92,17 @@ def probes(spark: SparkSession, root: str) -> DataFrame:
 
 
 def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
+    groups = group_counts(spark, root)
+    rows = [r.asDict() for r in groups.collect()]
+    return {
+        "fairness": spark.createDataFrame(compare(rows), schema=SCHEMA),
+        "fairness_groups": spark.createDataFrame(rows, schema=groups.schema),
+    }
+
+
+def group_counts(spark: SparkSession, root: str, only: DataFrame | None = None) -> DataFrame:
+    """The per (axis, template, term) counts of :data:`GROUP_COLUMNS` (of the requests in
+    ``only``'s ``request_id`` column, when given)."""
     from pyspark.sql import functions as F
 
     verdicts = (
@@ -100,9 +116,11 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
         )
     )
     answers = frames.completions(spark, root).select("request_id", "finish_reason", "text")
+    probed = probes(spark, root)
+    if only is not None:
+        probed = probed.join(only.select("request_id").distinct(), "request_id", "left_semi")
     outcome = (
-        probes(spark, root)
-        .join(answers, "request_id")
+        probed.join(answers, "request_id")
         .join(verdicts, "request_id", "left")
         .withColumn(
             "refused",
@@ -118,7 +136,7 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
             ),
         )
     )
-    groups = (
+    return (
         outcome.groupBy("axis", "template", "term")
         .agg(
             F.count("*").alias("requests"),
@@ -132,11 +150,6 @@ def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:
         )
         .orderBy("axis", "template", "term")
     )
-    rows = [r.asDict() for r in groups.collect()]
-    return {
-        "fairness": spark.createDataFrame(compare(rows), schema=_SCHEMA),
-        "fairness_groups": spark.createDataFrame(rows, schema=groups.schema),
-    }
 
 
 _FIELDS = (
@@ -163,58 +176,87 @@ _FIELDS = (
     "answer_chars_diff",
     "answer_chars_diff_low",
     "answer_chars_diff_high",
+    "comparisons",
+    "refusal_rate_diff_low_adj",
+    "refusal_rate_diff_high_adj",
+    "moderation_rate_diff_low_adj",
+    "moderation_rate_diff_high_adj",
+    "answer_chars_diff_low_adj",
+    "answer_chars_diff_high_adj",
 )
-_INTS = {"templates", "n_term", "n_reference", "answers_term", "answers_reference"}
-_SCHEMA = ", ".join(
+_INTS = {"templates", "n_term", "n_reference", "answers_term", "answers_reference", "comparisons"}
+SCHEMA = ", ".join(
     f"{f} {'string' if i < 3 else 'long' if f in _INTS else 'double'}"
     for i, f in enumerate(_FIELDS)
 )
 
 
-def compare(groups: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """The ``fairness`` rows from the per (axis, template, term) counts (pure Python)."""
+def compare(groups: list[dict[str, Any]], alpha: float = 0.05) -> list[tuple[Any, ...]]:
+    """The ``fairness`` rows from the per (axis, template, term) counts (pure Python).
+
+    Besides each comparison's own 95% interval, the ``*_adj`` intervals hold at the family-wise
+    level ``1 - alpha`` over all ``comparisons`` rows of the table (Bonferroni: each at
+    ``1 - alpha / comparisons``): a gap whose adjusted interval excludes 0 survives the many
+    comparisons made."""
     cells: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(dict)
     for g in groups:
         cells[(g["axis"], g["term"])][g["template"]] = {c: int(g[c]) for c in GROUP_COLUMNS}
-    out = []
+    pairs = []
     for axis, terms in AXES.items():
         ref = reference(axis)
         ref_cells = cells.get((axis, ref), {})
         for term in terms[1:]:
             term_cells = cells.get((axis, term), {})
             shared = sorted(set(term_cells) & set(ref_cells))
-            if not shared:
-                continue
-            a = {c: sum(term_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
-            b = {c: sum(ref_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
-            refusal = newcombe_difference(a["refused"], a["requests"], b["refused"], b["requests"])
-            moderation = newcombe_difference(
-                a["moderated"], a["requests"], b["moderated"], b["requests"]
+            if shared:
+                a = {c: sum(term_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
+                b = {c: sum(ref_cells[t][c] for t in shared) for c in GROUP_COLUMNS}
+                pairs.append((axis, term, ref, len(shared), a, b))
+    m = len(pairs)
+    z_adj = NormalDist().inv_cdf(1 - alpha / (2 * m)) if m else Z95
+    out = []
+    for axis, term, ref, templates, a, b in pairs:
+        refusal = newcombe_difference(a["refused"], a["requests"], b["refused"], b["requests"])
+        moderation = newcombe_difference(
+            a["moderated"], a["requests"], b["moderated"], b["requests"]
+        )
+        mean_a, var_a = mean_var(a["answer_chars_sum"], a["answer_chars_sumsq"], a["answers"])
+        mean_b, var_b = mean_var(b["answer_chars_sum"], b["answer_chars_sumsq"], b["answers"])
+        length = welch_difference(mean_a, var_a, a["answers"], mean_b, var_b, b["answers"])
+        refusal_adj = newcombe_difference(
+            a["refused"], a["requests"], b["refused"], b["requests"], z_adj
+        )
+        moderation_adj = newcombe_difference(
+            a["moderated"], a["requests"], b["moderated"], b["requests"], z_adj
+        )
+        length_adj = welch_difference(
+            mean_a, var_a, a["answers"], mean_b, var_b, b["answers"], 1 - alpha / max(m, 1)
+        )
+        out.append(
+            (
+                axis,
+                term,
+                ref,
+                templates,
+                a["requests"],
+                b["requests"],
+                _rate(a["refused"], a["requests"]),
+                _rate(b["refused"], b["requests"]),
+                *refusal,
+                _rate(a["moderated"], a["requests"]),
+                _rate(b["moderated"], b["requests"]),
+                *moderation,
+                a["answers"],
+                b["answers"],
+                mean_a,
+                mean_b,
+                *length,
+                m,
+                *refusal_adj[1:],
+                *moderation_adj[1:],
+                *length_adj[1:],
             )
-            mean_a, var_a = mean_var(a["answer_chars_sum"], a["answer_chars_sumsq"], a["answers"])
-            mean_b, var_b = mean_var(b["answer_chars_sum"], b["answer_chars_sumsq"], b["answers"])
-            length = welch_difference(mean_a, var_a, a["answers"], mean_b, var_b, b["answers"])
-            out.append(
-                (
-                    axis,
-                    term,
-                    ref,
-                    len(shared),
-                    a["requests"],
-                    b["requests"],
-                    _rate(a["refused"], a["requests"]),
-                    _rate(b["refused"], b["requests"]),
-                    *refusal,
-                    _rate(a["moderated"], a["requests"]),
-                    _rate(b["moderated"], b["requests"]),
-                    *moderation,
-                    a["answers"],
-                    b["answers"],
-                    mean_a,
-                    mean_b,
-                    *length,
-                )
-            )
+        )
     return out
 
 

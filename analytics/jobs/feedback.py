@@ -29,32 +29,14 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the checkou
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from analytics import frames
+from analytics.columns import wilson_bounds
 from analytics.jobs import runner
-from analytics.stats import Z95
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 SAMPLE_PER_MODEL = 25
 TEXT_CHARS = 1000
-
-
-def wilson_bounds(successes: str, n: str) -> tuple[Column, Column]:
-    """Wilson's 95% score interval of ``successes / n`` as two Spark columns (null when n = 0);
-    the same formula as :func:`analytics.stats.wilson`."""
-    from pyspark.sql import functions as F
-
-    k, total = F.col(successes), F.col(n)
-    p = k / total
-    z2 = Z95 * Z95
-    denom = 1 + z2 / total
-    centre = (p + z2 / (2 * total)) / denom
-    half = Z95 * F.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / denom
-    valid = total > 0
-    return (
-        F.when(valid, F.greatest(F.lit(0.0), centre - half)),
-        F.when(valid, F.least(F.lit(1.0), centre + half)),
-    )
 
 
 def compute(spark: SparkSession, root: str) -> dict[str, DataFrame]:

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -500,6 +502,16 @@ def test_fairness_compares_prompt_pairs_that_differ_only_in_a_demographic_term(
             <= row.moderation_rate_diff
             <= row.moderation_rate_diff_high
         )
+        # Bonferroni over the table's comparisons: the same test at level 0.05 / m
+        m = len(fairness)
+        assert row.comparisons == m
+        z = NormalDist().inv_cdf(1 - 0.05 / (2 * m))
+        _, low, high = newcombe_difference(int(a[1]), int(a[0]), int(b[1]), int(b[0]), z)
+        assert (row.refusal_rate_diff_low_adj, row.refusal_rate_diff_high_adj) == pytest.approx(
+            (low, high)
+        )
+        assert row.answer_chars_diff_low_adj < row.answer_chars_diff_low
+        assert row.answer_chars_diff_high_adj > row.answer_chars_diff_high
 
 
 def test_a_missing_archive_says_how_to_make_one(spark: Any, tmp_path: Path) -> None:
@@ -633,3 +645,142 @@ def test_a_topic_nothing_was_archived_from_yet_reads_as_no_rows(
     shutil.copytree(archive, partial, ignore=shutil.ignore_patterns("topic=chat.control"))
     tables = conversations.compute(spark, str(partial))
     assert tables["conversations"].count() > 0
+
+
+# --- production against a candidate ------------------------------------------------------------
+CANDIDATE_EVERY = 3  # the shadow run replayed every third answered request
+
+
+def _write_topic(root: Path, topic: str, events: list[dict[str, Any]]) -> None:
+    from schemas.archive import archived_record
+
+    folder = root / f"topic={topic}" / "dt=2026-11-02" / "hour=00"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps(
+            archived_record(
+                e, topic=topic, partition=0, offset=n, timestamp_ms=0, key=e["request_id"]
+            )
+        )
+        for n, e in enumerate(events)
+    ]
+    (folder / "part-0000-x.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
+
+
+@pytest.fixture(scope="module")
+def candidate_archive(
+    tmp_path_factory: pytest.TempPathFactory, events: dict[str, list[dict[str, Any]]]
+) -> tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A shadow run's archive: the candidate answered every third answered request; it refuses
+    one in five, answers the rest with the production answer's first half, and its output
+    moderation flags one in seven (as ``violence``)."""
+    from schemas.events import ChatRequest, Completion, ModerationVerdict, Timings, Usage
+
+    root = tmp_path_factory.mktemp("candidate")
+    requests = {r["request_id"]: r for r in events["chat.requests"]}
+    answered = sorted(
+        (c for c in events["chat.completions"] if c["finish_reason"] in ("stop", "length")),
+        key=lambda c: c["request_id"],
+    )[::CANDIDATE_EVERY]
+    completions, verdicts, asked = {}, {}, []
+    for n, production in enumerate(answered):
+        request_id = production["request_id"]
+        fields = {k: v for k, v in requests[request_id].items() if not k.startswith("kafka_")}
+        asked.append(ChatRequest.model_validate(fields | {"model": "cand"}).model_dump(mode="json"))
+        words = production["text"].split()
+        text = "I'm sorry, I can't help." if n % 5 == 0 else " ".join(words[: len(words) // 2])
+        completions[request_id] = Completion(
+            request_id=request_id,
+            conversation_id=production["conversation_id"],
+            model="cand",
+            text=text,
+            finish_reason="stop",
+            usage=Usage(
+                prompt_tokens=3,
+                completion_tokens=len(text.split()),
+                total_tokens=3 + len(text.split()),
+            ),
+            timings=Timings(total_ms=100.0 + n, time_to_first_token_ms=10.0 + n),
+            worker_id="shadow",
+        ).model_dump(mode="json")
+        flagged = n % 7 == 0
+        verdicts[request_id] = ModerationVerdict(
+            request_id=request_id,
+            conversation_id=production["conversation_id"],
+            stage="output",
+            flagged=flagged,
+            categories={"violence": flagged, "harassment": False},
+            category_scores={"violence": 0.9 if flagged else 0.1, "harassment": 0.0},
+            action="stop_generation" if flagged else "allow",
+        ).model_dump(mode="json")
+    _write_topic(root, "chat.requests", asked)
+    _write_topic(root, "chat.completions", list(completions.values()))
+    _write_topic(root, "chat.moderation", list(verdicts.values()))
+    return root, completions, verdicts
+
+
+def test_compare_puts_production_and_candidate_side_by_side_on_the_same_prompts(
+    spark: Any,
+    archive: Path,
+    candidate_archive: tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]],
+    events: dict[str, list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    from analytics.jobs import compare
+
+    root, candidate, verdicts = candidate_archive
+    paths = compare.run(spark, str(archive), str(root), str(tmp_path / "compare"))
+    pairs = pd.read_parquet(paths["compare_pairs"]).set_index("request_id")
+    assert sorted(pairs.index) == sorted(candidate)  # one row per prompt pair
+    production = {c["request_id"]: c for c in events["chat.completions"]}
+    ratings = {
+        r["request_id"]: r["rating"] for r in events["chat.feedback"] if r["type"] == "chat.rating"
+    }
+    refusal = re.compile(REFUSAL_PATTERN)
+    overlaps = []
+    for request_id, row in pairs.iterrows():
+        mine, theirs = candidate[request_id], production[request_id]
+        assert row.candidate_answer == mine["text"][:1000]
+        assert row.production_answer == theirs["text"][:1000]
+        assert bool(row.candidate_refused) == bool(refusal.match(mine["text"]))
+        assert bool(row.candidate_flagged) == verdicts[request_id]["flagged"]
+        assert row.candidate_total_ms == mine["timings"]["total_ms"]
+        assert (row.rating if isinstance(row.rating, str) else None) == ratings.get(request_id)
+        a = {w for w in re.split(r"[^\w']+", theirs["text"].lower()) if w}
+        b = {w for w in re.split(r"[^\w']+", mine["text"].lower()) if w}
+        assert row.overlap == pytest.approx(len(a & b) / len(a | b))
+        if ratings.get(request_id) == "up":
+            overlaps.append(len(a & b) / len(a | b))
+
+    summary = pd.read_parquet(paths["compare_summary"]).set_index("side")
+    n = len(candidate)
+    refused = sum(bool(refusal.match(c["text"])) for c in candidate.values())
+    flagged = sum(v["flagged"] for v in verdicts.values())
+    cand = summary.loc["candidate"]
+    assert (cand.model, cand.prompts, cand.refused, cand.flagged) == ("cand", n, refused, flagged)
+    assert (cand.refusal_rate_low, cand.refusal_rate_high) == pytest.approx(wilson(refused, n))
+    assert cand.up_rated == len(overlaps) > 0
+    assert cand.agreement_with_up_rated == pytest.approx(sum(overlaps) / len(overlaps))
+    assert summary.loc["production", "prompts"] == n
+    moderation = pd.read_parquet(paths["compare_moderation"])
+    violence = moderation[(moderation.side == "candidate") & (moderation.category == "violence")]
+    assert violence.flagged.tolist() == [flagged]
+    fairness_table = pd.read_parquet(paths["compare_fairness"])
+    assert set(fairness_table["side"]) <= {"production", "candidate"}
+
+
+def test_the_report_shows_production_against_the_candidate_with_charts(
+    spark: Any,
+    archive: Path,
+    candidate_archive: tuple[Path, dict[str, dict[str, Any]], dict[str, dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    from analytics.report import compare_result, write_page
+
+    result = compare_result(spark, str(archive), str(candidate_archive[0]), str(tmp_path))
+    page = write_page(
+        [result], input_root=str(archive), tables_dir=str(tmp_path), path=tmp_path / "c.html"
+    ).read_text()
+    assert '<section id="compare"><h2>Production vs candidate</h2>' in page
+    assert page.count("data:image/png;base64,") == 1
+    assert "Where the two answers differ most" in page
