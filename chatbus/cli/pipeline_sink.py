@@ -14,11 +14,13 @@ other; the command line is where they are wired together.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from analytics.simulate.generator import Profile, Simulator
+from analytics.simulate.generator import P_RATING, Profile, Simulator
+from analytics.simulate.rater import rate_answer
 from chatbus.errors import ChatbusError
 from chatbus.settings import Settings
 from schemas.events import CancelRequest, ChatRequest, SamplingParams
@@ -32,6 +34,8 @@ class PipelineResult:
     answered: int = 0
     cancelled: int = 0
     refused: int = 0
+    rated_up: int = 0
+    rated_down: int = 0
     failed: int = 0  # no answer before the deadline
     finish_reasons: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -61,9 +65,12 @@ async def simulate_to_pipeline(
     max_tokens: int = 32,
     concurrency: int = 4,
     timeout_s: float = 120.0,
+    rate_share: float = P_RATING,
     on_progress: Callable[[int], None] | None = None,
 ) -> PipelineResult:
-    """Send ``profile.conversations`` conversations; every answer awaited (or ``timeout_s``)."""
+    """Send ``profile.conversations`` conversations; every answer awaited (or ``timeout_s``).
+    About ``rate_share`` of the answers are rated by their user (:func:`rate_answer`, on the
+    answer's real text), as ``chat.rating`` events."""
     from producers.sdk import ChatClient, ChatError
 
     sim = Simulator(profile)
@@ -93,11 +100,13 @@ async def simulate_to_pipeline(
                 conversation_id = request.conversation_id
                 result.requests += 1
                 finish = None
+                text = []
                 try:
                     async for chunk in client.chunks(request.request_id, timeout_s=left):
                         if cancel and chunk.seq == 0 and not chunk.is_last:
                             await client.cancel(request.request_id)
                         finish = chunk.finish_reason or finish
+                        text.append(chunk.text)
                 except ChatError as exc:  # the service answered with an error (or a refusal)
                     finish = (
                         "content_filter" if exc.info.code == "content_policy_violation" else "error"
@@ -109,6 +118,12 @@ async def simulate_to_pipeline(
                     result.failed += 1
                     result.errors.append(f"{request.request_id}: {exc}")
                     return
+                rates = random.Random(f"rate:{turn.request_id}").random() < rate_share  # noqa: S311
+                if finish not in (None, "content_filter", "error") and rates:
+                    rating, category = rate_answer("".join(text), finish)
+                    await client.feedback(request, rating, category=category)  # type: ignore[arg-type]
+                    result.rated_up += rating == "up"
+                    result.rated_down += rating == "down"
                 if finish is not None:
                     result.finish_reasons[finish] = result.finish_reasons.get(finish, 0) + 1
                     result.answered += finish not in ("content_filter", "error")
