@@ -46,7 +46,8 @@ def _input_option(func: click.decorators.FC) -> click.decorators.FC:
 
 @click.group()
 def analytics() -> None:
-    """PySpark jobs over the S3 archive (latency, usage, moderation, conversations, fairness)."""
+    """PySpark jobs over the S3 archive: the report's jobs (latency, usage, moderation, feedback,
+    conversations, fairness), the fine-tuning set (dataset) and a candidate's comparison."""
 
 
 def _job_command(job: str) -> click.Command:
@@ -143,7 +144,16 @@ def _spark_failure(exc: Exception, source: str) -> Exception:
     help="Folder of report.html and its tables (default: .chatbus/analytics/report).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def report(input_root: str | None, output: str | None, no_progress: bool) -> None:
+@click.option(
+    "--candidate",
+    default=None,
+    metavar="ROOT",
+    help="A shadow run's archive (what `chatbus shadow` prints): adds a section that puts "
+    "production and the candidate side by side.",
+)
+def report(
+    input_root: str | None, output: str | None, no_progress: bool, candidate: str | None
+) -> None:
     """Run every job and write one self-contained HTML report with charts."""
     from analytics.report import build_report
     from analytics.spark_session import needs_s3a
@@ -154,10 +164,115 @@ def report(input_root: str | None, output: str | None, no_progress: bool) -> Non
     path = _with_spark(
         "chatbus-report",
         source,
-        needs_s3a(source),
-        lambda spark: build_report(spark, source, target, progress=not no_progress),
+        needs_s3a(source, candidate or ""),
+        lambda spark: build_report(
+            spark, source, target, progress=not no_progress, candidate=candidate
+        ),
     )
     click.echo(path.as_uri())
+
+
+@analytics.command()
+@_input_option
+@click.option(
+    "--candidate",
+    required=True,
+    metavar="ROOT",
+    help="The shadow run's archive: s3a://BUCKET/<archive prefix>-shadow/NAME (what "
+    "`chatbus shadow` prints) or a folder.",
+)
+@click.option(
+    "--output",
+    default=None,
+    metavar="DIR",
+    help="Folder of compare.html and its tables (default: .chatbus/analytics/compare).",
+)
+def compare(input_root: str | None, candidate: str, output: str | None) -> None:
+    """Production and a candidate side by side on the prompts the shadow run replayed:
+    answers, refusal and moderation rates, latency, agreement with up-rated answers, fairness
+    gaps. Writes the tables and compare.html.
+
+    Same as: spark-submit analytics/jobs/compare.py --input ROOT --candidate ROOT --output DIR"""
+    from analytics.report import compare_result, write_page
+    from analytics.spark_session import needs_s3a
+
+    settings = get_settings()
+    source = input_root or _default_input(settings)
+    target = Path(output).resolve() if output else _default_output(settings, "compare")
+    target.mkdir(parents=True, exist_ok=True)
+    tables = str(target / "tables")
+    result = _with_spark(
+        "chatbus-compare",
+        source,
+        needs_s3a(source, candidate),
+        lambda spark: compare_result(spark, source, candidate, tables),
+    )
+    summary = result.tables["compare_summary"]
+    click.echo(summary.to_string(index=False))
+    page = write_page([result], input_root=source, tables_dir=tables, path=target / "compare.html")
+    click.echo(page.as_uri())
+
+
+@analytics.command()
+@_input_option
+@click.option(
+    "--output",
+    default=None,
+    metavar="DIR",
+    help="Folder or s3a:// of train.jsonl, validation.jsonl, parquet/ and the data card "
+    "(default: .chatbus/analytics/dataset).",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of the conversations in the validation split.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the split (and of MinHash)."
+)
+@click.option(
+    "--near-threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity above which two turns are near duplicates.",
+)
+@click.option(
+    "--keep-truncated",
+    is_flag=True,
+    help="Keep answers cut at max_tokens (finish_reason length); dropped by default.",
+)
+def dataset(
+    input_root: str | None,
+    output: str | None,
+    validation_fraction: float,
+    seed: int,
+    near_threshold: float,
+    keep_truncated: bool,
+) -> None:
+    """A chat fine-tuning set from the archive: train/validation in OpenAI's JSONL and Parquet,
+    with a data card (rules: docs/dataset.md).
+
+    Same as: spark-submit analytics/jobs/dataset.py --input ROOT --output DIR"""
+    from analytics.jobs import dataset as job
+    from analytics.spark_session import needs_s3a
+
+    settings = get_settings()
+    source = input_root or _default_input(settings)
+    target = output or str(_default_output(settings, "dataset"))
+    params = job.params_of(validation_fraction, seed, near_threshold, keep_truncated)
+    started = time.perf_counter()
+    paths = _with_spark(
+        "chatbus-dataset",
+        source,
+        needs_s3a(source, target),
+        lambda spark: job.run(spark, source, target, params),
+    )
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+    click.secho(f"dataset done in {time.perf_counter() - started:.1f} s", dim=True, err=True)
 
 
 @click.command()
@@ -202,6 +317,19 @@ def report(input_root: str | None, output: str | None, no_progress: bool) -> Non
     show_default=True,
     help="Pipeline: seconds to wait for every answer.",
 )
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Pipeline: the longest answer asked for.",
+)
+@click.option(
+    "--probe-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Share of conversations that are demographic probe pairs (default 0.15).",
+)
 def simulate(
     sink: str,
     events: int | None,
@@ -213,6 +341,8 @@ def simulate(
     replace: bool,
     jobs: int | None,
     timeout: float,
+    max_tokens: int,
+    probe_share: float | None,
 ) -> None:
     """Produce synthetic conversations for analysis (users, models, long-tailed lengths,
     cancellations, moderation hits, demographic prompt pairs)."""
@@ -226,9 +356,12 @@ def simulate(
     if events is not None and conversations is not None:
         raise click.UsageError("give --events or --conversations, not both")
     base = Profile(seed=seed, days=days, users=users, partitions=settings.kafka.topic_partitions)
+    if probe_share is not None:
+        base = replace_fields(base, p_probe=probe_share)
     if sink == "pipeline":
         count = conversations or (conversations_for_events(base, events) if events else 5)
-        _simulate_pipeline(replace_fields(base, conversations=count), settings, timeout)
+        profile = replace_fields(base, conversations=count)
+        _simulate_pipeline(profile, settings, timeout, max_tokens)
         return
     from analytics.simulate.archive_sink import Target, default_jobs, simulate_to_archive
 
@@ -269,7 +402,9 @@ def simulate(
     )
 
 
-def _simulate_pipeline(profile: Profile, settings: Settings, timeout: float) -> None:
+def _simulate_pipeline(
+    profile: Profile, settings: Settings, timeout: float, max_tokens: int
+) -> None:
     from tqdm import tqdm
 
     from chatbus.cli.pipeline_sink import simulate_to_pipeline
@@ -277,7 +412,13 @@ def _simulate_pipeline(profile: Profile, settings: Settings, timeout: float) -> 
     try:
         with tqdm(total=profile.conversations, desc="conversations", unit="conv") as bar:
             result = asyncio.run(
-                simulate_to_pipeline(profile, settings, timeout_s=timeout, on_progress=bar.update)
+                simulate_to_pipeline(
+                    profile,
+                    settings,
+                    max_tokens=max_tokens,
+                    timeout_s=timeout,
+                    on_progress=bar.update,
+                )
             )
     except ChatbusError as exc:
         raise click.ClickException(str(exc)) from exc
