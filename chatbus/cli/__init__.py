@@ -17,6 +17,7 @@ from chatbus.cli.components import archiver, gateway, ledger, processors, worker
 from chatbus.cli.db import db
 from chatbus.cli.keys import keys
 from chatbus.cli.model import model
+from chatbus.cli.models import models
 from chatbus.cli.ops.commands import ops
 from chatbus.cli.pipeline import pipeline, supervise
 from chatbus.cli.schemas import schemas_cmd
@@ -48,6 +49,7 @@ for _command in (
     users,
     topics,
     model,
+    models,
     shadow,
     infra,
     pipeline,

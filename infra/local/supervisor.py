@@ -4,8 +4,9 @@ It runs in the background (``chatbus supervise``, started by ``chatbus pipeline 
 quarter second, reconciles what runs with what is wanted:
 
 * **wanted** comes from ``run_dir/supervisor.desired.json`` (:class:`Desired`), which
-  ``chatbus ops scale`` and ``chatbus ops drain`` rewrite: replicas per component, and the
-  replicas to retire first when scaling down (a drain);
+  ``chatbus ops scale``, ``chatbus ops drain`` and ``chatbus models promote`` rewrite: replicas
+  per component, the replicas to retire first when scaling down (a drain), and the model folder
+  a worker component's replicas start on when it is not their model's own (a promotion);
 * a replica that is wanted and not running is started; one that **crashed** is restarted after a
   backoff that doubles from 1 s per crash in a row (up to ``local_restart_backoff_max_s``) and
   resets once it has run for a minute;
@@ -108,13 +109,43 @@ def model_of(settings: Settings, component: str) -> str | None:
 
 
 class Desired(BaseModel):
-    """What should run: replicas per component, and which replicas to retire first."""
+    """What should run: replicas per component, which replicas to retire first, and the model
+    folder a worker component's new replicas load (absent: its model's own folder)."""
 
     replicas: dict[str, int] = Field(default_factory=dict)
     retire: list[str] = Field(default_factory=list)
+    model_paths: dict[str, str] = Field(default_factory=dict)
 
     def count(self, component: str) -> int:
         return self.replicas.get(component, 0)
+
+    def scaled(self, component: str, replicas: int) -> Desired:
+        """``component`` at ``replicas`` replicas (``chatbus ops scale``)."""
+        return self.model_copy(update={"replicas": dict(self.replicas) | {component: replicas}})
+
+    def retiring(self, replica: str) -> Desired:
+        """One replica fewer of ``replica``'s component, ``replica`` the one to go (a drain)."""
+        component = component_of(replica)
+        return self.scaled(component, max(0, self.count(component) - 1)).model_copy(
+            update={"retire": [*self.retire, replica]}
+        )
+
+    def with_model_path(self, component: str, path: str | None) -> Desired:
+        """New replicas of ``component`` load ``path`` (None: their model's own folder)."""
+        paths = {c: p for c, p in self.model_paths.items() if c != component}
+        if path is not None:
+            paths[component] = path
+        return self.model_copy(update={"model_paths": paths})
+
+
+def model_path_of(settings: Settings, desired: Desired, component: str) -> Path | None:
+    """The folder new replicas of a worker component load: the promoted one, else the model's
+    own (None for the other components)."""
+    model = model_of(settings, component)
+    if model is None:
+        return None
+    promoted = desired.model_paths.get(component)
+    return Path(promoted) if promoted else settings.model_folder(model)
 
 
 def default_desired(settings: Settings, components: tuple[str, ...] | None = None) -> Desired:
@@ -165,6 +196,17 @@ def read_status(settings: Settings) -> dict[str, dict[str, object]]:
         return json.loads(status_path(settings).read_text())  # type: ignore[no-any-return]
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (empty when it cannot be read): what an adopted
+    replica runs on."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -236,6 +278,7 @@ class Replica:
     stopping_since: float | None = None  # monotonic
     port: int = 0
     worker_id: str | None = None
+    model_path: str | None = None  # the folder a worker replica was started on
     _started_mono: float = field(default=0.0, repr=False)
 
 
@@ -280,8 +323,18 @@ class Supervisor:
                         pid=pid,
                         started_at=time.time(),
                         port=replica_port(self.settings, name),
+                        model_path=self._model_path_of_running(name, pid),
                         _started_mono=time.monotonic(),
                     )
+
+    def _model_path_of_running(self, name: str, pid: int) -> str | None:
+        """The folder a running worker replica loaded: its CHATBUS_MODEL_PATH, else its model's
+        own folder (None for the other components)."""
+        model = model_of(self.settings, component_of(name))
+        if model is None:
+            return None
+        started_with = _environment_of(pid).get("CHATBUS_MODEL_PATH")
+        return started_with or str(self.settings.model_folder(model))
 
     def reconcile(self) -> None:
         now = time.monotonic()
@@ -353,9 +406,11 @@ class Supervisor:
                 # the local broker allows it (group.min.session.timeout.ms): a dead worker's
                 # streams stall ~2 s, not the 6 s a managed cluster's default minimum imposes
                 env["CHATBUS_WORKER_SESSION_TIMEOUT_MS"] = str(LOCAL_WORKER_SESSION_TIMEOUT_MS)
-            if component != "worker":  # a further model: its own name and folder
+            if component != "worker":  # a further model: its own name
                 env["CHATBUS_MODEL_NAME"] = model
-                env["CHATBUS_MODEL_PATH"] = str(self.settings.model_folder(model))
+            # its model's folder, or the one promoted onto this component (chatbus models promote)
+            path = model_path_of(self.settings, self._desired, component)
+            replica.model_path = env["CHATBUS_MODEL_PATH"] = str(path)
         argv = [self.python, "-m", "chatbus.cli", spec_of(component).name]
         try:
             replica.pid = process.spawn(self.settings, name, argv, env=env)
@@ -371,6 +426,7 @@ class Supervisor:
             pid=replica.pid,
             port=replica.port,
             restarts=replica.restarts,
+            model_path=replica.model_path,
         )
 
     def _crashed(self, replica: Replica, now: float) -> None:

@@ -112,7 +112,7 @@ def ops_status(as_json: bool) -> None:
 def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None:
     """Run REPLICAS processes of COMPONENT (worker, worker@<model>, archiver, ledger) under the
     local supervisor; the group rebalances."""
-    from infra.local import process, supervisor
+    from infra.local import supervisor
 
     settings = get_settings()
     scalable = [
@@ -126,20 +126,19 @@ def ops_scale(component: str, replicas: int, wait: bool, timeout: float) -> None
             f"cannot scale {component!r}: scalable components are {', '.join(scalable)} "
             "(a further model is added with CHATBUS_LOCAL_MODELS)"
         )
-    if process.running_pid(settings, "supervisor") is None:
-        _fail(
-            "the local supervisor is not running: start the pipeline with `make run` or "
-            "`chatbus pipeline up` (on Kubernetes: kubectl scale / KEDA, see docs/runbook.md)"
-        )
+    require_supervisor(settings, "kubectl scale / KEDA")
     _warn_over_partitions(settings, component, replicas)
     before = supervisor.read_desired(settings).count(component)
-    supervisor.update_desired(
-        settings,
-        lambda d: d.model_copy(update={"replicas": dict(d.replicas) | {component: replicas}}),
-    )
+    supervisor.update_desired(settings, lambda d: d.scaled(component, replicas))
     click.echo(f"{component}: {before} → {replicas} replica(s)")
     if wait:
-        _wait_for(settings, component, replicas, timeout)
+        try:
+            ready = wait_ready(settings, component, replicas, timeout)
+        except TimeoutError as exc:
+            _fail(exc)
+        click.echo(
+            f"{component}: {replicas} replica(s) running and ready: {', '.join(ready) or '-'}"
+        )
 
 
 @ops.command("drain")
@@ -160,34 +159,27 @@ def ops_drain(replica: str, timeout: float) -> None:
     component = supervisor.component_of(replica)
     if not supervisor.spec_of(component).scalable:
         _fail(f"{replica} is the only {component}; stop the pipeline instead (make down)")
-    supervisor.update_desired(
-        settings,
-        lambda d: d.model_copy(
-            update={
-                "replicas": dict(d.replicas) | {component: max(0, d.count(component) - 1)},
-                "retire": [*d.retire, replica],
-            }
-        ),
-    )
+    supervisor.update_desired(settings, lambda d: d.retiring(replica))
     click.echo(f"draining {replica} (pid {row.get('pid')}): no new work, finishing in-flight")
-
-    def left() -> tuple[object] | None:
-        """(exit status,) once the replica has left, None while it drains."""
-        row = supervisor.read_status(settings).get(replica)
-        if row is None or row.get("state") not in ("running", "stopping"):
-            return (None if row is None else row.get("last_exit"),)
-        return None
-
     try:
-        (code,) = poll_until(left, timeout_s=timeout, interval=0.25, what=f"{replica} to leave")
-    except TimeoutError:
-        _fail(
-            f"{replica} still draining after {timeout:.0f} s; see "
-            f"{settings.log_dir / (replica + '.log')}"
-        )
+        code = wait_left(settings, replica, timeout)
+    except TimeoutError as exc:
+        _fail(exc)
     click.echo(f"{replica} drained and left (exit status {code})")
     if code not in (0, None):
         _fail(f"{replica} did not exit cleanly; see {settings.log_dir / replica}.log")
+
+
+def require_supervisor(settings: Settings, elsewhere: str) -> None:
+    """End the command unless the local supervisor runs (``elsewhere``: what to use instead on
+    Kubernetes)."""
+    from infra.local import process
+
+    if process.running_pid(settings, "supervisor") is None:
+        _fail(
+            "the local supervisor is not running: start the pipeline with `make run` or "
+            f"`chatbus pipeline up` (on Kubernetes: {elsewhere}, see docs/runbook.md)"
+        )
 
 
 def _warn_over_partitions(settings: Settings, component: str, replicas: int) -> None:
@@ -210,7 +202,9 @@ def _warn_over_partitions(settings: Settings, component: str, replicas: int) -> 
         )
 
 
-def _wait_for(settings: Settings, component: str, replicas: int, timeout: float) -> None:
+def wait_ready(settings: Settings, component: str, replicas: int, timeout: float) -> list[str]:
+    """Wait until exactly ``replicas`` replicas of ``component`` run and answer /readyz; their
+    names. Raises TimeoutError saying how far it got."""
     from chatbus.cli.ops.probes import probe
     from infra.local import supervisor
 
@@ -236,13 +230,34 @@ def _wait_for(settings: Settings, component: str, replicas: int, timeout: float)
             what=f"{replicas} {component} replica(s) ready",
         )
     except TimeoutError:
-        _fail(
+        raise TimeoutError(
             f"{component}: {len(seen['ready'])}/{replicas} ready after {timeout:.0f} s "
             f"(replicas: {seen['rows']}); see {settings.log_dir}"
-        )
-    click.echo(
-        f"{component}: {replicas} replica(s) running and ready: {', '.join(sorted(ready)) or '-'}"
-    )
+        ) from None
+    return sorted(ready)
+
+
+def wait_left(settings: Settings, replica: str, timeout: float) -> int | None:
+    """Wait until ``replica``, retired, has finished its work and exited; its exit status (None
+    when unknown). Raises TimeoutError while it still drains."""
+    from infra.local import supervisor
+
+    def left() -> tuple[int | None] | None:
+        """(exit status,) once the replica has left, None while it drains."""
+        row = supervisor.read_status(settings).get(replica)
+        if row is None or row.get("state") not in ("running", "stopping"):
+            code = None if row is None else row.get("last_exit")
+            return (code if isinstance(code, int) else None,)
+        return None
+
+    try:
+        (code,) = poll_until(left, timeout_s=timeout, interval=0.25, what=f"{replica} to leave")
+    except TimeoutError:
+        raise TimeoutError(
+            f"{replica} still draining after {timeout:.0f} s; see "
+            f"{settings.log_dir / (replica + '.log')}"
+        ) from None
+    return code
 
 
 @ops.group("dlq")

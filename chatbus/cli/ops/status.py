@@ -51,6 +51,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 f"{state}, pid {row.get('pid')}, port {port}, restarts {row.get('restarts')}"
                 f", live: {live.detail if live.status else 'no answer'}"
                 f", ready: {ready.detail}"
+                + (f", model {row['model_path']}" if row.get("model_path") else "")
             )
             rows.append(
                 {
@@ -63,6 +64,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                     "restarts": row.get("restarts"),
                     "ready": ready.ok,
                     "live": live.ok,
+                    "model_path": row.get("model_path"),
                     "detail": detail,
                 }
             )
