@@ -24,6 +24,7 @@ from chatbus.cli.schemas import schemas_cmd
 from chatbus.cli.services import infra
 from chatbus.cli.shadow import shadow
 from chatbus.cli.topics import topics
+from chatbus.cli.train import train
 from chatbus.cli.usage import usage
 from chatbus.cli.users import users
 
@@ -50,6 +51,7 @@ for _command in (
     topics,
     model,
     models,
+    train,
     shadow,
     infra,
     pipeline,
