@@ -21,62 +21,38 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from chatbus.kafka.factories import make_consumer, make_producer
 from chatbus.kafka.lag import group_lag
-from chatbus.object_store import ObjectStore
 from chatbus.polling import eventually, poll_until
 from chatbus.ports import free_port
 from chatbus.settings import Settings
-from infra.local import process
 from producers.sdk import ChatClient
 from schemas.events import SamplingParams, TokenChunk
 from schemas.topics import TopicName
-from tests.conftest import REPO, base_settings
+from tests.conftest import REPO
+from tests.integration.supervised import (
+    Pipeline,
+    keys_by_partition,
+    logs,
+    replica_of,
+    supervised_pipeline,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
-
-
-class Pipeline:
-    """The module's pipeline: its settings, its environment, and the CLI run against it."""
-
-    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
-        self.settings, self.env = settings, env
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "chatbus.cli", *args],
-            cwd=REPO,
-            env=os.environ | self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def status(self) -> dict[str, dict[str, object]]:
-        from infra.local import supervisor
-
-        return supervisor.read_status(self.settings)
-
-    def port(self, replica: str) -> int:
-        return int(self.status()[replica]["port"])  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="module")
 def pipeline(
     local_services: Settings, demo_model_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    state = tmp_path_factory.mktemp("ops-state")
     prefix = f"ops{uuid.uuid4().hex[:8]}."
-    base_port = 20000 + (os.getpid() * 97) % 30000
     fields = {
         "topic_prefix": prefix,
         "topic_partitions": 2,
-        "state_dir": state,
+        "state_dir": tmp_path_factory.mktemp("ops-state"),
         "gateway_port": free_port(),
-        "local_metrics_base_port": base_port,
+        "local_metrics_base_port": 20000 + (os.getpid() * 97) % 30000,
         "mongo_db": f"ops_{uuid.uuid4().hex[:8]}",
         "model_path": demo_model_path,
         "model_name": "chatbus-tiny",
@@ -85,42 +61,8 @@ def pipeline(
         "device": "cpu",
         "log_json": True,
     }
-    settings = base_settings(**fields)
-    env = {f"CHATBUS_{k.upper()}": str(v) for k, v in fields.items()}
-    env["HF_HUB_OFFLINE"] = "1"
-    ran = Pipeline(settings, env)
-    asyncio.run(_create_topics(settings))
-    up = ran.cli("pipeline", "up", "--timeout", "240", timeout=300)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr + _logs(settings)
+    with supervised_pipeline(fields) as ran:
         yield ran
-    finally:
-        pids = [row.get("pid") for row in ran.status().values() if row.get("pid")]
-        down = ran.cli("pipeline", "down", timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
-        left = [pid for pid in pids if isinstance(pid, int) and process.is_alive(pid)]
-        assert left == [], f"processes left after pipeline down: {left}"
-        assert process.running_pid(settings, "supervisor") is None
-        ObjectStore(settings).delete_prefix(settings.archive.prefix + "/")
-        asyncio.run(_delete_topics(settings))
-
-
-async def _create_topics(settings: Settings) -> None:
-    from chatbus.kafka.topic_setup import ensure_topics
-
-    await ensure_topics(settings)
-
-
-async def _delete_topics(settings: Settings) -> None:
-    from chatbus.kafka.topic_setup import delete_prefixed_topics
-
-    await delete_prefixed_topics(settings)
-
-
-def _logs(settings: Settings) -> str:
-    return "".join(
-        f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(settings.log_dir.glob("*.log"))
-    )
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -139,18 +81,6 @@ async def client(pipeline: Pipeline) -> AsyncIterator[ChatClient]:
         yield chat
 
 
-def keys_by_partition(settings: Settings, count: int = 3) -> dict[int, list[str]]:
-    """Conversation ids that land on each partition of chat.requests (the key partitioner)."""
-    partitioner, partitions = DefaultPartitioner(), list(range(settings.kafka.topic_partitions))
-    out: dict[int, list[str]] = {p: [] for p in partitions}
-    while any(len(keys) < count for keys in out.values()):
-        key = f"conv-{uuid.uuid4().hex}"
-        chosen = out[partitioner(key.encode(), partitions, partitions)]
-        if len(chosen) < count:
-            chosen.append(key)
-    return out
-
-
 async def ask(
     client: ChatClient, settings: Settings, conversation_id: str, max_tokens: int = 4
 ) -> list[TokenChunk]:
@@ -161,10 +91,6 @@ async def ask(
         sampling=SamplingParams(temperature=0, max_tokens=max_tokens),
     )
     return [c async for c in client.chunks(request.request_id, timeout_s=120)]
-
-
-def replica_of(worker_id: str) -> str:
-    return worker_id.split(".", 1)[0]  # the supervisor names worker ids <replica>.<host>.<hex>
 
 
 # --- the tests, in order ----------------------------------------------------------------------
@@ -260,7 +186,7 @@ async def test_scaling_inference_from_one_to_two_moves_partitions_and_both_serve
     assert before == {"worker-1"}
 
     result = pipeline.cli("ops", "scale", "worker", "--replicas", "2", "--timeout", "240")
-    assert result.returncode == 0, result.stdout + result.stderr + _logs(settings)
+    assert result.returncode == 0, result.stdout + result.stderr + logs(settings)
     assert "2 replica(s) running and ready" in result.stdout
 
     async def each_partition_has_one_owner() -> dict[int, str] | None:

@@ -21,17 +21,15 @@ import pytest
 from chatbus.polling import eventually
 from chatbus.ports import free_port
 from chatbus.settings import Settings
-from infra.local import process
 from producers.sdk import ChatClient
 from schemas.events import SamplingParams, TokenChunk
-from tests.conftest import REPO, base_settings, mongo_database
-from tests.integration.test_ops import (
+from tests.conftest import REPO
+from tests.integration.supervised import (
     Pipeline,
-    _create_topics,
-    _delete_topics,
-    _logs,
     keys_by_partition,
+    logs,
     replica_of,
+    supervised_pipeline,
 )
 
 # under 3 minutes on an idle 2-core machine; more when it is busy
@@ -88,23 +86,8 @@ def workers(
         "device": "cpu",
         "log_json": True,
     }
-    settings = base_settings(**fields)
-    env = {f"CHATBUS_{k.upper()}": str(v) for k, v in fields.items()} | {"HF_HUB_OFFLINE": "1"}
-    ran = Pipeline(settings, env)
-    asyncio.run(_create_topics(settings))
-    up = ran.cli("pipeline", "up", "--only", "worker", "--timeout", "240", timeout=300)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr + _logs(settings)
+    with supervised_pipeline(fields, "--only", "worker") as ran:
         yield ran
-    finally:
-        pids = [row.get("pid") for row in ran.status().values() if row.get("pid")]
-        down = ran.cli("pipeline", "down", timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
-        left = [pid for pid in pids if isinstance(pid, int) and process.is_alive(pid)]
-        assert left == [], f"processes left after pipeline down: {left}"
-        asyncio.run(_delete_topics(settings))
-        with mongo_database(settings) as db:
-            db.client.drop_database(settings.mongo.db)
 
 
 @dataclass
@@ -220,7 +203,7 @@ async def test_promote_rolls_every_worker_onto_the_candidate_without_cutting_a_s
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-        assert promote.returncode == 0, output + _logs(settings)
+        assert promote.returncode == 0, output + logs(settings)
         after = await answers(client, settings)
 
     # every stream whole: no error (ChatClient raises on one), every token once, in order
