@@ -33,6 +33,7 @@ from analytics.simulate.generator import Profile
 from analytics.stats import newcombe_difference, wilson
 from chatbus.settings import Settings
 from tests.conftest import REPO, base_settings
+from tests.integration.archive_files import archived_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.timeout(600)]
 
@@ -62,12 +63,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def events(archive: Path) -> dict[str, list[dict[str, Any]]]:
     """Every archived record, by topic, read with gzip + json."""
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for path in sorted(archive.glob("topic=*/dt=*/hour=*/*.jsonl.gz")):
-        for line in gzip.decompress(path.read_bytes()).splitlines():
-            record = json.loads(line)
-            out[record["kafka_topic"]].append(record)
-    return out
+    return archived_records(archive)
 
 
 @pytest.fixture(scope="module")
