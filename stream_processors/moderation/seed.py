@@ -1,7 +1,9 @@
 """The labelled seed set kept in the repository (``seed/*.jsonl``).
 
 Each line is ``{"text": ..., "categories": [...]}``; an empty list means benign. The examples are
-short, synthetic and deliberately not graphic: requests and statements, never answers.
+short, synthetic and deliberately not graphic: requests, statements, multi-turn texts (the user's
+turns joined by newlines) and the openings of answers (for output moderation) that stop before
+anything operational.
 """
 
 from __future__ import annotations
