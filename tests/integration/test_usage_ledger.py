@@ -197,7 +197,9 @@ async def test_postgres_going_away_pauses_the_ledger_which_catches_up_with_nothi
             await proxy.restore()
             await eventually(lambda: rows(500), timeout_s=60, what="the ledger to catch up")
             await eventually(lambda: ready(True), timeout_s=30, what="ready again")
-            assert reader.rows_written == 500
+            # a batch whose commit landed but whose acknowledgement the cut lost is read again
+            # and comes back as repeats, not as new rows: never more than 500 new
+            assert reader.rows_written <= 500
     _, tokens = _expected(settings, 500)
     assert _ledger(ledger_settings) == (500, tokens, 500, tokens)
 
