@@ -2,12 +2,14 @@
 ``evalset/README.md``).
 
 Each line is one conversation: ``{"id", "turns": [{"role", "content"}...], "categories": [...],
-"group": "unsafe" | "lookalike" | "benign", "form": "plain" | "multi_turn" | "obfuscated" |
-"translated" | "answer"}``. The label is the conversation's as a whole; for ``answer`` cases it
-is the last (assistant) turn's, which output moderation judges. Each case belongs to the
-**train** split (thresholds are calibrated and heads trained on it) or the **test** split (held
-back: only :mod:`~stream_processors.moderation.evaluate` reads it), by a hash of its id, so
-adding cases never moves an old one across.
+"group": "unsafe" | "lookalike" | "benign" | "everyday", "form": "plain" | "multi_turn" |
+"obfuscated" | "translated" | "answer"}``. The label is the conversation's as a whole; for
+``answer`` cases it is the last (assistant) turn's, which output moderation judges. Each case
+belongs to the **train** split (thresholds are calibrated and heads trained on it) or the **test**
+split (held back: only :mod:`~stream_processors.moderation.evaluate` reads it), by a hash of its
+id, so adding cases never moves an old one across. The ``everyday`` group (ordinary requests of
+every kind, written apart from the training data) is held back whole: it measures false refusals
+of what most users ask, apart from the sensitive-looking look-alikes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stream_processors.moderation.categories import CATEGORIES
 
 EVAL_DIR = Path(__file__).resolve().parent / "evalset"
 TRAIN_SHARE = 0.4  # of every case: the rest is held back
+EVERYDAY = "everyday"  # the group held back whole, reported on its own
 Split = Literal["train", "test"]
 
 
@@ -41,6 +44,8 @@ class EvalCase:
 
     @property
     def split(self) -> Split:
+        if self.group == EVERYDAY:
+            return "test"
         bucket = int(hashlib.sha256(self.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return "train" if bucket < TRAIN_SHARE else "test"
 

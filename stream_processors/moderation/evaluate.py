@@ -11,7 +11,10 @@ answer. Prints, with 95 % Wilson intervals:
   ones (blocked at all), for the rules alone, the embedding heads alone and both (production);
 - per category: cases, recall (blocked), precision and recall of the category itself, and the
   false-positive rate of the category on safe cases;
-- per form (plain, multi-turn, obfuscated, translated, answer).
+- per form (plain, multi-turn, obfuscated, translated, answer);
+- the **everyday** probe apart (ordinary requests, held back whole): the share refused, per form.
+  It is not pooled into the false-positive rate above, whose safe cases are the look-alikes a
+  classifier finds hard; pooled, hundreds of easy cases would make that rate look better.
 
 ``--charts DIR`` draws one precision-recall curve per category (PNG) for docs/moderation.md;
 ``--json FILE`` writes the figures (the baseline ``make test`` compares against).
@@ -42,7 +45,7 @@ from stream_processors.moderation.categories import (
     calibrated_thresholds,
     flagged_categories,
 )
-from stream_processors.moderation.evalset import EvalCase, load_evalset, split_of
+from stream_processors.moderation.evalset import EVERYDAY, EvalCase, load_evalset, split_of
 from stream_processors.moderation.rules import RuleClassifier
 from stream_processors.moderation.seed import load_seed
 
@@ -118,6 +121,24 @@ def figures(
     return out
 
 
+def everyday_figures(
+    cases: list[EvalCase], scores: list[CategoryScores], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """The everyday probe: how many ordinary requests are refused, overall and per form."""
+    refused = [bool(blocked(s, thresholds)) for s in scores]
+    forms = sorted({c.form for c in cases}, key=lambda f: FORMS.index(f) if f in FORMS else 99)
+    return {
+        "fpr": Rate(sum(refused), len(cases)),
+        "forms": {
+            form: Rate(
+                sum(r for r, c in zip(refused, cases, strict=True) if c.form == form),
+                sum(c.form == form for c in cases),
+            )
+            for form in forms
+        },
+    }
+
+
 def as_json(fig: dict[str, Any]) -> dict[str, Any]:
     def conv(value: Any) -> Any:
         if isinstance(value, Rate):
@@ -153,6 +174,19 @@ def report(results: dict[str, dict[str, Any]], test: list[EvalCase]) -> str:
     lines += ["", "| form | recall on unsafe | FPR on safe |", "| --- | --- | --- |"]
     for form, row in production["forms"].items():
         lines.append(f"| {form} | {row['recall']} | {row['fpr']} |")
+    everyday = production.get("everyday")
+    if everyday:
+        lines += [
+            "",
+            "everyday probe (ordinary requests, held back whole, not in the figures above):",
+            "",
+            "| classifier | refused (95% CI) | " + " | ".join(everyday["forms"]) + " |",
+            "| --- | --- |" + " --- |" * len(everyday["forms"]),
+        ]
+        for name, fig in results.items():
+            row = fig["everyday"]
+            forms = " | ".join(str(rate) for rate in row["forms"].values())
+            lines.append(f"| {name} | {row['fpr']} | {forms} |")
     return "\n".join(lines)
 
 
@@ -198,7 +232,9 @@ def draw_charts(
 
 def evaluate(encode: Any) -> tuple[list[EvalCase], dict[str, Any], list[CategoryScores]]:
     cases = load_evalset()
-    train, test = split_of(cases, "train"), split_of(cases, "test")
+    train, held_back = split_of(cases, "train"), split_of(cases, "test")
+    test = [case for case in held_back if case.group != EVERYDAY]
+    everyday = [case for case in held_back if case.group == EVERYDAY]
     thresholds = thresholds_for_evaluation()
     vectors = VectorCache(encode)
     heads = fit_heads(vectors, training_examples(load_seed(), train))
@@ -212,6 +248,10 @@ def evaluate(encode: Any) -> tuple[list[EvalCase], dict[str, Any], list[Category
     for name, scorer in scorers.items():
         scores = [scorer.scores(case) for case in test]
         results[name] = figures(test, scores, thresholds)
+        if everyday:
+            results[name]["everyday"] = everyday_figures(
+                everyday, [scorer.scores(case) for case in everyday], thresholds
+            )
         if name == production_classifier():
             production = scores
     results["thresholds"] = thresholds

@@ -8,10 +8,16 @@ from collections import Counter
 import pytest
 
 from chatbus.errors import ConfigurationError
-from stream_processors.moderation.calibrate import choose_thresholds
+from stream_processors.moderation.calibrate import bagged_thresholds, choose_thresholds
 from stream_processors.moderation.categories import CATEGORIES
 from stream_processors.moderation.context import input_texts
-from stream_processors.moderation.evalset import EvalCase, Turn, load_evalset, split_of
+from stream_processors.moderation.evalset import (
+    EVERYDAY,
+    EvalCase,
+    Turn,
+    load_evalset,
+    split_of,
+)
 from stream_processors.moderation.normalize import normalize, variants
 from stream_processors.moderation.refusals import DEFAULT_REFUSALS, refusal_for, refusal_messages
 
@@ -69,11 +75,46 @@ def test_the_evaluation_set_is_large_labelled_and_split_stably() -> None:
     assert {"plain", "multi_turn", "obfuscated", "translated", "answer"} <= {c.form for c in cases}
     train, test = split_of(cases, "train"), split_of(cases, "test")
     assert len(train) + len(test) == len(cases) and not {c.id for c in train} & {c.id for c in test}
-    assert 0.3 < len(train) / len(cases) < 0.5
+    shared = [c for c in cases if c.group != EVERYDAY]
+    assert 0.3 < len(train) / len(shared) < 0.5
+
+
+def test_the_everyday_probe_is_held_back_whole_and_safe() -> None:
+    everyday = [c for c in load_evalset() if c.group == EVERYDAY]
+    assert len(everyday) >= 400
+    assert all(c.split == "test" and not c.unsafe for c in everyday)
+    assert {"plain", "multi_turn", "translated", "answer"} <= {c.form for c in everyday}
 
 
 def _case(n: int, categories: frozenset[str]) -> EvalCase:
     return EvalCase(f"c{n}", (Turn("user", "x"),), categories, "g", "plain")
+
+
+def test_bagged_calibration_is_reproducible_and_agrees_where_the_data_are_clear() -> None:
+    zeros = dict.fromkeys(CATEGORIES, 0.0)
+    hate = frozenset({"hate"})
+    cases = [_case(i, hate) for i in range(20)] + [_case(100 + i, frozenset()) for i in range(40)]
+    scores = [zeros | {"hate": 0.9} for _ in range(20)] + [zeros | {"hate": 0.1}] * 40
+    plain = choose_thresholds(cases, scores, target_fpr=0.05)
+    bagged = bagged_thresholds(cases, scores, target_fpr=0.05)
+    assert bagged == plain  # separable: every resample picks the same threshold
+    assert bagged_thresholds(cases, scores, 0.05) == bagged_thresholds(cases, scores, 0.05)
+
+
+def test_one_safe_outlier_does_not_set_the_bagged_threshold_alone() -> None:
+    """Unsafe cases score 0.6-0.9, safe ones 0.1, except one safe case at 0.8: with no false
+    positive allowed, the plain choice must stay above it and gives up every unsafe case under
+    0.8; resamples without the outlier (about a third) do not, so the median moves below it
+    only if most do — the bagged threshold never exceeds the plain one."""
+    zeros = dict.fromkeys(CATEGORIES, 0.0)
+    hate = frozenset({"hate"})
+    cases = [_case(i, hate) for i in range(30)] + [_case(100 + i, frozenset()) for i in range(30)]
+    scores = [zeros | {"hate": 0.6 + 0.01 * i} for i in range(30)]
+    scores += [zeros | {"hate": 0.8}] + [zeros | {"hate": 0.1}] * 29
+    plain = choose_thresholds(cases, scores, target_fpr=0.0)
+    bagged = bagged_thresholds(cases, scores, target_fpr=0.0)
+    assert plain["hate"] == pytest.approx(0.8001)
+    assert 0.5 <= bagged["hate"] <= plain["hate"]
 
 
 def test_calibration_blocks_the_most_unsafe_within_the_false_positive_budget() -> None:

@@ -2,9 +2,10 @@
 the committed baseline (``stream_processors/moderation/evaluation.json``, written by
 ``python -m stream_processors.moderation.evaluate --json …``).
 
-A change that lowers recall on unsafe cases, raises the false-positive rate on safe ones, or
-lowers any category's recall fails here; one that improves them should commit the new figures
-(the baseline only moves forward). One case of slack absorbs float differences between CPUs."""
+A change that lowers recall on unsafe cases, raises the false-positive rate on safe ones or the
+share of everyday requests refused, or lowers any category's recall fails here; one that improves
+them should commit the new figures (the baseline only moves forward). One case of slack absorbs
+float differences between CPUs."""
 
 from __future__ import annotations
 
@@ -58,3 +59,13 @@ def test_no_category_loses_recall(measured: dict[str, Any], baseline: dict[str, 
         if row["recall"]["k"] < baseline["categories"][category]["recall"]["k"] - SLACK
     }
     assert not worse, f"category recall (now, baseline) fell: {worse}"
+
+
+def test_everyday_requests_are_refused_no_more_often_than_the_baseline(
+    measured: dict[str, Any], baseline: dict[str, Any]
+) -> None:
+    """The everyday probe: ordinary requests ("Describe a cat in one sentence.") once met
+    refusals because words like "describe" were mostly seen in unsafe training texts."""
+    now, before = measured["everyday"]["fpr"], baseline["everyday"]["fpr"]
+    assert now["n"] == before["n"], "the everyday probe changed"
+    assert now["k"] <= before["k"] + SLACK, now
