@@ -55,7 +55,7 @@ class KafkaSettings(Section):
     }
 
     bootstrap: str = Field(
-        "127.0.0.1:39092", description="Brokers; locally derived from kafka_port when unset."
+        "127.0.0.1:19092", description="Brokers; locally derived from kafka_port when unset."
     )
     client_id: str = "chatbus"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -106,13 +106,13 @@ class KafkaSettings(Section):
 
 class RedisSettings(Section):
     url: str = Field(
-        "redis://127.0.0.1:36379/0", description="Locally derived from redis_port when unset."
+        "redis://127.0.0.1:16379/0", description="Locally derived from redis_port when unset."
     )
 
 
 class MongoSettings(Section):
     url: SecretStr = Field(
-        SecretStr("mongodb://127.0.0.1:37017/"),
+        SecretStr("mongodb://127.0.0.1:17017/"),
         description="Locally derived from mongo_port when unset.",
     )
     db: str = "chatbus"
@@ -122,7 +122,7 @@ class PostgresSettings(Section):
     """The relational store: accounts, API keys, quotas and the usage ledger."""
 
     url: SecretStr = Field(
-        SecretStr("postgresql://chatbus@127.0.0.1:35432/chatbus"),
+        SecretStr("postgresql://chatbus@127.0.0.1:15432/chatbus"),
         description="libpq URL of the accounts and usage database. Locally derived from "
         "postgres_port when unset.",
     )
@@ -149,7 +149,7 @@ class S3Settings(Section):
     }
 
     endpoint: str = Field(
-        "http://127.0.0.1:39000", description="Locally derived from s3_port when unset."
+        "http://127.0.0.1:19000", description="Locally derived from s3_port when unset."
     )
     bucket: str = "chatbus-archive"
     region: str = "us-east-1"
@@ -337,7 +337,7 @@ class ModerationSettings(Section):
         "core. One leaves the other cores to a worker on the same machine.",
     )
     service_url: str = Field(
-        "http://127.0.0.1:39100",
+        "http://127.0.0.1:19100",
         description="Where the gateway's /v1/moderations sends texts to be judged: the "
         "processors' ops port (POST /v1/moderations). Locally derived from metrics_base_port.",
     )
@@ -450,15 +450,18 @@ class LocalSettings(Section):
         "production shape in miniature (node N listens on the ports of node 1 + 100*(N-1); "
         "topics replicated 3 times with min.insync.replicas 2).",
     )
-    kafka_port: int = Field(39092, description="Port of the local Kafka broker's client listener.")
-    kafka_controller_port: int = Field(39093, description="Port of the local KRaft controller.")
+    # The local services' ports sit below Linux's ephemeral range (32768-60999): a port in it can
+    # be taken, while its service restarts, by any client connection's source port (seen: the
+    # broker could not bind 39092 again, held by a client's connection to the document store).
+    kafka_port: int = Field(19092, description="Port of the local Kafka broker's client listener.")
+    kafka_controller_port: int = Field(19093, description="Port of the local KRaft controller.")
     kafka_version: str = "4.1.1"
     kafka_secure_port: int = Field(
-        39094, description="Port of the local broker's SASL_SSL listener (tests of that path)."
+        19094, description="Port of the local broker's SASL_SSL listener (tests of that path)."
     )
-    redis_port: int = 36379
-    mongo_port: int = 37017
-    postgres_port: int = Field(35432, description="Port of the local PostgreSQL (loopback only).")
+    redis_port: int = 16379
+    mongo_port: int = 17017
+    postgres_port: int = Field(15432, description="Port of the local PostgreSQL (loopback only).")
     ferretdb_version: str = "v1.24.2"
     ferretdb_backend: Literal["postgresql", "sqlite"] = Field(
         "postgresql",
@@ -466,7 +469,7 @@ class LocalSettings(Section):
         "'ferretdb'; 1.7-2.7x the history writes of SQLite, docs/benchmarks.md) or SQLite files "
         "under .chatbus/ferretdb/data. Switching starts from an empty document store.",
     )
-    s3_port: int = 39000
+    s3_port: int = 19000
     worker_replicas: int = Field(
         1,
         ge=0,
@@ -480,7 +483,7 @@ class LocalSettings(Section):
         "model_name. Each has its own worker component (worker, worker@<model>).",
     )
     metrics_base_port: int = Field(
-        39100,
+        19100,
         ge=1024,
         le=65000,
         description="Local components serve /metrics, /livez and "

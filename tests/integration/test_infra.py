@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chatbus.errors import ConfigurationError
+from chatbus import ports
+from chatbus.errors import ConfigurationError, ServiceUnavailable
 from chatbus.polling import poll_until
 from chatbus.settings import Settings
 from infra.local import manager, process
 from infra.local.postgres import Postgres
+from infra.local.service import Command, Service
 from tests.integration.private_stack import private_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -126,3 +129,55 @@ def test_stale_pid_file_of_another_program_is_ignored(tmp_path: Path) -> None:
     assert process.running_pid(settings, "redis") is None
     assert not process.pid_file(settings, "redis").exists()
     assert process.stop(settings, "redis") is False  # and never signals it
+
+
+class _ExitsFirst(Service):
+    """A service whose first start dies as if its port was taken while it started (the ports
+    are in Linux's ephemeral range), then listens; ``always`` dies every time."""
+
+    title = "exits first"
+    start_timeout = 20.0
+    stop_timeout = 5.0
+
+    def __init__(self, name: str, port: int, marker: Path, always: bool = False) -> None:
+        self.name, self.port, self.marker, self.always = name, port, marker, always
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return [(self.port, "TEST_PORT")]
+
+    def address(self, settings: Settings) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self, settings: Settings) -> Command:
+        script = (
+            "import pathlib, socket, sys, time\n"
+            f"marker = pathlib.Path({str(self.marker)!r})\n"
+            f"if {self.always} or not marker.exists():\n"
+            "    marker.touch(); print('Address already in use', flush=True); sys.exit(1)\n"
+            f"s = socket.create_server(('127.0.0.1', {self.port}))\n"
+            "while True: s.accept()\n"
+        )
+        return Command([sys.executable, "-c", script])
+
+    def check(self, settings: Settings, timeout: float) -> str:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout):
+            return "listening"
+
+
+def test_a_service_that_dies_while_starting_is_started_again(tmp_path: Path) -> None:
+    settings = private_settings(tmp_path / "state")
+    svc = _ExitsFirst("exits-first", ports.free_port(), tmp_path / "started-once")
+    try:
+        status = manager._up_one(settings, svc)
+        assert status.healthy and status.detail == "listening"
+        assert (tmp_path / "started-once").exists()  # the first start did die
+    finally:
+        process.stop(settings, svc.name, timeout=5)
+
+
+def test_a_service_that_always_dies_while_starting_fails_with_its_log(tmp_path: Path) -> None:
+    settings = private_settings(tmp_path / "state")
+    svc = _ExitsFirst("always-exits", ports.free_port(), tmp_path / "m", always=True)
+    with pytest.raises(ServiceUnavailable, match="exited during start-up"):
+        manager._up_one(settings, svc)
+    assert process.running_pid(settings, svc.name) is None

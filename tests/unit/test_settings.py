@@ -17,7 +17,7 @@ def test_moving_a_local_port_moves_its_clients(monkeypatch: pytest.MonkeyPatch) 
     settings = Settings()
     assert settings.kafka.bootstrap == "127.0.0.1:49092"
     assert settings.redis.url == "redis://127.0.0.1:46379/0"
-    assert settings.s3.endpoint == "http://127.0.0.1:39000"
+    assert settings.s3.endpoint == "http://127.0.0.1:19000"
 
 
 def test_an_explicit_address_wins_over_the_port(monkeypatch: pytest.MonkeyPatch) -> None:

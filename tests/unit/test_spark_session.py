@@ -8,8 +8,8 @@ from chatbus.settings import Settings
 def test_s3a_points_at_the_configured_endpoint_with_path_style_locally() -> None:
     from analytics.spark_session import s3a_conf
 
-    local = s3a_conf(Settings(s3_endpoint="http://127.0.0.1:39000"))
-    assert local["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:39000"
+    local = s3a_conf(Settings(s3_endpoint="http://127.0.0.1:19000"))
+    assert local["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:19000"
     assert local["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert local["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
     assert local["spark.hadoop.fs.s3a.access.key"] == "chatbus"
