@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from chatbus.errors import ConfigurationError
-from chatbus.health import Health
+from chatbus.health import Health, PostHandler
 from chatbus.kafka.serve import serve
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
+from inference_consumers import threads_route
 from inference_consumers.engine import InferenceEngine
 from inference_consumers.worker import InferenceWorker
 
@@ -64,9 +65,14 @@ def build_engine(settings: Settings) -> InferenceEngine:
     )
 
 
-def build_worker(settings: Settings, health: Health) -> InferenceWorker:
-    """The worker of the configured model, on its engine, reporting to ``health``."""
+def build_worker(
+    settings: Settings, health: Health, routes: dict[str, PostHandler] | None = None
+) -> InferenceWorker:
+    """The worker of the configured model, on its engine, reporting to ``health``; its engine's
+    thread count is resized through ``routes`` (:mod:`inference_consumers.threads_route`)."""
     engine = build_engine(settings)
+    if routes is not None:
+        routes[threads_route.PATH] = threads_route.threads_handler(engine)
     log.info(
         "engine_chosen",
         engine=type(engine).__name__,
@@ -77,9 +83,11 @@ def build_worker(settings: Settings, health: Health) -> InferenceWorker:
 
 
 async def run_worker(settings: Settings) -> None:
+    routes: dict[str, PostHandler] = {}
     await serve(
         settings,
         "worker",
-        lambda health: build_worker(settings, health),
+        lambda health: build_worker(settings, health, routes),
         ready=f"model {settings.model.name} loaded, consuming",
+        routes=routes,
     )

@@ -15,8 +15,9 @@ services of ``make up``, and:
    verify`` over everything the run put on the bus.
 
 Prints one Markdown table (the one in docs/reliability.md) and writes
-``.chatbus/faults/results.json``. ``--brokers 3`` adds a broker killed out of three; it needs
-``make up`` with ``CHATBUS_LOCAL_KAFKA_BROKERS=3``.
+``.chatbus/faults/results.json`` (with each fault's largest gaps and when they began) and keeps
+the private pipeline's logs in ``.chatbus/faults/logs``. ``--brokers 3`` adds a broker killed out
+of three; it needs ``make up`` with ``CHATBUS_LOCAL_KAFKA_BROKERS=3``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -72,6 +76,7 @@ class FaultContext:
     outage_s: float
     garbage_per_topic: int = 2000
     note: str = ""  # what a fault found, for its row
+    fault_at: float = 0.0  # monotonic: when the last fault was injected
 
     def restarts(self) -> int:
         rows = read_status(self.pipeline).values()
@@ -231,7 +236,15 @@ async def _one_fault(
     load.stop()
     await running
     print(f"    {fault.name}: injected and recovered in {time.monotonic() - started:.1f} s")
+    ctx.fault_at = started
     return list(load.outcomes)
+
+
+def largest_gaps(outcomes: list[Outcome], fault_at: float, top: int = 8) -> list[list[float]]:
+    """The ``top`` largest gaps: [seconds after the fault they began (negative: before), length]
+    — whether a gap is the fault's (it begins at the fault) or the load's (any time)."""
+    gaps = sorted(outcomes, key=lambda o: -o.largest_gap_s)[:top]
+    return [[round(o.largest_gap_at - fault_at, 2), round(o.largest_gap_s, 2)] for o in gaps]
 
 
 def _verify_once(env: dict[str, str]) -> tuple[bool, list[str]]:
@@ -290,11 +303,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             whole = [o for o in outcomes if o.kind in ("whole", "mismatch")]
             row["turns"] = f"{sum(o.request_id in recorded for o in whole)}/{len(whole)}"
             row["note"], ctx.note = ctx.note, ""
+            row["largest_gaps"] = largest_gaps(outcomes, ctx.fault_at)
+            row["why_not_whole"] = dict(
+                Counter(o.detail[:120] for o in outcomes if o.kind not in ("whole", "mismatch"))
+            )
             rows.append(row)
             print(f"    {json.dumps(row)}")
         verify = await asyncio.to_thread(_verify_archive, system.env)
         for row in rows:
             row["archive"] = verify
+        kept = Path(base.state_dir) / "faults" / "logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(system.settings.log_dir, kept)
     for fault in skipped:
         rows.append({"fault": fault.name, "what": fault.what, "skipped": "needs 3 brokers"})
     return rows

@@ -33,6 +33,7 @@ class Outcome:
     finish: str | None = None
     resumed: int = 0
     largest_gap_s: float = 0.0
+    largest_gap_at: float = 0.0  # monotonic: when the largest gap began
     detail: str = ""
     tokens: int = 0  # completion tokens, from the stream's usage chunk
 
@@ -50,12 +51,13 @@ class StreamState:
     done: bool = False
     last_at: float = field(default_factory=time.monotonic)
     largest_gap_s: float = 0.0
+    largest_gap_at: float = 0.0
     tokens: int = 0
 
     def event(self, event_id: int | None, data: str) -> None:
         now = time.monotonic()
-        if self.text:  # gaps between pieces of text, not before the first
-            self.largest_gap_s = max(self.largest_gap_s, now - self.last_at)
+        if self.text and now - self.last_at > self.largest_gap_s:  # not before the first
+            self.largest_gap_s, self.largest_gap_at = now - self.last_at, self.last_at
         self.last_at = now
         if event_id is not None:
             self.last_id = event_id
@@ -152,6 +154,7 @@ class Load:
         outcome.text = "".join(state.text)
         outcome.finish = state.finish
         outcome.largest_gap_s = state.largest_gap_s
+        outcome.largest_gap_at = state.largest_gap_at
         outcome.tokens = state.tokens
         if state.done and outcome.kind == "hung":
             outcome.kind = "whole"  # checked against the reference by the audit

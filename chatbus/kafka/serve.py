@@ -96,12 +96,14 @@ async def serve(
     build: Callable[[Health], Service],
     *,
     ready: str | None = None,
+    routes: Mapping[str, PostHandler] | None = None,
 ) -> None:
     """Run ``build(health)`` until SIGTERM/SIGINT (then stop it) or until one of its loops
     fails (then stop it and raise). ``ready``: the readiness reason once started, for a
-    component that does not report readiness itself."""
+    component that does not report readiness itself; ``routes``: POST routes of its ops port
+    (``build`` may fill the mapping)."""
     failed: BaseException | None = None
-    with health_endpoint(settings, component) as health:
+    with health_endpoint(settings, component, routes) as health:
         service = build(health)
         lag = LagReporter(settings, service.group, topics=service.topics)
         async with stop_signals() as stop:

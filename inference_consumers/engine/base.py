@@ -75,6 +75,11 @@ class InferenceEngine(abc.ABC):
     async def cancel(self, request_id: str) -> None:
         """Stop ``request_id`` at the next decode step; its stream ends with ``cancelled``."""
 
+    def set_threads(self, threads: int) -> bool:
+        """Decode on ``threads`` CPU threads from the next step on (any thread may call it).
+        False: this engine's thread count is fixed once loaded (a GPU engine's is moot)."""
+        return False
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

@@ -12,8 +12,18 @@ prefilled beside others takes another matmul path (measured here: logits moved b
 so a near-tie can break the other way.
 
 A request is admitted only when its prompt plus ``max_new_tokens`` fits in the cells of the cache
-not reserved by the others; until then it waits, in order. Everything here runs on the loop's own
-thread except :meth:`submit`, :meth:`cancel` and :meth:`stop`, which only touch a lock-free queue.
+not reserved by the others; until then it waits, in order.
+
+**Prefix reuse.** A sequence that ends (finished, cancelled, handed over to another worker) is
+*parked*: its cells stay in the cache under its sequence id, with the tokens they hold. A new
+request whose prompt starts with the same tokens (at least :data:`MIN_REUSE`) takes that sequence
+over and prefills only the rest: a stream resumed on the worker that handed it over (a rebalance
+gives its partition back) costs one step instead of its whole prompt and answer again, and a
+conversation's next turn skips the turns before it. Parked sequences give way, least recently
+parked first, whenever a request needs their sequence id or their cells.
+
+Everything here runs on the loop's own thread except :meth:`submit`, :meth:`cancel`,
+:meth:`set_threads` and :meth:`stop`, which only touch a lock-free queue.
 """
 
 from __future__ import annotations
@@ -21,9 +31,9 @@ from __future__ import annotations
 import ctypes
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +43,7 @@ from inference_consumers.engine.base import EngineFinishReason, GenerationReques
 __all__ = ["BatchLoop", "LoopOutput", "sample_token"]
 
 IDLE_WAIT_S = 0.05
+MIN_REUSE = 8  # shared leading tokens worth taking a parked sequence over for
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,13 @@ class _Sequence:
     generated: int = 0
     last_token: int = -1
     reserved: int = 0
+    answer: list[int] = field(default_factory=list)  # the tokens sampled so far
+
+    @property
+    def cached(self) -> list[int]:
+        """The tokens whose cells are in the cache: the prompt prefilled so far, then every
+        sampled token but the last (it goes into the cache on the next step)."""
+        return self.prompt[: self.prefilled] + self.answer[:-1]
 
     @property
     def position(self) -> int:
@@ -65,6 +83,15 @@ class _Sequence:
 # most likely one: every token outside that set is less likely than every token in it, so when
 # the set reaches top_p the nucleus lies inside it (exactly), with no sort of the vocabulary.
 NUCLEUS_RELATIVE_FLOOR = 1e-4
+
+
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` have in common."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def sample_token(
@@ -132,6 +159,10 @@ class BatchLoop:
         self._running: dict[str, _Sequence] = {}
         self._free_seq_ids = list(range(max_batch))
         self._reserved = 0
+        self._parked: OrderedDict[int, list[int]] = OrderedDict()  # seq id -> tokens cached
+        self._parked_cells = 0
+        self.prompt_tokens_reused = 0  # prompt tokens found in the cache (prefix reuse)
+        self.prompt_tokens_computed = 0  # prompt tokens prefilled
         self._batch = llama.llama_batch_init(n_batch, 0, 1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llama-batch-loop", daemon=True)
@@ -146,6 +177,10 @@ class BatchLoop:
 
     def cancel(self, request_id: str) -> None:
         self._inbox.put(("cancel", request_id))
+
+    def set_threads(self, threads: int) -> None:
+        """Decode on ``threads`` threads from the next step (applied on the loop's thread)."""
+        self._inbox.put(("threads", threads))
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
@@ -191,6 +226,8 @@ class BatchLoop:
                 self._waiting.append(item)
             elif kind == "cancel":
                 self._cancel(item)
+            elif kind == "threads":
+                self._llama.llama_set_n_threads(self._ctx, item, item)
 
     def _cancel(self, request_id: str) -> None:
         sequence = self._running.get(request_id)
@@ -200,33 +237,88 @@ class BatchLoop:
         self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
 
     def _admit(self) -> None:
-        while self._waiting and self._free_seq_ids:
+        while self._waiting and (self._free_seq_ids or self._parked):
             request = self._waiting[0]
-            need = len(request.prompt_ids) + request.max_new_tokens
+            prompt = [int(t) for t in request.prompt_ids]
+            need = len(prompt) + request.max_new_tokens
             if need > self._n_ctx:  # the engine checks this; a guard against a hang
                 self._waiting.popleft()
                 reason = f"{need} tokens do not fit the {self._n_ctx}-token cache"
                 self._deliver([LoopOutput(request.request_id, [], "error", reason)])
                 continue
-            if self._reserved + need > self._n_ctx:
+            reuse, shared = self._best_parked(prompt)
+            wanted = need - (len(self._parked[reuse]) if reuse is not None else 0)
+            while self._cells_left() < wanted and self._evict(reuse):
+                pass
+            if self._cells_left() < wanted:
                 return  # waits until running sequences free their cells
             self._waiting.popleft()
-            seq_id = self._free_seq_ids.pop()
-            self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            if reuse is not None:
+                seq_id, keep = reuse, self._take_over(reuse, shared, len(prompt))
+            else:
+                if not self._free_seq_ids:
+                    self._evict(None)
+                seq_id, keep = self._free_seq_ids.pop(), 0
+                self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            self.prompt_tokens_reused += keep
+            self.prompt_tokens_computed += len(prompt) - keep
             self._reserved += need
             self._running[request.request_id] = _Sequence(
                 request,
                 seq_id,
-                [int(t) for t in request.prompt_ids],
+                prompt,
                 np.random.default_rng(request.seed),
+                prefilled=keep,
                 reserved=need,
             )
 
+    def _cells_left(self) -> int:
+        return self._n_ctx - self._reserved - self._parked_cells
+
+    def _best_parked(self, prompt: list[int]) -> tuple[int | None, int]:
+        """The parked sequence sharing the longest prefix with ``prompt`` (at least
+        :data:`MIN_REUSE` tokens), and how many tokens it shares."""
+        best, best_shared = None, MIN_REUSE - 1
+        for seq_id, tokens in self._parked.items():
+            shared = _shared_prefix(tokens, prompt)
+            if shared > best_shared:
+                best, best_shared = seq_id, shared
+        return best, (best_shared if best is not None else 0)
+
+    def _take_over(self, seq_id: int, shared: int, prompt_len: int) -> int:
+        """Unpark ``seq_id`` for a prompt sharing its first ``shared`` tokens: its cells past
+        them are dropped. Returns the prompt tokens kept (at least one is left to compute: the
+        last prompt token's logits give the first new token)."""
+        tokens = self._parked.pop(seq_id)
+        self._parked_cells -= len(tokens)
+        keep = min(shared, prompt_len - 1)
+        if not self._llama.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+            self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # cannot cut: all
+            keep = 0
+        return keep
+
+    def _evict(self, spare: int | None) -> bool:
+        """Free the least recently parked sequence other than ``spare``; False: none left."""
+        for seq_id in self._parked:
+            if seq_id != spare:
+                tokens = self._parked.pop(seq_id)
+                self._parked_cells -= len(tokens)
+                self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+                self._free_seq_ids.append(seq_id)
+                return True
+        return False
+
     def _release(self, sequence: _Sequence) -> None:
+        """The sequence ends: its slot and reservation are freed, its cells parked for reuse."""
         self._running.pop(sequence.request.request_id, None)
-        self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
-        self._free_seq_ids.append(sequence.seq_id)
         self._reserved -= sequence.reserved
+        cached = sequence.cached
+        if len(cached) < MIN_REUSE:
+            self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+            self._free_seq_ids.append(sequence.seq_id)
+            return
+        self._parked[sequence.seq_id] = cached
+        self._parked_cells += len(cached)
 
     def _step(self) -> None:
         batch, llama = self._batch, self._llama
@@ -276,6 +368,7 @@ class BatchLoop:
             token = sample_token(logits, request.temperature, request.top_p, sequence.rng)
             sequence.generated += 1
             sequence.last_token = token
+            sequence.answer.append(token)
             reason: EngineFinishReason | None = None
             if token in self._eos:
                 reason = "stop"

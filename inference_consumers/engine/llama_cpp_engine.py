@@ -155,6 +155,8 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         )
         batch_loop.start()
         self._batch_loop = batch_loop
+        if self.n_threads != params.n_threads:  # set_threads ran while the model loaded
+            batch_loop.set_threads(self.n_threads)
         log.info(
             "engine started: %s (llama.cpp, %s), max_context=%d, max_batch=%d, threads=%d",
             self.model_name,
@@ -220,6 +222,15 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
                     self._batch_loop.cancel(stream.request_id)
 
         return read_events(stream.queue, abandoned=abandoned)
+
+    def set_threads(self, threads: int) -> bool:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        self.n_threads = threads
+        if self._batch_loop is not None:  # else the context is made with them
+            self._batch_loop.set_threads(threads)
+        log.info("engine threads: %d", threads)
+        return True
 
     async def cancel(self, request_id: str) -> None:
         stream = self._streams.get(request_id)

@@ -12,6 +12,12 @@ quarter second, reconciles what runs with what is wanted:
   resets once it has run for a minute;
 * a replica no longer wanted gets SIGTERM (the worker then stops taking work, finishes its streams
   and leaves its group) and SIGKILL only after its component's stop timeout;
+* the worker replicas running share the machine's cores: each decodes on ``cores // workers``
+  threads (at least one; :func:`engine_threads_share`), given when it starts and changed through
+  its ``POST /engine/threads`` when the number running changes (a scale, a drain, a crash: the
+  survivor takes the dead one's cores while it restarts) — a second worker beside one that kept
+  a thread per core would make both wait at every layer. ``CHATBUS_ENGINE_THREADS`` set: every
+  worker gets that, untouched;
 * what it sees goes to ``run_dir/supervisor.status.json`` for ``chatbus ops status``.
 
 On SIGTERM it stops everything, gateway first (nothing new comes in), processors last, and exits.
@@ -29,6 +35,8 @@ import signal
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +54,7 @@ log = get_logger(__name__)
 LOCAL_WORKER_SESSION_TIMEOUT_MS = 1500
 
 TICK_S = 0.25
+THREADS_RETRY_S = 2.0
 HEALTHY_RESET_S = 60.0
 
 
@@ -148,6 +157,22 @@ def model_path_of(settings: Settings, desired: Desired, component: str) -> Path 
     return Path(promoted) if promoted else settings.model_folder(model)
 
 
+def engine_threads_share(settings: Settings, workers: int, cores: int) -> int | None:
+    """The CPU threads each of ``workers`` worker replicas on this machine decodes on: ``cores``
+    shared out, at least one each (None: ``CHATBUS_ENGINE_THREADS`` decides; pure logic)."""
+    if settings.model.engine_threads:
+        return None
+    return max(1, cores // max(1, workers))
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_desired(settings: Settings, components: tuple[str, ...] | None = None) -> Desired:
     names = start_order(settings) if components is None else components
     return Desired(
@@ -207,6 +232,30 @@ def _environment_of(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
+
+
+def _on_cpu_threads(settings: Settings, model_path: Path) -> bool:
+    """Whether a worker on ``model_path`` decodes with llama.cpp on CPU threads (its folder holds
+    a GGUF and the engine setting allows llama.cpp; ``auto`` on a CUDA machine answers 409)."""
+    return settings.model.engine != "transformers" and any(model_path.glob("*.gguf"))
+
+
+def _post_threads(port: int, threads: int) -> tuple[int | None, str]:
+    """``POST /engine/threads`` to the worker replica on ``port``: the HTTP status (None: no
+    answer) and what it said."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/engine/threads",
+        data=json.dumps({"threads": threads}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=1.0) as answer:  # noqa: S310 - loopback http
+            return answer.status, answer.read()[:200].decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:200].decode(errors="replace")
+    except OSError as exc:
+        return None, str(exc)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -279,15 +328,20 @@ class Replica:
     port: int = 0
     worker_id: str | None = None
     model_path: str | None = None  # the folder a worker replica was started on
+    threads: int | None = None  # the CPU threads a worker replica decodes on (None: unknown)
+    _threads_retry_at: float = field(default=0.0, repr=False)  # monotonic
     _started_mono: float = field(default=0.0, repr=False)
 
 
 class Supervisor:
     """Reconciles the running replicas with :class:`Desired` until told to stop."""
 
-    def __init__(self, settings: Settings, *, python: str = sys.executable) -> None:
+    def __init__(
+        self, settings: Settings, *, python: str = sys.executable, cores: int | None = None
+    ) -> None:
         self.settings = settings
         self.python = python
+        self.cores = cores or machine_cores()  # what the worker replicas share
         self.replicas: dict[str, Replica] = {}
         self.stopped: dict[str, int | None] = {}  # retired replicas → how they exited
         self._desired = Desired()  # the last desired state that could be read
@@ -324,6 +378,7 @@ class Supervisor:
                         started_at=time.time(),
                         port=replica_port(self.settings, name),
                         model_path=self._model_path_of_running(name, pid),
+                        threads=self._threads_of_running(name, pid),
                         _started_mono=time.monotonic(),
                     )
 
@@ -335,6 +390,18 @@ class Supervisor:
             return None
         started_with = _environment_of(pid).get("CHATBUS_MODEL_PATH")
         return started_with or str(self.settings.model_folder(model))
+
+    def _threads_of_running(self, name: str, pid: int) -> int | None:
+        """The threads a running worker replica was started on: its CHATBUS_ENGINE_THREADS,
+        else one per core (None for the other components)."""
+        if model_of(self.settings, component_of(name)) is None:
+            return None
+        env = _environment_of(pid)
+        path = env.get("CHATBUS_MODEL_PATH") or self._model_path_of_running(name, pid)
+        if path is None or not _on_cpu_threads(self.settings, Path(path)):
+            return None
+        started_with = env.get("CHATBUS_ENGINE_THREADS", "")
+        return int(started_with) if started_with.isdigit() and int(started_with) else self.cores
 
     def reconcile(self) -> None:
         now = time.monotonic()
@@ -373,6 +440,7 @@ class Supervisor:
                 self._crashed(replica, now)
             if now >= replica.next_start_at:
                 self._start(replica, now)
+        self._share_cores(now)
         # forget replicas that are gone and no longer wanted
         for name in [
             n
@@ -411,6 +479,10 @@ class Supervisor:
             # its model's folder, or the one promoted onto this component (chatbus models promote)
             path = model_path_of(self.settings, self._desired, component)
             replica.model_path = env["CHATBUS_MODEL_PATH"] = str(path)
+            share = engine_threads_share(self.settings, self._running_workers() + 1, self.cores)
+            if share is not None and path is not None and _on_cpu_threads(self.settings, path):
+                env["CHATBUS_ENGINE_THREADS"] = str(share)
+                replica.threads = share
         argv = [self.python, "-m", "chatbus.cli", spec_of(component).name]
         try:
             replica.pid = process.spawn(self.settings, name, argv, env=env)
@@ -428,6 +500,47 @@ class Supervisor:
             restarts=replica.restarts,
             model_path=replica.model_path,
         )
+
+    def _running_workers(self) -> int:
+        """Worker replicas running and not being stopped (what shares the cores now)."""
+        return sum(
+            1
+            for r in self.replicas.values()
+            if r.pid is not None
+            and r.stopping_since is None
+            and model_of(self.settings, component_of(r.name)) is not None
+        )
+
+    def _share_cores(self, now: float) -> None:
+        """Resize the running worker replicas whose threads are not their share any more (the
+        number running changed); one that cannot answer yet is asked again 2 s later."""
+        share = engine_threads_share(self.settings, self._running_workers(), self.cores)
+        if share is None:
+            return
+        for replica in self.replicas.values():
+            if (
+                replica.threads is None
+                or replica.threads == share
+                or replica.pid is None
+                or replica.stopping_since is not None
+                or now < replica._threads_retry_at
+            ):
+                continue
+            status, detail = _post_threads(replica.port, share)
+            if status == 200:
+                log.info(
+                    "worker_threads_resized",
+                    replica=replica.name,
+                    threads=share,
+                    was=replica.threads,
+                )
+                replica.threads = share
+            elif status == 409:  # its engine's threads are fixed: nothing to share
+                log.info("worker_threads_fixed", replica=replica.name, detail=detail)
+                replica.threads = None
+            else:  # not serving its ops port yet, or busy: ask again
+                replica._threads_retry_at = now + THREADS_RETRY_S
+                log.debug("worker_threads_not_resized", replica=replica.name, detail=detail)
 
     def _crashed(self, replica: Replica, now: float) -> None:
         assert replica.pid is not None

@@ -108,6 +108,53 @@ async def test_cancel_mid_stream_frees_the_slot(engine: LlamaCppEngine) -> None:
     assert len(again) == 4 and done.finish_reason == "length"
 
 
+async def test_its_threads_are_resized_between_decode_steps_mid_stream(
+    engine: LlamaCppEngine,
+) -> None:
+    """What the supervisor does when a second worker joins the machine: the stream goes on."""
+    events = engine.generate(
+        GenerationRequest("resize", ask(engine, "What is the capital of France?"), 24, 0.0)
+    )
+    first = await anext(events)
+    assert engine.set_threads(1)
+    rest, final = await collect(events)
+    assert "Paris" in engine.decode(first.token_ids + rest) and final.finish_reason == "stop"
+    llama, ctx = engine._llama, engine._ctx
+    assert llama.llama_n_threads(ctx) == llama.llama_n_threads_batch(ctx) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        engine.set_threads(0)
+
+
+async def test_a_stream_resumed_where_it_was_handed_over_reuses_its_cells(
+    engine: LlamaCppEngine,
+) -> None:
+    """A rebalance that gives a worker back the partition it handed over: the resumed request's
+    prompt is the old prompt plus what was streamed, all already in the cache."""
+    prompt = ask(engine, "Tell me about the planet Mars.")
+    events = engine.generate(GenerationRequest("handed-over", prompt, 32, 0.0))
+    streamed: list[int] = []
+    async for event in events:
+        streamed += event.token_ids
+        if len(streamed) >= 8:
+            break
+    await engine.cancel("handed-over")
+    await collect(events)
+    loop = engine._batch_loop
+    assert loop is not None
+    reused, computed = loop.prompt_tokens_reused, loop.prompt_tokens_computed
+    resumed = GenerationRequest("resumed", prompt + streamed, 32 - len(streamed), 0.0)
+    rest, final = await collect(engine.generate(resumed))
+    text = engine.decode(streamed + rest)
+    print(repr(text))
+    assert "Mars" in text and final.finish_reason in ("stop", "length")
+    assert loop.prompt_tokens_reused - reused == len(prompt) + len(streamed) - 1
+    assert loop.prompt_tokens_computed - computed == 1  # the last token, for its logits
+    other, _ = await collect(  # a prompt that shares nothing is computed whole
+        engine.generate(GenerationRequest("other", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2, 0.0))
+    )
+    assert loop.prompt_tokens_computed - computed == 1 + 10 and len(other) == 2
+
+
 async def test_requests_wait_for_room_in_a_full_cache(real_model_path: Path) -> None:
     async with LlamaCppEngine(real_model_path, model_name="t", max_batch=4, n_ctx=256) as small:
         prompt = ask(small, "Count from one to one hundred.")

@@ -52,6 +52,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 f", live: {live.detail if live.status else 'no answer'}"
                 f", ready: {ready.detail}"
                 + (f", model {row['model_path']}" if row.get("model_path") else "")
+                + (f", {row['threads']} thread(s)" if row.get("threads") else "")
             )
             rows.append(
                 {
@@ -65,6 +66,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                     "ready": ready.ok,
                     "live": live.ok,
                     "model_path": row.get("model_path"),
+                    "threads": row.get("threads"),
                     "detail": detail,
                 }
             )
