@@ -7,6 +7,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -31,16 +32,25 @@ class RecordingEngine:
         return self.resizable
 
 
-@pytest.fixture
-def worker_ops() -> Iterator[tuple[HealthServer, RecordingEngine]]:
-    engine = RecordingEngine()
-    routes = {threads_route.PATH: threads_route.threads_handler(cast(InferenceEngine, engine))}
+@contextmanager
+def ops_port(engine: RecordingEngine | None) -> Iterator[HealthServer]:
+    """A worker's ops port serving the threads route of ``engine`` (None: not serving it yet,
+    the model still loading)."""
+    handler = threads_route.threads_handler(cast(InferenceEngine, engine)) if engine else None
+    routes = {threads_route.PATH: handler} if handler else {}
     server = HealthServer(Health("worker"), 0, routes=routes)
     server.start()
     try:
-        yield server, engine
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def worker_ops() -> Iterator[tuple[HealthServer, RecordingEngine]]:
+    engine = RecordingEngine()
+    with ops_port(engine) as server:
+        yield server, engine
 
 
 def test_the_cores_are_shared_out_among_the_workers_running() -> None:
@@ -100,31 +110,22 @@ def test_the_running_workers_are_resized_as_their_number_changes(
 
 
 def test_a_worker_still_loading_its_model_is_asked_again_later(tmp_path: Path) -> None:
-    loading = HealthServer(Health("worker"), 0)  # its ops port is up, the route not yet
-    loading.start()
-    try:
+    with ops_port(None) as loading:
         supervisor = Supervisor(Settings(state_dir=tmp_path), cores=2)
         supervisor.replicas["worker-1"] = replica = _running_worker(loading.port, threads=2)
         supervisor.replicas["worker-2"] = _running_worker(0, threads=1, name="worker-2")
         supervisor._share_cores(now=10.0)
-    finally:
-        loading.stop()
     assert replica.threads == 2 and replica._threads_retry_at > 10.0
 
 
 def test_a_worker_with_fixed_threads_is_not_asked_again(tmp_path: Path) -> None:
     engine = RecordingEngine(resizable=False)
-    routes = {threads_route.PATH: threads_route.threads_handler(cast(InferenceEngine, engine))}
-    server = HealthServer(Health("worker"), 0, routes=routes)
-    server.start()
-    try:
+    with ops_port(engine) as server:
         supervisor = Supervisor(Settings(state_dir=tmp_path), cores=2)
         supervisor.replicas["worker-1"] = replica = _running_worker(server.port, threads=2)
         supervisor.replicas["worker-2"] = _running_worker(0, threads=None, name="worker-2")
         supervisor._share_cores(now=0.0)
         supervisor._share_cores(now=5.0)
-    finally:
-        server.stop()
     assert engine.calls == [1] and replica.threads is None
 
 
