@@ -41,11 +41,12 @@ $(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q '$(UV_REQ)'
 
-$(STAMP): pyproject.toml $(LOCK) | $(UV)
+$(STAMP): pyproject.toml $(LOCK) infra/local/llama_cpp_wheel.sh | $(UV)
 	@echo "==> installing chatbus and its dependencies into $(VENV) (first time: a minute or two)"
 	@infra/local/disk_check.sh "$(UV_CACHE)" $(MIN_FREE_GB)
 	@infra/local/llama_cpp_wheel.sh "$(LOCAL_WHEELS)" "$(LLAMA_CPP_REQ)" $(BIN)/python
-	@$(UV) pip install $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama]'
+	@$(UV) pip install $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) \
+	  --reinstall-package llama-cpp-python -e '.[dev,llama]'
 	@$(UV) pip check --python $(BIN)/python
 	@touch $@
 

@@ -119,7 +119,7 @@ class GatewaySystem(ManagedSystem):
         if up.returncode != 0:
             raise BenchError(
                 f"the bench pipeline did not come up: {up.stderr.strip()[-800:]} "
-                f"(logs: {self.settings.log_dir})"
+                f"(its logs, kept: {self._keep_logs()})"
             )
         made = await asyncio.to_thread(self._cli, "keys", "create", "--user", "bench", timeout=60)
         if made.returncode != 0:
@@ -138,6 +138,14 @@ class GatewaySystem(ManagedSystem):
             await asyncio.to_thread(self._cli, "pipeline", "down", timeout=300)
             await self._cleanup()
         shutil.rmtree(self._state, ignore_errors=True)
+
+    def _keep_logs(self) -> Path:
+        """Copy the private pipeline's logs out of its state folder (removed on stop) into
+        ``<state_dir>/bench/failed-logs``; the folder they are in."""
+        kept = Path(self._config.settings.state_dir) / "bench" / "failed-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(self.settings.log_dir, kept, dirs_exist_ok=True)
+        return kept
 
     async def _cleanup(self) -> None:
         async with admin_client(self.settings) as admin:
