@@ -23,6 +23,7 @@ from chatbus.tracing import Hop, RequestTrace
 from inference_consumers import metrics
 from inference_consumers.chunker import Chunker, PendingChunk
 from inference_consumers.engine import GenerationRequest, InferenceEngine
+from inference_consumers.publish_hold import PublishHold
 from inference_consumers.resume import Published
 from inference_consumers.text_stream import TextStream
 from schemas.events import (
@@ -67,6 +68,7 @@ class StreamState:
     cancel_requested: bool = False
     cancel_reason: str = ""  # "content_filter" when output moderation stopped it
     handing_off: bool = False  # stop without a final chunk: another worker continues it
+    hold: PublishHold = field(default_factory=PublishHold)  # closed while a rebalance decides
     engine_id: str = ""  # this attempt's id in the engine (a resumed request gets a new one)
     resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
@@ -189,10 +191,13 @@ class RequestStreamer:
             state.next_seq = resumed.next_seq
             text_stream.resume(resumed.token_ids, resumed.text)
             if resumed.finish_reason is not None:  # it had streamed everything: just complete
-                return await self._complete(
-                    state,
-                    Outcome(resumed.text, resumed.finish_reason, generation, resumed.token_ids),
-                )
+                async with state.hold.publishing():
+                    if state.handing_off:
+                        return None
+                    return await self._complete(
+                        state,
+                        Outcome(resumed.text, resumed.finish_reason, generation, resumed.token_ids),
+                    )
         if state.handing_off:  # revoked before it started: the next owner serves it
             return None
         if state.cancel_requested or generation.max_new_tokens <= 0:
@@ -219,7 +224,9 @@ class RequestStreamer:
                 released = text_stream.push(event.token_ids)
                 chunk = chunker.add(released, list(event.token_ids))
                 if chunk is not None:
-                    await self._send_chunk(state, chunk)
+                    async with state.hold.publishing():  # waits while a rebalance decides
+                        if not state.handing_off:
+                            await self._send_chunk(state, chunk)
                 if text_stream.stopped:  # a stop sequence: no more tokens are wanted
                     stopping = True
                     finish_reason = "stop"
@@ -266,8 +273,9 @@ class RequestStreamer:
             newest=True,
         )
 
-    async def fail(self, state: StreamState, info: ErrorInfo) -> Completion:
-        """End the request's stream with an error the client can act on."""
+    async def fail(self, state: StreamState, info: ErrorInfo) -> Completion | None:
+        """End the request's stream with an error the client can act on (None: handed over
+        first, its next owner answers)."""
         return await self._finish(state, Outcome("", "error", None, [], info))
 
     async def _send_chunk(
@@ -304,18 +312,23 @@ class RequestStreamer:
 
     async def _finish(
         self, state: StreamState, outcome: Outcome, last: PendingChunk | None = None
-    ) -> Completion:
-        await self._remember(state, outcome.text, outcome.finish_reason)
-        await self._send_chunk(
-            state,
-            last or PendingChunk(),
-            finish_reason=outcome.finish_reason,
-            error=outcome.error,
-            usage=self._usage(state, outcome),
-        )
-        assert state.last_send is not None
-        await state.last_send  # every chunk is on the broker before the completion
-        return await self._complete(state, outcome)
+    ) -> Completion | None:
+        """The last chunk, then the completion; None when the stream was handed over while a
+        rebalance held it (its next owner finishes it)."""
+        async with state.hold.publishing():
+            if state.handing_off:
+                return None
+            await self._remember(state, outcome.text, outcome.finish_reason)
+            await self._send_chunk(
+                state,
+                last or PendingChunk(),
+                finish_reason=outcome.finish_reason,
+                error=outcome.error,
+                usage=self._usage(state, outcome),
+            )
+            assert state.last_send is not None
+            await state.last_send  # every chunk is on the broker before the completion
+            return await self._complete(state, outcome)
 
     @staticmethod
     def _usage(state: StreamState, outcome: Outcome) -> Usage:

@@ -44,6 +44,7 @@ from schemas.topics import TopicName
 log = get_logger(__name__)
 
 _RECENT_CANCELS = 10_000
+HOLD_ACK_TIMEOUT_S = 10.0  # a revoke waits this long for held streams' sends to be acknowledged
 
 
 def group_id_for(settings: Settings, model_name: str) -> str:
@@ -96,12 +97,17 @@ class InferenceWorker(ConsumerRuntime):
         self._active: dict[str, StreamState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, set[str]] = {}
+        self._records: dict[str, tuple[TopicPartition, int]] = {}  # request → its record
+        self._held: set[str] = set()  # requests revoked and not yet settled by an assignment
         self._recent_cancels: OrderedDict[str, str] = OrderedDict()  # request_id → reason
         self._progress = ProgressStore(settings)
         self._drain_timeout_s = 30.0
         self.peak_inflight = 0  # most requests held at once
         self.completed = 0  # requests this worker answered to the end
         self.left_to_other_models = 0  # requests for a model another group serves
+        self.resumed = 0  # requests continued after what an earlier attempt streamed
+        self.held_kept = 0  # streams held by a rebalance that went on where they were
+        self.held_handed_off = 0  # streams held by a rebalance, then handed over
 
     # --- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -234,8 +240,9 @@ class InferenceWorker(ConsumerRuntime):
             await self._commit()
             return
         if event.request_id in self._active:  # a redelivery of what we already serve
-            self._offsets.finished(tp, record.offset)
-            return
+            if self._records.get(event.request_id) != (tp, record.offset):
+                self._offsets.finished(tp, record.offset)  # a copy at another offset: done
+            return  # (the same record, fetched again after its partition came back: in flight)
         state = StreamState(event)
         state.trace = RequestTrace.next_hop(record.headers)  # a span of the request's trace
         state.trace.stamp(Hop.WORKER_IN, polled_ms)
@@ -247,6 +254,7 @@ class InferenceWorker(ConsumerRuntime):
             state.cancel_requested = True
             state.cancel_reason = reason
         self._active[event.request_id] = state
+        self._records[event.request_id] = (tp, record.offset)
         self._by_partition.setdefault(tp, set()).add(event.request_id)
         self.peak_inflight = max(self.peak_inflight, len(self._active))
         self._report_inflight()
@@ -274,6 +282,7 @@ class InferenceWorker(ConsumerRuntime):
                         progress.since_ms,
                     )
                     metrics.FAILOVERS.labels(self._engine.model_name).inc()
+                    self.resumed += 1
                     bound.info(
                         "resuming",
                         next_seq=state.resumed.next_seq,
@@ -310,6 +319,8 @@ class InferenceWorker(ConsumerRuntime):
         finally:
             self._active.pop(request.request_id, None)
             self._tasks.pop(request.request_id, None)
+            self._records.pop(request.request_id, None)
+            self._held.discard(request.request_id)
             self._by_partition.get(tp, set()).discard(request.request_id)
             self._report_inflight()
             self.capacity_freed()
@@ -329,17 +340,56 @@ class InferenceWorker(ConsumerRuntime):
             worker_id=self.worker_id,
         )
 
-    async def _hand_off(self, request_ids: set[str]) -> None:
+    async def _hand_off(self, request_ids: set[str], *, wait: bool = True) -> None:
+        """Stop these streams without a final chunk (the partition's next owner continues
+        them); ``wait``: until their tasks have ended."""
         tasks = [self._tasks[i] for i in request_ids if i in self._tasks]
         for request_id in request_ids:
+            self._held.discard(request_id)
             state = self._active.get(request_id)
             if state is not None:
                 state.handing_off = True
                 if state.engine_id:
                     await self._engine.cancel(state.engine_id)
+                state.hold.open()  # it publishes nothing more: it sees handing_off
         if tasks:
             log.info("handing_off", inflight=len(tasks))
-            await asyncio.wait(tasks, timeout=30)
+            if wait:
+                await asyncio.wait(tasks, timeout=30)
+
+    async def _hold(self, request_ids: set[str]) -> None:
+        """Hold these streams until the next assignment says whether they stay: they generate
+        on but publish nothing; returns once what they sent is on the broker."""
+        states = [self._active[i] for i in request_ids if i in self._active]
+        if not states:
+            return
+        await asyncio.gather(*(state.hold.close() for state in states))
+        self._held.update(state.request.request_id for state in states)
+        sending = [s.last_send for s in states if s.last_send and not s.last_send.done()]
+        if sending:
+            await asyncio.wait(sending, timeout=HOLD_ACK_TIMEOUT_S)
+        log.info("holding", inflight=len(states))
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Held streams whose partition came back go on publishing; the others are handed over
+        (their partition's new owner continues them after what is on the broker)."""
+        kept: list[str] = []
+        gone: set[str] = set()
+        for request_id in sorted(self._held):
+            tp, offset = self._records[request_id]
+            if tp in assigned:
+                self._offsets.started(tp, offset)
+                self._by_partition.setdefault(tp, set()).add(request_id)
+                self._active[request_id].hold.open()
+                kept.append(request_id)
+            else:
+                gone.add(request_id)
+        self._held.clear()
+        self.held_kept += len(kept)
+        self.held_handed_off += len(gone)
+        await self._hand_off(gone, wait=False)
+        if kept or gone:
+            log.info("held_streams_settled", kept=len(kept), handed_off=len(gone))
 
     # --- offsets ---------------------------------------------------------------------------
     async def _commit(self) -> None:
@@ -349,15 +399,20 @@ class InferenceWorker(ConsumerRuntime):
             self._offsets.mark_committed(committed)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Hand over what we hold of the revoked partitions, commit, then let them go.
+        """Hold the revoked partitions' streams until the assignment (stopping: hand them
+        over), commit, then let the partitions go.
 
-        Generation stops within a decode step and what was streamed stays on the reply
-        partition; whichever member gets the partition resumes after it (often us again).
+        A held stream publishes nothing until :meth:`on_assigned` gives its partition back
+        (it goes on where it was, its cache intact) or not (it is handed over: generation stops
+        within a decode step, and the new owner resumes after what is on the reply partition).
         """
         ids: set[str] = set()
         for tp in revoked:
             ids |= self._by_partition.get(tp, set())
-        await self._hand_off(ids)
+        if self.stopping:
+            await self._hand_off(ids)
+        else:
+            await self._hold(ids)
         await self._commit()
         self._offsets.forget(revoked)
         for tp in revoked:

@@ -15,12 +15,14 @@ output beside other streams can differ from the same request alone after a near-
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from chatbus.chat_tokenizer import load_chat_tokenizer
 from inference_consumers.engine.base import (
     EngineError,
     GenerationRequest,
@@ -105,11 +107,9 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
                 "the llama.cpp engine needs llama-cpp-python: `make install` "
                 "builds it once (or CHATBUS_ENGINE=transformers)"
             )
-        from transformers import AutoTokenizer, GenerationConfig
-
         folder = gguf.parent
-        try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        try:  # without importing transformers where the folder allows (21 s of CPU here)
+            tokenizer: Any = load_chat_tokenizer(folder)
         except (OSError, ValueError) as exc:
             raise EngineError(f"no Hugging Face tokenizer beside {gguf}: {exc}") from exc
         import llama_cpp
@@ -139,7 +139,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             )
         vocab = llama_cpp.llama_model_get_vocab(model)
         self.max_context = min(int(llama_cpp.llama_model_n_ctx_train(model)), self.n_ctx)
-        self.eos_token_ids = _eos_ids(folder, tokenizer, GenerationConfig)
+        self.eos_token_ids = _eos_ids(folder, tokenizer)
         if not self.eos_token_ids:
             raise EngineError(f"the model at {folder} names no EOS token")
         self._tokenizer, self._llama, self._model, self._ctx = tokenizer, llama_cpp, model, ctx
@@ -258,8 +258,10 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
                 self._finish(stream, output.finish_reason, output.token_ids, error=output.error)
 
 
-def _eos_ids(folder: Path, tokenizer: Any, generation_config: Any) -> frozenset[int]:
+def _eos_ids(folder: Path, tokenizer: Any) -> frozenset[int]:
+    """The EOS ids of ``generation_config.json`` (read as JSON: transformers' GenerationConfig
+    import costs seconds) and the tokenizer's."""
     configured = None
     with contextlib.suppress(OSError, ValueError):
-        configured = generation_config.from_pretrained(folder).eos_token_id
+        configured = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
     return eos_ids(configured, tokenizer.eos_token_id)

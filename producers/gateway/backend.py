@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chatbus.chat_tokenizer import load_chat_tokenizer
 from chatbus.errors import ConfigurationError
 from chatbus.logging import get_logger
 from chatbus.settings import Settings
@@ -153,6 +154,4 @@ class TokenizerPromptCounter(PromptCounter):
 
 
 def _load_tokenizer(model_path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_path))
+    return load_chat_tokenizer(model_path)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
+from chatbus.kafka import make_consumer
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
@@ -188,3 +191,60 @@ async def test_more_requests_than_slots_wait_on_the_bus_not_in_the_worker(
         assert set(reasons) <= {"stop", "length"}
         assert worker.peak_inflight == 2
         assert worker.admission_pauses >= 1
+
+
+def conversation_on(partition: int, partitions: int) -> str:
+    """A conversation id whose requests the default partitioner puts on ``partition``."""
+    choose = DefaultPartitioner()
+    every = list(range(partitions))
+    return next(
+        conversation
+        for conversation in (f"conv-rebalance-{uuid.uuid4().hex[:12]}" for _ in range(10_000))
+        if choose(conversation.encode(), every, every) == partition
+    )
+
+
+async def test_a_member_joining_mid_stream_moves_only_the_streams_of_the_partitions_it_takes(
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    """Eager rebalancing revokes every partition; the streams of the partitions the worker gets
+    back go on where they were (held while the group decided, never served again), and only
+    those of the partitions another member took are handed over (here: resumed by the worker
+    when the other member leaves), each token once."""
+    partitions = bus.kafka.topic_partitions
+    tokens = 600
+    requests = [
+        await client.send(
+            [{"role": "user", "content": f"a long story {p}"}],
+            model=bus.model.name,
+            sampling=SamplingParams(temperature=0, max_tokens=tokens),
+            conversation_id=conversation_on(p, partitions),
+        )
+        for p in range(partitions)
+    ]
+    streams = [client.chunks(r.request_id, timeout_s=120) for r in requests]
+    received = [[await anext(stream)] for stream in streams]  # every stream is under way
+
+    other = make_consumer(bus, group_id=worker.group, client_id="rebalance-test-member")
+    other.subscribe(topics=[bus.topic(TopicName.REQUESTS)])
+    await other.start()
+    try:
+
+        async def took_some() -> bool:
+            return bool(other.assignment())
+
+        await eventually(took_some, timeout_s=60, interval=0.05, what="the second member's share")
+        taken = {tp.partition for tp in other.assignment()}
+    finally:
+        await other.stop()  # it leaves: the worker gets its partitions back
+
+    for chunks, stream in zip(received, streams, strict=True):
+        chunks.extend([c async for c in stream])
+    for chunks in received:
+        assert [c.seq for c in chunks] == list(range(len(chunks))), "each seq once, in order"
+        assert chunks[-1].finish_reason == "length"
+        assert sum(len(c.token_ids) for c in chunks) == tokens, "no token lost or repeated"
+    assert 0 < len(taken) < partitions
+    assert worker.held_kept >= partitions - len(taken), "the streams it kept went on"
+    assert worker.held_handed_off == len(taken), "only the streams that moved were handed over"
+    assert worker.resumed == len(taken), "and only those were served again"

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from chatbus.settings import Settings
 from inference_consumers.engine.scripted import ScriptedEngine
+from inference_consumers.publish_hold import PublishHold
 from inference_consumers.request_stream import RequestStreamer, StreamState, with_default_system
 from inference_consumers.resume import Published
 from schemas.events import ChatRequest, Completion, SamplingParams, TokenChunk
@@ -195,3 +196,54 @@ def test_the_default_system_prompt_goes_first_only_when_there_is_none() -> None:
     own = [{"role": "system", "content": "Be terse."}, *user]
     assert with_default_system(own, "Be kind.") == own
     assert with_default_system(user, "") == user
+
+
+async def held_mid_stream(
+    script: str, max_tokens: int
+) -> tuple[ScriptedEngine, Recorder, StreamState, asyncio.Task[Completion | None], int]:
+    """A stream under way, then held (as a revoke holds it); what was sent before the hold."""
+    run, engine, out = streamer(script)
+    state = StreamState(request(max_tokens=max_tokens))
+    task = await streaming(run, out, state)
+    await state.hold.close()
+    return engine, out, state, task, len(out.sent)
+
+
+async def test_a_held_stream_publishes_nothing_until_its_hold_opens_then_all_of_it() -> None:
+    _, out, state, task, before = await held_mid_stream("abcdefghijklmnop", 16)
+    for _ in range(40):  # the engine goes on generating meanwhile
+        await decode_step()
+    assert len(out.sent) == before, "nothing reaches the broker while held"
+    state.hold.open()
+    completion = await task
+    chunks = out.chunks()
+    assert completion is not None and completion.finish_reason == "length"
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert "".join(c.text for c in chunks) == "abcdefghijklmnop"
+
+
+async def test_a_held_stream_handed_over_publishes_nothing_more() -> None:
+    engine, out, state, task, before = await held_mid_stream("a long answer that goes on", 20)
+    state.handing_off = True
+    await engine.cancel(state.engine_id)
+    state.hold.open()
+    assert await task is None
+    assert len(out.sent) == before
+    assert not [e for _, e in out.sent if isinstance(e, Completion)]
+
+
+async def test_closing_a_hold_waits_for_the_publish_under_way() -> None:
+    hold, order = PublishHold(), []
+
+    async def publish() -> None:
+        async with hold.publishing():
+            await decode_step()
+            order.append("published")
+
+    task = asyncio.create_task(publish())
+    await decode_step()  # the publish is under way
+    await hold.close()
+    order.append("closed")
+    await task
+    assert order == ["published", "closed"]
+    assert hold.held
