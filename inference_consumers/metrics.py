@@ -43,3 +43,8 @@ FAILOVERS = Counter(
     "Requests resumed after another member died or handed them over",
     ["model"],
 )
+HELD_STREAMS = Counter(
+    "chatbus_inference_held_streams_total",
+    "Streams held by a rebalance, by how it settled: kept (partition came back) or handed_off",
+    ["model", "outcome"],
+)

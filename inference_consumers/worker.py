@@ -387,6 +387,9 @@ class InferenceWorker(ConsumerRuntime):
         self._held.clear()
         self.held_kept += len(kept)
         self.held_handed_off += len(gone)
+        model = self._engine.model_name
+        metrics.HELD_STREAMS.labels(model, "kept").inc(len(kept))
+        metrics.HELD_STREAMS.labels(model, "handed_off").inc(len(gone))
         await self._hand_off(gone, wait=False)
         if kept or gone:
             log.info("held_streams_settled", kept=len(kept), handed_off=len(gone))
