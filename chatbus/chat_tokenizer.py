@@ -91,9 +91,6 @@ class ChatTokenizer:
     def decode(self, token_ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens))
 
-    def get_vocab(self) -> dict[str, int]:
-        return dict(self._tokenizer.get_vocab())
-
 
 def load_chat_tokenizer(folder: Path | str) -> Any:
     """The folder's tokenizer: a :class:`ChatTokenizer` when it can read it, else transformers'
