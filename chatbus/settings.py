@@ -188,7 +188,10 @@ class ModelSettings(Section):
         "transformers (the GPU engine and the reference).",
     )
     engine_threads: int = Field(
-        0, ge=0, description="CPU threads of the llama.cpp engine; 0: one per core."
+        0,
+        ge=0,
+        description="CPU threads of an engine on CPU (llama.cpp, or torch's intra-op threads); 0: "
+        "one per core.",
     )
     engine_sampling: bool = Field(
         True,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from chatbus.errors import ConfigurationError
+from chatbus.gpu import gpu_driver_present
 from chatbus.health import Health, PostHandler
 from chatbus.kafka.serve import serve
 from chatbus.logging import get_logger
@@ -30,21 +29,12 @@ def engine_kind(settings: Settings) -> str:
         or not llama_cpp_available()
     ):
         return "transformers"
-    if settings.model.device == "auto" and _gpu_driver_present():
+    if settings.model.device == "auto" and gpu_driver_present():
         import torch  # 5 s of CPU: only where a GPU may be there to find
 
         if torch.cuda.is_available():
             return "transformers"
     return "llama.cpp"
-
-
-# The device files of NVIDIA's driver, AMD's (ROCm: torch.cuda too) and WSL's GPU bridge.
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
-
-
-def _gpu_driver_present() -> bool:
-    """Whether a GPU driver is installed: without one, torch finds no CUDA device either."""
-    return any(Path(path).exists() for path in GPU_DEVICE_FILES)
 
 
 def build_engine(settings: Settings) -> InferenceEngine:
@@ -73,6 +63,7 @@ def build_engine(settings: Settings) -> InferenceEngine:
         device=settings.model.device,
         max_batch=settings.worker.max_inflight,
         sampling=settings.model.engine_sampling,
+        threads=settings.model.engine_threads or None,
     )
 
 

@@ -1,11 +1,11 @@
 """``POST /engine/threads`` on the worker's ops port: how many CPU threads the engine decodes on.
 
 Several workers on one machine each running one thread per core make the cores' threads wait for
-each other at every layer (llama.cpp's threads meet at a barrier; a core taken by another process
-stalls them all). The local supervisor gives each worker its share of the cores when it starts
-it, and when the number of workers changes it resizes the running ones through this route,
-without a restart: ``{"threads": 1}`` → 200 ``{"threads": 1}``; a body that is not that → 400;
-an engine whose threads are fixed (the GPU engine) → 409.
+each other at every layer (llama.cpp's threads meet at a barrier, torch's OpenMP threads as well;
+a core taken by another process stalls them all). The local supervisor gives each worker its share
+of the cores when it starts it, and when the number of workers changes it resizes the running ones
+through this route, without a restart: ``{"threads": 1}`` → 200 ``{"threads": 1}``; a body that
+is not that → 400; an engine whose threads are fixed (one on a GPU) → 409.
 """
 
 from __future__ import annotations

@@ -163,9 +163,12 @@ class TransformersEngine(ThreadLoadedEngine[_Stream], InferenceEngine):
         block_size: int = 256,
         sampling: bool = True,
         warmup: bool = True,
+        threads: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         self.model_path = Path(model_path)
@@ -177,6 +180,8 @@ class TransformersEngine(ThreadLoadedEngine[_Stream], InferenceEngine):
         self.block_size = block_size
         self.sampling = sampling
         self.warmup = warmup
+        self.threads = threads  # CPU threads of the forward passes (None: torch's default)
+        self._threads_applied: int | None = None  # what the generation thread runs on
         # Known once started.
         self.max_context = 0
         self.eos_token_ids = frozenset()
@@ -227,6 +232,8 @@ class TransformersEngine(ThreadLoadedEngine[_Stream], InferenceEngine):
         except (OSError, ValueError) as exc:
             raise EngineError(f"cannot load the model at {self.model_path}: {exc}") from exc
         model = model.to(device).eval()
+        if device.type == "cpu":
+            model.register_forward_pre_hook(self._apply_threads)
         text_config = model.config.get_text_config()
         self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 0) or int(
             tokenizer.model_max_length
@@ -258,6 +265,25 @@ class TransformersEngine(ThreadLoadedEngine[_Stream], InferenceEngine):
             self.max_context,
             self.max_batch,
         )
+
+    def set_threads(self, threads: int) -> bool:
+        """On CPU: run the forward passes on ``threads`` threads from the next step (a GPU
+        engine's are fixed: False)."""
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        if self.device is not None and self.device.type != "cpu":
+            return False
+        self.threads = threads
+        log.info("engine threads: %d", threads)
+        return True
+
+    def _apply_threads(self, *_: object) -> None:
+        """Before each forward pass, on the manager's generation thread: torch's intra-op thread
+        count is that thread's own, so a change is made there."""
+        wanted = self.threads
+        if wanted is not None and wanted != self._threads_applied:
+            torch.set_num_threads(wanted)
+            self._threads_applied = wanted
 
     def _generation_config(self, tokenizer: Any) -> GenerationConfig:
         pad = tokenizer.pad_token_id

@@ -234,10 +234,10 @@ def _environment_of(pid: int) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-def _on_cpu_threads(settings: Settings, model_path: Path) -> bool:
-    """Whether a worker on ``model_path`` decodes with llama.cpp on CPU threads (its folder holds
-    a GGUF and the engine setting allows llama.cpp; ``auto`` on a CUDA machine answers 409)."""
-    return settings.model.engine != "transformers" and any(model_path.glob("*.gguf"))
+def _on_cpu_threads(settings: Settings) -> bool:
+    """Whether a worker may decode on CPU threads: its device is not a GPU by name (with
+    ``auto`` on a GPU machine it answers 409 and keeps its threads)."""
+    return not settings.model.device.startswith("cuda")
 
 
 def _post_threads(port: int, threads: int) -> tuple[int | None, str]:
@@ -394,13 +394,11 @@ class Supervisor:
     def _threads_of_running(self, name: str, pid: int) -> int | None:
         """The threads a running worker replica was started on: its CHATBUS_ENGINE_THREADS,
         else one per core (None for the other components)."""
-        if model_of(self.settings, component_of(name)) is None:
+        if model_of(self.settings, component_of(name)) is None or not _on_cpu_threads(
+            self.settings
+        ):
             return None
-        env = _environment_of(pid)
-        path = env.get("CHATBUS_MODEL_PATH") or self._model_path_of_running(name, pid)
-        if path is None or not _on_cpu_threads(self.settings, Path(path)):
-            return None
-        started_with = env.get("CHATBUS_ENGINE_THREADS", "")
+        started_with = _environment_of(pid).get("CHATBUS_ENGINE_THREADS", "")
         return int(started_with) if started_with.isdigit() and int(started_with) else self.cores
 
     def reconcile(self) -> None:
@@ -480,7 +478,7 @@ class Supervisor:
             path = model_path_of(self.settings, self._desired, component)
             replica.model_path = env["CHATBUS_MODEL_PATH"] = str(path)
             share = engine_threads_share(self.settings, self._running_workers() + 1, self.cores)
-            if share is not None and path is not None and _on_cpu_threads(self.settings, path):
+            if share is not None and _on_cpu_threads(self.settings):
                 env["CHATBUS_ENGINE_THREADS"] = str(share)
                 replica.threads = share
         argv = [self.python, "-m", "chatbus.cli", spec_of(component).name]

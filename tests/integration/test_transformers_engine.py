@@ -274,6 +274,29 @@ async def test_cancel_mid_stream_ends_quickly_and_engine_keeps_serving(
 
 
 @pytest.mark.asyncio
+async def test_its_cpu_threads_are_resized_between_decode_steps_mid_stream(
+    engine: TransformersEngine,
+) -> None:
+    """What the supervisor does when a second worker joins the machine: torch's thread count is
+    per thread, so it must change on the generation thread, and the stream goes on."""
+    seen: list[int] = []  # torch's threads as each forward pass sees them, on its own thread
+    hook = engine._model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    try:
+        assert engine.set_threads(1)
+        events = engine.generate(GenerationRequest("resize", prompt_of(engine, "talk"), 40))
+        async with asyncio.timeout(DEADLINE_S):
+            await anext(events)
+        assert engine.set_threads(2)
+        _, final = await collect(events)
+    finally:
+        hook.remove()
+    assert final.finish_reason == "length"
+    assert seen[0] == 1 and seen[-1] == 2 and seen == sorted(seen)
+    with pytest.raises(ValueError, match="at least 1"):
+        engine.set_threads(0)
+
+
+@pytest.mark.asyncio
 async def test_abandoned_stream_frees_its_slot(engine: TransformersEngine) -> None:
     events = engine.generate(GenerationRequest("abandoned", prompt_of(engine, "x"), 1000))
     async with asyncio.timeout(DEADLINE_S):
