@@ -45,6 +45,7 @@ FAILOVERS = Counter(
 )
 HELD_STREAMS = Counter(
     "chatbus_inference_held_streams_total",
-    "Streams held by a rebalance, by how it settled: kept (partition came back) or handed_off",
+    "Streams held by a rebalance, by how it settled: kept (partition came back), moved "
+    "(finished here under its lease) or handed_off",
     ["model", "outcome"],
 )

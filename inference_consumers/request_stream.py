@@ -68,12 +68,21 @@ class StreamState:
     cancel_requested: bool = False
     cancel_reason: str = ""  # "content_filter" when output moderation stopped it
     handing_off: bool = False  # stop without a final chunk: another worker continues it
+    moved: bool = False  # its partition went to another member: it goes on under its lease
+    lease_held: bool = False  # this worker holds the request's lease (renews it while serving)
+    lease_until: float = 0.0  # monotonic: past it, a moved stream may be resumed elsewhere
     hold: PublishHold = field(default_factory=PublishHold)  # closed while a rebalance decides
     engine_id: str = ""  # this attempt's id in the engine (a resumed request gets a new one)
     resumed: Published | None = None  # what an earlier worker already streamed
     last_send: asyncio.Future[RecordMetadata] | None = None
     trace: RequestTrace | None = None  # the request's trace, continued by this worker
     trace_sent: bool = False  # a chunk of this attempt carried the trace already
+
+    @property
+    def handed_over(self) -> bool:
+        """It publishes nothing more: handed to another worker, or its partition moved and its
+        lease is past its deadline (the partition's new owner may resume it from then on)."""
+        return self.handing_off or (self.moved and time.monotonic() >= self.lease_until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +182,7 @@ class RequestStreamer:
     async def run(self, state: StreamState) -> Completion | None:
         """Generate, stream chunks, then publish the completion and return it.
 
-        Returns None when the request was handed over (``state.handing_off``): its chunks are on
+        Returns None when the request was handed over (``state.handed_over``): its chunks are on
         the broker, and the member that takes the partition continues after them.
         """
         request = state.request
@@ -192,13 +201,13 @@ class RequestStreamer:
             text_stream.resume(resumed.token_ids, resumed.text)
             if resumed.finish_reason is not None:  # it had streamed everything: just complete
                 async with state.hold.publishing():
-                    if state.handing_off:
+                    if state.handed_over:
                         return None
                     return await self._complete(
                         state,
                         Outcome(resumed.text, resumed.finish_reason, generation, resumed.token_ids),
                     )
-        if state.handing_off:  # revoked before it started: the next owner serves it
+        if state.handed_over:  # revoked before it started: the next owner serves it
             return None
         if state.cancel_requested or generation.max_new_tokens <= 0:
             reason: FinishReason = _cancelled(state) if state.cancel_requested else "length"
@@ -225,7 +234,7 @@ class RequestStreamer:
                 chunk = chunker.add(released, list(event.token_ids))
                 if chunk is not None:
                     async with state.hold.publishing():  # waits while a rebalance decides
-                        if not state.handing_off:
+                        if not state.handed_over:
                             await self._send_chunk(state, chunk)
                 if text_stream.stopped:  # a stop sequence: no more tokens are wanted
                     stopping = True
@@ -240,7 +249,7 @@ class RequestStreamer:
                 if event.error:
                     error = ErrorInfo(code="engine_error", message=event.error)
                 break
-        if state.handing_off:
+        if state.handed_over:
             if state.last_send is not None:
                 await state.last_send  # what we streamed is on the broker before we let go
             return None
@@ -316,7 +325,7 @@ class RequestStreamer:
         """The last chunk, then the completion; None when the stream was handed over while a
         rebalance held it (its next owner finishes it)."""
         async with state.hold.publishing():
-            if state.handing_off:
+            if state.handed_over:
                 return None
             await self._remember(state, outcome.text, outcome.finish_reason)
             await self._send_chunk(

@@ -41,6 +41,7 @@ async def published_so_far(
         found = (await consumer.offsets_for_times({tp: max(0, since_ms - _CLOCK_SKEW_MS)}))[tp]
         start = found.offset if found is not None else end
         chunks: dict[int, TokenChunk] = {}
+        wanted_key = request_id.encode()
         consumer.seek(tp, start)
         position = start
         while position < end:
@@ -49,6 +50,8 @@ async def published_so_far(
                 position = record.offset + 1
                 if record.offset >= end:
                     break
+                if record.key is not None and record.key != wanted_key:
+                    continue  # another request's chunk (keyed by request id): not decoded
                 try:
                     event = decode_event(record.topic, record.value, ("chat.token",))
                 except InvalidEvent:

@@ -35,7 +35,7 @@ from chatbus.tracing import Hop, RequestTrace, now_ms
 from inference_consumers import metrics
 from inference_consumers.engine import InferenceEngine
 from inference_consumers.offsets import OffsetTracker
-from inference_consumers.progress import ProgressStore
+from inference_consumers.progress import Progress, ProgressStore
 from inference_consumers.request_stream import RequestStreamer, StreamState
 from inference_consumers.resume import published_so_far
 from schemas.events import CancelRequest, ChatRequest, ErrorInfo
@@ -45,6 +45,13 @@ log = get_logger(__name__)
 
 _RECENT_CANCELS = 10_000
 HOLD_ACK_TIMEOUT_S = 10.0  # a revoke waits this long for held streams' sends to be acknowledged
+# A worker renews the leases of the streams it serves every LEASE_RENEW_S; one that dies loses
+# them LEASE_MS later (about when its group notices). A stream on a partition that moved away
+# publishes only until LEASE_MARGIN_S before its lease could lapse.
+LEASE_MS = 1_000
+LEASE_RENEW_S = 0.25
+LEASE_MARGIN_S = 0.25
+WATCH_POLL_S = 0.1  # how often a stream served elsewhere is looked at
 
 
 def group_id_for(settings: Settings, model_name: str) -> str:
@@ -99,8 +106,9 @@ class InferenceWorker(ConsumerRuntime):
         self._by_partition: dict[TopicPartition, set[str]] = {}
         self._records: dict[str, tuple[TopicPartition, int]] = {}  # request → its record
         self._held: set[str] = set()  # requests revoked and not yet settled by an assignment
+        self._watching: set[str] = set()  # requests another member serves under its lease
         self._recent_cancels: OrderedDict[str, str] = OrderedDict()  # request_id → reason
-        self._progress = ProgressStore(settings)
+        self._progress = ProgressStore(settings, worker_id, lease_ms=LEASE_MS)
         self._drain_timeout_s = 30.0
         self.peak_inflight = 0  # most requests held at once
         self.completed = 0  # requests this worker answered to the end
@@ -108,6 +116,8 @@ class InferenceWorker(ConsumerRuntime):
         self.resumed = 0  # requests continued after what an earlier attempt streamed
         self.held_kept = 0  # streams held by a rebalance that went on where they were
         self.held_handed_off = 0  # streams held by a rebalance, then handed over
+        self.held_moved = 0  # streams held by a rebalance that moved, finished here under lease
+        self.watched = 0  # requests found served by another member under its lease
 
     # --- lifecycle -------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -135,6 +145,7 @@ class InferenceWorker(ConsumerRuntime):
         self._control.assign(control_tps)
         await self._control.seek_to_end(*control_tps)
         self.spawn_loop("control", self._control_loop)
+        self.spawn_loop("leases", self._lease_loop)
         log.info(
             "worker_serving",
             worker_id=self.worker_id,
@@ -149,6 +160,7 @@ class InferenceWorker(ConsumerRuntime):
 
     async def on_stop(self) -> None:
         """Finish what is in flight (up to the drain timeout); hand the rest to the group."""
+        await self._hand_off(set(self._watching), wait=False)  # others serve those: stop looking
         pending = list(self._tasks.values())
         if not pending:
             return
@@ -180,7 +192,8 @@ class InferenceWorker(ConsumerRuntime):
 
     # --- loops -----------------------------------------------------------------------------
     def capacity(self) -> int:
-        return self.settings.worker.max_inflight - len(self._active)
+        """Free slots: a request that another member serves (watched) takes none."""
+        return self.settings.worker.max_inflight - len(self._active) + len(self._watching)
 
     async def on_batch(self, fetched: Fetched) -> None:
         for tp, records in fetched.items():
@@ -202,6 +215,34 @@ class InferenceWorker(ConsumerRuntime):
                         continue
                     assert isinstance(event, CancelRequest)
                     await self._cancel(event.request_id, event.reason)
+
+    async def _lease_loop(self) -> None:
+        """Renew the leases of the streams this worker serves; stop those another member took,
+        and those on a moved partition whose lease could not be renewed in time."""
+        while not (self.stopping and not self._active):
+            self.beat("leases")
+            serving = [
+                request_id
+                for request_id, state in self._active.items()
+                if state.lease_held and not state.handing_off
+            ]
+            sent = time.monotonic()
+            lost = await self._progress.renew(serving)
+            if lost is not None:
+                for request_id in serving:
+                    state = self._active.get(request_id)
+                    if state is not None and request_id not in lost:
+                        state.lease_until = sent + LEASE_MS / 1000 - LEASE_MARGIN_S
+                if lost:
+                    log.warning("leases_lost", requests=sorted(lost))
+            expired = {
+                request_id
+                for request_id, state in self._active.items()
+                if state.moved and state.handed_over and not state.handing_off
+            }
+            if lost or expired:
+                await self._hand_off((lost or set()) | expired, wait=False)
+            await asyncio.sleep(LEASE_RENEW_S)
 
     async def _cancel(self, request_id: str, reason: str) -> None:
         state = self._active.get(request_id)
@@ -242,7 +283,10 @@ class InferenceWorker(ConsumerRuntime):
         if event.request_id in self._active:  # a redelivery of what we already serve
             if self._records.get(event.request_id) != (tp, record.offset):
                 self._offsets.finished(tp, record.offset)  # a copy at another offset: done
-            return  # (the same record, fetched again after its partition came back: in flight)
+            else:  # the same record, fetched again after its partition came back: in flight
+                self._active[event.request_id].moved = False
+                self._by_partition.setdefault(tp, set()).add(event.request_id)
+            return
         state = StreamState(event)
         state.trace = RequestTrace.next_hop(record.headers)  # a span of the request's trace
         state.trace.stamp(Hop.WORKER_IN, polled_ms)
@@ -270,7 +314,17 @@ class InferenceWorker(ConsumerRuntime):
             trace_id=state.trace.trace_id if state.trace else None,
         )
         try:
+            claimed_at = time.monotonic()
             progress = await self._progress.begin(request.request_id, state.since_ms)
+            state.lease_until = claimed_at + LEASE_MS / 1000 - LEASE_MARGIN_S
+            state.lease_held = progress.kind != "leased"
+            if progress.kind == "leased":  # its partition moved here; its worker serves it on
+                bound.info("watching", owner=progress.owner)
+                watched = await self._watch(state, progress)
+                if watched is None:
+                    bound.info("watch_ended")
+                    return  # the partition went on: its next owner looks at the request
+                progress = watched
             if progress.kind == "done":  # redelivered after it was answered: nothing to do
                 bound.info("already_done")
             else:
@@ -290,7 +344,8 @@ class InferenceWorker(ConsumerRuntime):
                     )
                 completion = await self._streamer.run(state)
                 if completion is None:
-                    bound.info("handed_off", next_seq=state.next_seq)
+                    bound.info("handed_off", next_seq=state.next_seq, moved=state.moved)
+                    await self._progress.release(request.request_id)
                     return  # the offset stays uncommitted: the partition's next owner resumes
                 await self._progress.done(request.request_id)
                 self.completed += 1
@@ -326,6 +381,34 @@ class InferenceWorker(ConsumerRuntime):
             self.capacity_freed()
         self._offsets.finished(tp, offset)
         await self._commit()
+
+    async def _watch(self, state: StreamState, progress: Progress) -> Progress | None:
+        """Wait while another member serves this request under its lease: ``done`` when it has
+        answered it, ``started`` once its lease is gone and this worker took it (resume it),
+        None when this worker let the partition go first."""
+        request_id = state.request.request_id
+        self.watched += 1
+        self._watching.add(request_id)
+        self.capacity_freed()
+        unknown_since: float | None = None
+        try:
+            while not state.handing_off:
+                lease = await self._progress.lease_state(request_id)
+                if lease == "unknown":  # Redis is down: its worker stops within a lease
+                    unknown_since = unknown_since or time.monotonic()
+                    lease = "free" if time.monotonic() - unknown_since > LEASE_MS / 1000 else "held"
+                if lease == "done":
+                    return Progress("done")
+                if lease == "free":
+                    claimed_at = time.monotonic()
+                    if not await self._progress.take(request_id):  # taken ("" or no answer)
+                        state.lease_until = claimed_at + LEASE_MS / 1000 - LEASE_MARGIN_S
+                        state.lease_held = True
+                        return Progress("started", progress.since_ms)
+                await asyncio.sleep(WATCH_POLL_S)
+            return None
+        finally:
+            self._watching.discard(request_id)
 
     async def _reject_invalid(
         self, record: ConsumerRecord[bytes, bytes], exc: InvalidEvent
@@ -364,6 +447,8 @@ class InferenceWorker(ConsumerRuntime):
         if not states:
             return
         await asyncio.gather(*(state.hold.close() for state in states))
+        # a stream whose last publish was under way may have ended meanwhile: nothing to hold
+        states = [s for s in states if self._active.get(s.request.request_id) is s]
         self._held.update(state.request.request_id for state in states)
         sending = [s.last_send for s in states if s.last_send and not s.last_send.done()]
         if sending:
@@ -374,25 +459,37 @@ class InferenceWorker(ConsumerRuntime):
         """Held streams whose partition came back go on publishing; the others are handed over
         (their partition's new owner continues them after what is on the broker)."""
         kept: list[str] = []
+        moved: list[str] = []
         gone: set[str] = set()
+        now = time.monotonic()
         for request_id in sorted(self._held):
-            tp, offset = self._records[request_id]
+            state, record = self._active.get(request_id), self._records.get(request_id)
+            if state is None or record is None:  # it ended while held
+                continue
+            tp, offset = record
             if tp in assigned:
                 self._offsets.started(tp, offset)
                 self._by_partition.setdefault(tp, set()).add(request_id)
-                self._active[request_id].hold.open()
+                state.moved = False
+                state.hold.open()
                 kept.append(request_id)
+            elif state.lease_held and now < state.lease_until:
+                state.moved = True  # the new owner watches it while its lease lives
+                state.hold.open()
+                moved.append(request_id)
             else:
                 gone.add(request_id)
         self._held.clear()
         self.held_kept += len(kept)
+        self.held_moved += len(moved)
         self.held_handed_off += len(gone)
         model = self._engine.model_name
         metrics.HELD_STREAMS.labels(model, "kept").inc(len(kept))
+        metrics.HELD_STREAMS.labels(model, "moved").inc(len(moved))
         metrics.HELD_STREAMS.labels(model, "handed_off").inc(len(gone))
         await self._hand_off(gone, wait=False)
-        if kept or gone:
-            log.info("held_streams_settled", kept=len(kept), handed_off=len(gone))
+        if kept or moved or gone:
+            log.info("held_streams_settled", kept=len(kept), moved=len(moved), handed_off=len(gone))
 
     # --- offsets ---------------------------------------------------------------------------
     async def _commit(self) -> None:

@@ -16,6 +16,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from chatbus.kafka import make_consumer
+from chatbus.kafka.lag import group_lag
 from chatbus.polling import eventually
 from chatbus.settings import Settings
 from inference_consumers.engine.transformers_engine import TransformersEngine
@@ -204,15 +205,12 @@ def conversation_on(partition: int, partitions: int) -> str:
     )
 
 
-async def test_a_member_joining_mid_stream_moves_only_the_streams_of_the_partitions_it_takes(
-    bus: Settings, worker: InferenceWorker, client: ChatClient
-) -> None:
-    """Eager rebalancing revokes every partition; the streams of the partitions the worker gets
-    back go on where they were (held while the group decided, never served again), and only
-    those of the partitions another member took are handed over (here: resumed by the worker
-    when the other member leaves), each token once."""
+async def long_streams_on_every_partition(
+    bus: Settings, client: ChatClient, tokens: int
+) -> tuple[list[AsyncIterator[TokenChunk]], list[list[TokenChunk]]]:
+    """One greedy ``tokens``-long request per partition; returns once every stream is under way
+    (each stream, and its chunks received so far)."""
     partitions = bus.kafka.topic_partitions
-    tokens = 600
     requests = [
         await client.send(
             [{"role": "user", "content": f"a long story {p}"}],
@@ -223,7 +221,19 @@ async def test_a_member_joining_mid_stream_moves_only_the_streams_of_the_partiti
         for p in range(partitions)
     ]
     streams = [client.chunks(r.request_id, timeout_s=120) for r in requests]
-    received = [[await anext(stream)] for stream in streams]  # every stream is under way
+    return streams, [[await anext(stream)] for stream in streams]
+
+
+async def test_a_member_joining_mid_stream_moves_no_stream_the_worker_is_serving(
+    bus: Settings, worker: InferenceWorker, client: ChatClient
+) -> None:
+    """Eager rebalancing revokes every partition; the streams of the partitions the worker gets
+    back go on where they were (held while the group decided), and those of the partitions
+    another member took go on here too, under their leases: nothing is served twice, each token
+    arrives once."""
+    partitions = bus.kafka.topic_partitions
+    tokens = 600
+    streams, received = await long_streams_on_every_partition(bus, client, tokens)
 
     other = make_consumer(bus, group_id=worker.group, client_id="rebalance-test-member")
     other.subscribe(topics=[bus.topic(TopicName.REQUESTS)])
@@ -246,5 +256,37 @@ async def test_a_member_joining_mid_stream_moves_only_the_streams_of_the_partiti
         assert sum(len(c.token_ids) for c in chunks) == tokens, "no token lost or repeated"
     assert 0 < len(taken) < partitions
     assert worker.held_kept >= partitions - len(taken), "the streams it kept went on"
-    assert worker.held_handed_off == len(taken), "only the streams that moved were handed over"
-    assert worker.resumed == len(taken), "and only those were served again"
+    assert worker.held_moved == len(taken), "those that moved went on here, under their lease"
+    assert worker.held_handed_off == 0 and worker.resumed == 0, "none was served again"
+
+
+async def test_a_worker_joining_mid_stream_watches_the_moved_streams_and_commits_them(
+    bus: Settings, demo_model_path: Path, worker: InferenceWorker, client: ChatClient
+) -> None:
+    """A second worker (a scale-up, a restarted replica) that takes a partition whose stream the
+    first worker serves does not serve it again: it watches the stream's lease until the first
+    worker has answered it, then counts its record done, so the group's lag drains to 0."""
+    tokens = 400
+    streams, received = await long_streams_on_every_partition(bus, client, tokens)
+
+    settings = bus.replace(**{"model_path": demo_model_path, "max_inflight": 4})
+    async with running_worker(settings, "newcomer") as newcomer:
+
+        async def took_some() -> bool:
+            return bool(newcomer.assignment)
+
+        await eventually(took_some, timeout_s=60, interval=0.05, what="the newcomer's share")
+        for chunks, stream in zip(received, streams, strict=True):
+            chunks.extend([c async for c in stream])
+
+        async def no_lag() -> bool:
+            rows = await group_lag(bus, [worker.group])
+            return bool(rows) and sum(r.lag for r in rows) == 0
+
+        await eventually(no_lag, timeout_s=30, interval=0.2, what="the group's lag back to 0")
+        assert newcomer.watched >= 1 and newcomer.resumed == 0 and newcomer.completed == 0
+    for chunks in received:
+        assert [c.seq for c in chunks] == list(range(len(chunks))), "each seq once, in order"
+        assert sum(len(c.token_ids) for c in chunks) == tokens, "no token lost or repeated"
+        assert {c.worker_id for c in chunks} == {"test-worker"}, "served where it started"
+    assert worker.held_moved >= 1 and worker.held_handed_off == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -229,6 +230,21 @@ async def test_a_held_stream_handed_over_publishes_nothing_more() -> None:
     state.hold.open()
     assert await task is None
     assert len(out.sent) == before
+    assert not [e for _, e in out.sent if isinstance(e, Completion)]
+
+
+async def test_a_moved_stream_publishes_under_its_lease_and_nothing_past_its_deadline() -> None:
+    """A stream whose partition went to another member goes on while its lease lives; past the
+    lease's deadline it publishes nothing more, final chunk and completion included."""
+    _, out, state, task, before = await held_mid_stream("a long answer that goes on", 26)
+    state.moved, state.lease_until = True, time.monotonic() + 60
+    state.hold.open()
+    while len(out.sent) < before + 2:  # it publishes on under its lease
+        await decode_step()
+    state.lease_until = time.monotonic()  # the lease could lapse now: another worker may resume
+    published = len(out.sent)
+    assert await task is None
+    assert len(out.sent) == published
     assert not [e for _, e in out.sent if isinstance(e, Completion)]
 
 
