@@ -75,7 +75,8 @@ def workers(
         "topic_prefix": prefix,
         "topic_partitions": 2,
         "state_dir": tmp_path_factory.mktemp("promote-state"),
-        "local_metrics_base_port": 20000 + (os.getpid() * 89 + 4000) % 30000,
+        # below Linux's ephemeral range (32768+), where outgoing connections could take a port
+        "local_metrics_base_port": 20000 + (os.getpid() * 89 + 4000) % 12000,
         "gateway_port": free_port(),
         "mongo_db": f"promote_{uuid.uuid4().hex[:8]}",
         "model_path": demo_model_path,
