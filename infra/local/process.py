@@ -87,10 +87,10 @@ def is_alive(pid: int) -> bool:
         _exit_codes[pid] = child.returncode
         return False
     fields = _stat_fields(pid)
-    if fields is None:
-        return False
-    if fields[0] in ("Z", "X"):
-        return not _reap(pid)  # a child still tearing down its threads is not gone yet
+    if fields is None or fields[0] in ("Z", "X"):
+        # gone from /proc or a zombie: reap it (our child's exit status is kept); a child still
+        # tearing down its threads is not gone yet
+        return not _reap(pid)
     return True
 
 
