@@ -54,6 +54,12 @@ LEASE_MARGIN_S = 0.25
 WATCH_POLL_S = 0.1  # how often a stream served elsewhere is looked at
 
 
+def lease_deadline(sent_at: float) -> float:
+    """Until when (monotonic) a lease claimed or renewed by a call sent at ``sent_at`` lets a
+    stream on a moved partition publish: before Redis can let the lease lapse."""
+    return sent_at + LEASE_MS / 1000 - LEASE_MARGIN_S
+
+
 def group_id_for(settings: Settings, model_name: str) -> str:
     """One consumer group per model."""
     return inference_group(settings, model_name)
@@ -232,7 +238,7 @@ class InferenceWorker(ConsumerRuntime):
                 for request_id in serving:
                     state = self._active.get(request_id)
                     if state is not None and request_id not in lost:
-                        state.lease_until = sent + LEASE_MS / 1000 - LEASE_MARGIN_S
+                        state.lease_until = lease_deadline(sent)
                 if lost:
                     log.warning("leases_lost", requests=sorted(lost))
             expired = {
@@ -316,7 +322,7 @@ class InferenceWorker(ConsumerRuntime):
         try:
             claimed_at = time.monotonic()
             progress = await self._progress.begin(request.request_id, state.since_ms)
-            state.lease_until = claimed_at + LEASE_MS / 1000 - LEASE_MARGIN_S
+            state.lease_until = lease_deadline(claimed_at)
             state.lease_held = progress.kind != "leased"
             if progress.kind == "leased":  # its partition moved here; its worker serves it on
                 bound.info("watching", owner=progress.owner)
@@ -402,7 +408,7 @@ class InferenceWorker(ConsumerRuntime):
                 if lease == "free":
                     claimed_at = time.monotonic()
                     if not await self._progress.take(request_id):  # taken ("" or no answer)
-                        state.lease_until = claimed_at + LEASE_MS / 1000 - LEASE_MARGIN_S
+                        state.lease_until = lease_deadline(claimed_at)
                         state.lease_held = True
                         return Progress("started", progress.since_ms)
                 await asyncio.sleep(WATCH_POLL_S)
