@@ -75,6 +75,7 @@ class ProgressStore:
         self.lease_ms = lease_ms
         self._take = self._redis.register_script(_TAKE)
         self._release = self._redis.register_script(_RELEASE)
+        self._failed_renewals = 0  # renewals in a row Redis did not answer
 
     async def stop(self) -> None:
         await self._redis.aclose()
@@ -136,8 +137,13 @@ class ProgressStore:
                     )
                 owners = await pipe.execute()
         except RedisError as exc:
-            log.warning("progress_store_unavailable", error=repr(exc), leases=len(ids))
+            self._failed_renewals += 1
+            if self._failed_renewals == 1:  # once per outage, not four times a second
+                log.warning("lease_renewal_failing", error=repr(exc), leases=len(ids))
             return None
+        if self._failed_renewals:
+            log.info("lease_renewal_recovered", failed_renewals=self._failed_renewals)
+            self._failed_renewals = 0
         return {request_id for request_id, owner in zip(ids, owners, strict=True) if owner}
 
     async def lease_state(self, request_id: str) -> LeaseState:

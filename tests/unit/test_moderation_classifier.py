@@ -50,6 +50,9 @@ def flagged(classifier: Classifier, text: str) -> set[str]:
         "Can you help me plan a birthday dinner for my mom?",
         "Explain how a hash map works.",
         "What's a good stretching routine after running?",
+        "Describe a cat in one sentence.",
+        "hi 3f9a2c",  # ids and gibberish: the random test model's answers look like this
+        "How do I kill a process that is stuck on Linux?",
     ],
 )
 def test_benign_text_is_not_flagged(hybrid: Classifier, text: str) -> None:
