@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics bench-ledger \
+        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-moderation \
         report
 
 help: ## Show this help
@@ -109,7 +109,7 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
 
-bench: bench-inference bench-transport bench-archiver bench-analytics bench-ledger ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
+bench: bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-moderation ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
@@ -130,6 +130,9 @@ soak: model up ## The soak: 20 minutes of steady load on the default pipeline; m
 fuzz: model up ## Fuzz the gateway from its OpenAPI schema (schemathesis, every phase; FUZZ_EXAMPLES=100 cases per operation)
 	@CHATBUS_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) CHATBUS_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
 	  $(BIN)/pytest tests/integration/test_gateway_fuzz.py -p no:cacheprovider -s -q --timeout=3600
+
+bench-moderation: model up ## Moderation on the user's path: the held-back evaluation cases through a private pipeline's gateway
+	@$(BIN)/python -m benchmarks.moderation_gateway $(MODERATION_BENCH_ARGS)
 
 bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with bounded lag
 	@$(BIN)/python -m benchmarks.archiver $(ARCHIVER_BENCH_ARGS)

@@ -47,7 +47,9 @@ async def refused(client: httpx.AsyncClient, model: str, case: EvalCase) -> bool
     if case.judges_answer:
         reply = await client.post("/v1/moderations", json={"input": case.turns[-1].content})
         if reply.status_code != 200:
-            raise BenchError(f"{case.id}: /v1/moderations answered {reply.status_code}")
+            raise BenchError(
+                f"{case.id}: /v1/moderations answered {reply.status_code}: {reply.text[:300]}"
+            )
         return bool(reply.json()["results"][0]["flagged"])
     body = {
         "model": model,

@@ -548,6 +548,18 @@ _ADDRESS_FROM_LOCAL_PORT = {
 }
 
 
+def _derived_address(local: LocalSettings, section: str, name: str) -> str:
+    """The address of ``section.name`` that the local ports give (when no address is set)."""
+    port, template = _ADDRESS_FROM_LOCAL_PORT[(section, name)]
+    if (section, name) == ("kafka", "bootstrap"):
+        return local_bootstrap(local.kafka_port, local.kafka_brokers)
+    return template.format(getattr(local, port))
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 def _field_info(flat: str) -> FieldInfo:
     section, name = FLAT_FIELDS[flat]
     return SECTIONS[section].model_fields[name]
@@ -676,9 +688,21 @@ class Settings(BaseSettings):
         return grouped
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` (flat names or whole sections), validated again."""
-        current: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
-        return type(self).model_validate({**current, **changes})
+        """A copy with ``changes`` (flat names or whole sections), validated again. An address
+        that followed a local port follows the port's new value, unless ``changes`` set it."""
+        copy = type(self).model_validate({**self._fields(), **changes})
+        moved: dict[str, dict[str, Any]] = {}
+        for section, name in _ADDRESS_FROM_LOCAL_PORT:
+            before = _derived_address(self.local, section, name)
+            after = _derived_address(copy.local, section, name)
+            address = _plain(getattr(getattr(self, section), name))
+            unchanged = _plain(getattr(getattr(copy, section), name)) == address  # not in changes
+            if before != after and address == before and unchanged:
+                moved.setdefault(section, getattr(copy, section).model_dump())[name] = after
+        return type(self).model_validate({**copy._fields(), **moved}) if moved else copy
+
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
     def as_env(self) -> dict[str, str]:
         """Every value as the ``CHATBUS_*`` variables that reproduce these settings in a

@@ -100,3 +100,19 @@ def test_every_section_field_has_one_variable() -> None:
     variables = [variable for variable, _, _ in section_variables()]
     assert len(variables) == len(set(variables))
     assert "CHATBUS_KAFKA_BOOTSTRAP" in variables and "CHATBUS_WORKER_ID" in variables
+
+
+def test_replacing_a_local_port_moves_the_addresses_that_followed_it() -> None:
+    settings = Settings()
+    copy = settings.replace(local_metrics_base_port=23400, redis_port=26379, kafka_port=29092)
+    assert copy.moderation.service_url == "http://127.0.0.1:23400"  # the processors' ops port
+    assert copy.redis.url == "redis://127.0.0.1:26379/0"
+    assert copy.kafka.bootstrap == "127.0.0.1:29092"
+    assert copy.s3.endpoint == settings.s3.endpoint
+
+
+def test_replacing_a_port_keeps_an_address_set_by_hand_or_in_the_same_change() -> None:
+    remote = Settings(redis_url="redis://cache.internal:6379/0")
+    assert remote.replace(redis_port=26379).redis.url == "redis://cache.internal:6379/0"
+    both = Settings().replace(redis_port=26379, redis_url="redis://elsewhere:1/0")
+    assert both.redis.url == "redis://elsewhere:1/0"
