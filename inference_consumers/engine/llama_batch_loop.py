@@ -2,14 +2,17 @@
 batch API (``llama_batch`` + ``llama_decode``), one KV cache shared by every sequence.
 
 Each step builds one batch: the last sampled token of every generating sequence (one logit row
-each) and, in the room left under ``n_batch``, the next chunk of prompt of sequences still being
-prefilled (a logit row only for a prompt's last token). One ``llama_decode`` runs it (ctypes
-releases the GIL, so the asyncio loop keeps running), then each row is sampled here with the
-request's own settings: argmax for greedy, else temperature and top-p with the request's own
-seeded generator. A seed reproduces a request run the same way (alone, say); it cannot promise the
-same tokens in any batch, because llama.cpp's CPU kernels are not batch-invariant: a prompt
-prefilled beside others takes another matmul path (measured here: logits moved by up to 0.75),
-so a near-tie can break the other way.
+each) and, in the room left under ``step_tokens``, the next chunk of prompt of sequences still
+being prefilled (a logit row only for a prompt's last token). Every running stream waits for the
+step to end: a smaller ``step_tokens`` shortens the stall that new or resumed prompts put on the
+running streams, and makes those prompts wait longer for their first token (each step also pays
+for every decode; ``python -m benchmarks.engine_step`` measures both). One
+``llama_decode`` runs it (ctypes releases the GIL, so the asyncio loop keeps running), then each
+row is sampled here with the request's own settings: argmax for greedy, else temperature and
+top-p with the request's own seeded generator. A seed reproduces a request run the same way
+(alone, say); it cannot promise the same tokens in any batch, because llama.cpp's CPU kernels
+are not batch-invariant: a prompt prefilled beside others takes another matmul path (measured
+here: logits moved by up to 0.75), so a near-tie can break the other way.
 
 A request is admitted only when its prompt plus ``max_new_tokens`` fits in the cells of the cache
 not reserved by the others; until then it waits, in order.
@@ -44,6 +47,7 @@ __all__ = ["BatchLoop", "LoopOutput", "sample_token"]
 
 IDLE_WAIT_S = 0.05
 MIN_REUSE = 8  # shared leading tokens worth taking a parked sequence over for
+MIN_PREFILL_PER_STEP = 32  # prompt tokens a step takes even when decodes fill its budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,7 @@ class BatchLoop:
         *,
         n_vocab: int,
         n_batch: int,
+        step_tokens: int | None = None,
         n_ctx: int,
         max_batch: int,
         eos_token_ids: frozenset[int],
@@ -151,6 +156,7 @@ class BatchLoop:
         self._memory = llama.llama_get_memory(ctx)
         self._n_vocab = n_vocab
         self._n_batch = n_batch
+        self._step_tokens = min(step_tokens or n_batch, n_batch)
         self._n_ctx = n_ctx
         self._eos = eos_token_ids
         self._deliver = deliver
@@ -338,8 +344,9 @@ class BatchLoop:
         for sequence in decoding:
             rows.append((sequence, n))
             add(sequence.last_token, sequence.position - 1, sequence.seq_id, True)
+        budget = max(self._step_tokens, n + MIN_PREFILL_PER_STEP)  # prompts always progress
         for sequence in self._running.values():
-            room = self._n_batch - n
+            room = min(budget, self._n_batch) - n
             if room <= 0:
                 break
             left = len(sequence.prompt) - sequence.prefilled

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 CTX_PER_SLOT = 2048  # cache cells per batch slot; one request may use the whole cache
 MAX_CTX = 65_536
-N_BATCH = 512
+N_BATCH = 512  # the most tokens one llama_decode may take, and by default what a step computes
 STOP_TIMEOUT_S = 30.0
 
 
@@ -75,6 +75,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         n_ctx: int | None = None,
         n_threads: int | None = None,
         warmup: bool = True,
+        step_tokens: int = N_BATCH,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -84,6 +85,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         self.n_ctx = n_ctx or min(MAX_CTX, max_batch * CTX_PER_SLOT)
         self.n_threads = n_threads or os.cpu_count() or 1
         self.warmup = warmup
+        self.step_tokens = step_tokens
         self.max_context = 0
         self.eos_token_ids = frozenset()
         self._init_lifecycle()
@@ -148,6 +150,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             ctx,
             n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
             n_batch=N_BATCH,
+            step_tokens=self.step_tokens,
             n_ctx=self.n_ctx,
             max_batch=self.max_batch,
             eos_token_ids=self.eos_token_ids,

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from inference_consumers.engine.base import EngineError, GenerationRequest
+from inference_consumers.engine.llama_batch_loop import MIN_PREFILL_PER_STEP
 from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
 from inference_consumers.local_models import DEFAULT_MODEL, build_model
 from inference_consumers.request_stream import with_default_system
@@ -61,10 +62,18 @@ async def test_streams_decoded_together_each_answer_their_own_question(
         "What is the boiling point of water in Celsius?": "100",
         "Who wrote Romeo and Juliet?": "Shakespeare",
     }
+    await each_answers_its_own_question(engine, questions, max_new_tokens=40)
+    assert engine.inflight == 0
+
+
+async def each_answers_its_own_question(
+    engine: LlamaCppEngine, questions: dict[str, str], *, max_new_tokens: int
+) -> None:
+    """Ask every question at once; each answer names what its question expects."""
     prompts = [ask(engine, q) for q in questions]
     together = await asyncio.gather(
         *(
-            collect(engine.generate(GenerationRequest(f"t{i}", p, 40, 0.0)))
+            collect(engine.generate(GenerationRequest(f"t{i}", p, max_new_tokens, 0.0)))
             for i, p in enumerate(prompts)
         )
     )
@@ -73,7 +82,6 @@ async def test_streams_decoded_together_each_answer_their_own_question(
         print(f"{question!r} -> {text!r}")
         assert expected in text, question
         assert final.finish_reason in ("stop", "length")
-    assert engine.inflight == 0
 
 
 async def test_each_request_keeps_its_own_sampling(engine: LlamaCppEngine) -> None:
@@ -191,3 +199,22 @@ def test_a_folder_without_a_gguf_is_refused_with_the_way_out(tmp_path: Path) -> 
     engine = LlamaCppEngine(tmp_path, model_name="t")
     with pytest.raises(EngineError, match="CHATBUS_ENGINE=transformers"):
         asyncio.run(engine.start())
+
+
+async def test_with_small_steps_prompts_are_prefilled_in_chunks_beside_running_streams(
+    real_model_path: Path,
+) -> None:
+    """A step budget far below a prompt's length: each prompt is prefilled in chunks over several
+    steps, beside the other stream once it decodes, and every answer still answers its own
+    question."""
+    questions = {
+        "I am planning a school trip and reading about the geography of Europe, its countries "
+        "and their cities. What is the capital of France?": "Paris",
+        "Our book club is reading plays from the English Renaissance this season, one a month, "
+        "starting with a tragedy. Who wrote Romeo and Juliet?": "Shakespeare",
+    }
+    async with LlamaCppEngine(
+        real_model_path, model_name=DEFAULT_MODEL, max_batch=4, step_tokens=2
+    ) as engine:
+        assert min(len(ask(engine, q)) for q in questions) > MIN_PREFILL_PER_STEP  # 2+ steps
+        await each_answers_its_own_question(engine, questions, max_new_tokens=32)
