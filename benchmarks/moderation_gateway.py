@@ -33,10 +33,10 @@ from chatbus.settings import get_settings
 from stream_processors.moderation.evalset import EVERYDAY, EvalCase, load_evalset, split_of
 from stream_processors.moderation.evaluate import (
     BASELINE_FILE,
-    FORMS,
     Rate,
     as_json,
     production_classifier,
+    refusal_rates,
 )
 
 TIMEOUT_S = 120.0
@@ -64,25 +64,6 @@ async def refused(client: httpx.AsyncClient, model: str, case: EvalCase) -> bool
     if code == "content_policy_violation":
         return True
     raise BenchError(f"{case.id}: the gateway answered {reply.status_code}: {reply.text[:300]}")
-
-
-def rates(cases: list[EvalCase], verdicts: list[bool]) -> dict[str, Any]:
-    def rate(chosen: list[int]) -> Rate:
-        return Rate(sum(verdicts[i] for i in chosen), len(chosen))
-
-    unsafe = [i for i, c in enumerate(cases) if c.unsafe]
-    safe = [i for i, c in enumerate(cases) if not c.unsafe]
-    return {
-        "recall": rate(unsafe),
-        "fpr": rate(safe),
-        "forms": {
-            form: {
-                "recall": rate([i for i in unsafe if cases[i].form == form]),
-                "fpr": rate([i for i in safe if cases[i].form == form]),
-            }
-            for form in FORMS
-        },
-    }
 
 
 async def judge_all(
@@ -144,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         verdicts = await judge_all(system, config.model_name, test + everyday, args.concurrency)
         seconds = time.perf_counter() - started
-    figures = rates(test, verdicts[: len(test)])
+    figures = refusal_rates(test, verdicts[: len(test)])
     figures["everyday"] = Rate(sum(verdicts[len(test) :]), len(everyday))
     figures["seconds"] = round(seconds, 1)
     return figures
