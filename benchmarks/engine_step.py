@@ -1,5 +1,6 @@
 """How long running streams stall while new prompts are prefilled, by the llama.cpp engine's step
-budget: the default 512 tokens a step (the baseline) against a smaller candidate, in one run.
+budget: a whole 512-token batch a step (the default until 2026-12-01, the baseline) against a
+candidate (by default the engine's default, 256), in one run.
 
     .venv/bin/python -m benchmarks.engine_step [--step-tokens 128] [--threads 1] [--rounds 3]
 
@@ -24,7 +25,12 @@ from tqdm import tqdm
 
 from chatbus.settings import get_settings
 from inference_consumers.engine.base import GenerationRequest
-from inference_consumers.engine.llama_cpp_engine import N_BATCH, LlamaCppEngine, find_gguf
+from inference_consumers.engine.llama_cpp_engine import (
+    N_BATCH,
+    STEP_TOKENS,
+    LlamaCppEngine,
+    find_gguf,
+)
 
 BASELINE_STEP_TOKENS = N_BATCH
 RUNNING, ARRIVING = 8, 6
@@ -111,7 +117,7 @@ async def measure(step_tokens: int, threads: int, rounds: int) -> dict[str, floa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--step-tokens", type=int, default=128, help="the candidate budget")
+    parser.add_argument("--step-tokens", type=int, default=STEP_TOKENS, help="the candidate budget")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)

@@ -177,6 +177,7 @@ class RequestStreamer:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=sampling.seed,
+            resumed=resumed is not None,
         )
 
     async def run(self, state: StreamState) -> Completion | None:

@@ -31,6 +31,10 @@ class GenerationRequest:
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     seed: int | None = None
+    # A stream its client is already reading, taken over from another worker (its prompt ends
+    # with what was streamed): engines that schedule prefill put it ahead of requests still
+    # waiting for their first token, since its client sees a stall and theirs only a wait.
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,10 @@ are not batch-invariant: a prompt prefilled beside others takes another matmul p
 here: logits moved by up to 0.75), so a near-tie can break the other way.
 
 A request is admitted only when its prompt plus ``max_new_tokens`` fits in the cells of the cache
-not reserved by the others; until then it waits, in order.
+not reserved by the others; until then it waits, in order. A *resumed* stream (taken over from a
+worker that died or handed it over: ``GenerationRequest.resumed``) goes ahead of fresh requests,
+in the line and in each step's prefill: its client is mid-answer and sees every second of its
+prefill as a stall, a fresh request's client only a later first token.
 
 **Prefix reuse.** A sequence that ends (finished, cancelled, handed over to another worker) is
 *parked*: its cells stay in the cache under its sequence id, with the tokens they hold. A new
@@ -229,11 +232,19 @@ class BatchLoop:
                 return
             block = False
             if kind == "add":
-                self._waiting.append(item)
+                self._queue(item)
             elif kind == "cancel":
                 self._cancel(item)
             elif kind == "threads":
                 self._llama.llama_set_n_threads(self._ctx, item, item)
+
+    def _queue(self, request: GenerationRequest) -> None:
+        """Wait in line: a resumed stream after the other resumed ones, ahead of fresh requests."""
+        if not request.resumed:
+            self._waiting.append(request)
+            return
+        ahead = next((i for i, r in enumerate(self._waiting) if not r.resumed), len(self._waiting))
+        self._waiting.insert(ahead, request)
 
     def _cancel(self, request_id: str) -> None:
         sequence = self._running.get(request_id)
@@ -345,7 +356,8 @@ class BatchLoop:
             rows.append((sequence, n))
             add(sequence.last_token, sequence.position - 1, sequence.seq_id, True)
         budget = max(self._step_tokens, n + MIN_PREFILL_PER_STEP)  # prompts always progress
-        for sequence in self._running.values():
+        # resumed streams' prompts first (their clients see a stall), then in order of arrival
+        for sequence in sorted(self._running.values(), key=lambda s: not s.request.resumed):
             room = min(budget, self._n_batch) - n
             if room <= 0:
                 break

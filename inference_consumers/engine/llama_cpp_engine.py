@@ -45,7 +45,11 @@ log = logging.getLogger(__name__)
 
 CTX_PER_SLOT = 2048  # cache cells per batch slot; one request may use the whole cache
 MAX_CTX = 65_536
-N_BATCH = 512  # the most tokens one llama_decode may take, and by default what a step computes
+N_BATCH = 512  # the most tokens one llama_decode may take
+# What a step computes by default: decodes, then prompt tokens up to this many. With Q8_0 weights
+# a 256-token step is ~1.1 s on one thread of a 2-core VM (every running stream waits for it);
+# 512 held streams ~2.3 s and made a worker kill's p99 gap miss 3 s (docs/reliability.md).
+STEP_TOKENS = 256
 STOP_TIMEOUT_S = 30.0
 
 
@@ -75,7 +79,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         n_ctx: int | None = None,
         n_threads: int | None = None,
         warmup: bool = True,
-        step_tokens: int = N_BATCH,
+        step_tokens: int = STEP_TOKENS,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")

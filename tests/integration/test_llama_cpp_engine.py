@@ -218,3 +218,26 @@ async def test_with_small_steps_prompts_are_prefilled_in_chunks_beside_running_s
     ) as engine:
         assert min(len(ask(engine, q)) for q in questions) > MIN_PREFILL_PER_STEP  # 2+ steps
         await each_answers_its_own_question(engine, questions, max_new_tokens=32)
+
+
+async def test_a_resumed_stream_is_prefilled_ahead_of_fresh_requests(real_model_path: Path) -> None:
+    """Three fresh requests, then a stream resumed from another worker, all waiting at once: the
+    resumed stream's client is mid-answer, so its prompt is prefilled first and its next token
+    comes before the fresh requests' first ones."""
+    story = "A long walk through the old town, past the market, the river and the tower. " * 6
+    async with LlamaCppEngine(
+        real_model_path, model_name=DEFAULT_MODEL, max_batch=4, step_tokens=2
+    ) as engine:
+        prompts = {name: ask(engine, f"{story} ({name}) Where did the walk go?") for name in "ABCR"}
+        assert min(map(len, prompts.values())) > 3 * MIN_PREFILL_PER_STEP  # 4+ steps each
+        first_tokens: list[str] = []
+
+        async def first_token(name: str) -> None:
+            request = GenerationRequest(name, prompts[name], 2, 0.0, resumed=name == "R")
+            async for _ in engine.generate(request):
+                if name not in first_tokens:
+                    first_tokens.append(name)
+
+        await asyncio.wait_for(asyncio.gather(*map(first_token, "ABCR")), 120)
+    assert first_tokens.index("R") < first_tokens.index("B"), first_tokens
+    assert first_tokens.index("R") < first_tokens.index("C"), first_tokens

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from chatbus.settings import Settings
 from infra.local.supervisor import (
+    REPLACE_AFTER_TAKEOVER_S,
     Desired,
     Replica,
     Supervisor,
@@ -100,3 +102,18 @@ def test_restart_backoff_doubles_per_crash_in_a_row_up_to_the_limit(tmp_path: Pa
         supervisor.restart_delay(Replica("worker-1", crashes_in_a_row=n)) for n in range(1, 7)
     ]
     assert delays == [1, 2, 4, 8, 10, 10]
+
+
+def test_a_crashed_worker_beside_others_is_replaced_after_they_took_its_streams_over(
+    tmp_path: Path,
+) -> None:
+    supervisor = Supervisor(Settings(state_dir=tmp_path))
+    crashed, survivor = Replica("worker-1", pid=os.getpid()), Replica("worker-2", pid=1)
+    supervisor.replicas = {"worker-1": crashed, "worker-2": survivor}
+
+    supervisor._crashed(crashed, now=100.0)
+
+    assert crashed.next_start_at == 100.0 + REPLACE_AFTER_TAKEOVER_S  # not the 1 s backoff
+    survivor.pid, crashed.pid = None, os.getpid()  # the last worker of its model crashes:
+    supervisor._crashed(crashed, now=200.0)
+    assert crashed.next_start_at == 200.0 + supervisor.restart_delay(crashed)  # the backoff
