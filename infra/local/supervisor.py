@@ -571,7 +571,10 @@ class Supervisor:
         streams over)."""
         component = component_of(replica.name)
         return model_of(self.settings, component) is not None and any(
-            r is not replica and r.pid is not None and component_of(r.name) == component
+            r is not replica
+            and r.pid is not None
+            and r.stopping_since is None  # a draining peer takes nothing over
+            and component_of(r.name) == component
             for r in self.replicas.values()
         )
 
