@@ -23,6 +23,8 @@ from typing import Literal
 from stream_processors.moderation.categories import CATEGORIES
 
 EVAL_DIR = Path(__file__).resolve().parent / "evalset"
+#: Cases for choosing between changes: never trained or calibrated on, not the reported figures.
+DEV_DIR = Path(__file__).resolve().parent / "devset"
 TRAIN_SHARE = 0.4  # of every case: the rest is held back
 EVERYDAY = "everyday"  # the group held back whole, reported on its own
 Split = Literal["train", "test"]

@@ -12,6 +12,7 @@ from stream_processors.moderation.calibrate import bagged_thresholds, choose_thr
 from stream_processors.moderation.categories import CATEGORIES
 from stream_processors.moderation.context import input_texts
 from stream_processors.moderation.evalset import (
+    DEV_DIR,
     EVERYDAY,
     EvalCase,
     Turn,
@@ -84,6 +85,24 @@ def test_the_everyday_probe_is_held_back_whole_and_safe() -> None:
     assert len(everyday) >= 400
     assert all(c.split == "test" and not c.unsafe for c in everyday)
     assert {"plain", "multi_turn", "translated", "answer"} <= {c.form for c in everyday}
+
+
+def test_the_development_set_is_apart_from_the_evaluation_set_and_the_training_data() -> None:
+    """Changes are chosen on the development set, so none of its cases may also be judged or
+    trained on: no shared id, no text written out again in the evaluation set or the seed."""
+    from stream_processors.moderation.calibrate import judged_texts
+    from stream_processors.moderation.seed import load_seed
+
+    dev = load_evalset(DEV_DIR)
+    assert sum(c.unsafe for c in dev) >= 60 and sum(not c.unsafe for c in dev) >= 60
+    assert {"plain", "multi_turn", "obfuscated", "translated", "answer"} <= {c.form for c in dev}
+    assert all("illicit/violent" in c.categories for c in dev if c.unsafe)
+    evalset = load_evalset()
+    assert not {c.id for c in dev} & {c.id for c in evalset}
+    dev_texts = {t.casefold() for c in dev for t in judged_texts(c)}
+    elsewhere = {t.casefold() for c in evalset for t in judged_texts(c)}
+    elsewhere |= {ex.text.casefold() for ex in load_seed()}
+    assert not dev_texts & elsewhere
 
 
 def _case(n: int, categories: frozenset[str]) -> EvalCase:
