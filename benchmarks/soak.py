@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from benchmarks.faults.__main__ import PROMPTS
 from benchmarks.faults.load import Load
 from benchmarks.inference.config import serving_config
+from benchmarks.inference.cpu import cpu_times
 from benchmarks.inference.gateway import GatewaySystem
 from benchmarks.private_run import run_and_keep
 from chatbus.kafka.lag import group_lag
@@ -48,9 +50,13 @@ class Sample:
     rss_mib: dict[str, float] = field(default_factory=dict)
     fds: dict[str, int] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds so far, per process
+    machine_cpu_s: dict[str, float] = field(default_factory=dict)  # whole machine: busy, steal
 
 
-def _process_stats(processes: dict[str, int]) -> tuple[dict[str, float], dict[str, int]]:
+def _process_stats(
+    processes: dict[str, int],
+) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
     rss: dict[str, float] = {}
     fds: dict[str, int] = {}
     for name, pid in processes.items():
@@ -60,7 +66,17 @@ def _process_stats(processes: dict[str, int]) -> tuple[dict[str, float], dict[st
             fds[name] = proc.num_fds()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return rss, fds
+    cpu = {name: round(seconds, 2) for name, seconds in cpu_times(processes).items()}
+    return rss, fds, cpu
+
+
+def _machine_cpu() -> dict[str, float]:
+    """CPU seconds of the whole machine so far: busy (not idle or waiting) and stolen by the
+    hypervisor (a shared VM's other tenants)."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    steal = getattr(times, "steal", 0.0)
+    return {"busy": round(sum(times) - idle - steal, 2), "steal": round(steal, 2)}
 
 
 async def _lag(settings: Settings) -> dict[str, int]:
@@ -119,7 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(args.interval)  # the sampling period itself
                 ended = load.outcomes[seen:]
                 seen += len(ended)
-                rss, fds = _process_stats(system.processes())
+                rss, fds, cpu = _process_stats(system.processes())
                 sample = Sample(
                     at_s=round(time.monotonic() - started, 1),
                     tokens_per_s=round(sum(o.tokens for o in ended) / args.interval, 2),
@@ -128,6 +144,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rss_mib=rss,
                     fds=fds,
                     lag=await _lag(system.settings),
+                    cpu_s=cpu,
+                    machine_cpu_s=_machine_cpu(),
                 )
                 samples.append(sample)
                 tqdm.write(
@@ -162,6 +180,7 @@ def report(result: dict[str, Any]) -> str:
             f"| {s.at_s / 60:.1f} | {s.tokens_per_s} | {s.requests} ({s.not_whole}) "
             f"| {sum(s.lag.values())} | " + " | ".join(cells) + " |"
         )
+    lines += ["", *cpu_report(samples, every)]
     lines += ["", "| process | RSS at half time → end (MiB) | fds half → end | levels off |"]
     lines.append("| --- | ---: | ---: | --- |")
     for name, p in result["processes"].items():
@@ -170,6 +189,39 @@ def report(result: dict[str, Any]) -> str:
             f"| {p['fds_half']} → {p['fds_end']} | {'yes' if p['levels_off'] else '**no**'} |"
         )
     return "\n".join(lines)
+
+
+def cpu_report(samples: list[Sample], every: int) -> list[str]:
+    """Where the CPU went between the rows of the table above: cores used by the worker, the
+    processors, the rest of the pipeline and services, and the machine's other load and steal;
+    and the tokens the worker delivered per CPU-second (falls if each token costs it more)."""
+    rows = [s for s in samples[every - 1 :: every] if s.cpu_s]
+    if len(rows) < 2:
+        return []
+    lines = [
+        "| t (min) | worker cores | processors cores | rest of the pipeline | rest of the machine "
+        "| stolen | tokens per worker CPU-s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for before, after in itertools.pairwise(rows):
+        span = after.at_s - before.at_s
+        used = {n: after.cpu_s[n] - before.cpu_s.get(n, 0.0) for n in after.cpu_s}
+        worker = sum(v for n, v in used.items() if n.startswith("worker"))
+        processors = sum(v for n, v in used.items() if n.startswith("processors"))
+        rest = sum(used.values()) - worker - processors
+        busy = after.machine_cpu_s["busy"] - before.machine_cpu_s["busy"]
+        steal = after.machine_cpu_s["steal"] - before.machine_cpu_s["steal"]
+        tokens = sum(
+            s.tokens_per_s * (s.at_s - p.at_s)
+            for p, s in itertools.pairwise(samples)
+            if before.at_s < s.at_s <= after.at_s
+        )
+        lines.append(
+            f"| {after.at_s / 60:.1f} | {worker / span:.2f} | {processors / span:.2f} "
+            f"| {rest / span:.2f} | {(busy - sum(used.values())) / span:.2f} | {steal / span:.2f} "
+            f"| {tokens / worker if worker else float('nan'):.1f} |"
+        )
+    return lines
 
 
 def main() -> None:

@@ -8,14 +8,23 @@ import psutil
 
 
 def cpu_times(processes: Mapping[str, int]) -> dict[str, float]:
-    """Each named process's CPU seconds so far (threads included); gone processes are left out."""
+    """Each named process's CPU seconds so far, its threads and child processes included (a
+    PostgreSQL server works in one child per connection); gone processes are left out."""
     out: dict[str, float] = {}
     for name, pid in processes.items():
         try:
-            times = psutil.Process(pid).cpu_times()
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+            for child in proc.children(recursive=True):
+                try:
+                    child_times = child.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue  # ended meanwhile: its parent counts it once it is reaped
+                total += child_times.user + child_times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        out[name] = times.user + times.system
+        out[name] = total
     return out
 
 

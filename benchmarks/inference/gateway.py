@@ -36,7 +36,7 @@ from infra.local.supervisor import read_status
 from schemas.topics import TOPICS
 
 REQUEST_TIMEOUT_S = 600.0
-SERVICES = ("kafka", "ferretdb", "redis", "s3")
+SERVICES = ("kafka", "ferretdb", "postgres", "redis", "s3")
 STAGES = (
     "gateway_ms",
     "bus_ms",

@@ -1,0 +1,84 @@
+"""The soak's CPU accounting: where the CPU went between two rows, and a server's child
+processes counted with it (PostgreSQL works in one backend per connection)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks.inference.cpu import cpu_times
+from benchmarks.soak import Sample, cpu_report
+
+
+def _sample(
+    at_s: float,
+    tokens_per_s: float,
+    worker: float,
+    processors: float,
+    kafka: float,
+    busy: float,
+    steal: float,
+) -> Sample:
+    return Sample(
+        at_s=at_s,
+        tokens_per_s=tokens_per_s,
+        requests=1,
+        not_whole=0,
+        cpu_s={"worker-1": worker, "processors": processors, "kafka": kafka},
+        machine_cpu_s={"busy": busy, "steal": steal},
+    )
+
+
+def test_the_cpu_between_rows_is_split_into_worker_processors_rest_and_the_machine() -> None:
+    samples = [
+        _sample(30, 40.0, worker=30, processors=15, kafka=3, busy=50, steal=0),
+        _sample(60, 40.0, worker=60, processors=30, kafka=6, busy=100, steal=3),
+        _sample(90, 20.0, worker=90, processors=45, kafka=9, busy=160, steal=6),
+    ]
+    lines = cpu_report(samples, every=1)
+    assert lines[2] == "| 1.0 | 1.00 | 0.50 | 0.10 | 0.07 | 0.10 | 40.0 |"
+    # the machine used 60 CPU-s in the last 30 s, the tracked processes 48: 0.4 of a core
+    # elsewhere; 600 tokens for 30 worker CPU-seconds
+    assert lines[3] == "| 1.5 | 1.00 | 0.50 | 0.10 | 0.40 | 0.10 | 20.0 |"
+
+
+def test_no_rows_without_cpu_figures() -> None:
+    assert cpu_report([Sample(at_s=30, tokens_per_s=1, requests=1, not_whole=0)] * 3, 1) == []
+
+
+def test_a_process_counts_the_cpu_of_its_children() -> None:
+    import psutil
+
+    # a child that burns half a CPU-second, then idles until killed
+    burn = (
+        "import time\nend = time.process_time() + 0.5\n"
+        "while time.process_time() < end: pass\ntime.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+            "sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        burnt = 0.0
+        while time.monotonic() < deadline and burnt < 0.5:  # poll until the child has burnt it
+            children = psutil.Process(parent.pid).children()
+            burnt = sum(children[0].cpu_times()[:2]) if children else 0.0
+            time.sleep(0.05)
+        assert burnt >= 0.5
+        own = sum(psutil.Process(parent.pid).cpu_times()[:2])
+        assert cpu_times({"parent": parent.pid})["parent"] >= own + 0.5
+        assert cpu_times({"gone": 2**22 + os.getpid()}) == {}
+    finally:
+        for child in children:
+            child.kill()
+        parent.kill()
+        parent.wait()
