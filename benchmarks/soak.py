@@ -205,7 +205,10 @@ def cpu_report(samples: list[Sample], every: int) -> list[str]:
     ]
     for before, after in itertools.pairwise(rows):
         span = after.at_s - before.at_s
-        used = {n: after.cpu_s[n] - before.cpu_s.get(n, 0.0) for n in after.cpu_s}
+        used = {  # a process new or restarted since ``before``: all it used is since then
+            n: seconds - before.cpu_s[n] if before.cpu_s.get(n, seconds + 1) <= seconds else seconds
+            for n, seconds in after.cpu_s.items()
+        }
         worker = sum(v for n, v in used.items() if n.startswith("worker"))
         processors = sum(v for n, v in used.items() if n.startswith("processors"))
         rest = sum(used.values()) - worker - processors

@@ -44,6 +44,14 @@ def test_the_cpu_between_rows_is_split_into_worker_processors_rest_and_the_machi
     assert lines[3] == "| 1.5 | 1.00 | 0.50 | 0.10 | 0.40 | 0.10 | 20.0 |"
 
 
+def test_a_restarted_process_counts_what_it_used_since_it_started() -> None:
+    samples = [
+        _sample(30, 40.0, worker=300, processors=15, kafka=3, busy=350, steal=0),
+        _sample(60, 40.0, worker=12, processors=30, kafka=6, busy=380, steal=0),
+    ]
+    assert cpu_report(samples, every=1)[2].startswith("| 1.0 | 0.40 | 0.50 |")
+
+
 def test_no_rows_without_cpu_figures() -> None:
     assert cpu_report([Sample(at_s=30, tokens_per_s=1, requests=1, not_whole=0)] * 3, 1) == []
 
