@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.inference.cpu import machine_cpu_seconds
 from chatbus.settings import Settings
 from inference_consumers.engine.base import GenerationRequest
 from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
@@ -106,10 +107,9 @@ WORDS = (
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds every process of the machine has used (``/proc/stat``)."""
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds every process of the machine has used, stolen time included."""
+    busy, steal = machine_cpu_seconds()
+    return busy + steal
 
 
 def prompts(engine: LlamaCppEngine, n: int, seed: int) -> list[list[int]]:

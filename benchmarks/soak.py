@@ -29,7 +29,7 @@ from tqdm import tqdm
 from benchmarks.faults.__main__ import PROMPTS
 from benchmarks.faults.load import Load
 from benchmarks.inference.config import serving_config
-from benchmarks.inference.cpu import cpu_times
+from benchmarks.inference.cpu import cpu_times, machine_cpu_seconds
 from benchmarks.inference.gateway import GatewaySystem
 from benchmarks.private_run import run_and_keep
 from chatbus.kafka.lag import group_lag
@@ -71,12 +71,8 @@ def _process_stats(
 
 
 def _machine_cpu() -> dict[str, float]:
-    """CPU seconds of the whole machine so far: busy (not idle or waiting) and stolen by the
-    hypervisor (a shared VM's other tenants)."""
-    times = psutil.cpu_times()
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    steal = getattr(times, "steal", 0.0)
-    return {"busy": round(sum(times) - idle - steal, 2), "steal": round(steal, 2)}
+    busy, steal = machine_cpu_seconds()
+    return {"busy": round(busy, 2), "steal": round(steal, 2)}
 
 
 async def _lag(settings: Settings) -> dict[str, int]:

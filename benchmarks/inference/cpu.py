@@ -28,6 +28,16 @@ def cpu_times(processes: Mapping[str, int]) -> dict[str, float]:
     return out
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of the whole machine so far: (busy, stolen). Busy is neither idle, waiting on
+    I/O nor stolen; stolen is what the hypervisor gave a shared VM's other tenants."""
+    times = psutil.cpu_times()
+    steal = getattr(times, "steal", 0.0)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)  # inside user, nice
+    return sum(times) - idle - steal - guest, steal
+
+
 def used(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     """CPU seconds spent between two :func:`cpu_times` readings, per process."""
     return {name: round(after[name] - before[name], 2) for name in after if name in before}
