@@ -30,7 +30,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock model up down status topics run pipeline-up pipeline-down test test-unit \
-        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-moderation \
+        lint schemas check-schemas chat clean faults soak fuzz bench bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-history bench-moderation \
         report
 
 help: ## Show this help
@@ -109,7 +109,7 @@ schemas: install ## Export the events' JSON Schema to schemas/json
 check-schemas: install ## Fail when schemas/json is stale
 	@$(BIN)/chatbus schemas --check
 
-bench: bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-moderation ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
+bench: bench-inference bench-transport bench-archiver bench-analytics bench-ledger bench-history bench-moderation ## Every benchmark (results: docs/benchmarks.md, .chatbus/bench/)
 
 bench-inference: model up ## Inference: engine ceiling, transformers serve, llama.cpp server, chatbus via gateway and bus (BENCH_ARGS=--quick)
 	@$(UV) pip install -q $(UV_FLAGS) --find-links $(LOCAL_WHEELS) -c $(LOCK) -e '.[dev,llama,bench]'
@@ -139,6 +139,9 @@ bench-archiver: up ## Archiver: events/s vs a bare consumer, sustained rate with
 
 bench-ledger: up ## Usage ledger: rows/s written exactly once to PostgreSQL vs a bare consumer
 	@$(BIN)/python -m benchmarks.ledger $(LEDGER_BENCH_ARGS)
+
+bench-history: up ## History store: lookups by _id as the collection grows, FerretDB alone vs with chatbus's lookup indexes
+	@$(BIN)/python -m benchmarks.history_lookup $(HISTORY_BENCH_ARGS)
 
 bench-analytics: install ## Analytics: the five Spark jobs over 1 million archived events
 	@$(BIN)/python -m benchmarks.analytics $(ANALYTICS_BENCH_ARGS)

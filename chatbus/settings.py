@@ -116,6 +116,13 @@ class MongoSettings(Section):
         description="Locally derived from mongo_port when unset.",
     )
     db: str = "chatbus"
+    ferretdb_postgres_url: SecretStr = Field(
+        SecretStr("postgresql://chatbus@127.0.0.1:15432/ferretdb"),
+        description="When the document store is FerretDB 1.x on PostgreSQL: the PostgreSQL it "
+        "stores in, where chatbus adds the indexes that let a lookup by _id use one "
+        "(chatbus.history.ferretdb_lookup). Empty: none added. Ignored for any other server. "
+        "Locally derived from postgres_port when unset.",
+    )
 
 
 class PostgresSettings(Section):
@@ -542,6 +549,10 @@ _ADDRESS_FROM_LOCAL_PORT = {
     ("kafka", "bootstrap"): ("kafka_port", "127.0.0.1:{}"),
     ("redis", "url"): ("redis_port", "redis://127.0.0.1:{}/0"),
     ("mongo", "url"): ("mongo_port", "mongodb://127.0.0.1:{}/"),
+    ("mongo", "ferretdb_postgres_url"): (
+        "postgres_port",
+        "postgresql://chatbus@127.0.0.1:{}/ferretdb",
+    ),
     ("s3", "endpoint"): ("s3_port", "http://127.0.0.1:{}"),
     ("postgres", "url"): ("postgres_port", "postgresql://chatbus@127.0.0.1:{}/chatbus"),
     ("moderation", "service_url"): ("metrics_base_port", "http://127.0.0.1:{}"),  # processors +0

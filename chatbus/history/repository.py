@@ -15,7 +15,8 @@ use an index for a count, so counting a conversation's turns on every write scan
 of every conversation (the soak's throughput fell as the history grew). For the
 same reason every write and every hot read filters by ``_id`` alone (FerretDB pushes only that
 down; ``{_id, user_id}`` made it read and decode the whole collection) and checks the owner in
-Python.
+Python. FerretDB v1 on PostgreSQL then still scans the table for each lookup unless
+:mod:`chatbus.history.ferretdb_lookup` has added its indexes (``ensure_indexes`` does).
 A conversation is owned by the user of its first event:
 an event naming another user's conversation raises :class:`ConversationOwnedByOther`. Only
 operators FerretDB v1.24 supports are used (no transactions, no aggregation). FerretDB v1 does
@@ -39,6 +40,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from chatbus.errors import ChatbusError
+from chatbus.history.ferretdb_lookup import ensure_lookup_indexes
 from chatbus.history.turns import ContextTurn, select_context
 from chatbus.settings import Settings
 from chatbus.stores import Document, mongo_client, mongo_errors
@@ -54,6 +56,12 @@ from schemas.events import (
 CONVERSATIONS = "conversations"
 TURNS = "turns"
 UNCOUNTED = "uncounted_turns"
+# the fields each collection is looked up by with an equality filter (ferretdb_lookup)
+LOOKUPS = {
+    CONVERSATIONS: ("_id", "user_id"),
+    TURNS: ("_id", "conversation_id", "user_id"),
+    UNCOUNTED: ("_id",),
+}
 
 
 class ConversationOwnedByOther(ChatbusError):
@@ -157,6 +165,8 @@ class HistoryRepository:
                 name="by_conversation_time",
             )
             self._turns.create_index([("user_id", ASCENDING)], name="by_user")
+            build_info = self._client.admin.command("buildInfo")
+        ensure_lookup_indexes(self._settings, build_info, LOOKUPS)
 
     def close(self) -> None:
         if self._owns_client:

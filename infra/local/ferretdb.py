@@ -2,7 +2,9 @@
 
 Its documents live in the local PostgreSQL (database ``ferretdb``, the default) or in SQLite files
 under ``.chatbus/ferretdb/data`` (``CHATBUS_FERRETDB_BACKEND=sqlite``). On PostgreSQL it waits for
-that server to answer before it starts (both start together under ``make up``).
+that server to answer before it starts (both start together under ``make up``), and its database
+plans each statement with its parameters, so that the lookup indexes of
+:mod:`chatbus.history.ferretdb_lookup` serve FerretDB's prepared statements.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import psycopg
 import structlog
 
 from chatbus import ports, programs
 from chatbus.console import say
 from chatbus.errors import ServiceUnavailable
+from chatbus.history.ferretdb_lookup import keep_custom_plans
 from chatbus.settings import Settings
 from infra.local.postgres import Postgres
 from infra.local.service import Command, Service
@@ -101,6 +105,10 @@ class FerretDB(Service):
                     "CHATBUS_FERRETDB_BACKEND=sqlite"
                 ) from exc
             postgres.create_database(settings, PG_DATABASE)
+            with psycopg.connect(
+                postgres.local_url(settings, PG_DATABASE), autocommit=True, connect_timeout=5
+            ) as conn:
+                keep_custom_plans(conn)  # before FerretDB connects: see ferretdb_lookup
 
     def _backend(self, settings: Settings) -> list[str]:
         if settings.local.ferretdb_backend == "postgresql":

@@ -11,12 +11,14 @@ pymongo errors become :class:`~chatbus.errors.ServiceUnavailable` (a 503).
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import TypeAdapter
 
+from chatbus.history.ferretdb_lookup import ensure_lookup_indexes
 from chatbus.settings import Settings
 from chatbus.stores import Document, async_mongo_client, mongo_errors
 from producers.gateway.responses.protocol import InputItem, ResponseObject
@@ -80,12 +82,16 @@ class MongoResponseStore(ResponseStore):
     """Responses in MongoDB (FerretDB locally), through the core's asyncio client."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._client = async_mongo_client(settings)
         self._collection = self._client[settings.mongo.db][COLLECTION]
 
     async def start(self) -> None:
         with mongo_errors(_WHAT):
             await self._collection.create_index("user_id")
+            build_info = await self._client.admin.command("buildInfo")
+        lookups = {COLLECTION: ("_id",)}
+        await asyncio.to_thread(ensure_lookup_indexes, self._settings, build_info, lookups)
 
     async def stop(self) -> None:
         await self._client.close()
