@@ -9,7 +9,9 @@ the whole table. Its cost grows with the collection: ``benchmarks.history_lookup
 A GIN index (``jsonb_path_ops``) on the same expression does serve ``@>``. This module creates one
 per field the history filters on by equality, from PostgreSQL, in the table FerretDB's metadata
 names for the collection. FerretDB does not know of them (``listIndexes`` does not show them);
-they go with the table when the collection is dropped.
+they go with the table when the collection is dropped. On a collection that is already large,
+the first start builds them while writes to it wait (``CREATE INDEX``, not ``CONCURRENTLY``: a
+concurrent build that fails leaves an invalid index that ``IF NOT EXISTS`` would then keep).
 
 An index alone is not enough: FerretDB prepares its statements with the field as a parameter
 (``_jsonb->$1 @> $2``), and after five runs of a prepared statement PostgreSQL may keep a generic
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -64,7 +67,7 @@ def ensure_lookup_indexes(
     Idempotent and safe to run from several processes at once. Never raises for PostgreSQL: a
     store that cannot be reached or is not FerretDB's is logged and skipped."""
     url = settings.mongo.ferretdb_postgres_url.get_secret_value()
-    if not url or not is_ferretdb_v1(build_info):
+    if not url or not is_ferretdb_v1(build_info) or _local_ferretdb_on_sqlite(settings, url):
         return []
     schema = settings.mongo.db
     present: list[str] = []
@@ -76,12 +79,7 @@ def ensure_lookup_indexes(
                 )
             ).fetchall()
             tables = {str(name): str(table) for name, table in rows}
-            if keep_custom_plans(conn):
-                log.warning(
-                    "ferretdb_plan_cache_mode_set",
-                    detail="lookups use their indexes once FerretDB opens new connections",
-                    hint="restart FerretDB",
-                )
+            _keep_custom_plans_or_warn(conn)
             for collection, fields in lookups.items():
                 table = tables.get(collection)
                 if table is None:
@@ -129,6 +127,35 @@ def keep_custom_plans(conn: psycopg.Connection[Any]) -> bool:
         )
     )
     return True
+
+
+def _local_ferretdb_on_sqlite(settings: Settings, url: str) -> bool:
+    """The local FerretDB of ``make up`` keeps SQLite files: the local PostgreSQL holds none of
+    its tables (CHATBUS_FERRETDB_BACKEND=sqlite)."""
+    parts = urlsplit(url)
+    local = (
+        parts.hostname in ("127.0.0.1", "localhost") and parts.port == settings.local.postgres_port
+    )
+    return settings.local.ferretdb_backend == "sqlite" and local
+
+
+def _keep_custom_plans_or_warn(conn: psycopg.Connection[Any]) -> None:
+    try:
+        changed = keep_custom_plans(conn)
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning(
+            "ferretdb_plan_cache_mode_not_set",
+            detail="FerretDB's prepared lookups may keep plans that skip the lookup indexes",
+            hint="as the database's owner: ALTER DATABASE <FerretDB's database> "
+            "SET plan_cache_mode = force_custom_plan; then restart FerretDB",
+        )
+        return
+    if changed:
+        log.warning(
+            "ferretdb_plan_cache_mode_set",
+            detail="lookups use their indexes once FerretDB opens new connections",
+            hint="restart FerretDB",
+        )
 
 
 def _create(conn: psycopg.Connection[Any], schema: str, table: str, field: str, name: str) -> None:

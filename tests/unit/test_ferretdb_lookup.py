@@ -30,6 +30,13 @@ def test_a_real_mongodb_or_an_empty_url_is_left_alone_without_connecting() -> No
     assert logs == []
 
 
+def test_a_local_ferretdb_on_sqlite_is_left_alone() -> None:
+    on_sqlite = Settings().replace(ferretdb_backend="sqlite", postgres_port=free_port())
+    with capture_logs() as logs:
+        assert ensure_lookup_indexes(on_sqlite, FERRETDB_1, LOOKUPS) == []
+    assert logs == []
+
+
 def test_a_postgresql_that_does_not_answer_is_a_warning_that_says_what_to_set() -> None:
     unreachable = settings_with(f"postgresql://x@127.0.0.1:{free_port()}/ferretdb")
     with capture_logs() as logs:
