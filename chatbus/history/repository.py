@@ -13,10 +13,10 @@ turn's next event or its replay); ids of turns recorded before their conversatio
 ``uncounted_turns`` (``{_id: conversation_id, turn_ids}``) until it is created. FerretDB cannot
 use an index for a count, so counting a conversation's turns on every write scanned every turn
 of every conversation (the soak's throughput fell as the history grew). For the
-same reason every write and every hot read filters by ``_id`` alone (FerretDB pushes only that
-down; ``{_id, user_id}`` made it read and decode the whole collection) and checks the owner in
-Python. FerretDB v1 on PostgreSQL then still scans the table for each lookup unless
-:mod:`chatbus.history.ferretdb_lookup` has added its indexes (``ensure_indexes`` does).
+same reason every write and every hot read filters by ``_id`` alone and checks the owner in
+Python. FerretDB v1 on PostgreSQL passes such an equality down as ``_jsonb->'_id' @> …``, which
+its own indexes cannot serve: each lookup read the whole table until
+:mod:`chatbus.history.ferretdb_lookup` added the indexes that can (``ensure_indexes`` does).
 A conversation is owned by the user of its first event:
 an event naming another user's conversation raises :class:`ConversationOwnedByOther`. Only
 operators FerretDB v1.24 supports are used (no transactions, no aggregation). FerretDB v1 does
