@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from psycopg import sql
 from chatbus.history import HistoryRepository
 from chatbus.history.ferretdb_lookup import METADATA_TABLE, ensure_lookup_indexes, index_name
 from chatbus.history.repository import CONVERSATIONS, LOOKUPS, TURNS
+from chatbus.polling import poll_until
 from chatbus.settings import Settings
 from tests.conftest import mongo_database
 
@@ -74,13 +74,15 @@ def scans_after(
 ) -> tuple[int, int]:
     """The scans of ``table`` since ``before``, once ``n`` of them are counted (PostgreSQL
     publishes a session's counts within seconds, not at once)."""
-    deadline = time.monotonic() + STATS_DEADLINE_S
-    while True:
+
+    def counted() -> tuple[int, int] | None:
         seq, idx = scans(conn, schema, table)
-        counted = (seq - before[0], idx - before[1])
-        if sum(counted) >= n or time.monotonic() > deadline:
-            return counted
-        time.sleep(0.2)  # polling PostgreSQL's counters, with the deadline above
+        since = (seq - before[0], idx - before[1])
+        return since if sum(since) >= n else None
+
+    return poll_until(
+        counted, timeout_s=STATS_DEADLINE_S, interval=0.2, what=f"{n} scans of {table} counted"
+    )
 
 
 def test_lookups_through_ferretdb_use_an_index_as_the_history_grows(
