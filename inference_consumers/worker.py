@@ -37,7 +37,7 @@ from inference_consumers.engine import InferenceEngine
 from inference_consumers.offsets import OffsetTracker
 from inference_consumers.progress import Progress, ProgressStore
 from inference_consumers.request_stream import RequestStreamer, StreamState
-from inference_consumers.resume import published_so_far
+from inference_consumers.resume import ReplyReader
 from schemas.events import CancelRequest, ChatRequest, ErrorInfo
 from schemas.topics import TopicName
 
@@ -115,6 +115,7 @@ class InferenceWorker(ConsumerRuntime):
         self._watching: set[str] = set()  # requests another member serves under its lease
         self._recent_cancels: OrderedDict[str, str] = OrderedDict()  # request_id → reason
         self._progress = ProgressStore(settings, worker_id, lease_ms=LEASE_MS)
+        self._replies = ReplyReader(settings, client_id=f"worker-{worker_id}-resume")
         self._drain_timeout_s = 30.0
         self.peak_inflight = 0  # most requests held at once
         self.completed = 0  # requests this worker answered to the end
@@ -136,6 +137,8 @@ class InferenceWorker(ConsumerRuntime):
         self.closing(self._progress.stop)
         await self._publisher.start()
         self.closing(self._publisher.stop)
+        await self._replies.start()
+        self.closing(self._replies.stop)
         self._control = make_consumer(
             self.settings,
             group_id=None,
@@ -335,8 +338,7 @@ class InferenceWorker(ConsumerRuntime):
                 bound.info("already_done")
             else:
                 if progress.kind == "started":  # a member died or handed it over: continue it
-                    state.resumed = await published_so_far(
-                        self.settings,
+                    state.resumed = await self._replies.published_so_far(
                         request.reply_to.partition,
                         request.request_id,
                         progress.since_ms,

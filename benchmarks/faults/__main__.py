@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ class FaultContext:
     garbage_per_topic: int = 2000
     note: str = ""  # what a fault found, for its row
     fault_at: float = 0.0  # monotonic: when the last fault was injected
+    fault_at_utc: str = ""  # the same moment on the logs' clock
 
     def restarts(self) -> int:
         rows = read_status(self.pipeline).values()
@@ -231,6 +233,7 @@ async def _one_fault(
     running = asyncio.create_task(load.run(streams))
     await asyncio.sleep(warmup_s)  # the load's steady state before the fault
     started = time.monotonic()
+    ctx.fault_at_utc = datetime.now(UTC).isoformat()
     await fault.inject(ctx)
     await asyncio.sleep(after_s)  # the load goes on after the fault
     load.stop()
@@ -240,11 +243,15 @@ async def _one_fault(
     return list(load.outcomes)
 
 
-def largest_gaps(outcomes: list[Outcome], fault_at: float, top: int = 8) -> list[list[float]]:
-    """The ``top`` largest gaps: [seconds after the fault they began (negative: before), length]
-    — whether a gap is the fault's (it begins at the fault) or the load's (any time)."""
+def largest_gaps(outcomes: list[Outcome], fault_at: float, top: int = 8) -> list[list[float | str]]:
+    """The ``top`` largest gaps: [seconds after the fault they began (negative: before), length,
+    request id] — whether a gap is the fault's (it begins at the fault) or the load's (any
+    time), and which request's, to find it in the workers' logs."""
     gaps = sorted(outcomes, key=lambda o: -o.largest_gap_s)[:top]
-    return [[round(o.largest_gap_at - fault_at, 2), round(o.largest_gap_s, 2)] for o in gaps]
+    return [
+        [round(o.largest_gap_at - fault_at, 2), round(o.largest_gap_s, 2), o.request_id]
+        for o in gaps
+    ]
 
 
 def _verify_once(env: dict[str, str]) -> tuple[bool, list[str]]:
@@ -303,6 +310,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             whole = [o for o in outcomes if o.kind in ("whole", "mismatch")]
             row["turns"] = f"{sum(o.request_id in recorded for o in whole)}/{len(whole)}"
             row["note"], ctx.note = ctx.note, ""
+            row["fault_at"] = ctx.fault_at_utc
             row["largest_gaps"] = largest_gaps(outcomes, ctx.fault_at)
             row["why_not_whole"] = dict(
                 Counter(o.detail[:120] for o in outcomes if o.kind not in ("whole", "mismatch"))

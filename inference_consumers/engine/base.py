@@ -84,6 +84,12 @@ class InferenceEngine(abc.ABC):
         False: this engine's thread count is fixed once loaded (a GPU engine's is moot)."""
         return False
 
+    def wait_for_threads(self, timeout: float) -> bool:
+        """Block (any thread but the event loop's) up to ``timeout`` s until the threads last
+        set are the ones decoding (the step under way when they were set has ended). True:
+        they are, or this engine applies them before its next step anyway."""
+        return True
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

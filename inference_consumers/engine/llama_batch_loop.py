@@ -28,6 +28,12 @@ gives its partition back) costs one step instead of its whole prompt and answer 
 conversation's next turn skips the turns before it. Parked sequences give way, least recently
 parked first, whenever a request needs their sequence id or their cells.
 
+**Shared prefixes.** When a *running* sequence shares more of a new prompt than any parked one
+(the same system prompt, the same instructions, the same conversation so far), the new sequence
+gets those cells too: in the unified cache ``llama_memory_seq_cp`` tags the cells with a second
+sequence id, no copy and no compute, and the new sequence prefills only what differs. Its
+reservation still counts the shared cells (they outlive whichever sequence ends first).
+
 Everything here runs on the loop's own thread except :meth:`submit`, :meth:`cancel`,
 :meth:`set_threads` and :meth:`stop`, which only touch a lock-free queue.
 """
@@ -187,9 +193,12 @@ class BatchLoop:
     def cancel(self, request_id: str) -> None:
         self._inbox.put(("cancel", request_id))
 
-    def set_threads(self, threads: int) -> None:
-        """Decode on ``threads`` threads from the next step (applied on the loop's thread)."""
-        self._inbox.put(("threads", threads))
+    def set_threads(self, threads: int) -> threading.Event:
+        """Decode on ``threads`` threads from the next step (applied on the loop's thread);
+        the event is set once they are."""
+        applied = threading.Event()
+        self._inbox.put(("threads", (threads, applied)))
+        return applied
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
@@ -236,7 +245,9 @@ class BatchLoop:
             elif kind == "cancel":
                 self._cancel(item)
             elif kind == "threads":
-                self._llama.llama_set_n_threads(self._ctx, item, item)
+                threads, applied = item
+                self._llama.llama_set_n_threads(self._ctx, threads, threads)
+                applied.set()
 
     def _queue(self, request: GenerationRequest) -> None:
         """Wait in line: a resumed stream after the other resumed ones, ahead of fresh requests."""
@@ -264,6 +275,11 @@ class BatchLoop:
                 self._deliver([LoopOutput(request.request_id, [], "error", reason)])
                 continue
             reuse, shared = self._best_parked(prompt)
+            source, from_running = self._best_running(prompt)
+            if source is not None and from_running > shared:
+                reuse = None  # a running sequence has more of it: share its cells instead
+            else:
+                source = None
             wanted = need - (len(self._parked[reuse]) if reuse is not None else 0)
             while self._cells_left() < wanted and self._evict(reuse):
                 pass
@@ -277,6 +293,8 @@ class BatchLoop:
                     self._evict(None)
                 seq_id, keep = self._free_seq_ids.pop(), 0
                 self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+                if source is not None:
+                    keep = self._share(source, seq_id, from_running, len(prompt))
             self.prompt_tokens_reused += keep
             self.prompt_tokens_computed += len(prompt) - keep
             self._reserved += need
@@ -301,6 +319,24 @@ class BatchLoop:
             if shared > best_shared:
                 best, best_shared = seq_id, shared
         return best, (best_shared if best is not None else 0)
+
+    def _best_running(self, prompt: list[int]) -> tuple[int | None, int]:
+        """The running sequence whose cached tokens share the longest prefix with ``prompt``
+        (at least :data:`MIN_REUSE` tokens): its sequence id, and how many tokens it shares."""
+        best, best_shared = None, MIN_REUSE - 1
+        for sequence in self._running.values():
+            shared = _shared_prefix(sequence.cached, prompt)
+            if shared > best_shared:
+                best, best_shared = sequence.seq_id, shared
+        return best, (best_shared if best is not None else 0)
+
+    def _share(self, source: int, seq_id: int, shared: int, prompt_len: int) -> int:
+        """Give ``seq_id`` the cells of ``source``'s first ``shared`` tokens (the unified cache
+        tags them, nothing is computed). Returns the prompt tokens kept (at least one is left
+        to compute, for its logits)."""
+        keep = min(shared, prompt_len - 1)
+        self._llama.llama_memory_seq_cp(self._memory, source, seq_id, 0, keep)
+        return keep
 
     def _take_over(self, seq_id: int, shared: int, prompt_len: int) -> int:
         """Unpark ``seq_id`` for a prompt sharing its first ``shared`` tokens: its cells past

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         self.model_name = model_name
         self.max_batch = max_batch
         self.n_ctx = n_ctx or min(MAX_CTX, max_batch * CTX_PER_SLOT)
+        self._threads_applied: threading.Event | None = None  # set once the last resize is
         self.n_threads = n_threads or os.cpu_count() or 1
         self.warmup = warmup
         self.step_tokens = step_tokens
@@ -236,9 +238,13 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             raise ValueError(f"threads must be at least 1, not {threads}")
         self.n_threads = threads
         if self._batch_loop is not None:  # else the context is made with them
-            self._batch_loop.set_threads(threads)
+            self._threads_applied = self._batch_loop.set_threads(threads)
         log.info("engine threads: %d", threads)
         return True
+
+    def wait_for_threads(self, timeout: float) -> bool:
+        applied = self._threads_applied
+        return applied is None or applied.wait(timeout)
 
     async def cancel(self, request_id: str) -> None:
         stream = self._streams.get(request_id)

@@ -487,6 +487,7 @@ class Supervisor:
             if share is not None and _on_cpu_threads(self.settings):
                 env["CHATBUS_ENGINE_THREADS"] = str(share)
                 replica.threads = share
+                self._share_cores(now, joining=1)  # make room before it boots beside them
         argv = [self.python, "-m", "chatbus.cli", spec_of(component).name]
         try:
             replica.pid = process.spawn(self.settings, name, argv, env=env)
@@ -515,10 +516,11 @@ class Supervisor:
             and model_of(self.settings, component_of(r.name)) is not None
         )
 
-    def _share_cores(self, now: float) -> None:
+    def _share_cores(self, now: float, *, joining: int = 0) -> None:
         """Resize the running worker replicas whose threads are not their share any more (the
-        number running changed); one that cannot answer yet is asked again 2 s later."""
-        share = engine_threads_share(self.settings, self._running_workers(), self.cores)
+        number running changed, or ``joining`` more are about to start); one that cannot answer
+        yet is asked again 2 s later."""
+        share = engine_threads_share(self.settings, self._running_workers() + joining, self.cores)
         if share is None:
             return
         for replica in self.replicas.values():
@@ -537,6 +539,7 @@ class Supervisor:
                     replica=replica.name,
                     threads=share,
                     was=replica.threads,
+                    applied='"applied": true' in detail,  # false: a long step, still under way
                 )
                 replica.threads = share
             elif status == 409:  # its engine's threads are fixed: nothing to share

@@ -125,6 +125,7 @@ async def test_its_threads_are_resized_between_decode_steps_mid_stream(
     )
     first = await anext(events)
     assert engine.set_threads(1)
+    assert await asyncio.to_thread(engine.wait_for_threads, 10.0)  # the step under way ended
     rest, final = await collect(events)
     assert "Paris" in engine.decode(first.token_ids + rest) and final.finish_reason == "stop"
     llama, ctx = engine._llama, engine._ctx
@@ -161,6 +162,42 @@ async def test_a_stream_resumed_where_it_was_handed_over_reuses_its_cells(
         engine.generate(GenerationRequest("other", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2, 0.0))
     )
     assert loop.prompt_tokens_computed - computed == 1 + 10 and len(other) == 2
+
+
+async def test_a_prompt_sharing_a_running_streams_prefix_computes_only_the_rest(
+    engine: LlamaCppEngine,
+) -> None:
+    """Two requests under the same long system prompt: the second, sent while the first
+    streams, takes the first's cells for what they share and prefills only its own question."""
+    system = (
+        "You are the assistant of a small travel agency. Answer in one short sentence, "
+        "truthfully, and never invent a fact you are not sure of."
+    )
+
+    def under_system(question: str) -> list[int]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return engine.encode_chat(messages)
+
+    story, paris = (
+        under_system("Tell me a story about a dragon."),
+        under_system("What is the capital of France?"),
+    )
+    shared = next(i for i, (a, b) in enumerate(zip(story, paris, strict=False)) if a != b)
+    assert shared >= 30
+    events = engine.generate(GenerationRequest("story", story, 48, 0.0))
+    first = await anext(events)  # the story is running: its prompt is in the cache
+    loop = engine._batch_loop
+    assert loop is not None
+    reused, computed = loop.prompt_tokens_reused, loop.prompt_tokens_computed
+    answer, final = await collect(engine.generate(GenerationRequest("paris", paris, 24, 0.0)))
+    assert loop.prompt_tokens_reused - reused == shared
+    assert loop.prompt_tokens_computed - computed == len(paris) - shared
+    print(repr(engine.decode(answer)))
+    assert "Paris" in engine.decode(answer) and final.finish_reason == "stop"
+    rest, story_end = await collect(events)  # the stream it shared with goes on unharmed
+    print(repr(engine.decode(first.token_ids + rest)))
+    assert "dragon" in engine.decode(first.token_ids + rest).lower()
+    assert story_end.finish_reason in ("stop", "length")
 
 
 async def test_requests_wait_for_room_in_a_full_cache(real_model_path: Path) -> None:

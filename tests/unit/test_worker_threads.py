@@ -17,6 +17,7 @@ from chatbus.health import Health, HealthServer
 from chatbus.settings import Settings
 from inference_consumers import threads_route
 from inference_consumers.engine import InferenceEngine
+from infra.local import supervisor as supervisor_module
 from infra.local.supervisor import Replica, Supervisor, engine_threads_share
 
 
@@ -30,6 +31,9 @@ class RecordingEngine:
     def set_threads(self, threads: int) -> bool:
         self.calls.append(threads)
         return self.resizable
+
+    def wait_for_threads(self, timeout: float) -> bool:
+        return True
 
 
 @contextmanager
@@ -71,7 +75,7 @@ def test_the_route_resizes_the_engine_and_refuses_a_bad_body(
 ) -> None:
     server, engine = worker_ops
     handle = server.routes[threads_route.PATH]
-    assert handle(b'{"threads": 1}') == (200, b'{"threads": 1}')
+    assert handle(b'{"threads": 1}') == (200, b'{"threads": 1, "applied": true}')
     for bad in (b'{"threads": 0}', b"{}", b'{"threads": "two"}', b"not json", b'{"n": 2}'):
         status, body = handle(bad)
         assert status == 400 and b'expected {\\"threads\\": N}' in body, bad
@@ -137,5 +141,29 @@ def test_the_route_answers_over_http(worker_ops: tuple[HealthServer, RecordingEn
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
-        assert answer.status == 200 and json.loads(answer.read()) == {"threads": 3}
+        assert answer.status == 200
+        assert json.loads(answer.read()) == {"threads": 3, "applied": True}
     assert engine.calls == [3]
+
+
+def test_a_worker_about_to_start_makes_room_before_it_boots(
+    tmp_path: Path,
+    worker_ops: tuple[HealthServer, RecordingEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replacement booting beside a worker still decoding on every core would stall that
+    worker's step at every layer: the running ones are shrunk first, then it is spawned."""
+    server, engine = worker_ops
+    supervisor = Supervisor(Settings(state_dir=tmp_path), cores=2)
+    supervisor.replicas["worker-1"] = running = _running_worker(server.port, threads=2)
+    spawned: list[tuple[str, list[int], str | None]] = []
+
+    def spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> int:
+        spawned.append((name, list(engine.calls), env.get("CHATBUS_ENGINE_THREADS")))
+        return os.getpid()
+
+    monkeypatch.setattr(supervisor_module.process, "spawn", spawn)
+    supervisor.replicas["worker-2"] = joining = Replica("worker-2", port=0)
+    supervisor._start(joining, now=0.0)
+    assert spawned == [("worker-2", [1], "1")]  # resized to its share before the spawn
+    assert running.threads == 1 and joining.threads == 1
