@@ -155,6 +155,7 @@ class BatchLoop:
         n_vocab: int,
         n_batch: int,
         step_tokens: int | None = None,
+        share_prefixes: bool = True,
         n_ctx: int,
         max_batch: int,
         eos_token_ids: frozenset[int],
@@ -166,6 +167,7 @@ class BatchLoop:
         self._n_vocab = n_vocab
         self._n_batch = n_batch
         self._step_tokens = min(step_tokens or n_batch, n_batch)
+        self._share_prefixes = share_prefixes
         self._n_ctx = n_ctx
         self._eos = eos_token_ids
         self._deliver = deliver
@@ -275,7 +277,7 @@ class BatchLoop:
                 self._deliver([LoopOutput(request.request_id, [], "error", reason)])
                 continue
             reuse, shared = self._best_parked(prompt)
-            source, from_running = self._best_running(prompt)
+            source, from_running = self._best_running(prompt) if self._share_prefixes else (None, 0)
             if source is not None and from_running > shared:
                 reuse = None  # a running sequence has more of it: share its cells instead
             else:

@@ -82,6 +82,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         n_threads: int | None = None,
         warmup: bool = True,
         step_tokens: int = STEP_TOKENS,
+        share_prefixes: bool = True,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -93,6 +94,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
         self.n_threads = n_threads or os.cpu_count() or 1
         self.warmup = warmup
         self.step_tokens = step_tokens
+        self.share_prefixes = share_prefixes  # off only to measure what it saves
         self.max_context = 0
         self.eos_token_ids = frozenset()
         self._init_lifecycle()
@@ -158,6 +160,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
             n_batch=N_BATCH,
             step_tokens=self.step_tokens,
+            share_prefixes=self.share_prefixes,
             n_ctx=self.n_ctx,
             max_batch=self.max_batch,
             eos_token_ids=self.eos_token_ids,
