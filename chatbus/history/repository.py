@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
@@ -41,6 +41,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chatbus.errors import ChatbusError
 from chatbus.history.ferretdb_lookup import ensure_lookup_indexes
+from chatbus.history.storable import StorableCollection
 from chatbus.history.turns import ContextTurn, select_context
 from chatbus.settings import Settings
 from chatbus.stores import Document, mongo_client, mongo_errors
@@ -133,9 +134,10 @@ class HistoryRepository:
         self._owns_client = client is None
         self._client: MongoClient[Document] = client or mongo_client(settings, tz_aware=True)
         db = self._client[settings.mongo.db]
-        self._conversations: Collection[Document] = db[CONVERSATIONS]
-        self._turns: Collection[Document] = db[TURNS]
-        self._uncounted: Collection[Document] = db[UNCOUNTED]
+        # every write and lookup without NUL characters: PostgreSQL under FerretDB refuses them
+        self._conversations = cast(Collection[Document], StorableCollection(db[CONVERSATIONS]))
+        self._turns = cast(Collection[Document], StorableCollection(db[TURNS]))
+        self._uncounted = cast(Collection[Document], StorableCollection(db[UNCOUNTED]))
 
     @staticmethod
     def _upsert(collection: Collection[Document], selector: Document, update: Document) -> bool:

@@ -113,6 +113,28 @@ def test_replaying_every_event_in_any_order_changes_nothing(
     assert [t.request_id for t in repository.context_turns("conv-a")] == ["req-1", "req-2"]
 
 
+def test_a_nul_character_in_any_text_is_stored_and_found_as_a_replacement_character(
+    repository: HistoryRepository, settings: Settings
+) -> None:
+    """PostgreSQL under FerretDB cannot hold U+0000: one in a message made every write of its
+    turn fail, and the history agent retried it for ever (make fuzz found it)."""
+    request, completion, verdict = turn_events(1, conversation="conv-nul")
+    request = request.model_copy(
+        update={"messages": [ChatMessage(role="user", content="before\x00after")]}
+    )
+    completion = completion.model_copy(update={"text": "an answer\x00with a NUL"})
+    repository.record_request(request)
+    repository.record_completion(completion)
+    repository.record_verdict(verdict)
+    (turn,) = snapshot(settings)["turns"]
+    assert turn["messages"][0]["content"] == "before\ufffdafter"
+    assert turn["answer"] == "an answer\ufffdwith a NUL"
+    assert [t.answer for t in repository.context_turns("conv-nul")] == [turn["answer"]]
+    assert repository.claim_conversation("dora", "conv-titled", title="p\x00\u00d8")
+    titles = {c.id: c.title for c in repository.list_conversations("dora")}
+    assert titles == {"conv-nul": "before\ufffdafter", "conv-titled": "p\ufffd\u00d8"}
+
+
 def test_a_conversation_belongs_to_its_first_user(repository: HistoryRepository) -> None:
     request, _, _ = turn_events(1)
     repository.record_request(request)

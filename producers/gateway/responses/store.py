@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pydantic import TypeAdapter
 
 from chatbus.history.ferretdb_lookup import ensure_lookup_indexes
+from chatbus.history.storable import StorableCollection
 from chatbus.settings import Settings
 from chatbus.stores import Document, async_mongo_client, mongo_errors
 from producers.gateway.responses.protocol import InputItem, ResponseObject
@@ -84,7 +85,8 @@ class MongoResponseStore(ResponseStore):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client = async_mongo_client(settings)
-        self._collection = self._client[settings.mongo.db][COLLECTION]
+        # no NUL characters in what is written or looked up: PostgreSQL under FerretDB refuses them
+        self._collection = StorableCollection(self._client[settings.mongo.db][COLLECTION])
 
     async def start(self) -> None:
         with mongo_errors(_WHAT):
