@@ -9,8 +9,10 @@ partitions once for every request that asked while the previous read ran.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from chatbus.errors import InvalidEvent
@@ -22,6 +24,7 @@ from schemas.topics import TopicName
 
 # Chunks are stamped by the worker's clock, the request by the client's: allow for skew.
 _CLOCK_SKEW_MS = 60_000
+READ_DEADLINE_S = 30.0  # a read that has not reached the partitions' ends by then fails
 
 
 @dataclass(slots=True)
@@ -80,18 +83,15 @@ class ReplyReader:
         ask = _Ask(partition, request_id, since_ms, asyncio.get_running_loop().create_future())
         self._asks.append(ask)
         async with self._one_read:  # whoever reads, reads for every request waiting
-            await asyncio.sleep(0)  # lets the callers of this same moment add their requests
             if not ask.answer.done():
+                await asyncio.sleep(0)  # lets the callers of this same moment add their requests
                 asks, self._asks = self._asks, []
                 try:
                     found = await self._read(asks)
-                except asyncio.CancelledError:
-                    self._asks[:0] = [a for a in asks if a is not ask]  # the next reader's
-                    raise
-                except Exception as exc:
-                    for other in asks:
-                        if not other.answer.done():
-                            other.answer.set_exception(exc)
+                except BaseException:
+                    # the others are read again by the next of them to hold the lock: a failed
+                    # read (a broker's hiccup, a cancel) fails only the request that ran it
+                    self._asks[:0] = [a for a in asks if a is not ask]
                     raise
                 for other in asks:
                     if not other.answer.done():
@@ -108,6 +108,7 @@ class ReplyReader:
             since[tp] = min(since.get(tp, ask.since_ms), ask.since_ms)
         consumer = self._consumer
         consumer.assign(list(wanted))
+        deadline = time.monotonic() + READ_DEADLINE_S
         try:
             ends = await consumer.end_offsets(list(wanted))
             found = await consumer.offsets_for_times(
@@ -121,6 +122,10 @@ class ReplyReader:
                     reading.add(tp)
             self.reads += 1
             while reading:
+                if time.monotonic() > deadline:
+                    raise KafkaTimeoutError(
+                        f"reading {topic} back took over {READ_DEADLINE_S:.0f} s: is the broker up?"
+                    )
                 batch = await consumer.getmany(*reading, timeout_ms=1000)
                 for tp, records in batch.items():
                     chunks_of = wanted[tp]
@@ -141,7 +146,7 @@ class ReplyReader:
                     if await consumer.position(tp) >= ends[tp]:
                         reading.discard(tp)
         finally:
-            consumer.unsubscribe()  # nothing fetched in the background between two reads
+            consumer.pause(*consumer.assignment())  # nothing fetched between two reads
         return {
             ask.request_id: contiguous(wanted[TopicPartition(topic, ask.partition)][key])
             for ask in asks

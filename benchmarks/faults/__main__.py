@@ -249,7 +249,11 @@ def largest_gaps(outcomes: list[Outcome], fault_at: float, top: int = 8) -> list
     time), and which request's, to find it in the workers' logs."""
     gaps = sorted(outcomes, key=lambda o: -o.largest_gap_s)[:top]
     return [
-        [round(o.largest_gap_at - fault_at, 2), round(o.largest_gap_s, 2), o.request_id]
+        [
+            round(o.largest_gap_at - fault_at, 2),
+            round(o.largest_gap_s, 2),
+            "req-" + o.request_id.removeprefix("chatcmpl-"),  # as the workers log it
+        ]
         for o in gaps
     ]
 

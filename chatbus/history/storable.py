@@ -22,9 +22,9 @@ def storable(value: Any) -> Any:
         return value.replace(NUL, REPLACEMENT) if NUL in value else value
     if isinstance(value, Mapping):
         return {storable(key): storable(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if type(value) is list:  # exactly: pymongo's own tuples (options, requests) pass as they are
         return [storable(item) for item in value]
-    if isinstance(value, tuple):
+    if type(value) is tuple:
         return tuple(storable(item) for item in value)
     return value
 
@@ -37,6 +37,8 @@ class StorableCollection:
         self._collection = collection
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_collection", "bulk_write", "with_options"):  # not made storable: refused
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
         attribute = getattr(self._collection, name)
         if not callable(attribute):
             return attribute

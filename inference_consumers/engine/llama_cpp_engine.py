@@ -15,6 +15,7 @@ output beside other streams can differ from the same request alone after a near-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -160,7 +161,12 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
             n_batch=N_BATCH,
             step_tokens=self.step_tokens,
-            share_prefixes=self.share_prefixes,
+            # a sliding window prunes old cells, a recurrent state cannot be cut at a position:
+            # only a plain attention cache can lend a prefix's cells to another sequence
+            share_prefixes=self.share_prefixes
+            and int(llama_cpp.llama_model_n_swa(model)) == 0
+            and not llama_cpp.llama_model_is_recurrent(model)
+            and not llama_cpp.llama_model_is_hybrid(model),
             n_ctx=self.n_ctx,
             max_batch=self.max_batch,
             eos_token_ids=self.eos_token_ids,
@@ -213,14 +219,7 @@ class LlamaCppEngine(ThreadLoadedEngine[EngineStream], InferenceEngine):
             raise EngineError(f"request {request_id!r} is already running")
         room = room_for(request, self.max_context)
         if request.max_new_tokens > room:
-            request = GenerationRequest(
-                request.request_id,
-                request.prompt_ids,
-                room,
-                request.temperature,
-                request.top_p,
-                request.seed,
-            )
+            request = dataclasses.replace(request, max_new_tokens=room)
         stream = EngineStream(request_id)
         self._streams[request_id] = stream
         batch_loop.submit(request)

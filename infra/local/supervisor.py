@@ -256,12 +256,21 @@ def _post_threads(port: int, threads: int) -> tuple[int | None, str]:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=1.0) as answer:  # noqa: S310 - loopback http
+        # the worker answers once the step under way has ended (threads_route.APPLY_WAIT_S)
+        with urllib.request.urlopen(request, timeout=2.0) as answer:  # noqa: S310 - loopback http
             return answer.status, answer.read()[:200].decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()[:200].decode(errors="replace")
     except OSError as exc:
         return None, str(exc)
+
+
+def _applied(answer: str) -> bool:
+    """Whether a worker's ``POST /engine/threads`` answer says its new threads decode now."""
+    try:
+        return bool(json.loads(answer).get("applied", True))
+    except (ValueError, AttributeError):
+        return False
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -539,7 +548,7 @@ class Supervisor:
                     replica=replica.name,
                     threads=share,
                     was=replica.threads,
-                    applied='"applied": true' in detail,  # false: a long step, still under way
+                    applied=_applied(detail),  # false: a long step, still under way
                 )
                 replica.threads = share
             elif status == 409:  # its engine's threads are fixed: nothing to share

@@ -85,7 +85,8 @@ class MongoResponseStore(ResponseStore):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client = async_mongo_client(settings)
-        # no NUL characters in what is written or looked up: PostgreSQL under FerretDB refuses them
+        # no NUL characters in what is written or looked up (PostgreSQL under FerretDB refuses
+        # them): the ids are patterned and the bodies JSON text today, any new field is covered
         self._collection = StorableCollection(self._client[settings.mongo.db][COLLECTION])
 
     async def start(self) -> None:
