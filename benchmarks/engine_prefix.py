@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from chatbus.settings import get_settings
+from benchmarks.engine_step import started_engine
 from inference_consumers.engine.base import GenerationRequest
-from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine, find_gguf
+from inference_consumers.engine.llama_cpp_engine import LlamaCppEngine
 
 RUNNING, ARRIVING = 8, 8
 SYSTEM = (
@@ -123,17 +123,7 @@ async def one_round(engine: LlamaCppEngine, round_no: int) -> dict[str, float]:
 
 
 async def measure(share: bool, threads: int, rounds: int) -> dict[str, float]:
-    folder = get_settings().resolved_model_path
-    if find_gguf(folder) is None:
-        raise SystemExit(f"no GGUF model in {folder}: build the models with `make model`")
-    engine = LlamaCppEngine(
-        folder,
-        model_name="bench",
-        max_batch=RUNNING + ARRIVING,
-        n_threads=threads,
-        share_prefixes=share,
-    )
-    await engine.start()
+    engine = await started_engine(RUNNING + ARRIVING, threads, share_prefixes=share)
     results: list[dict[str, float]] = []
     try:
         label = "shared prefixes" if share else "every prompt whole (baseline)"

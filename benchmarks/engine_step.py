@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -86,18 +87,21 @@ async def one_round(engine: LlamaCppEngine, round_no: int) -> tuple[float, list[
     return max(gaps), [t - start for t in first_tokens], max(first_tokens) - start
 
 
-async def measure(step_tokens: int, threads: int, rounds: int) -> dict[str, float]:
+async def started_engine(max_batch: int, threads: int, **options: Any) -> LlamaCppEngine:
+    """The worker's llama.cpp engine on the configured model's GGUF, started; ``options`` are
+    the engine's own (the candidate a benchmark measures)."""
     folder = get_settings().resolved_model_path
     if find_gguf(folder) is None:
         raise SystemExit(f"no GGUF model in {folder}: build the models with `make model`")
     engine = LlamaCppEngine(
-        folder,
-        model_name="bench",
-        max_batch=RUNNING + ARRIVING,
-        n_threads=threads,
-        step_tokens=step_tokens,
+        folder, model_name="bench", max_batch=max_batch, n_threads=threads, **options
     )
     await engine.start()
+    return engine
+
+
+async def measure(step_tokens: int, threads: int, rounds: int) -> dict[str, float]:
+    engine = await started_engine(RUNNING + ARRIVING, threads, step_tokens=step_tokens)
     gaps, ttfts, walls = [], [], []
     try:
         for round_no in tqdm(range(rounds), desc=f"step {step_tokens} tokens", unit="round"):
